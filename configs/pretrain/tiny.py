@@ -1,0 +1,22 @@
+"""Tiny Llama-style model on the embedded synthetic world; about a minute on a laptop CPU.
+
+  python experiments/pretrain.py --config=configs/pretrain/tiny.py --workdir=/tmp/jaxllm/tiny
+
+`--config=configs/pretrain/tiny.py:steps=50` shortens it; any field can be overridden too.
+"""
+
+from jaxllm import config as config_lib
+
+
+def get_config(arg=None):
+  args = config_lib.parse_arg(arg, steps=300)
+  c = config_lib.pretrain_config("tiny")
+  c.train.num_steps = args.steps
+  c.train.batch_size = 16
+  c.train.log_every = 25
+  c.train.eval_every = 100
+  c.train.checkpoint_every = 100
+  c.data.seq_len = 128
+  c.optimizer.lr = 3e-3
+  c.optimizer.warmup_steps = 20
+  return c

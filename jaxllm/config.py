@@ -1,0 +1,100 @@
+"""Default run config (ml_collections) shared by the config files, its argument parser and checks.
+
+Config files in configs/ call `pretrain_config(size)` and change what they need; every field can
+be overridden on the command line, e.g. `--config.train.num_steps=50`.
+"""
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from jaxllm.errors import ConfigError
+from jaxllm.models.config import ModelConfig, get_size
+from jaxllm.parallel.sharding import DEFAULT_RULES
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """'steps=100,size=tiny' -> ConfigDict, typed by the defaults (big_vision style)."""
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    if not sep or key not in defaults:
+      raise ConfigError(f"config argument {item!r}: expected key=value with key in "
+                        f"{sorted(defaults)}.")
+    kind = type(defaults[key])
+    out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+  return out
+
+
+def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
+  """Every field a pretraining run reads, with defaults for the named model size."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = dataclasses.asdict(get_size(size))
+  c.model.lock()
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "synthetic"  # the embedded world (jaxllm/data/synthetic.py)
+  c.data.num_docs = 4000
+  c.data.world_seed = 0
+  c.data.seq_len = 128
+  c.data.eval_fraction = 0.05  # last documents held out for eval
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 200
+  c.train.batch_size = 16  # global, in sequences
+  c.train.microbatches = 1  # gradient accumulation steps per batch
+  c.train.z_loss = 0.0
+  c.train.log_every = 10
+  c.train.eval_every = 100
+  c.train.eval_batches = 4
+  c.train.checkpoint_every = 100
+  c.train.keep_checkpoints = 3
+  c.train.async_checkpointing = True
+  c.train.max_nonfinite_in_row = 20
+  c.train.peak_flops_per_device = 0.0  # 0: look up the device in jaxllm/train/metrics.py
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.lr = 3e-4
+  c.optimizer.schedule = "cosine"  # cosine | linear | constant (after warmup)
+  c.optimizer.warmup_steps = 20
+  c.optimizer.min_lr_ratio = 0.1
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.95
+  c.optimizer.eps = 1e-8
+  c.optimizer.weight_decay = 0.1
+  c.optimizer.clip_norm = 1.0
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1: all remaining devices
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  c.mesh.rules = tuple(DEFAULT_RULES)
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.initialize = False
+  c.distributed.coordinator_address = ""  # empty: auto-detect (TPU VM, SLURM)
+  c.distributed.num_processes = 1
+  c.distributed.process_id = 0
+  return c
+
+
+def validate(config: ml_collections.ConfigDict) -> ModelConfig:
+  """Checks the fields that do not depend on the devices; returns the model config."""
+  model_cfg = ModelConfig.from_dict(config.model)
+  t, d = config.train, config.data
+  for name in ("num_steps", "batch_size", "microbatches", "log_every", "eval_every",
+               "checkpoint_every", "keep_checkpoints"):
+    if t[name] <= 0:
+      raise ConfigError(f"config.train.{name}={t[name]} must be positive.")
+  if t.batch_size % t.microbatches:
+    raise ConfigError(f"config.train.batch_size={t.batch_size} is not divisible by "
+                      f"config.train.microbatches={t.microbatches}.")
+  if model_cfg.position == "learned" and d.seq_len > model_cfg.max_seq_len:
+    raise ConfigError(f"config.data.seq_len={d.seq_len} exceeds config.model.max_seq_len="
+                      f"{model_cfg.max_seq_len} (learned positions); lower one or raise the other.")
+  if config.optimizer.schedule not in ("cosine", "linear", "constant"):
+    raise ConfigError(f"config.optimizer.schedule={config.optimizer.schedule!r} is not one of "
+                      "cosine, linear, constant.")
+  return model_cfg

@@ -1,0 +1,1 @@
+"""Data: the embedded synthetic corpus, tokenizers and batch pipelines."""

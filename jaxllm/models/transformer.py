@@ -1,0 +1,191 @@
+"""Decoder-only transformer (Llama and GPT-2 families) in flax.linen.
+
+Shapes: B batch, T time, D d_model, N query heads, K key/value heads, H head dim, F mlp dim,
+V vocab. Parameters carry logical axis names (see jaxllm/parallel/rules.py); large activations
+carry logical sharding constraints. Use only through `model.init` / `model.apply`.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxllm.models import rope
+from jaxllm.models.config import ModelConfig
+
+
+def _init(std: float, names: tuple[str | None, ...]):
+  return nn.with_logical_partitioning(nn.initializers.normal(stddev=std), names)
+
+
+def _zeros(names: tuple[str | None, ...]):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def _constrain(x, names):
+  return nn.with_logical_constraint(x, names)
+
+
+class Linear(nn.Module):
+  """x[..., *in_shape] -> [..., *out_shape] with a kernel of shape in_shape + out_shape.
+
+  `names` are the logical axes of the kernel; the bias takes the output ones.
+  """
+
+  out_shape: tuple[int, ...]
+  names: tuple[str | None, ...]
+  cfg: ModelConfig
+  std: float
+  in_dims: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    in_shape = x.shape[-self.in_dims:]
+    kernel = self.param("kernel", _init(self.std, self.names), in_shape + self.out_shape,
+                        cfg.param_dtype)
+    y = jnp.tensordot(x.astype(cfg.dtype), kernel.astype(cfg.dtype), axes=self.in_dims)
+    if cfg.use_bias:
+      bias = self.param("bias", _zeros(self.names[self.in_dims:]), self.out_shape,
+                        cfg.param_dtype)
+      y = y + bias.astype(cfg.dtype)
+    return y
+
+
+def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
+  """RMSNorm (Llama) or LayerNorm (GPT-2); statistics computed in float32."""
+  scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",))
+  common = dict(epsilon=cfg.norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                scale_init=scale_init, name=name)
+  if cfg.norm == "rms":
+    return nn.RMSNorm(**common)
+  return nn.LayerNorm(use_bias=cfg.use_bias, bias_init=_zeros(("norm",)), **common)
+
+
+def attention_mask(segment_ids_bt: jnp.ndarray | None) -> jnp.ndarray | None:
+  """[B, 1, T, T] mask letting a token see only its own segment (causality is added separately)."""
+  if segment_ids_bt is None:
+    return None
+  return segment_ids_bt[:, None, :, None] == segment_ids_bt[:, None, None, :]
+
+
+class Attention(nn.Module):
+  """Multi-head / grouped-query self-attention through jax.nn.dot_product_attention."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_btd, positions_bt, segment_ids_bt):
+    cfg = self.cfg
+    n, k, h = cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
+    std = cfg.init_std
+    q_btnh = Linear((n, h), ("embed", "heads", "head_dim"), cfg, std, name="q")(x_btd)
+    k_btkh = Linear((k, h), ("embed", "kv_heads", "head_dim"), cfg, std, name="k")(x_btd)
+    v_btkh = Linear((k, h), ("embed", "kv_heads", "head_dim"), cfg, std, name="v")(x_btd)
+    if cfg.position == "rope":
+      inv_freq = rope.inverse_frequencies(cfg)
+      q_btnh = rope.apply_rope(q_btnh, positions_bt, inv_freq)
+      k_btkh = rope.apply_rope(k_btkh, positions_bt, inv_freq)
+    q_btnh = _constrain(q_btnh, ("act_batch", "act_len", "act_heads", None))
+    k_btkh = _constrain(k_btkh, ("act_batch", "act_len", "act_kv_heads", None))
+    v_btkh = _constrain(v_btkh, ("act_batch", "act_len", "act_kv_heads", None))
+    # Logits and softmax run in float32 inside dot_product_attention; GQA is native there.
+    out_btnh = jax.nn.dot_product_attention(
+        q_btnh, k_btkh, v_btkh, mask=attention_mask(segment_ids_bt), is_causal=cfg.causal,
+        implementation=None if cfg.attention_impl == "auto" else cfg.attention_impl)
+    out_std = std / (2 * cfg.num_layers) ** 0.5  # GPT-2: residual projections scaled by depth
+    return Linear((cfg.d_model,), ("heads", "head_dim", "embed"), cfg, out_std, in_dims=2,
+                  name="o")(out_btnh)
+
+
+class Mlp(nn.Module):
+  """SwiGLU (Llama) or GELU (GPT-2) feed-forward block."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_btd):
+    cfg = self.cfg
+    up = functools.partial(Linear, (cfg.mlp_dim,), ("embed", "mlp"), cfg, cfg.init_std)
+    if cfg.mlp == "swiglu":
+      h_btf = nn.silu(up(name="gate")(x_btd)) * up(name="up")(x_btd)
+    else:
+      h_btf = nn.gelu(up(name="up")(x_btd), approximate=True)
+    h_btf = _constrain(h_btf, ("act_batch", "act_len", "act_mlp"))
+    out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
+    return Linear((cfg.d_model,), ("mlp", "embed"), cfg, out_std, name="down")(h_btf)
+
+
+class Block(nn.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_btd, positions_bt, segment_ids_bt, deterministic: bool):
+    cfg = self.cfg
+    drop = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
+    h = Attention(cfg, name="attn")(make_norm(cfg, "attn_norm")(x_btd), positions_bt,
+                                    segment_ids_bt)
+    x_btd = x_btd + drop(h)
+    h = Mlp(cfg, name="mlp")(make_norm(cfg, "mlp_norm")(x_btd))
+    x_btd = _constrain(x_btd + drop(h), ("act_batch", "act_len", "act_embed"))
+    return (x_btd, None) if cfg.scan_layers else x_btd
+
+
+_REMAT_POLICIES = {
+    "full": None,  # save nothing, recompute the whole block
+    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Transformer(nn.Module):
+  """tokens [B, T] -> logits [B, T, V] (and the final hidden state [B, T, D] if asked)."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_bt, positions_bt=None, segment_ids_bt=None,
+               deterministic: bool = True, return_hidden: bool = False) -> Any:
+    """positions default to 0..T-1; segment ids (packing, 0 = padding) restrict attention."""
+    cfg = self.cfg
+    if positions_bt is None:
+      positions_bt = jnp.broadcast_to(jnp.arange(tokens_bt.shape[1]), tokens_bt.shape)
+    embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                     embedding_init=_init(cfg.init_std, ("vocab", "embed")), name="embed")
+    x_btd = embed(tokens_bt)
+    if cfg.position == "learned":
+      pos_embed = nn.Embed(cfg.max_seq_len, cfg.d_model, dtype=cfg.dtype,
+                           param_dtype=cfg.param_dtype,
+                           embedding_init=_init(0.01, ("position", "embed")), name="pos_embed")
+      x_btd = x_btd + pos_embed(positions_bt)
+    x_btd = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x_btd)
+    x_btd = _constrain(x_btd, ("act_batch", "act_len", "act_embed"))
+
+    block = Block
+    if cfg.remat != "none":
+      # Index 4 counts `self`: (self, x, positions, segment_ids, deterministic).
+      block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
+                       static_argnums=(4,))
+    if cfg.scan_layers:
+      layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True,
+                                                                        "dropout": True},
+                       in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                       metadata_params={nn.PARTITION_NAME: "layers"})
+      x_btd, _ = layers(cfg, name="layers")(x_btd, positions_bt, segment_ids_bt, deterministic)
+    else:
+      for i in range(cfg.num_layers):
+        x_btd = block(cfg, name=f"layer_{i}")(x_btd, positions_bt, segment_ids_bt, deterministic)
+
+    hidden_btd = make_norm(cfg, "final_norm")(x_btd)
+    if cfg.tie_embeddings:
+      logits_btv = embed.attend(hidden_btd)
+    else:
+      head_cfg = dataclasses.replace(cfg, use_bias=False)
+      logits_btv = Linear((cfg.vocab_size,), ("embed", "vocab"), head_cfg, cfg.init_std,
+                          name="lm_head")(hidden_btd)
+    logits_btv = _constrain(logits_btv, ("act_batch", "act_len", "act_vocab"))
+    return (logits_btv, hidden_btd) if return_hidden else logits_btv

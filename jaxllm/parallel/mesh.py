@@ -1,0 +1,61 @@
+"""Device mesh with axes (data, fsdp, tensor) and multi-host initialisation."""
+
+import math
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh
+
+from jaxllm.errors import ConfigError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def resolve_axis_sizes(sizes: dict[str, int], num_devices: int) -> tuple[int, ...]:
+  """Fills the one axis set to -1 with the remaining devices; checks the product."""
+  values = [int(sizes[a]) for a in MESH_AXES]
+  free = [a for a, v in zip(MESH_AXES, values) if v == -1]
+  if len(free) > 1:
+    raise ConfigError(f"config.mesh: only one axis may be -1, got {free}; set the others.")
+  if any(v == 0 or v < -1 for v in values):
+    raise ConfigError(f"config.mesh sizes must be positive or -1, got {dict(zip(MESH_AXES, values))}.")
+  fixed = math.prod(v for v in values if v != -1)
+  if free:
+    if num_devices % fixed:
+      raise ConfigError(
+          f"config.mesh: {num_devices} devices are not divisible by the fixed axes "
+          f"{dict(zip(MESH_AXES, values))} (product {fixed}); change the sizes.")
+    values[MESH_AXES.index(free[0])] = num_devices // fixed
+  elif fixed != num_devices:
+    raise ConfigError(
+        f"config.mesh {dict(zip(MESH_AXES, values))} uses {fixed} devices but {num_devices} are "
+        "present; make the product match or set one axis to -1.")
+  return tuple(values)
+
+
+def make_mesh(mesh_config, devices=None) -> Mesh:
+  """Mesh over all (or the given) devices; axis sizes from config.mesh.{data,fsdp,tensor}."""
+  num_devices = jax.device_count() if devices is None else len(devices)
+  shape = resolve_axis_sizes({a: mesh_config[a] for a in MESH_AXES}, num_devices)
+  axis_types = (AxisType.Auto,) * len(MESH_AXES)
+  if devices is None:
+    # Topology-aware device order on TPU/GPU slices.
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types)
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=axis_types)
+
+
+def maybe_initialize_distributed(dist_config) -> None:
+  """Calls jax.distributed.initialize when config.distributed.initialize is set.
+
+  On Cloud TPU VMs and SLURM/Open MPI clusters the arguments are found automatically; leave
+  coordinator_address empty there. Elsewhere set coordinator_address, num_processes, process_id.
+  """
+  if not dist_config.initialize:
+    return
+  kwargs = {}
+  if dist_config.coordinator_address:
+    kwargs = dict(coordinator_address=dist_config.coordinator_address,
+                  num_processes=dist_config.num_processes, process_id=dist_config.process_id)
+  # Lets several CPU processes on one machine train together; no effect on GPU/TPU.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**kwargs)

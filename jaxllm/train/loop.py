@@ -1,0 +1,212 @@
+"""The one training loop, for every objective: step, eval, checkpoint, metrics, preemption."""
+
+import contextlib
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxllm.errors import ConfigError, UserError
+from jaxllm.models.config import ModelConfig
+from jaxllm.parallel import mesh as mesh_lib
+from jaxllm.parallel import sharding as sharding_lib
+from jaxllm.train import checkpoint as ckpt_lib
+from jaxllm.train import metrics as metrics_lib
+from jaxllm.train import optimizer as optimizer_lib
+from jaxllm.train import state as state_lib
+from jaxllm.train import step as step_lib
+
+
+class TrainingDiverged(UserError):
+  """Too many non-finite steps in a row."""
+
+
+class _PreemptionFlag:
+  """Set by SIGTERM; restores the previous handler when closed."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def close(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def check_mesh_fits(config, mesh, model_cfg: ModelConfig) -> None:
+  """Errors for shapes the mesh cannot split evenly, naming the fields."""
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  per_micro = config.train.batch_size // config.train.microbatches
+  if per_micro % shards:
+    raise ConfigError(
+        f"config.train.batch_size / config.train.microbatches = {per_micro} sequences per "
+        f"microbatch is not divisible by the {shards} data x fsdp shards of the mesh; change "
+        "the batch size, microbatches or config.mesh.")
+  tensor = mesh.shape["tensor"]
+  for name in ("num_heads", "num_kv_heads", "mlp_dim"):
+    if getattr(model_cfg, name) % tensor:
+      raise ConfigError(f"config.model.{name}={getattr(model_cfg, name)} is not divisible by "
+                        f"config.mesh.tensor={tensor}.")
+
+
+def evaluate(eval_step, params, batches: Iterable[dict], mesh) -> dict[str, float]:
+  """Weighted mean of every metric over the eval batches, plus perplexity."""
+  totals: dict[str, float] = {}
+  for batch in batches:
+    sums = jax.device_get(eval_step(params, sharding_lib.global_batch(batch, mesh)))
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  weight = max(totals.pop("weight", 0.0), 1.0)
+  out = {f"eval/{k}": v / weight for k, v in totals.items()}
+  if "eval/nll" in out:
+    out["eval/perplexity"] = float(np.exp(min(out["eval/nll"], 50.0)))
+  return out
+
+
+def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
+          train_iter: Iterator[dict[str, np.ndarray]],
+          eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None,
+          init_params: Any = None, hooks: tuple[Callable[[int], None], ...] = ()):
+  """Trains `model` on `loss_fn` for config.train.num_steps steps; returns the final state.
+
+  `train_iter` yields this process's rows of each global batch and has get_state/set_state.
+  Running again with the same workdir resumes from the newest checkpoint: params, optimizer,
+  step, RNG (derived from seed and step) and data position, so results are bit-identical.
+  SIGTERM saves a checkpoint at the current step and returns cleanly.
+  """
+  workdir = Path(workdir)
+  main = metrics_lib.is_main_process()
+  model_cfg = model.cfg
+  tc = config.train
+  seq_len = config.data.seq_len
+  if main:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+
+  mesh = mesh_lib.make_mesh(config.mesh)
+  check_mesh_fits(config, mesh, model_cfg)
+  rules = sharding_lib.rules_from_config(config.mesh.rules)
+  tx = optimizer_lib.make_optimizer(config.optimizer, tc.num_steps)
+  schedule = optimizer_lib.learning_rate_schedule(config.optimizer, tc.num_steps)
+  base_rng = jax.random.key(config.seed)
+  init_rng, train_rng = jax.random.fold_in(base_rng, 0), jax.random.fold_in(base_rng, 1)
+  with contextlib.ExitStack() as stack:
+    writer = metrics_lib.MetricWriter(workdir, enabled=main)
+    stack.callback(writer.close)
+    manager = ckpt_lib.make_manager(workdir / "checkpoints", tc.keep_checkpoints,
+                                    tc.async_checkpointing)
+    stack.callback(manager.close)
+    stack.callback(manager.wait_until_finished)
+    preemption = _PreemptionFlag()
+    stack.callback(preemption.close)
+    stack.enter_context(jax.set_mesh(mesh))
+    stack.enter_context(nn.logical_axis_rules(rules))
+    abstract_state, shardings = state_lib.state_shardings(model, tx, mesh, rules, seq_len)
+    latest = manager.latest_step()
+    if latest is not None:
+      state, data_state = ckpt_lib.restore(manager, latest, abstract_state)
+      train_iter.set_state(data_state)
+      dropped = writer.truncate_after(latest)
+      _log(main, f"resumed from {workdir / 'checkpoints'} at step {latest}"
+           + (f" ({dropped} later metric lines dropped)" if dropped else ""))
+    else:
+      state, _ = state_lib.create_state(model, tx, init_rng, mesh, rules, seq_len, init_params)
+    num_params = state_lib.count_params(state["params"])
+    _log(main, f"model: {num_params:,} parameters; mesh {dict(mesh.shape)}; "
+         f"{jax.device_count()} {jax.devices()[0].platform} devices, "
+         f"{jax.process_count()} processes")
+
+    replicated = NamedSharding(mesh, P())
+    step_fn = jax.jit(step_lib.make_train_step(loss_fn, model, tx, schedule, tc.microbatches),
+                      out_shardings=(shardings, replicated), donate_argnums=(0,))
+    eval_fn = jax.jit(step_lib.make_eval_step(loss_fn, model), out_shardings=replicated)
+
+    flops_per_token = metrics_lib.train_flops_per_token(model_cfg, seq_len)
+    peak = tc.peak_flops_per_device or metrics_lib.peak_flops_per_device(jax.devices()[0].device_kind)
+    tokens_per_step = tc.batch_size * seq_len
+    step = int(jax.device_get(state["step"]))
+    pending = None  # (step, metrics) of the previous step, read after the next is dispatched
+    window_start, window_steps = None, 0
+
+    def finish(step_done: int, metrics: dict) -> None:
+      nonlocal window_start, window_steps
+      values = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+      if values["train/nonfinite_streak"] >= tc.max_nonfinite_in_row:
+        raise TrainingDiverged(
+            f"{int(values['train/nonfinite_streak'])} steps in a row had a non-finite loss or "
+            f"gradient (last at step {step_done}); lower config.optimizer.lr, raise "
+            "config.optimizer.warmup_steps, or raise config.train.max_nonfinite_in_row.")
+      window_steps += 1
+      if step_done % tc.log_every and step_done != tc.num_steps:
+        return
+      now = time.perf_counter()
+      if window_start is not None and window_steps:
+        seconds = (now - window_start) / window_steps
+        values["perf/step_seconds"] = seconds
+        values["perf/tokens_per_second"] = tokens_per_step / seconds
+        if peak:
+          values["perf/mfu"] = flops_per_token * tokens_per_step / seconds / (
+              peak * jax.device_count())
+      window_start, window_steps = now, 0
+      writer.write(step_done, values)
+      _log(main, _progress_line(step_done, tc.num_steps, values))
+
+    window_start = None
+    while step < tc.num_steps:
+      batch = sharding_lib.global_batch(next(train_iter), mesh)
+      state, metrics = step_fn(state, batch, train_rng)
+      step += 1
+      for hook in hooks:
+        hook(step)
+      if pending is not None:
+        finish(*pending)
+      elif window_start is None:
+        jax.block_until_ready(metrics)  # first step includes compilation: time from here on
+        window_start, window_steps = time.perf_counter(), -1
+      pending = (step, metrics)
+      preempted = preemption.raised or manager.reached_preemption(step)
+      if step % tc.checkpoint_every == 0 or step == tc.num_steps or preempted:
+        finish(*pending)
+        pending = None
+        ckpt_lib.save(manager, step, state, train_iter.get_state())
+      if eval_batches is not None and (step % tc.eval_every == 0 or step == tc.num_steps):
+        if pending is not None:
+          finish(*pending)
+          pending = None
+        eval_values = evaluate(eval_fn, state["params"], eval_batches(), mesh)
+        writer.write(step, eval_values)
+        _log(main, _progress_line(step, tc.num_steps, eval_values))
+        window_start, window_steps = time.perf_counter(), 0
+      if preempted:
+        _log(main, f"SIGTERM: saved a checkpoint at step {step}; run the same command to resume.")
+        break
+    if pending is not None:
+      finish(*pending)
+  return state
+
+
+def _progress_line(step: int, num_steps: int, values: dict[str, float]) -> str:
+  parts = [f"step {step}/{num_steps}"]
+  for key, fmt in [("train/loss", "loss {:.4f}"), ("train/accuracy", "acc {:.3f}"),
+                   ("train/grad_norm", "gnorm {:.3f}"), ("train/lr", "lr {:.2e}"),
+                   ("eval/loss", "eval loss {:.4f}"), ("eval/perplexity", "eval ppl {:.3f}"),
+                   ("eval/accuracy", "eval acc {:.3f}"),
+                   ("perf/tokens_per_second", "{:,.0f} tok/s"), ("perf/mfu", "MFU {:.1%}")]:
+    if key in values:
+      parts.append(fmt.format(values[key]))
+  if values.get("train/skipped"):
+    parts.append("SKIPPED (non-finite)")
+  return " | ".join(parts)
+
+
+def _log(main: bool, message: str) -> None:
+  if main:
+    print(message, flush=True)

@@ -1,0 +1,87 @@
+"""Metric logging (metrics.jsonl, TensorBoard, console) and the FLOPs / MFU accounting."""
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from jaxllm.models.config import ModelConfig
+
+# Dense bf16 peak FLOP/s per chip (vendor datasheets). MFU is reported against these; pass
+# config.train.peak_flops_per_device for other chips or for float32 compute.
+PEAK_FLOPS_BF16 = {
+    "H200": 989e12,
+    "H100": 989e12,  # SXM; PCIe is 756e12
+    "A100": 312e12,
+    "L4": 121e12,
+    "TPU v6 lite": 918e12,  # v6e (Trillium)
+    "TPU v5p": 459e12,
+    "TPU v5 lite": 197e12,  # v5e
+    "TPU v5": 459e12,
+    "TPU v4": 275e12,
+}
+
+
+def peak_flops_per_device(device_kind: str) -> float | None:
+  """Peak bf16 FLOP/s for a jax device_kind string, or None if unknown (e.g. CPU)."""
+  for key, value in PEAK_FLOPS_BF16.items():  # ordered so that longer names match first
+    if key in device_kind:
+      return value
+  return None
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+  """Parameters that take part in a matmul per token (all but embedding lookups, norms, biases)."""
+  d, h = cfg.d_model, cfg.resolved_head_dim
+  attn = d * cfg.num_heads * h * 2 + d * cfg.num_kv_heads * h * 2
+  mlp = (3 if cfg.mlp == "swiglu" else 2) * d * cfg.mlp_dim
+  return cfg.num_layers * (attn + mlp) + d * cfg.vocab_size  # the last term is the LM head
+
+
+def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+  """6 N + 12 L T (heads x head_dim): forward + backward, attention counted over the full T x T
+  score matrix as in the PaLM paper (appendix B); N from matmul_params."""
+  return 6 * matmul_params(cfg) + 12 * cfg.num_layers * seq_len * cfg.num_heads * cfg.resolved_head_dim
+
+
+class MetricWriter:
+  """Appends one JSON object per call to WORKDIR/metrics.jsonl and writes TensorBoard scalars."""
+
+  def __init__(self, workdir: str | Path, enabled: bool = True):
+    self.enabled = enabled
+    self.path = Path(workdir) / "metrics.jsonl"
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # lazy: heavy import
+      self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+
+  def truncate_after(self, step: int) -> int:
+    """Drops lines logged after `step` (they belong to steps a resume will redo); returns count."""
+    if not self.enabled or not self.path.exists():
+      return 0
+    lines = self.path.read_text().splitlines()
+    kept = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= step]
+    self.path.write_text("".join(l + "\n" for l in kept))
+    return len(lines) - len(kept)
+
+  def write(self, step: int, values: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step)}
+    for k, v in values.items():
+      v = float(v)
+      record[k] = v if math.isfinite(v) else str(v)
+    with self.path.open("a") as f:
+      f.write(json.dumps(record) + "\n")
+    for k, v in values.items():
+      self._tb.add_scalar(k, float(v), int(step))
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0

@@ -1,0 +1,74 @@
+"""Train state: a dict pytree created directly with its shardings on the mesh.
+
+state = {"step": int32[], "params": ..., "opt_state": ..., "nonfinite_streak": int32[],
+         "nonfinite_total": int32[]}
+"""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jaxllm.parallel import sharding as sharding_lib
+
+
+def _boxed_state(params_boxed, tx: optax.GradientTransformation) -> dict[str, Any]:
+  return {
+      "step": jnp.zeros((), jnp.int32),
+      "params": params_boxed,
+      "opt_state": tx.init(params_boxed),  # moments inherit the params' logical names
+      "nonfinite_streak": jnp.zeros((), jnp.int32),
+      "nonfinite_total": jnp.zeros((), jnp.int32),
+  }
+
+
+def unbox(tree: Any) -> Any:
+  """Strips logical-partitioning boxes without adding sharding constraints (safe outside jit)."""
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+  return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree,
+                      is_leaf=is_box)
+
+
+def init_params_fn(model: nn.Module, seq_len: int) -> Callable[[jax.Array], Any]:
+  """rng -> boxed (logically partitioned) params of `model` for [1, seq_len] token inputs."""
+  def init(rng):
+    tokens = jnp.zeros((1, seq_len), jnp.int32)
+    return model.init({"params": rng, "dropout": rng}, tokens)["params"]
+  return init
+
+
+def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, rules,
+                    seq_len: int) -> tuple[Any, Any]:
+  """(abstract unboxed state, NamedSharding tree) without allocating anything."""
+  init = init_params_fn(model, seq_len)
+  boxed = jax.eval_shape(lambda r: _boxed_state(init(r), tx), jax.random.key(0))
+  shardings = sharding_lib.logical_to_sharding(nn.get_partition_spec(boxed), mesh, rules)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          unbox(boxed), shardings)
+  return abstract, shardings
+
+
+def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, mesh: Mesh,
+                 rules, seq_len: int, params: Any = None) -> tuple[dict[str, Any], Any]:
+  """Initialises the state already sharded (jitted init with out_shardings).
+
+  If `params` is given (e.g. from a pretrained checkpoint) they replace the fresh ones and the
+  optimizer state is built for them.
+  """
+  _, shardings = state_shardings(model, tx, mesh, rules, seq_len)
+  init = init_params_fn(model, seq_len)
+  if params is None:
+    make = lambda r: nn.meta.unbox(_boxed_state(init(r), tx))
+    state = jax.jit(make, out_shardings=shardings)(rng)
+  else:
+    params = jax.device_put(params, shardings["params"])
+    make = lambda p: _boxed_state(p, tx)
+    state = jax.jit(make, out_shardings=shardings)(params)
+  return state, shardings
+
+
+def count_params(params: Any) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(params))

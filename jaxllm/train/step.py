@@ -1,0 +1,89 @@
+"""The compiled train step: step(state, batch, rng) -> (state, metrics), for any objective."""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def split_microbatches(batch: dict[str, jax.Array], num: int) -> dict[str, jax.Array]:
+  """[B, ...] -> [num, B / num, ...], microbatch m taking rows m, m + num, ...
+
+  Strided rows keep every microbatch spread over all data shards, so no data moves between
+  devices.
+  """
+  def split(x):
+    return x.reshape(x.shape[0] // num, num, *x.shape[1:]).swapaxes(0, 1)
+  return jax.tree.map(split, batch)
+
+
+def accumulate_gradients(loss_fn: LossFn, model, params, batch, rng, num_microbatches: int):
+  """Sums of gradients and metrics over microbatches (lax.scan, so memory holds one)."""
+  def grads_and_sums(mb, r):
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb, r, model)
+    return grads, dict(metrics, loss=loss)
+
+  if num_microbatches == 1:
+    return grads_and_sums(batch, rng)
+  microbatches = split_microbatches(batch, num_microbatches)
+
+  def body(carry, xs):
+    mb, i = xs
+    out = grads_and_sums(mb, jax.random.fold_in(rng, i))
+    return jax.tree.map(jnp.add, carry, out), None
+
+  first = jax.tree.map(lambda x: x[0], microbatches)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                       jax.eval_shape(grads_and_sums, first, rng))
+  sums, _ = jax.lax.scan(body, zeros, (microbatches, jnp.arange(num_microbatches)))
+  return sums
+
+
+def make_train_step(loss_fn: LossFn, model, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule | None = None, num_microbatches: int = 1):
+  """Builds step(state, batch, rng) -> (state, metrics); jit it with donation of `state`.
+
+  The objective returns sums; here they are divided by the total weight of the global batch.
+  A non-finite loss or gradient norm leaves params and optimizer state unchanged and is
+  counted in state["nonfinite_streak"] / state["nonfinite_total"].
+  """
+  def step(state: dict[str, Any], batch: dict[str, jax.Array], rng: jax.Array):
+    rng = jax.random.fold_in(rng, state["step"])
+    grads, sums = accumulate_gradients(loss_fn, model, state["params"], batch, rng,
+                                       num_microbatches)
+    weight = sums.pop("weight")
+    denom = jnp.maximum(weight, 1.0)
+    grads = jax.tree.map(lambda g: g / denom, grads)
+    metrics = {k: v / denom for k, v in sums.items()}
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = dict(
+        state,
+        step=state["step"] + 1,
+        params=keep(params, state["params"]),
+        opt_state=keep(opt_state, state["opt_state"]),
+        nonfinite_streak=jnp.where(finite, 0, state["nonfinite_streak"] + 1),
+        nonfinite_total=state["nonfinite_total"] + (~finite).astype(jnp.int32),
+    )
+    metrics.update(weight=weight, grad_norm=grad_norm, skipped=(~finite).astype(jnp.float32),
+                   nonfinite_streak=new_state["nonfinite_streak"])
+    if schedule is not None:
+      metrics["lr"] = schedule(state["step"])
+    return new_state, metrics
+
+  return step
+
+
+def make_eval_step(loss_fn: LossFn, model):
+  """eval_step(params, batch) -> metric sums (including weight), deterministic (no rng)."""
+  def eval_step(params, batch):
+    loss, metrics = loss_fn(params, batch, None, model)
+    return dict(metrics, loss=loss)
+  return eval_step

@@ -1,0 +1,30 @@
+"""jaxllm: train language models end to end in JAX (pretraining, SFT, preference, RL)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="jaxllm",
+    version="0.1.0",
+    description="A JAX functional codebase for training language models on CPU, GPU and TPU.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["jaxllm", "jaxllm.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "ml-collections>=1.1.0",
+        "chex>=0.1.92",
+        "tensorflow-datasets>=4.9.10",
+        "importlib_resources>=6.0",  # tensorflow-datasets needs it without TensorFlow
+        "grain>=0.2.18",
+        "numpy>=1.26",
+        "absl-py>=2.1",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+    },
+)
