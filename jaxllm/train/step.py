@@ -47,7 +47,7 @@ def make_train_step(loss_fn: LossFn, model, tx: optax.GradientTransformation,
   """Builds step(state, batch, rng) -> (state, metrics); jit it with donation of `state`.
 
   The objective returns sums; here they are divided by the total weight of the global batch.
-  A non-finite loss or gradient norm leaves params and optimizer state unchanged and is
+  A non-finite loss, gradient or update leaves params and optimizer state unchanged and is
   counted in state["nonfinite_streak"] / state["nonfinite_total"].
   """
   def step(state: dict[str, Any], batch: dict[str, jax.Array], rng: jax.Array):
@@ -58,10 +58,10 @@ def make_train_step(loss_fn: LossFn, model, tx: optax.GradientTransformation,
     denom = jnp.maximum(weight, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
     metrics = {k: v / denom for k, v in sums.items()}
-    grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+              & jnp.isfinite(optax.tree.norm(updates)))
     params = optax.apply_updates(state["params"], updates)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = dict(

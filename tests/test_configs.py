@@ -1,0 +1,54 @@
+"""Every config file parses, validates and builds its model with eval_shape."""
+
+import importlib.util
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jaxllm import config as config_lib
+from jaxllm.errors import ConfigError
+from jaxllm.models import Transformer
+
+CONFIG_FILES = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.py"))
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_there_are_configs():
+  assert len(CONFIG_FILES) >= 6
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_config_builds_model(path):
+  module = _load(path)
+  assert "python experiments/" in module.__doc__, "docstring gives the run command"
+  config = module.get_config(None)
+  model_cfg = config_lib.validate(config)
+  shapes = jax.eval_shape(
+      lambda r: Transformer(model_cfg).init(r, jnp.zeros((1, 8), jnp.int32)), jax.random.key(0))
+  assert jax.tree.leaves(shapes)
+
+
+def test_parse_arg_types_and_errors():
+  args = config_lib.parse_arg("steps=5,fast=true,name=x", steps=1, fast=False, name="y")
+  assert args.steps == 5 and args.fast is True and args.name == "x"
+  with pytest.raises(ConfigError, match="stpes"):
+    config_lib.parse_arg("stpes=5", steps=1)
+
+
+def test_validate_names_bad_fields():
+  c = config_lib.pretrain_config("tiny")
+  c.train.microbatches = 3
+  with pytest.raises(ConfigError, match="batch_size=16.*microbatches=3"):
+    config_lib.validate(c)
+  c = config_lib.pretrain_config("gpt2-124m")
+  c.data.seq_len = 4096
+  with pytest.raises(ConfigError, match="seq_len=4096.*max_seq_len=1024"):
+    config_lib.validate(c)

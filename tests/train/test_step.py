@@ -1,0 +1,124 @@
+"""The train step: overfitting, gradient accumulation, sharding equivalence, one compile."""
+
+import dataclasses
+import functools
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxllm import config as config_lib
+from jaxllm.models import Transformer, get_size
+from jaxllm.objectives import lm
+from jaxllm.parallel import make_mesh, global_batch, rules_from_config
+from jaxllm.train import optimizer as optimizer_lib
+from jaxllm.train import state as state_lib
+from jaxllm.train import step as step_lib
+
+CFG = get_size("tiny")
+
+
+def _batch(batch_size=8, seq_len=16, seed=0, vocab=CFG.vocab_size):
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, vocab, (batch_size, seq_len + 1)).astype(np.int32)
+  mask = np.ones((batch_size, seq_len), np.float32)
+  mask[1::3, : seq_len // 2] = 0.0  # unequal token counts per row and per microbatch
+  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": mask}
+
+
+def _setup(mesh_sizes=None, devices=None, opt=None, microbatches=1, cfg=CFG, num_steps=100):
+  config = config_lib.pretrain_config("tiny")
+  if opt:
+    config.optimizer.update(opt)
+  mesh_config = {"data": -1, "fsdp": 1, "tensor": 1, **(mesh_sizes or {})}
+  mesh = make_mesh(mesh_config, devices=devices)
+  rules = rules_from_config(config.mesh.rules)
+  model = Transformer(cfg)
+  tx = optimizer_lib.make_optimizer(config.optimizer, num_steps)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state, shardings = state_lib.create_state(model, tx, jax.random.key(0), mesh, rules, 16)
+    step = jax.jit(step_lib.make_train_step(lm.lm_loss, model, tx, None, microbatches),
+                   out_shardings=(shardings, None), donate_argnums=(0,))
+  return mesh, rules, state, step
+
+
+def _run(mesh, rules, state, step, batches):
+  losses = []
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    for b in batches:
+      state, metrics = step(state, global_batch(b, mesh), jax.random.key(1))
+      losses.append(float(metrics["loss"]))
+  return state, losses
+
+
+def test_tiny_model_overfits_one_batch():
+  setup = _setup(devices=jax.devices()[:1], opt=dict(lr=1e-2, warmup_steps=5, weight_decay=0.0))
+  batch = _batch(batch_size=4)
+  _, losses = _run(*setup, [batch] * 150)
+  assert losses[0] > 5.0  # log(320) = 5.77 at init
+  assert losses[-1] < 0.1, losses[-10:]
+
+
+def test_gradient_accumulation_four_microbatches_equals_full_batch():
+  batch = _batch()
+  full = _run(*_setup(devices=jax.devices()[:1]), [batch])
+  accum = _run(*_setup(devices=jax.devices()[:1], microbatches=4), [batch])
+  np.testing.assert_allclose(full[1], accum[1], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(full[0]["params"]), jax.tree.leaves(accum[0]["params"])):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_fsdp4_tensor2_on_8_devices_equals_one_device():
+  assert jax.device_count() == 8, "conftest sets 8 fake CPU devices"
+  batch = _batch()
+  one = _run(*_setup(devices=jax.devices()[:1]), [batch, _batch(seed=1)])
+  mesh, rules, state, step = _setup({"data": 1, "fsdp": 4, "tensor": 2})
+  q_kernel = state["params"]["layer_0"]["attn"]["q"]["kernel"]  # logical (embed, heads, head_dim)
+  assert q_kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+  assert q_kernel.addressable_shards[0].data.shape == (CFG.d_model // 4, CFG.num_heads // 2,
+                                                       CFG.resolved_head_dim)
+  down = state["params"]["layer_0"]["mlp"]["down"]["kernel"]  # (mlp, embed)
+  assert down.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
+  mu = state["opt_state"][1][0].mu["layer_0"]["attn"]["q"]["kernel"]  # Adam moment, same layout
+  assert mu.sharding.spec == q_kernel.sharding.spec
+  sharded = _run(mesh, rules, state, step, [batch, _batch(seed=1)])
+  np.testing.assert_allclose(sharded[1], one[1], atol=1e-5)
+  for a, b in zip(jax.tree.leaves(sharded[0]["params"]), jax.tree.leaves(one[0]["params"])):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_step_compiles_once():
+  mesh, rules, state, _ = _setup(devices=jax.devices()[:1])
+  model = Transformer(CFG)
+  tx = optimizer_lib.make_optimizer(config_lib.pretrain_config().optimizer, 100)
+  raw = step_lib.make_train_step(lm.lm_loss, model, tx)
+  step = jax.jit(chex.assert_max_traces(raw, n=1), donate_argnums=(0,))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    for seed in range(4):
+      state, _ = step(state, global_batch(_batch(seed=seed), mesh), jax.random.key(seed))
+  assert int(state["step"]) == 4
+
+
+def test_non_finite_loss_skips_the_update_and_is_counted():
+  setup = _setup(devices=jax.devices()[:1])
+  mesh, rules, state, step = setup
+  before = jax.tree.map(np.asarray, state["params"])
+  bad = _batch()
+  bad["loss_mask"] = bad["loss_mask"] * np.float32("nan")
+  state, _ = _run(mesh, rules, state, step, [bad, bad])
+  assert int(state["nonfinite_streak"]) == 2 and int(state["nonfinite_total"]) == 2
+  assert int(state["step"]) == 2
+  for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(before)):
+    np.testing.assert_array_equal(a, b)
+  state, losses = _run(mesh, rules, state, step, [_batch()])
+  assert np.isfinite(losses[0]) and int(state["nonfinite_streak"]) == 0
+  assert int(state["nonfinite_total"]) == 2
+
+
+def test_split_microbatches_strides_rows():
+  x = {"a": jnp.arange(8)}
+  out = step_lib.split_microbatches(x, 4)["a"]
+  np.testing.assert_array_equal(out, [[0, 4], [1, 5], [2, 6], [3, 7]])
