@@ -72,6 +72,14 @@ def attention_mask(segment_ids_bt: jnp.ndarray | None) -> jnp.ndarray | None:
   return segment_ids_bt[:, None, :, None] == segment_ids_bt[:, None, None, :]
 
 
+def attention_implementation(cfg: ModelConfig) -> str:
+  """'auto' picks cuDNN flash attention on GPU in 16-bit compute, XLA elsewhere."""
+  if cfg.attention_impl != "auto":
+    return cfg.attention_impl
+  gpu = jax.default_backend() == "gpu"
+  return "cudnn" if gpu and cfg.dtype in ("bfloat16", "float16") else "xla"
+
+
 class Attention(nn.Module):
   """Multi-head / grouped-query self-attention through jax.nn.dot_product_attention."""
 
@@ -95,7 +103,7 @@ class Attention(nn.Module):
     # Logits and softmax run in float32 inside dot_product_attention; GQA is native there.
     out_btnh = jax.nn.dot_product_attention(
         q_btnh, k_btkh, v_btkh, mask=attention_mask(segment_ids_bt), is_causal=cfg.causal,
-        implementation=None if cfg.attention_impl == "auto" else cfg.attention_impl)
+        implementation=attention_implementation(cfg))
     out_std = std / (2 * cfg.num_layers) ** 0.5  # GPT-2: residual projections scaled by depth
     return Linear((cfg.d_model,), ("heads", "head_dim", "embed"), cfg, out_std, in_dims=2,
                   name="o")(out_btnh)

@@ -1,0 +1,77 @@
+"""experiments/pretrain.py as a user runs it: real processes, real signals, clear errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import ROOT, read_metrics, train_losses
+
+ARGS = ["--config=configs/pretrain/tiny.py", "--config.train.num_steps=40",
+        "--config.train.log_every=1", "--config.train.checkpoint_every=15",
+        "--config.train.eval_every=15", "--config.data.num_docs=1000"]
+
+
+def _env():
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # one CPU device in the child
+  return env
+
+
+def _cmd(workdir, *extra):
+  return [sys.executable, "experiments/pretrain.py", f"--workdir={workdir}", *ARGS, *extra]
+
+
+def _last_step(workdir):
+  path = workdir / "metrics.jsonl"
+  if not path.exists():
+    return 0
+  steps = [m["step"] for m in read_metrics(workdir) if "train/loss" in m] if path.read_text() else []
+  return max(steps, default=0)
+
+
+def test_sigterm_from_outside_then_same_command_is_bit_identical(tmp_path):
+  full = tmp_path / "full"
+  subprocess.run(_cmd(full), cwd=ROOT, env=_env(), check=True, capture_output=True)
+
+  part = tmp_path / "part"
+  proc = subprocess.Popen(_cmd(part), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 300
+  while _last_step(part) < 20:
+    assert proc.poll() is None, proc.stdout.read()
+    assert time.time() < deadline
+    time.sleep(0.005)
+  proc.send_signal(signal.SIGSTOP)  # freeze it mid-run, then deliver SIGTERM
+  stopped_at = _last_step(part)
+  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(signal.SIGCONT)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out
+  assert stopped_at < 40, "the run finished before it could be interrupted"
+  assert "SIGTERM: saved a checkpoint at step" in out
+  interrupted_at = _last_step(part)
+  assert interrupted_at < 40
+
+  rerun = subprocess.run(_cmd(part), cwd=ROOT, env=_env(), capture_output=True, text=True)
+  assert rerun.returncode == 0, rerun.stderr
+  assert f"resumed from {part / 'checkpoints'} at step {interrupted_at}" in rerun.stdout
+  assert train_losses(part) == train_losses(full)  # every step, bit for bit
+  evals = lambda d: [m for m in read_metrics(d) if "eval/loss" in m]
+  assert evals(part) == evals(full)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.model.num_kv_heads=3", "num_heads=4 is not divisible by config.model.num_kv_heads=3"),
+    ("--config.mesh.tensor=3", "config.mesh"),
+    ("--config.data.source=web", "config.data.source='web'"),
+])
+def test_user_errors_print_one_line_and_exit_2(tmp_path, override, message):
+  result = subprocess.run(_cmd(tmp_path, override), cwd=ROOT, env=_env(), capture_output=True,
+                          text=True)
+  assert result.returncode == 2, result.stderr
+  assert message in result.stderr
+  assert "Traceback" not in result.stderr
