@@ -9,13 +9,13 @@ from jaxllm import config as config_lib
 
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg, steps=300)
+  args = config_lib.parse_arg(arg, steps=1000)
   c = config_lib.pretrain_config("tiny")
   c.train.num_steps = args.steps
   c.train.batch_size = 16
-  c.train.log_every = 25
-  c.train.eval_every = 100
-  c.train.checkpoint_every = 100
+  c.train.log_every = 50
+  c.train.eval_every = 250
+  c.train.checkpoint_every = 250
   c.data.seq_len = 128
   c.optimizer.lr = 3e-3
   c.optimizer.warmup_steps = 20
