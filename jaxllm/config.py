@@ -80,6 +80,32 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   return c
 
 
+def accelerator_pretrain_config(size: str, arg: str | None, seq_len: int,
+                                batch: int = 64) -> ml_collections.ConfigDict:
+  """Pretraining on GPU/TPU: bfloat16 compute, FSDP over all devices, scanned layers, remat.
+
+  `arg` takes steps, batch and seq_len, e.g. 'steps=1000,batch=256,seq_len=1024'.
+  """
+  args = parse_arg(arg, steps=10_000, batch=batch, seq_len=seq_len)
+  c = pretrain_config(size)
+  c.model.dtype = "bfloat16"
+  c.model.scan_layers = True
+  c.model.remat = "save_dots"
+  c.model.attention_impl = "auto"  # cuDNN flash attention on GPU
+  c.data.seq_len = args.seq_len
+  c.data.num_docs = 200_000
+  c.train.num_steps = args.steps
+  c.train.batch_size = args.batch
+  c.train.log_every = 50
+  c.train.eval_every = 1000
+  c.train.checkpoint_every = 1000
+  c.optimizer.lr = 6e-4
+  c.optimizer.warmup_steps = min(2000, args.steps // 10)
+  c.mesh.data = 1
+  c.mesh.fsdp = -1
+  return c
+
+
 def validate(config: ml_collections.ConfigDict) -> ModelConfig:
   """Checks the fields that do not depend on the devices; returns the model config."""
   model_cfg = ModelConfig.from_dict(config.model)

@@ -159,7 +159,6 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       writer.write(step_done, values)
       _log(main, _progress_line(step_done, tc.num_steps, values))
 
-    window_start = None
     while step < tc.num_steps:
       batch = sharding_lib.global_batch(next(train_iter), mesh)
       state, metrics = step_fn(state, batch, train_rng)
