@@ -25,6 +25,7 @@ setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # torch (CPU) and transformers: logit parity with Hugging Face implementations.
+        "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.0"],
     },
 )
