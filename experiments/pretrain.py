@@ -43,8 +43,9 @@ def run(config, workdir, hooks=()):
                                         process_index=jax.process_index(),
                                         process_count=jax.process_count())
 
-  def eval_batches():
-    it = lm_batches.BatchIterator(eval_windows, tc.batch_size, config.seed, shuffle=False,
+  def eval_batches():  # microbatch-sized, so eval fits wherever a train microbatch fits
+    it = lm_batches.BatchIterator(eval_windows, tc.batch_size // tc.microbatches, config.seed,
+                                  shuffle=False,
                                   process_index=jax.process_index(),
                                   process_count=jax.process_count())
     return [next(it) for _ in range(tc.eval_batches)]

@@ -111,7 +111,7 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
   model_cfg = ModelConfig.from_dict(config.model)
   t, d = config.train, config.data
   for name in ("num_steps", "batch_size", "microbatches", "log_every", "eval_every",
-               "checkpoint_every", "keep_checkpoints"):
+               "checkpoint_every", "keep_checkpoints", "max_nonfinite_in_row"):
     if t[name] <= 0:
       raise ConfigError(f"config.train.{name}={t[name]} must be positive.")
   if t.batch_size % t.microbatches:

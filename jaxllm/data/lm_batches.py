@@ -10,6 +10,8 @@ from typing import Iterator
 
 import numpy as np
 
+from jaxllm.errors import ConfigError
+
 
 def pack_windows(docs: list[list[int]], seq_len: int) -> dict[str, np.ndarray]:
   """Token lists -> arrays [N, seq_len]: inputs, targets, loss_mask, segment_ids, positions."""
@@ -17,8 +19,8 @@ def pack_windows(docs: list[list[int]], seq_len: int) -> dict[str, np.ndarray]:
   doc_ids = np.concatenate([np.full(len(d), i, np.int32) for i, d in enumerate(docs)])
   n = (len(tokens) - 1) // seq_len
   if n < 1:
-    raise ValueError(f"{len(tokens)} tokens do not fill one window of seq_len={seq_len}; "
-                     "use more documents or a shorter config.data.seq_len.")
+    raise ConfigError(f"{len(tokens)} tokens do not fill one window of config.data.seq_len="
+                      f"{seq_len}; add documents (config.data.num_docs) or shorten seq_len.")
   idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
   tok, doc = tokens[idx], doc_ids[idx]
   inputs_doc = doc[:, :-1]
@@ -41,14 +43,16 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
 
   Global batch n takes rows n*B ... n*B + B - 1 of an endless stream that visits all windows in
   a fresh seeded permutation each epoch; process p of P yields its contiguous B / P rows.
-  State is just the next batch index, so a restored iterator continues exactly.
+  The state is the next batch index plus what fixes the order (batch size, number of
+  windows, seed); restoring into an iterator that differs in those is refused, since it would
+  silently read other data.
   """
 
   def __init__(self, windows: dict[str, np.ndarray], global_batch_size: int, seed: int,
                shuffle: bool = True, process_index: int = 0, process_count: int = 1):
     if global_batch_size % process_count:
-      raise ValueError(f"global batch size {global_batch_size} is not divisible by "
-                       f"{process_count} processes; change config.train.batch_size.")
+      raise ConfigError(f"config.train.batch_size={global_batch_size} is not divisible by the "
+                        f"{process_count} processes; change it.")
     self.windows = windows
     self.num_windows = len(next(iter(windows.values())))
     self.global_batch_size = global_batch_size
@@ -72,8 +76,18 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
     self.index += 1
     return {key: value[rows] for key, value in self.windows.items()}
 
+  def _fingerprint(self) -> dict[str, int]:
+    return {"global_batch_size": self.global_batch_size, "num_windows": self.num_windows,
+            "seed": int(self.seed), "shuffle": int(self.shuffle)}
+
   def get_state(self) -> dict[str, int]:
-    return {"index": self.index}
+    return {"index": self.index, **self._fingerprint()}
 
   def set_state(self, state: dict[str, int]) -> None:
+    saved = {k: state[k] for k in self._fingerprint() if k in state}
+    if saved != self._fingerprint():
+      raise ConfigError(
+          f"the checkpoint's data position was written for {saved}, but this run has "
+          f"{self._fingerprint()} (config.train.batch_size, config.data.*, config.seed); restore "
+          "those values or start in a new --workdir.")
     self.index = int(state["index"])

@@ -40,6 +40,7 @@ class Linear(nn.Module):
   cfg: ModelConfig
   std: float
   in_dims: int = 1
+  out_dtype: Any = None  # e.g. float32 logits from bf16 inputs (accumulator precision)
 
   @nn.compact
   def __call__(self, x):
@@ -47,7 +48,8 @@ class Linear(nn.Module):
     in_shape = x.shape[-self.in_dims:]
     kernel = self.param("kernel", _init(self.std, self.names), in_shape + self.out_shape,
                         cfg.param_dtype)
-    y = jnp.tensordot(x.astype(cfg.dtype), kernel.astype(cfg.dtype), axes=self.in_dims)
+    y = jnp.tensordot(x.astype(cfg.dtype), kernel.astype(cfg.dtype), axes=self.in_dims,
+                      preferred_element_type=self.out_dtype)
     if cfg.use_bias:
       bias = self.param("bias", _zeros(self.names[self.in_dims:]), self.out_shape,
                         cfg.param_dtype)
@@ -151,7 +153,7 @@ _REMAT_POLICIES = {
 
 
 class Transformer(nn.Module):
-  """tokens [B, T] -> logits [B, T, V] (and the final hidden state [B, T, D] if asked)."""
+  """tokens [B, T] -> float32 logits [B, T, V] (and the final hidden state [B, T, D] if asked)."""
 
   cfg: ModelConfig
 
@@ -189,11 +191,14 @@ class Transformer(nn.Module):
         x_btd = block(cfg, name=f"layer_{i}")(x_btd, positions_bt, segment_ids_bt, deterministic)
 
     hidden_btd = make_norm(cfg, "final_norm")(x_btd)
+    # Logits leave the matmul in float32 (the accumulator's precision), for a float32 loss.
     if cfg.tie_embeddings:
-      logits_btv = embed.attend(hidden_btd)
+      logits_btv = jnp.einsum("btd,vd->btv", hidden_btd.astype(cfg.dtype),
+                              embed.embedding.astype(cfg.dtype),
+                              preferred_element_type=jnp.float32)
     else:
       head_cfg = dataclasses.replace(cfg, use_bias=False)
       logits_btv = Linear((cfg.vocab_size,), ("embed", "vocab"), head_cfg, cfg.init_std,
-                          name="lm_head")(hidden_btd)
+                          out_dtype=jnp.float32, name="lm_head")(hidden_btd)
     logits_btv = _constrain(logits_btv, ("act_batch", "act_len", "act_vocab"))
     return (logits_btv, hidden_btd) if return_hidden else logits_btv

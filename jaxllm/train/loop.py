@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable, Iterator
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxllm.errors import ConfigError, UserError
@@ -37,6 +38,14 @@ class _PreemptionFlag:
     del signum, frame
     self.raised = True
 
+  def requested(self, step: int) -> bool:
+    """True on every process once any process got SIGTERM (they must save the same step)."""
+    del step
+    if jax.process_count() == 1:
+      return self.raised
+    flags = multihost_utils.process_allgather(np.int32(self.raised))
+    return bool(np.any(flags))
+
   def close(self):
     signal.signal(signal.SIGTERM, self._previous)
 
@@ -50,11 +59,26 @@ def check_mesh_fits(config, mesh, model_cfg: ModelConfig) -> None:
         f"config.train.batch_size / config.train.microbatches = {per_micro} sequences per "
         f"microbatch is not divisible by the {shards} data x fsdp shards of the mesh; change "
         "the batch size, microbatches or config.mesh.")
-  tensor = mesh.shape["tensor"]
-  for name in ("num_heads", "num_kv_heads", "mlp_dim"):
-    if getattr(model_cfg, name) % tensor:
-      raise ConfigError(f"config.model.{name}={getattr(model_cfg, name)} is not divisible by "
-                        f"config.mesh.tensor={tensor}.")
+  for axis, names in (("tensor", ("num_heads", "num_kv_heads", "mlp_dim", "vocab_size")),
+                      ("fsdp", ("d_model",))):
+    size = mesh.shape[axis]
+    for name in names:
+      if getattr(model_cfg, name) % size:
+        raise ConfigError(
+            f"config.model.{name}={getattr(model_cfg, name)} is not divisible by "
+            f"config.mesh.{axis}={size}; change the mesh"
+            + (" or pad the vocabulary (e.g. to a multiple of 128)." if name == "vocab_size"
+               else "."))
+  if jax.process_count() > 1 and shards % jax.process_count():
+    raise ConfigError(
+        f"config.mesh: the {shards} data x fsdp shards cannot be split over "
+        f"{jax.process_count()} processes (each process feeds its own rows); keep "
+        "config.mesh.tensor within one host and data x fsdp a multiple of the process count.")
+  impl = model_cfg.attention_impl
+  if impl == "cudnn" and (jax.default_backend() != "gpu" or model_cfg.dtype == "float32"):
+    raise ConfigError(
+        f"config.model.attention_impl='cudnn' needs a GPU and 16-bit compute (backend "
+        f"{jax.default_backend()!r}, config.model.dtype={model_cfg.dtype!r}); use 'auto'.")
 
 
 def evaluate(eval_step, params, batches: Iterable[dict], mesh) -> dict[str, float]:
@@ -98,15 +122,15 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
   schedule = optimizer_lib.learning_rate_schedule(config.optimizer, tc.num_steps)
   base_rng = jax.random.key(config.seed)
   init_rng, train_rng = jax.random.fold_in(base_rng, 0), jax.random.fold_in(base_rng, 1)
-  with contextlib.ExitStack() as stack:
+  with contextlib.ExitStack() as stack:  # callbacks run in reverse order
+    preemption = _PreemptionFlag()
+    stack.callback(preemption.close)  # last: a second SIGTERM cannot cut the final save short
     writer = metrics_lib.MetricWriter(workdir, enabled=main)
     stack.callback(writer.close)
     manager = ckpt_lib.make_manager(workdir / "checkpoints", tc.keep_checkpoints,
                                     tc.async_checkpointing)
     stack.callback(manager.close)
     stack.callback(manager.wait_until_finished)
-    preemption = _PreemptionFlag()
-    stack.callback(preemption.close)
     stack.enter_context(jax.set_mesh(mesh))
     stack.enter_context(nn.logical_axis_rules(rules))
     abstract_state, shardings = state_lib.state_shardings(model, tx, mesh, rules, seq_len)
@@ -118,6 +142,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       _log(main, f"resumed from {workdir / 'checkpoints'} at step {latest}"
            + (f" ({dropped} later metric lines dropped)" if dropped else ""))
     else:
+      writer.truncate_after(0)  # lines of an earlier attempt that never checkpointed
       state, _ = state_lib.create_state(model, tx, init_rng, mesh, rules, seq_len, init_params)
     num_params = state_lib.count_params(state["params"])
     _log(main, f"model: {num_params:,} parameters; mesh {dict(mesh.shape)}; "
@@ -171,7 +196,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
         jax.block_until_ready(metrics)  # first step includes compilation: time from here on
         window_start, window_steps = time.perf_counter(), -1
       pending = (step, metrics)
-      preempted = preemption.raised or manager.reached_preemption(step)
+      preempted = preemption.requested(step) or manager.reached_preemption(step)
       if step % tc.checkpoint_every == 0 or step == tc.num_steps or preempted:
         finish(*pending)
         pending = None

@@ -62,7 +62,7 @@ class MetricWriter:
     if not self.enabled or not self.path.exists():
       return 0
     lines = self.path.read_text().splitlines()
-    kept = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= step]
+    kept = [l for l in lines if _step_of(l) is not None and _step_of(l) <= step]
     self.path.write_text("".join(l + "\n" for l in kept))
     return len(lines) - len(kept)
 
@@ -81,6 +81,14 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+def _step_of(line: str) -> int | None:
+  """The step of a metrics line, or None for a blank or half-written one."""
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
 
 
 def is_main_process() -> bool:

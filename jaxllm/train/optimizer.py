@@ -9,7 +9,8 @@ SCHEDULES = ("cosine", "linear", "constant")
 
 
 def learning_rate_schedule(opt_config, num_steps: int) -> optax.Schedule:
-  """Linear warmup to `lr`, then cosine or linear decay to lr * min_lr_ratio, or constant."""
+  """Linear warmup (lr / warmup at the first update, lr at update `warmup`), then cosine or
+  linear decay to lr * min_lr_ratio, or constant."""
   lr, warmup = opt_config.lr, opt_config.warmup_steps
   end = lr * opt_config.min_lr_ratio
   decay_steps = max(num_steps - warmup, 1)
@@ -23,7 +24,8 @@ def learning_rate_schedule(opt_config, num_steps: int) -> optax.Schedule:
     raise ConfigError(f"config.optimizer.schedule={opt_config.schedule!r} is not one of {SCHEDULES}.")
   if warmup <= 0:
     return decay
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
+  warm = optax.linear_schedule(lr / warmup, lr, max(warmup - 1, 1))
+  return optax.join_schedules([warm, decay], [warmup])
 
 
 def decay_mask(params):

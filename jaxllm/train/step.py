@@ -74,8 +74,8 @@ def make_train_step(loss_fn: LossFn, model, tx: optax.GradientTransformation,
     )
     metrics.update(weight=weight, grad_norm=grad_norm, skipped=(~finite).astype(jnp.float32),
                    nonfinite_streak=new_state["nonfinite_streak"])
-    if schedule is not None:
-      metrics["lr"] = schedule(state["step"])
+    if schedule is not None:  # optax counts only applied updates
+      metrics["lr"] = schedule(state["step"] - state["nonfinite_total"])
     return new_state, metrics
 
   return step

@@ -5,6 +5,7 @@ import pytest
 
 from jaxllm.data import lm_batches, synthetic
 from jaxllm.data.byte_tokenizer import ByteTokenizer
+from jaxllm.errors import ConfigError
 
 
 def test_pack_windows_segments_positions_and_mask():
@@ -19,7 +20,7 @@ def test_pack_windows_segments_positions_and_mask():
 
 
 def test_pack_windows_too_little_data_names_the_fix():
-  with pytest.raises(ValueError, match="seq_len=8"):
+  with pytest.raises(ConfigError, match="config.data.seq_len=8"):
     lm_batches.pack_windows([[1, 2, 3]], seq_len=8)
 
 
@@ -64,3 +65,11 @@ def test_synthetic_corpus_is_deterministic_and_byte_tokenizer_round_trips():
   ids = tok.encode(text)
   assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id
   assert tok.decode(ids) == text
+
+
+def test_iterator_refuses_state_from_a_different_order():
+  it = lm_batches.BatchIterator(_windows(), global_batch_size=4, seed=3)
+  next(it)
+  other = lm_batches.BatchIterator(_windows(), global_batch_size=2, seed=3)
+  with pytest.raises(ConfigError, match="config.train.batch_size"):
+    other.set_state(it.get_state())

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxllm.errors import ConfigError
 from jaxllm.train import loop
 from tests.helpers import load_script, read_metrics, train_losses
 
@@ -32,6 +33,7 @@ def test_run_directory_contract(tiny_config, tmp_path):
 
 
 def test_sigterm_then_rerun_is_bit_identical_to_uninterrupted(tiny_config, tmp_path):
+  tiny_config.model.dropout_rate = 0.1  # so the per-step RNG must resume exactly too
   tiny_config.train.num_steps = 40
   tiny_config.train.checkpoint_every = 15
   tiny_config.train.eval_every = 15
@@ -66,3 +68,33 @@ def test_divergence_stops_with_a_clear_message(tiny_config, tmp_path):
     pretrain.run(tiny_config, tmp_path)
   metrics = read_metrics(tmp_path)
   assert [m["train/skipped"] for m in metrics if "train/skipped" in m] == [1.0, 1.0]
+  # Fixing the config and rerunning starts afresh (no checkpoint) and drops the stale lines.
+  tiny_config.optimizer.lr = 1e-3
+  pretrain.run(tiny_config, tmp_path)
+  steps = [m["step"] for m in read_metrics(tmp_path) if "train/loss" in m]
+  assert steps == list(range(1, 11))
+
+
+def test_data_position_from_another_batch_size_is_refused(tiny_config, tmp_path):
+  pretrain.run(tiny_config, tmp_path)
+  tiny_config.train.num_steps = 12
+  tiny_config.train.batch_size = 16
+  with pytest.raises(ConfigError, match="global_batch_size.*config.train.batch_size"):
+    pretrain.run(tiny_config, tmp_path)
+
+
+@pytest.mark.parametrize("field,value,axis,message", [
+    ("vocab_size", 321, "tensor", "vocab_size=321 is not divisible by config.mesh.tensor=2"),
+    ("d_model", 36, "fsdp", "d_model=36 is not divisible by config.mesh.fsdp=8"),
+    ("attention_impl", "cudnn", None, "attention_impl='cudnn' needs a GPU"),
+])
+def test_mesh_and_backend_mismatches_name_the_fields(tiny_config, tmp_path, field, value, axis,
+                                                     message):
+  tiny_config.model[field] = value
+  if axis == "tensor":
+    tiny_config.mesh.update(data=-1, tensor=2)
+  elif axis == "fsdp":
+    tiny_config.model.head_dim = 16
+    tiny_config.mesh.update(data=1, fsdp=-1)
+  with pytest.raises(ConfigError, match=message):
+    pretrain.run(tiny_config, tmp_path)
