@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from jaxllm.errors import ConfigError
-from jaxllm.train import loop
+from jaxllm.models import ModelConfig, Transformer
+from jaxllm.train import checkpoint, loop
+from jaxllm.train import state as state_lib
 from tests.helpers import load_script, read_metrics, train_losses
 
 pretrain = load_script("pretrain")
@@ -19,7 +21,7 @@ def _params(state):
 
 
 def test_run_directory_contract(tiny_config, tmp_path):
-  pretrain.run(tiny_config, tmp_path)
+  state = pretrain.run(tiny_config, tmp_path)
   assert (tmp_path / "config.json").exists()
   assert any((tmp_path / "tensorboard").iterdir())
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
@@ -30,6 +32,12 @@ def test_run_directory_contract(tiny_config, tmp_path):
   assert [m["step"] for m in evals] == [5, 10]
   assert evals[-1]["eval/loss"] < evals[0]["eval/loss"]
   assert "perf/tokens_per_second" in metrics[-2] or "perf/tokens_per_second" in metrics[-1]
+  # A later stage restores just the params of the newest checkpoint.
+  model = Transformer(ModelConfig.from_dict(tiny_config.model))
+  abstract = state_lib.unbox(jax.eval_shape(state_lib.init_params_fn(model, 8), jax.random.key(0)))
+  params = checkpoint.restore_params(tmp_path / "checkpoints", abstract)
+  for a, b in zip(jax.tree.leaves(params), _params(state)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_sigterm_then_rerun_is_bit_identical_to_uninterrupted(tiny_config, tmp_path):
