@@ -1,14 +1,10 @@
 """The train step: overfitting, gradient accumulation, sharding equivalence, one compile."""
 
-import dataclasses
-import functools
-
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaxllm import config as config_lib
 from jaxllm.models import Transformer, get_size
