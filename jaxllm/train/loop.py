@@ -38,9 +38,8 @@ class _PreemptionFlag:
     del signum, frame
     self.raised = True
 
-  def requested(self, step: int) -> bool:
+  def requested(self) -> bool:
     """True on every process once any process got SIGTERM (they must save the same step)."""
-    del step
     if jax.process_count() == 1:
       return self.raised
     flags = multihost_utils.process_allgather(np.int32(self.raised))
@@ -107,7 +106,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
   SIGTERM saves a checkpoint at the current step and returns cleanly.
   """
   workdir = Path(workdir)
-  main = metrics_lib.is_main_process()
+  main = jax.process_index() == 0
   model_cfg = model.cfg
   tc = config.train
   seq_len = config.data.seq_len
@@ -143,7 +142,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
            + (f" ({dropped} later metric lines dropped)" if dropped else ""))
     else:
       writer.truncate_after(0)  # lines of an earlier attempt that never checkpointed
-      state, _ = state_lib.create_state(model, tx, init_rng, mesh, rules, seq_len, init_params)
+      state = state_lib.create_state(model, tx, init_rng, shardings, seq_len, init_params)
     num_params = state_lib.count_params(state["params"])
     _log(main, f"model: {num_params:,} parameters; mesh {dict(mesh.shape)}; "
          f"{jax.device_count()} {jax.devices()[0].platform} devices, "
@@ -196,7 +195,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
         jax.block_until_ready(metrics)  # first step includes compilation: time from here on
         window_start, window_steps = time.perf_counter(), -1
       pending = (step, metrics)
-      preempted = preemption.requested(step) or manager.reached_preemption(step)
+      preempted = preemption.requested() or manager.reached_preemption(step)
       if step % tc.checkpoint_every == 0 or step == tc.num_steps or preempted:
         finish(*pending)
         pending = None

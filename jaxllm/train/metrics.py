@@ -5,7 +5,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import jax
 
 from jaxllm.models.config import ModelConfig
 
@@ -89,7 +88,3 @@ def _step_of(line: str) -> int | None:
     return int(json.loads(line)["step"])
   except (ValueError, KeyError, TypeError):
     return None
-
-
-def is_main_process() -> bool:
-  return jax.process_index() == 0

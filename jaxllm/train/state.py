@@ -51,14 +51,13 @@ def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
   return abstract, shardings
 
 
-def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, mesh: Mesh,
-                 rules, seq_len: int, params: Any = None) -> tuple[dict[str, Any], Any]:
-  """Initialises the state already sharded (jitted init with out_shardings).
+def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                 shardings: Any, seq_len: int, params: Any = None) -> dict[str, Any]:
+  """Initialises the state already sharded (jitted init with out_shardings from state_shardings).
 
   If `params` is given (e.g. from a pretrained checkpoint) they replace the fresh ones and the
   optimizer state is built for them.
   """
-  _, shardings = state_shardings(model, tx, mesh, rules, seq_len)
   init = init_params_fn(model, seq_len)
   if params is None:
     make = lambda r: nn.meta.unbox(_boxed_state(init(r), tx))
@@ -67,7 +66,7 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Ar
     params = jax.device_put(params, shardings["params"])
     make = lambda p: _boxed_state(p, tx)
     state = jax.jit(make, out_shardings=shardings)(params)
-  return state, shardings
+  return state
 
 
 def count_params(params: Any) -> int:

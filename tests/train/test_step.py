@@ -35,7 +35,8 @@ def _setup(mesh_sizes=None, devices=None, opt=None, microbatches=1, cfg=CFG, num
   model = Transformer(cfg)
   tx = optimizer_lib.make_optimizer(config.optimizer, num_steps)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state, shardings = state_lib.create_state(model, tx, jax.random.key(0), mesh, rules, 16)
+    _, shardings = state_lib.state_shardings(model, tx, mesh, rules, 16)
+    state = state_lib.create_state(model, tx, jax.random.key(0), shardings, 16)
     step = jax.jit(step_lib.make_train_step(lm.lm_loss, model, tx, None, microbatches),
                    out_shardings=(shardings, None), donate_argnums=(0,))
   return mesh, rules, state, step
@@ -118,3 +119,20 @@ def test_split_microbatches_strides_rows():
   x = {"a": jnp.arange(8)}
   out = step_lib.split_microbatches(x, 4)["a"]
   np.testing.assert_array_equal(out, [[0, 4], [1, 5], [2, 6], [3, 7]])
+
+
+def test_create_state_from_given_params_places_them_with_fresh_optimizer_state():
+  mesh, rules, fresh, _ = _setup({"data": 1, "fsdp": 4, "tensor": 2})
+  model = Transformer(CFG)
+  tx = optimizer_lib.make_optimizer(config_lib.pretrain_config().optimizer, 100)
+  given = jax.tree.map(lambda x: np.asarray(x) + 1.0, fresh["params"])
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    _, shardings = state_lib.state_shardings(model, tx, mesh, rules, 16)
+    state = state_lib.create_state(model, tx, jax.random.key(5), shardings, 16, params=given)
+  for got, want, fresh_leaf in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(given),
+                                   jax.tree.leaves(fresh["params"])):
+    np.testing.assert_array_equal(got, want)
+    assert got.sharding == fresh_leaf.sharding
+  mu = state["opt_state"][1][0].mu
+  assert all(float(np.abs(m).max()) == 0.0 for m in jax.tree.leaves(mu))
+  assert int(state["step"]) == 0
