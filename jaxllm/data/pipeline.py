@@ -1,0 +1,220 @@
+"""grain input pipelines: shard, shuffle, tokenize, split, pack, batch, prefetch; exact resume.
+
+    records (one random-access source per dataset, weighted mixture)
+      -> this process's shard (records p, p + P, p + 2P, ...)
+      -> shuffle (a fresh seeded order each epoch) and repeat
+      -> to_example: record -> {"tokens": [n], "loss_mask": [n]}  (pretraining text or chat)
+      -> shift and split: inputs/targets/loss_mask pieces of at most seq_len tokens; a long
+         document becomes several rows, nothing is truncated
+      -> mixture of the datasets by weight
+      -> pack pieces into rows of seq_len (first-fit or best-fit) with segment ids and positions
+      -> batch of batch_size / process_count rows -> prefetch
+
+Rows: inputs, targets [B, L] int32; loss_mask [B, L] float32 (0 on padding); segment_ids
+[B, L] int32 (1-based per piece, 0 = padding); positions [B, L] int32 (restart per piece).
+`Batches` wraps the grain iterator: its state (saved in the model's checkpoint) carries a
+fingerprint of what fixes the order, and restoring into a pipeline that differs is refused.
+"""
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from jaxllm.errors import ConfigError
+
+Example = dict[str, np.ndarray]
+
+
+def text_example(tokenizer, field: str = "text") -> Callable[[dict], Example]:
+  """Pretraining record -> <|bos|> text <|eos|>, loss on every token."""
+  bos = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
+  eos = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+
+  def to_example(record: dict) -> Example:
+    tokens = np.asarray(bos + tokenizer.encode(record[field]) + eos, np.int32)
+    return {"tokens": tokens, "loss_mask": np.ones(len(tokens), np.float32)}
+  return to_example
+
+
+def split_example(example: Example, seq_len: int) -> list[Example]:
+  """tokens [n] -> pieces with inputs = tokens[:-1], targets = tokens[1:], <= seq_len each."""
+  tokens, mask = example["tokens"], example["loss_mask"]
+  inputs, targets, target_mask = tokens[:-1], tokens[1:], mask[1:].astype(np.float32)
+  return [{"inputs": inputs[i:i + seq_len], "targets": targets[i:i + seq_len],
+           "loss_mask": target_mask[i:i + seq_len]}
+          for i in range(0, len(inputs), seq_len)]
+
+
+class _SplitIterator(grain.DatasetIterator):
+  """Yields the pieces of each parent example; state = (parent state, pieces already emitted)."""
+
+  def __init__(self, parent, seq_len: int):
+    super().__init__(parent)
+    self._seq_len = seq_len
+    self._start_state = self._parent.get_state()
+    self._pieces: list[Example] = []
+    self._emitted = 0
+
+  def __next__(self) -> Example:
+    while self._emitted >= len(self._pieces):
+      self._start_state = self._parent.get_state()
+      self._pieces = split_example(next(self._parent), self._seq_len)
+      self._emitted = 0
+    self._emitted += 1
+    return self._pieces[self._emitted - 1]
+
+  def get_state(self) -> dict:
+    return {"parent": self._start_state, "emitted": self._emitted}
+
+  def set_state(self, state: dict) -> None:
+    self._parent.set_state(state["parent"])
+    self._start_state, self._pieces, self._emitted = state["parent"], [], 0
+    if state["emitted"]:
+      self._pieces = split_example(next(self._parent), self._seq_len)
+      self._emitted = state["emitted"]
+
+
+class _SplitDataset(grain.IterDataset):
+  def __init__(self, parent: grain.IterDataset, seq_len: int):
+    super().__init__(parent)
+    self._seq_len = seq_len
+
+  def __iter__(self) -> _SplitIterator:
+    return _SplitIterator(self._parent.__iter__(), self._seq_len)
+
+
+def _to_row(packed: dict) -> Example:
+  segment_ids = packed["inputs_segment_ids"].astype(np.int32)
+  return {
+      "inputs": packed["inputs"].astype(np.int32),
+      "targets": packed["targets"].astype(np.int32),
+      "loss_mask": (packed["loss_mask"] * (segment_ids > 0)).astype(np.float32),
+      "segment_ids": segment_ids,
+      "positions": packed["inputs_positions"].astype(np.int32),
+  }
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """What fixes the stream of batches (all of it goes into the resume fingerprint)."""
+  seq_len: int
+  batch_size: int  # global rows per batch
+  seed: int = 0
+  shuffle: bool = True
+  num_epochs: int | None = None  # None: repeat forever
+  weights: tuple[float, ...] = ()  # one per source; empty: equal
+  packing: str = "first_fit"  # first_fit | best_fit
+  packing_bins: int = 0  # 0: the per-process batch size
+  process_index: int = 0
+  process_count: int = 1
+  prefetch: int = 2  # batches prefetched on a thread (0: none)
+  num_workers: int = 0  # >0: grain worker processes for tokenizing and packing
+
+
+def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
+          config: PipelineConfig) -> grain.IterDataset:
+  """The grain dataset of per-process batches (see the module docstring)."""
+  c = config
+  if c.batch_size % c.process_count:
+    raise ConfigError(f"config.train.batch_size={c.batch_size} is not divisible by the "
+                      f"{c.process_count} processes; change it.")
+  if c.packing not in ("first_fit", "best_fit"):
+    raise ConfigError(f"config.data.packing={c.packing!r} is not first_fit or best_fit.")
+  weights = c.weights or (1.0,) * len(sources)
+  if len(weights) != len(sources) or min(weights) <= 0:
+    raise ConfigError(f"config.data.weights={list(c.weights)} must hold one positive weight "
+                      f"per dataset ({len(sources)}).")
+  local_batch = c.batch_size // c.process_count
+  pieces = []
+  for i, source in enumerate(sources):
+    ds = grain.MapDataset.source(source)[c.process_index::c.process_count]
+    if len(ds) == 0:
+      raise ConfigError(f"dataset {i} has {len(source)} records, too few to give each of the "
+                        f"{c.process_count} processes one; add data.")
+    if c.shuffle:
+      ds = ds.shuffle(seed=c.seed + i)
+    ds = ds.repeat(c.num_epochs).map(to_example)
+    pieces.append(_SplitDataset(ds.to_iter_dataset(), c.seq_len))
+  ds = pieces[0] if len(pieces) == 1 else grain.IterDataset.mix(pieces, list(weights))
+  pack = (grain.experimental.FirstFitPackIterDataset if c.packing == "first_fit" else
+          grain.experimental.BestFitPackIterDataset)
+  length = {"inputs": c.seq_len, "targets": c.seq_len, "loss_mask": c.seq_len}
+  ds = pack(ds, length_struct=length, num_packing_bins=c.packing_bins or local_batch,
+            seed=c.seed, shuffle_bins=c.shuffle)
+  ds = ds.map(_to_row).batch(local_batch, drop_remainder=c.num_epochs is None)
+  if c.num_workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=c.num_workers))
+  elif c.prefetch > 0:
+    ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=c.prefetch)
+  return ds
+
+
+def fingerprint(sources: Sequence[Any], config: PipelineConfig) -> str:
+  """Hash of the sources (name, split, length) and the config: equal means same batches."""
+  what = [[getattr(s, "name", type(s).__name__), getattr(s, "split", ""), len(s)]
+          for s in sources]
+  return hashlib.sha256(json.dumps([what, dataclasses.asdict(config)],
+                                   sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Batches:
+  """Iterator of this process's batches; get_state/set_state for the checkpoint."""
+
+  def __init__(self, sources: Sequence[Any], to_example: Callable[[dict], Example],
+               config: PipelineConfig):
+    self.config = config
+    self._iter = iter(build(sources, to_example, config))
+    self._fingerprint = fingerprint(sources, config)
+
+  def __iter__(self) -> "Batches":
+    return self
+
+  def __next__(self) -> Example:
+    return next(self._iter)
+
+  def get_state(self) -> dict:
+    return {"fingerprint": self._fingerprint, "grain": self._iter.get_state()}
+
+  def set_state(self, state: dict) -> None:
+    if state.get("fingerprint") != self._fingerprint:
+      raise ConfigError(
+          "the checkpoint's data position was written for other data or data settings "
+          "(config.data.*, config.train.batch_size, config.seed or the process count changed); "
+          "restore them or start in a new --workdir.")
+    self._iter.set_state(state["grain"])
+
+  def close(self) -> None:
+    """Stops prefetch threads or worker processes."""
+    close = getattr(self._iter, "close", None)
+    if close is not None:
+      close()
+
+
+def padded_batches(sources: Sequence[Any], to_example: Callable[[dict], Example],
+                   config: PipelineConfig, max_batches: int) -> list[Example]:
+  """Exactly `max_batches` batches of one unshuffled pass; once the data runs out, rows are
+  padding (loss_mask 0), so every process evaluates the same number of batches."""
+  c = dataclasses.replace(config, shuffle=False, num_epochs=1, prefetch=0, num_workers=0)
+  local_batch = c.batch_size // c.process_count
+  it = iter(build(sources, to_example, c))
+  out = []
+  for _ in range(max_batches):
+    batch = next(it, None)
+    if batch is None:
+      batch = {k: np.zeros((0,) + v.shape[1:], v.dtype) for k, v in out[0].items()} if out else \
+          _empty_batch(local_batch, c.seq_len)
+    pad = local_batch - len(batch["inputs"])
+    out.append({k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+                for k, v in batch.items()})
+  return out
+
+
+def _empty_batch(rows: int, seq_len: int) -> Example:
+  ints = np.zeros((rows, seq_len), np.int32)
+  return {"inputs": ints, "targets": ints, "loss_mask": np.zeros((rows, seq_len), np.float32),
+          "segment_ids": ints, "positions": ints}

@@ -1,0 +1,301 @@
+"""Datasets as TFDS ArrayRecord sources (no TensorFlow): local files, the embedded world, catalog.
+
+`open_source(spec, kind, split, data_dir=...)` returns a random-access source (len, [i]) of
+decoded records for grain. `spec` is one of
+  - a glob (or comma-separated globs) of local .txt / .jsonl(.gz) / .html files,
+  - "world": the embedded seeded world (jaxllm/data/world.py), written as JSONL first,
+  - "tfds:NAME[/CONFIG][:VERSION]": a TFDS catalog dataset, downloaded and prepared as
+    ArrayRecord on first use (needs the network once; later runs read data_dir). Offline, put
+    the files TFDS would download in `manual_dir` (e.g. input.txt for tiny_shakespeare).
+Local inputs become a TFDS builder whose config name is a fingerprint of the files (paths,
+sizes, modification times) and options, so a changed input is prepared again and an unchanged
+one is read from `data_dir`. What reading dropped or repaired (malformed lines, invalid UTF-8,
+empty documents) is counted and stored next to the prepared data as read_counts.json.
+
+Record kinds and their fields (all strings; `messages` is a JSON list of {role, content}):
+  text: text, id        conversations: messages, id
+  preferences: prompt, chosen, rejected, id        rl_prompts: prompt, answer, id
+"""
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+from jaxllm.data import readers
+from jaxllm.errors import ConfigError, UserError
+
+KINDS = ("text", "conversations", "preferences", "rl_prompts")
+SPLITS = ("train", "validation")
+_FIELDS = {
+    "text": ("text", "id"),
+    "conversations": ("messages", "id"),
+    "preferences": ("prompt", "chosen", "rejected", "id"),
+    "rl_prompts": ("prompt", "answer", "id"),
+}
+_WORLD_FILES = {"text": "pretrain", "conversations": "sft", "preferences": "preferences",
+                "rl_prompts": "rl"}
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclasses.dataclass
+class LocalFiles(tfds.core.BuilderConfig):
+  """Which local files make each split, and how to read them."""
+  train_files: tuple[str, ...] = ()
+  validation_files: tuple[str, ...] = ()
+  validation_fraction: float = 0.0  # without validation_files: records held out by id hash
+  text_field: str = "text"
+  separator: str | None = None
+  skip_malformed: bool = False
+
+
+def _in_validation(record_id: str, fraction: float) -> bool:
+  """Deterministic hold-out by a hash of the record id (independent of file order)."""
+  return zlib.crc32(record_id.encode()) % 100_000 < fraction * 100_000
+
+
+def _check_messages(messages: Any, where: str) -> str:
+  if not isinstance(messages, list) or not messages:
+    raise UserError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects.")
+  for i, m in enumerate(messages):
+    if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(
+        m.get("content"), str):
+      raise UserError(f"{where}: messages[{i}] must be an object with 'role' in {_ROLES} and a "
+                      f"string 'content'; got {json.dumps(m)[:120]}.")
+  return json.dumps(messages, ensure_ascii=False)
+
+
+def _structured(kind: str, obj: dict, where: str) -> dict[str, str] | None:
+  """A JSONL object -> the fields of `kind`, all strings; UserError naming what is missing."""
+  if kind == "conversations":
+    return {"messages": _check_messages(obj.get("messages"), where)}
+  out = {}
+  for name in _FIELDS[kind][:-1]:
+    value = obj.get(name)
+    if kind == "rl_prompts" and name == "answer" and isinstance(value, (int, float)):
+      value = str(value)
+    if not isinstance(value, str):
+      raise UserError(f"{where}: field {name!r} must be a string for {kind} records "
+                      f"(fields: {', '.join(_FIELDS[kind][:-1])}); got {type(value).__name__}.")
+    out[name] = value
+  return out
+
+
+class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
+  """Reads local files of one record kind into train/validation ArrayRecord splits."""
+  VERSION = tfds.core.Version("1.0.0")
+  KIND = ""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.read_counts = readers.ReadCounts()
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(
+        {name: tfds.features.Text() for name in _FIELDS[self.KIND]}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    c = self.builder_config
+    if c.validation_files:
+      return {"train": self._generate_examples(c.train_files, None),
+              "validation": self._generate_examples(c.validation_files, None)}
+    if c.validation_fraction > 0:
+      return {"train": self._generate_examples(c.train_files, False),
+              "validation": self._generate_examples(c.train_files, True)}
+    return {"train": self._generate_examples(c.train_files, None)}
+
+  def _records(self, path: str,
+               counts: readers.ReadCounts) -> Iterator[tuple[str, dict[str, str]]]:
+    c = self.builder_config
+    if self.KIND == "text":
+      for doc in readers.iter_documents(path, counts, text_field=c.text_field,
+                                        separator=c.separator, skip_malformed=c.skip_malformed):
+        yield doc.id, {"text": doc.text}
+      return
+    for line_no, obj in readers.iter_jsonl(path, counts, skip_malformed=c.skip_malformed):
+      where = f"{path}:{line_no}"
+      try:
+        fields = _structured(self.KIND, obj, where)
+      except UserError:
+        if not c.skip_malformed:
+          raise
+        counts.malformed_lines += 1
+        continue
+      counts.records += 1
+      yield str(obj.get("id", where)), fields
+
+  def _generate_examples(self, files: Sequence[str], validation: bool | None = None):
+    """validation=None: every record; True/False: only those the id hash holds out (or not)."""
+    # A hash hold-out reads the same files twice; count them once.
+    counts = readers.ReadCounts() if validation else self.read_counts
+    seen = set()
+    for path in files:
+      for record_id, fields in self._records(path, counts):
+        if validation is not None and _in_validation(
+            record_id, self.builder_config.validation_fraction) != validation:
+          continue
+        key = record_id if record_id not in seen else f"{record_id}#{len(seen)}"
+        seen.add(key)
+        yield key, {**fields, "id": record_id}
+
+
+class JaxllmText(_LocalBuilder):
+  KIND = "text"
+
+
+class JaxllmConversations(_LocalBuilder):
+  KIND = "conversations"
+
+
+class JaxllmPreferences(_LocalBuilder):
+  KIND = "preferences"
+
+
+class JaxllmRlPrompts(_LocalBuilder):
+  KIND = "rl_prompts"
+
+
+BUILDERS: dict[str, type[_LocalBuilder]] = {
+    "text": JaxllmText, "conversations": JaxllmConversations,
+    "preferences": JaxllmPreferences, "rl_prompts": JaxllmRlPrompts}
+
+
+def _fingerprint(kind: str, files: Sequence[pathlib.Path], options: dict) -> str:
+  h = hashlib.sha256(json.dumps([kind, options], sort_keys=True).encode())
+  for path in files:
+    stat = path.stat()
+    h.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+  return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class Source:
+  """Decoded records of one split, random access for grain; `counts` are from preparation."""
+  name: str
+  kind: str
+  split: str
+  data: Any  # tfds ArrayRecord data source: len() and [i] -> dict of bytes
+  decode: Callable[[dict], dict]
+  counts: dict[str, int]
+
+  def __len__(self) -> int:
+    return len(self.data)
+
+  def __getitem__(self, index: int) -> dict:
+    return self.decode(self.data[index])
+
+
+def _decoder(kind: str, text_field: str) -> Callable[[dict], dict]:
+  def decode(raw: dict) -> dict:
+    out = {k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in raw.items()}
+    if kind == "text" and "text" not in out:
+      if text_field not in out:
+        raise ConfigError(f"the dataset has no field {text_field!r} (fields: {sorted(out)}); "
+                          "set config.data.text_field.")
+      out["text"] = out[text_field]
+    if kind == "conversations":
+      out["messages"] = json.loads(out["messages"])
+    return out
+  return decode
+
+
+def _prepare(builder, manual_dir: str = "") -> None:
+  """download_and_prepare once, process 0 first so processes sharing data_dir do not race."""
+  import jax  # only for the multi-process barrier
+  from jax.experimental import multihost_utils
+  tfds.disable_progress_bar()
+  if jax.process_count() > 1 and jax.process_index() != 0:
+    multihost_utils.sync_global_devices("jaxllm-prepare-" + builder.info.full_name)
+  try:
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
+    builder.download_and_prepare(file_format="array_record", download_config=download_config)
+  except ModuleNotFoundError as e:
+    if e.name != "tensorflow":
+      raise
+    raise UserError(f"preparing {builder.info.full_name} runs its TFDS builder code, which needs "
+                    "TensorFlow: `pip install tensorflow-cpu` once (reading the prepared "
+                    "ArrayRecord files afterwards does not), or convert the data to JSONL and "
+                    "pass the files as config.data.source.") from e
+  except AssertionError as e:  # TFDS refuses to write a split without examples
+    if "No examples were yielded" not in str(e):
+      raise
+    raise UserError(f"{builder.info.full_name}: {e}; the input holds no records for that split "
+                    "(check the files, config.data.eval_fraction or config.data.eval_input).") from e
+  if jax.process_count() > 1 and jax.process_index() == 0:
+    multihost_utils.sync_global_devices("jaxllm-prepare-" + builder.info.full_name)
+
+
+def _local_builder(kind: str, train_files: Sequence[pathlib.Path],
+                   validation_files: Sequence[pathlib.Path], data_dir: pathlib.Path,
+                   **options) -> _LocalBuilder:
+  files = list(train_files) + list(validation_files)
+  name = _fingerprint(kind, files, {**options, "n_train": len(train_files)})
+  config = LocalFiles(name=name, train_files=tuple(map(str, train_files)),
+                      validation_files=tuple(map(str, validation_files)), **options)
+  return BUILDERS[kind](config=config, data_dir=str(data_dir), file_format="array_record")
+
+
+def _counts_path(builder) -> pathlib.Path:
+  return pathlib.Path(builder.data_dir) / "read_counts.json"
+
+
+def open_source(spec: str, kind: str, split: str, *, data_dir, eval_input: str = "",
+                eval_fraction: float = 0.0, text_field: str = "text",
+                separator: str | None = None, skip_malformed: bool = False,
+                world_seed: int = 0, world_sizes=None, manual_dir: str = "") -> Source:
+  """Prepares (once) and opens split `split` ("train" / "validation", or a catalog split name)."""
+  if kind not in KINDS:
+    raise ConfigError(f"record kind {kind!r} is not one of {KINDS}.")
+  data_dir = pathlib.Path(data_dir)
+  if spec.startswith("tfds:"):
+    return _catalog_source(spec[len("tfds:"):], kind, split, data_dir, text_field, manual_dir)
+  if split not in SPLITS:
+    raise ConfigError(f"split {split!r}: local and world datasets have splits {SPLITS}.")
+  options = dict(text_field=text_field, separator=separator or None,
+                 skip_malformed=skip_malformed)
+  if spec == "world":
+    from jaxllm.data import world  # noqa: PLC0415 (generated on demand)
+    files = world.write_jsonl_files(data_dir / f"world-seed{world_seed}", world_seed,
+                                    sizes=world_sizes)
+    name = _WORLD_FILES[kind]
+    builder = _local_builder(kind, [files[f"train/{name}"]], [files[f"eval/{name}"]], data_dir,
+                             **options)
+  else:
+    train_files = readers.expand_inputs(spec)
+    validation_files = readers.expand_inputs(eval_input) if eval_input else []
+    if not validation_files and not 0.0 <= eval_fraction < 1.0:
+      raise ConfigError(f"config.data.eval_fraction={eval_fraction} must be in [0, 1).")
+    builder = _local_builder(kind, train_files, validation_files, data_dir,
+                             validation_fraction=0.0 if validation_files else eval_fraction,
+                             **options)
+  if not _counts_path(builder).exists():
+    _prepare(builder)
+    _counts_path(builder).write_text(json.dumps(builder.read_counts.as_dict()))
+  counts = json.loads(_counts_path(builder).read_text())
+  if split not in builder.info.splits:
+    raise ConfigError(f"{spec!r} has no {split!r} split: hold out documents with "
+                      "config.data.eval_fraction > 0 or give config.data.eval_input.")
+  name = f"{builder.name}/{builder.builder_config.name}"  # loads again as "tfds:" + name
+  return Source(name, kind, split, builder.as_data_source(split), _decoder(kind, text_field),
+                counts)
+
+
+def _catalog_source(name: str, kind: str, split: str, data_dir: pathlib.Path, text_field: str,
+                    manual_dir: str) -> Source:
+  try:
+    builder = tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ConfigError(f"'tfds:{name}' is not a TFDS dataset ({e}); check the name in the TFDS "
+                      "catalog.") from e
+  if not builder.is_prepared():
+    _prepare(builder, manual_dir)
+  if split not in builder.info.splits:
+    raise ConfigError(f"'tfds:{name}' has splits {sorted(builder.info.splits)}, not {split!r}; "
+                      "set config.data.train_split / eval_split.")
+  return Source(name, kind, split, builder.as_data_source(split), _decoder(kind, text_field), {})

@@ -1,0 +1,98 @@
+"""TFDS ArrayRecord sources from local files: splits, kinds, bad input, caching, catalog path."""
+
+import json
+
+import pytest
+
+from jaxllm.data import sources
+from jaxllm.errors import ConfigError, UserError
+
+
+def _jsonl(path, rows):
+  path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+  return path
+
+
+def _texts(source):
+  return sorted(source[i]["text"] for i in range(len(source)))
+
+
+def test_text_files_with_held_out_fraction(tmp_path):
+  texts = [f"document number {i}" for i in range(200)]
+  _jsonl(tmp_path / "a.jsonl", [{"text": t} for t in texts[:120]])
+  _jsonl(tmp_path / "b.jsonl", [{"text": t} for t in texts[120:]])
+  open_ = lambda split: sources.open_source(str(tmp_path / "*.jsonl"), "text", split,
+                                            data_dir=tmp_path / "data", eval_fraction=0.1)
+  train, valid = open_("train"), open_("validation")
+  assert not set(_texts(train)) & set(_texts(valid))
+  assert sorted(_texts(train) + _texts(valid)) == sorted(texts)
+  assert 8 <= len(valid) <= 35  # about 10 % by id hash
+  assert train.counts["records"] == 200 and train.counts["files"] == 2  # counted once
+
+
+def test_bad_records_are_counted_or_named(tmp_path):
+  data = tmp_path / "c.jsonl"
+  data.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9 bytes"}\n{"text": "   "}\nnot json\n'
+                   b'{"other": 1}\n')
+  with pytest.raises(UserError, match=r"c\.jsonl:4: invalid JSON"):
+    sources.open_source(str(data), "text", "train", data_dir=tmp_path / "d1")
+  src = sources.open_source(str(data), "text", "train", data_dir=tmp_path / "d2",
+                            skip_malformed=True)
+  assert _texts(src) == ["caf\ufffd bytes", "fine"]
+  assert src.counts == {"files": 1, "records": 2, "bytes": src.counts["bytes"],
+                        "malformed_lines": 2, "invalid_utf8": 1, "empty": 1}
+
+
+def test_txt_with_separator_and_eval_files(tmp_path):
+  (tmp_path / "train.txt").write_text("one\n%\ntwo\n%\nthree\n")
+  (tmp_path / "eval.txt").write_text("four")
+  kw = dict(data_dir=tmp_path / "data", eval_input=str(tmp_path / "eval.txt"), separator="%")
+  assert _texts(sources.open_source(str(tmp_path / "train.txt"), "text", "train", **kw)) == [
+      "one", "three", "two"]
+  assert _texts(sources.open_source(str(tmp_path / "train.txt"), "text", "validation",
+                                    **kw)) == ["four"]
+
+
+def test_structured_kinds(tmp_path):
+  messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+  conv = _jsonl(tmp_path / "sft.jsonl", [{"messages": messages}])
+  src = sources.open_source(str(conv), "conversations", "train", data_dir=tmp_path / "d")
+  assert src[0]["messages"] == messages
+  pref = _jsonl(tmp_path / "pref.jsonl", [{"prompt": "p", "chosen": "c", "rejected": "r"}])
+  rec = sources.open_source(str(pref), "preferences", "train", data_dir=tmp_path / "d")[0]
+  assert (rec["prompt"], rec["chosen"], rec["rejected"]) == ("p", "c", "r")
+  rl = _jsonl(tmp_path / "rl.jsonl", [{"prompt": "2+2?", "answer": 4}])
+  assert sources.open_source(str(rl), "rl_prompts", "train",
+                             data_dir=tmp_path / "d")[0]["answer"] == "4"
+  bad = _jsonl(tmp_path / "bad.jsonl", [{"messages": [{"role": "robot", "content": "x"}]}])
+  with pytest.raises(UserError, match=r"bad\.jsonl:1: messages\[0\] must be an object with 'role'"):
+    sources.open_source(str(bad), "conversations", "train", data_dir=tmp_path / "d")
+  bad = _jsonl(tmp_path / "bad2.jsonl", [{"prompt": "p", "chosen": "c"}])
+  with pytest.raises(UserError, match=r"bad2\.jsonl:1: field 'rejected' must be a string"):
+    sources.open_source(str(bad), "preferences", "train", data_dir=tmp_path / "d")
+
+
+def test_prepared_once_and_again_when_input_changes(tmp_path):
+  data = _jsonl(tmp_path / "x.jsonl", [{"text": "a"}, {"text": "b"}])
+  first = sources.open_source(str(data), "text", "train", data_dir=tmp_path / "d")
+  again = sources.open_source(str(data), "text", "train", data_dir=tmp_path / "d")
+  assert first.name == again.name
+  _jsonl(data, [{"text": "a"}, {"text": "b"}, {"text": "c"}])
+  changed = sources.open_source(str(data), "text", "train", data_dir=tmp_path / "d")
+  assert changed.name != first.name and _texts(changed) == ["a", "b", "c"]
+
+
+def test_catalog_name_path_loads_a_prepared_dataset(tmp_path):
+  data = _jsonl(tmp_path / "x.jsonl", [{"text": "a"}, {"text": "b"}])
+  local = sources.open_source(str(data), "text", "train", data_dir=tmp_path / "d")
+  by_name = sources.open_source(f"tfds:{local.name}", "text", "train", data_dir=tmp_path / "d")
+  assert _texts(by_name) == ["a", "b"]
+  with pytest.raises(ConfigError, match="has splits"):
+    sources.open_source(f"tfds:{local.name}", "text", "test", data_dir=tmp_path / "d")
+  with pytest.raises(ConfigError, match="not a TFDS dataset"):
+    sources.open_source("tfds:no_such_dataset_xyz", "text", "train", data_dir=tmp_path / "d")
+
+
+def test_missing_input_names_the_glob(tmp_path):
+  with pytest.raises(UserError, match="matches no files"):
+    sources.open_source(str(tmp_path / "none*.jsonl"), "text", "train", data_dir=tmp_path)
