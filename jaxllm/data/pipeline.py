@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grain
+from absl import flags
 import numpy as np
 
 from jaxllm.errors import ConfigError
@@ -112,8 +113,13 @@ class PipelineConfig:
   packing_bins: int = 0  # 0: the per-process batch size
   process_index: int = 0
   process_count: int = 1
+  # False: every process reads the whole stream and keeps its rows of each global batch, so the
+  # batches do not depend on the process count (reproducible across topologies; costs each
+  # process the tokenizing of all data). True: each process reads only its shard of records.
+  shard_by_process: bool = True
   prefetch: int = 2  # batches prefetched on a thread (0: none)
   num_workers: int = 0  # >0: grain worker processes for tokenizing and packing
+  read_threads: int = 0  # threads reading and tokenizing records ahead (0: in line)
 
 
 def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
@@ -130,24 +136,32 @@ def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
     raise ConfigError(f"config.data.weights={list(c.weights)} must hold one positive weight "
                       f"per dataset ({len(sources)}).")
   local_batch = c.batch_size // c.process_count
+  shard, num_shards = (c.process_index, c.process_count) if c.shard_by_process else (0, 1)
+  rows = local_batch if c.shard_by_process else c.batch_size
   pieces = []
   for i, source in enumerate(sources):
-    ds = grain.MapDataset.source(source)[c.process_index::c.process_count]
+    ds = grain.MapDataset.source(source)[shard::num_shards]
     if len(ds) == 0:
       raise ConfigError(f"dataset {i} has {len(source)} records, too few to give each of the "
-                        f"{c.process_count} processes one; add data.")
+                        f"{num_shards} processes one; add data.")
     if c.shuffle:
       ds = ds.shuffle(seed=c.seed + i)
     ds = ds.repeat(c.num_epochs).map(to_example)
-    pieces.append(_SplitDataset(ds.to_iter_dataset(), c.seq_len))
+    read = grain.ReadOptions(num_threads=c.read_threads, prefetch_buffer_size=4 * c.read_threads)
+    pieces.append(_SplitDataset(ds.to_iter_dataset(read), c.seq_len))
   ds = pieces[0] if len(pieces) == 1 else grain.IterDataset.mix(pieces, list(weights))
   pack = (grain.experimental.FirstFitPackIterDataset if c.packing == "first_fit" else
           grain.experimental.BestFitPackIterDataset)
   length = {"inputs": c.seq_len, "targets": c.seq_len, "loss_mask": c.seq_len}
-  ds = pack(ds, length_struct=length, num_packing_bins=c.packing_bins or local_batch,
+  ds = pack(ds, length_struct=length, num_packing_bins=c.packing_bins or rows,
             seed=c.seed, shuffle_bins=c.shuffle)
-  ds = ds.map(_to_row).batch(local_batch, drop_remainder=c.num_epochs is None)
+  ds = ds.map(_to_row).batch(rows, drop_remainder=c.num_epochs is None)
+  if not c.shard_by_process:
+    first = c.process_index * local_batch
+    ds = ds.map(lambda batch: {k: v[first:first + local_batch] for k, v in batch.items()})
   if c.num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=c.num_workers))
   elif c.prefetch > 0:
     ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=c.prefetch)

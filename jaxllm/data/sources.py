@@ -20,6 +20,7 @@ Record kinds and their fields (all strings; `messages` is a JSON list of {role, 
 import dataclasses
 import hashlib
 import json
+import logging
 import pathlib
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,16 @@ _FIELDS = {
 _WORLD_FILES = {"text": "pretrain", "conversations": "sft", "preferences": "preferences",
                 "rl_prompts": "rl"}
 _ROLES = ("system", "user", "assistant", "tool")
+
+
+class _DropCustomConfigWarning(logging.Filter):
+  """TFDS warns on every builder with a config it did not predefine: ours always are."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_DropCustomConfigWarning())
 
 
 @dataclasses.dataclass
@@ -257,10 +268,10 @@ def open_source(spec: str, kind: str, split: str, *, data_dir, eval_input: str =
     return _catalog_source(spec[len("tfds:"):], kind, split, data_dir, text_field, manual_dir)
   if split not in SPLITS:
     raise ConfigError(f"split {split!r}: local and world datasets have splits {SPLITS}.")
-  options = dict(text_field=text_field, separator=separator or None,
-                 skip_malformed=skip_malformed)
+  options = {"text_field": text_field, "separator": separator or None,
+             "skip_malformed": skip_malformed}
   if spec == "world":
-    from jaxllm.data import world  # noqa: PLC0415 (generated on demand)
+    from jaxllm.data import world
     files = world.write_jsonl_files(data_dir / f"world-seed{world_seed}", world_seed,
                                     sizes=world_sizes)
     name = _WORLD_FILES[kind]

@@ -143,3 +143,33 @@ def test_bad_settings_name_the_field():
     pipeline.build([_docs()], to_example, _config(process_count=3))
   with pytest.raises(ConfigError, match="config.data.packing"):
     pipeline.build([_docs()], to_example, _config(packing="greedy"))
+
+
+def test_without_process_sharding_processes_split_the_same_global_batches():
+  docs = _docs(40)
+  to_example = pipeline.text_example(CharTokenizer())
+  whole = iter(pipeline.build([docs], to_example, _config(shard_by_process=False)))
+  parts = [iter(pipeline.build([docs], to_example, _config(
+      shard_by_process=False, process_index=p, process_count=2))) for p in range(2)]
+  for _ in range(5):
+    batch, a, b = next(whole), next(parts[0]), next(parts[1])
+    for key in batch:
+      np.testing.assert_array_equal(batch[key], np.concatenate([a[key], b[key]]))
+
+
+def test_worker_processes_resume_exactly():
+  to_example = pipeline.text_example(CharTokenizer())
+  cfg = _config(num_workers=2)
+  run = pipeline.Batches([_docs(80)], to_example, cfg)
+  for _ in range(3):
+    next(run)
+  state = json.loads(json.dumps(run.get_state()))
+  expected = [next(run) for _ in range(3)]
+  run.close()
+  resumed = pipeline.Batches([_docs(80)], to_example, cfg)
+  resumed.set_state(state)
+  got = [next(resumed) for _ in range(3)]
+  resumed.close()
+  for want, have in zip(expected, got):
+    for key in want:
+      np.testing.assert_array_equal(want[key], have[key])

@@ -46,7 +46,7 @@ def test_bad_records_are_counted_or_named(tmp_path):
 def test_txt_with_separator_and_eval_files(tmp_path):
   (tmp_path / "train.txt").write_text("one\n%\ntwo\n%\nthree\n")
   (tmp_path / "eval.txt").write_text("four")
-  kw = dict(data_dir=tmp_path / "data", eval_input=str(tmp_path / "eval.txt"), separator="%")
+  kw = {"data_dir": tmp_path / "data", "eval_input": str(tmp_path / "eval.txt"), "separator": "%"}
   assert _texts(sources.open_source(str(tmp_path / "train.txt"), "text", "train", **kw)) == [
       "one", "three", "two"]
   assert _texts(sources.open_source(str(tmp_path / "train.txt"), "text", "validation",
