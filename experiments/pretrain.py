@@ -8,14 +8,12 @@ Running again with the same --workdir resumes from its newest checkpoint.
 
 import functools
 
-import jax
 from absl import flags
 from ml_collections import config_flags
 
 from jaxllm import cli
 from jaxllm import config as config_lib
-from jaxllm.data import corpus, lm_batches
-from jaxllm.data.byte_tokenizer import ByteTokenizer
+from jaxllm.data import inputs, pipeline
 from jaxllm.models import Transformer
 from jaxllm.objectives import lm
 from jaxllm.parallel import mesh as mesh_lib
@@ -29,30 +27,20 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def run(config, workdir, hooks=()):
-  """Builds data, model and loss from `config` and runs the training loop."""
+  """Builds data, tokenizer, model and loss from `config` and runs the training loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)
+  train_sources, weights = inputs.open_sources(config.data, "text", "train", workdir)
+  tokenizer = inputs.tokenizer(config.data, workdir, train_sources)
+  inputs.check_vocab(config, tokenizer.vocab_size)
   model_cfg = config_lib.validate(config)
-  tokenizer = ByteTokenizer()
-  if model_cfg.vocab_size < tokenizer.vocab_size:
-    raise config_lib.ConfigError(
-        f"config.model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
-        f"{tokenizer.vocab_size} ids; raise it.")
-  train_windows, eval_windows = corpus.lm_windows(config.data, tokenizer)
-  tc = config.train
-  train_iter = lm_batches.BatchIterator(train_windows, tc.batch_size, config.seed, shuffle=True,
-                                        process_index=jax.process_index(),
-                                        process_count=jax.process_count())
-
-  def eval_batches():  # microbatch-sized, so eval fits wherever a train microbatch fits
-    it = lm_batches.BatchIterator(eval_windows, tc.batch_size // tc.microbatches, config.seed,
-                                  shuffle=False,
-                                  process_index=jax.process_index(),
-                                  process_count=jax.process_count())
-    return [next(it) for _ in range(tc.eval_batches)]
-
-  loss_fn = functools.partial(lm.lm_loss, z_loss=tc.z_loss)
-  return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter, eval_batches,
-                    hooks=hooks)
+  train_iter, eval_batches = inputs.train_and_eval(
+      config, workdir, "text", pipeline.text_example(tokenizer), train_sources, weights)
+  loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss)
+  try:
+    return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter, eval_batches,
+                      hooks=hooks)
+  finally:
+    train_iter.close()
 
 
 def main(argv):

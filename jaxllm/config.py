@@ -35,11 +35,32 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.model.lock()
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "synthetic"  # the embedded world (jaxllm/data/synthetic.py)
-  c.data.num_docs = 4000
+  # "world" (the embedded world, jaxllm/data/world.py), a glob of local .txt/.jsonl(.gz)/.html
+  # files, or "tfds:NAME"; a mixture is "SPEC@WEIGHT;SPEC@WEIGHT".
+  c.data.source = "world"
+  c.data.eval_input = ""  # eval files for local globs; empty: hold out eval_fraction of records
+  c.data.eval_fraction = 0.01  # by a hash of the record id, so it does not depend on file order
+  c.data.train_split = "train"  # split names for tfds: catalog datasets
+  c.data.eval_split = "validation"
+  c.data.text_field = "text"  # JSONL field (or catalog feature) holding the text
+  c.data.separator = ""  # .txt files: empty = one document per file; or "\n\n", "%", ...
+  c.data.skip_malformed = False  # skip and count bad JSONL lines instead of failing on them
+  c.data.data_dir = ""  # prepared ArrayRecord datasets; empty: WORKDIR/data
+  c.data.manual_dir = ""  # files a tfds: catalog dataset would download, for offline machines
   c.data.world_seed = 0
+  c.data.tokenizer = ""  # a tokenizer.json; empty: train a byte-level BPE -> WORKDIR/tokenizer.json
+  c.data.tokenizer_vocab_size = 1024
+  c.data.tokenizer_train_docs = 200_000  # per dataset, the first records of the train split
   c.data.seq_len = 128
-  c.data.eval_fraction = 0.05  # last documents held out for eval
+  c.data.packing = "first_fit"  # first_fit | best_fit
+  c.data.packing_bins = 0  # rows packed at a time; 0: the per-process batch size
+  c.data.prefetch = 2  # batches prepared ahead on a thread
+  c.data.read_threads = 0  # threads reading and tokenizing records ahead (0: in line, fastest
+  #                          here with a fast tokenizer; see docs/benchmarks.md)
+  c.data.num_workers = 0  # >0: grain worker processes (tokenizing, packing) instead of a thread
+  # True: each process reads its shard of the records. False: every process reads all and keeps
+  # its rows of each global batch, so batches do not depend on the number of processes.
+  c.data.shard_by_process = True
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 200
@@ -93,7 +114,8 @@ def accelerator_pretrain_config(size: str, arg: str | None, seq_len: int,
   c.model.remat = "save_dots"
   c.model.attention_impl = "auto"  # cuDNN flash attention on GPU
   c.data.seq_len = args.seq_len
-  c.data.num_docs = 200_000
+  c.data.tokenizer_vocab_size = 32768
+  c.data.num_workers = 4
   c.train.num_steps = args.steps
   c.train.batch_size = args.batch
   c.train.log_every = 50

@@ -16,9 +16,8 @@ from jaxllm import config as config_lib  # noqa: E402
 
 @pytest.fixture
 def tiny_config():
-  """A small, fast pretraining config on the synthetic world (8-way data parallel)."""
+  """A small, fast pretraining config on the embedded world (8-way data parallel)."""
   c = config_lib.pretrain_config("tiny")
-  c.data.num_docs = 400
   c.data.seq_len = 32
   c.train.num_steps = 10
   c.train.batch_size = 8

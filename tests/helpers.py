@@ -1,5 +1,6 @@
 """Shared test helpers."""
 
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -7,8 +8,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@functools.cache
 def load_script(name: str):
-  """Imports experiments/<name>.py as a module (the scripts are not a package)."""
+  """Imports experiments/<name>.py as a module (the scripts are not a package); once, since a
+  script defines absl flags."""
   spec = importlib.util.spec_from_file_location(f"experiments_{name}",
                                                 ROOT / "experiments" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)

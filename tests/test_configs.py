@@ -12,6 +12,7 @@ from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer
 
 CONFIG_FILES = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.py"))
+PRETRAIN_FILES = [p for p in CONFIG_FILES if p.parent.name == "pretrain"]
 
 
 def _load(path):
@@ -22,14 +23,22 @@ def _load(path):
 
 
 def test_there_are_configs():
-  assert len(CONFIG_FILES) >= 6
+  assert len(PRETRAIN_FILES) >= 6
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(p.parents[1])))
-def test_config_builds_model(path):
+def test_config_parses_and_names_its_command(path):
   module = _load(path)
-  assert "python experiments/" in module.__doc__, "docstring gives the run command"
-  config = module.get_config(None)
+  script = "python experiments/"
+  assert script in module.__doc__, "docstring gives the run command"
+  command = module.__doc__.split(script, 1)[1].split()[0]
+  assert (Path(__file__).resolve().parents[1] / "experiments" / command).is_file(), command
+  assert module.get_config(None).to_dict()
+
+
+@pytest.mark.parametrize("path", PRETRAIN_FILES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_pretrain_config_builds_model(path):
+  config = _load(path).get_config(None)
   model_cfg = config_lib.validate(config)
   shapes = jax.eval_shape(
       lambda r: Transformer(model_cfg).init(r, jnp.zeros((1, 8), jnp.int32)), jax.random.key(0))

@@ -2,8 +2,9 @@
 
   python experiments/pretrain.py --config=configs/pretrain/llama_125m.py --workdir=/tmp/jaxllm/llama_125m
 
-Arguments: `--config=configs/pretrain/llama_125m.py:steps=1000,batch=256,seq_len=2048`. Until a
-tokenizer trained on real text is configured, data is the synthetic world (byte ids).
+Arguments: `--config=configs/pretrain/llama_125m.py:steps=1000,batch=256,seq_len=2048`.
+Data defaults to the embedded world; point it at real text with --config.data.source=GLOB
+(or tfds:NAME) and --config.data.tokenizer=PATH/tokenizer.json (experiments/train_tokenizer.py).
 """
 
 from jaxllm import config as config_lib

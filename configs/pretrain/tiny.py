@@ -1,4 +1,4 @@
-"""Tiny Llama-style model on the embedded synthetic world; about a minute on a laptop CPU.
+"""Tiny Llama-style model on the embedded world; about a minute on a laptop CPU.
 
   python experiments/pretrain.py --config=configs/pretrain/tiny.py --workdir=/tmp/jaxllm/tiny
 

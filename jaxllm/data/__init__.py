@@ -1,1 +1,1 @@
-"""Data: the embedded synthetic corpus, tokenizers and batch pipelines."""
+"""Data: readers, cleaning, tokenizers and chat template, TFDS sources, grain pipelines, the embedded world."""

@@ -12,12 +12,11 @@
 
 Rows: inputs, targets [B, L] int32; loss_mask [B, L] float32 (0 on padding); segment_ids
 [B, L] int32 (1-based per piece, 0 = padding); positions [B, L] int32 (restart per piece).
-`Batches` wraps the grain iterator: its state (saved in the model's checkpoint) carries a
-fingerprint of what fixes the order, and restoring into a pipeline that differs is refused.
+`Batches` wraps the grain iterator: its state (saved in the model's checkpoint) carries the
+settings that fix the order, and restoring into a pipeline that differs is refused.
 """
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -168,22 +167,32 @@ def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
   return ds
 
 
-def fingerprint(sources: Sequence[Any], config: PipelineConfig) -> str:
-  """Hash of the sources (name, split, length) and the config: equal means same batches."""
+def settings(sources: Sequence[Any], config: PipelineConfig) -> dict:
+  """What fixes the batches: the sources (name, split, length) and the pipeline config."""
   what = [[getattr(s, "name", type(s).__name__), getattr(s, "split", ""), len(s)]
           for s in sources]
-  return hashlib.sha256(json.dumps([what, dataclasses.asdict(config)],
-                                   sort_keys=True).encode()).hexdigest()[:16]
+  fixed = {k: v for k, v in dataclasses.asdict(config).items()
+           if k not in ("prefetch", "read_threads")}  # these do not change the order
+  return json.loads(json.dumps({"sources": what, **fixed}))
+
+
+_FIELD_NAMES = {"batch_size": "config.train.batch_size", "seed": "config.seed",
+                "sources": "config.data.source", "weights": "config.data.source weights",
+                "process_index": "the process index", "process_count": "the process count"}
 
 
 class Batches:
-  """Iterator of this process's batches; get_state/set_state for the checkpoint."""
+  """Iterator of this process's batches; get_state/set_state for the checkpoint.
+
+  The state records the settings that fix the batches; restoring into a pipeline with other
+  settings is refused with the fields that differ, since it would silently read other data.
+  """
 
   def __init__(self, sources: Sequence[Any], to_example: Callable[[dict], Example],
                config: PipelineConfig):
     self.config = config
     self._iter = iter(build(sources, to_example, config))
-    self._fingerprint = fingerprint(sources, config)
+    self._settings = settings(sources, config)
 
   def __iter__(self) -> "Batches":
     return self
@@ -192,14 +201,15 @@ class Batches:
     return next(self._iter)
 
   def get_state(self) -> dict:
-    return {"fingerprint": self._fingerprint, "grain": self._iter.get_state()}
+    return {"settings": self._settings, "grain": self._iter.get_state()}
 
   def set_state(self, state: dict) -> None:
-    if state.get("fingerprint") != self._fingerprint:
-      raise ConfigError(
-          "the checkpoint's data position was written for other data or data settings "
-          "(config.data.*, config.train.batch_size, config.seed or the process count changed); "
-          "restore them or start in a new --workdir.")
+    saved = state.get("settings", {})
+    changed = [f"{_FIELD_NAMES.get(k, 'config.data.' + k)}: {saved.get(k)!r} in the checkpoint, "
+               f"{v!r} now" for k, v in self._settings.items() if saved.get(k) != v]
+    if changed:
+      raise ConfigError("the checkpoint's data position was written with other data settings ("
+                        + "; ".join(changed) + "); restore them or start in a new --workdir.")
     self._iter.set_state(state["grain"])
 
   def close(self) -> None:

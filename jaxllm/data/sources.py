@@ -18,10 +18,14 @@ Record kinds and their fields (all strings; `messages` is a JSON list of {role, 
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
+import os
 import pathlib
+import shutil
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -30,6 +34,7 @@ import tensorflow_datasets as tfds
 
 from jaxllm.data import readers
 from jaxllm.errors import ConfigError, UserError
+from jaxllm.parallel import mesh as mesh_lib
 
 KINDS = ("text", "conversations", "preferences", "rl_prompts")
 SPLITS = ("train", "validation")
@@ -145,9 +150,17 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
     """validation=None: every record; True/False: only those the id hash holds out (or not)."""
     # A hash hold-out reads the same files twice; count them once.
     counts = readers.ReadCounts() if validation else self.read_counts
+    c = self.builder_config
+    # Ids name files relative to the inputs' common folder, so the ArrayRecord order (TFDS
+    # shuffles by key) and the hash hold-out do not depend on where the files live.
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(f))
+                               for f in c.train_files + c.validation_files])
     seen = set()
     for path in files:
+      relative = os.path.relpath(os.path.abspath(path), root)
       for record_id, fields in self._records(path, counts):
+        if record_id.startswith(path):
+          record_id = relative + record_id[len(path):]
         if validation is not None and _in_validation(
             record_id, self.builder_config.validation_fraction) != validation:
           continue
@@ -216,13 +229,8 @@ def _decoder(kind: str, text_field: str) -> Callable[[dict], dict]:
   return decode
 
 
-def _prepare(builder, manual_dir: str = "") -> None:
-  """download_and_prepare once, process 0 first so processes sharing data_dir do not race."""
-  import jax  # only for the multi-process barrier
-  from jax.experimental import multihost_utils
+def _download_and_prepare(builder, manual_dir: str = "") -> None:
   tfds.disable_progress_bar()
-  if jax.process_count() > 1 and jax.process_index() != 0:
-    multihost_utils.sync_global_devices("jaxllm-prepare-" + builder.info.full_name)
   try:
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
     builder.download_and_prepare(file_format="array_record", download_config=download_config)
@@ -237,9 +245,8 @@ def _prepare(builder, manual_dir: str = "") -> None:
     if "No examples were yielded" not in str(e):
       raise
     raise UserError(f"{builder.info.full_name}: {e}; the input holds no records for that split "
-                    "(check the files, config.data.eval_fraction or config.data.eval_input).") from e
-  if jax.process_count() > 1 and jax.process_index() == 0:
-    multihost_utils.sync_global_devices("jaxllm-prepare-" + builder.info.full_name)
+                    "(check the files, config.data.eval_fraction or config.data.eval_input)."
+                    ) from e
 
 
 def _local_builder(kind: str, train_files: Sequence[pathlib.Path],
@@ -254,6 +261,25 @@ def _local_builder(kind: str, train_files: Sequence[pathlib.Path],
 
 def _counts_path(builder) -> pathlib.Path:
   return pathlib.Path(builder.data_dir) / "read_counts.json"
+
+
+def _world_files(directory: pathlib.Path, seed: int, sizes) -> dict[str, pathlib.Path]:
+  """The world's JSONL files; rewritten only when their content changes, so the prepared
+  datasets (keyed by file modification times) stay valid across runs."""
+  from jaxllm.data import world
+  directory.parent.mkdir(parents=True, exist_ok=True)
+  out = {}
+
+  def write():
+    with tempfile.TemporaryDirectory(dir=directory.parent) as tmp:
+      for name, path in world.write_jsonl_files(tmp, seed, sizes=sizes).items():
+        dest = out[name] = directory / path.relative_to(tmp)
+        if not dest.exists() or dest.read_bytes() != path.read_bytes():
+          dest.parent.mkdir(parents=True, exist_ok=True)
+          shutil.copyfile(path, dest)
+  # Process 0 first: on a shared disk the others then find equal files and leave them alone.
+  mesh_lib.process_zero_first(lambda: True, write, "world-files")
+  return out
 
 
 def open_source(spec: str, kind: str, split: str, *, data_dir, eval_input: str = "",
@@ -271,23 +297,26 @@ def open_source(spec: str, kind: str, split: str, *, data_dir, eval_input: str =
   options = {"text_field": text_field, "separator": separator or None,
              "skip_malformed": skip_malformed}
   if spec == "world":
-    from jaxllm.data import world
-    files = world.write_jsonl_files(data_dir / f"world-seed{world_seed}", world_seed,
-                                    sizes=world_sizes)
+    files = _world_files(data_dir / f"world-seed{world_seed}", world_seed, world_sizes)
     name = _WORLD_FILES[kind]
-    builder = _local_builder(kind, [files[f"train/{name}"]], [files[f"eval/{name}"]], data_dir,
-                             **options)
+    make_builder = functools.partial(_local_builder, kind, [files[f"train/{name}"]],
+                                     [files[f"eval/{name}"]], data_dir, **options)
   else:
     train_files = readers.expand_inputs(spec)
     validation_files = readers.expand_inputs(eval_input) if eval_input else []
     if not validation_files and not 0.0 <= eval_fraction < 1.0:
       raise ConfigError(f"config.data.eval_fraction={eval_fraction} must be in [0, 1).")
-    builder = _local_builder(kind, train_files, validation_files, data_dir,
-                             validation_fraction=0.0 if validation_files else eval_fraction,
-                             **options)
-  if not _counts_path(builder).exists():
-    _prepare(builder)
+    make_builder = functools.partial(
+        _local_builder, kind, train_files, validation_files, data_dir,
+        validation_fraction=0.0 if validation_files else eval_fraction, **options)
+  builder = make_builder()
+
+  def prepare():
+    _download_and_prepare(builder)
     _counts_path(builder).write_text(json.dumps(builder.read_counts.as_dict()))
+  mesh_lib.process_zero_first(lambda: not _counts_path(builder).exists(), prepare,
+                              f"prepare-{kind}-{split}")
+  builder = make_builder()  # reads the splits another process may have just written
   counts = json.loads(_counts_path(builder).read_text())
   if split not in builder.info.splits:
     raise ConfigError(f"{spec!r} has no {split!r} split: hold out documents with "
@@ -299,13 +328,16 @@ def open_source(spec: str, kind: str, split: str, *, data_dir, eval_input: str =
 
 def _catalog_source(name: str, kind: str, split: str, data_dir: pathlib.Path, text_field: str,
                     manual_dir: str) -> Source:
-  try:
-    builder = tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise ConfigError(f"'tfds:{name}' is not a TFDS dataset ({e}); check the name in the TFDS "
-                      "catalog.") from e
-  if not builder.is_prepared():
-    _prepare(builder, manual_dir)
+  def make_builder():
+    try:
+      return tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
+    except tfds.core.registered.DatasetNotFoundError as e:
+      raise ConfigError(f"'tfds:{name}' is not a TFDS dataset ({e}); check the name in the TFDS "
+                        "catalog.") from e
+  builder = make_builder()
+  mesh_lib.process_zero_first(lambda: not builder.is_prepared(),
+                              lambda: _download_and_prepare(builder, manual_dir), f"tfds-{split}")
+  builder = make_builder()
   if split not in builder.info.splits:
     raise ConfigError(f"'tfds:{name}' has splits {sorted(builder.info.splits)}, not {split!r}; "
                       "set config.data.train_split / eval_split.")

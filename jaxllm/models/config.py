@@ -107,7 +107,7 @@ _GPT2 = dict(norm="layer", mlp="gelu", position="learned", use_bias=True, tie_em
 # Named sizes. Parameter counts (tied embeddings counted once) are checked in the tests.
 SIZES: dict[str, dict[str, Any]] = {
     # CPU tests and the embedded demo: byte-level vocab (259 ids) padded to 320.
-    "tiny": dict(_LLAMA, vocab_size=320, num_layers=2, d_model=64, num_heads=4, num_kv_heads=2,
+    "tiny": dict(_LLAMA, vocab_size=1024, num_layers=2, d_model=64, num_heads=4, num_kv_heads=2,
                  mlp_dim=192, max_seq_len=256),
     "gpt2-124m": dict(_GPT2, vocab_size=50257, num_layers=12, d_model=768, num_heads=12,
                       num_kv_heads=12, mlp_dim=3072, max_seq_len=1024),

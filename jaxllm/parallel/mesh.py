@@ -1,9 +1,11 @@
 """Device mesh with axes (data, fsdp, tensor) and multi-host initialisation."""
 
 import math
+from collections.abc import Callable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh
 
 from jaxllm.errors import ConfigError
@@ -59,3 +61,17 @@ def maybe_initialize_distributed(dist_config) -> None:
   # Lets several CPU processes on one machine train together; no effect on GPU/TPU.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(**kwargs)
+
+
+def process_zero_first(needed: Callable[[], bool], make: Callable[[], None], name: str) -> None:
+  """Runs `make` where `needed()`: in process 0 first, then, after a barrier every process
+  joins, in the others (which find the result there when they share a disk with process 0)."""
+  if jax.process_count() == 1:
+    if needed():
+      make()
+    return
+  if jax.process_index() == 0 and needed():
+    make()
+  multihost_utils.sync_global_devices(f"jaxllm-{name}")
+  if jax.process_index() != 0 and needed():
+    make()

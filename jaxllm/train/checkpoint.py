@@ -1,9 +1,15 @@
 """Orbax checkpoints of the train state and the data iterator position."""
 
+import json
 from pathlib import Path
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from jaxllm.errors import ConfigError
 
 
 def make_manager(directory: str | Path, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
@@ -14,17 +20,36 @@ def make_manager(directory: str | Path, keep: int, async_save: bool = True) -> o
                                item_names=("state", "data"))
 
 
+def _all_processes(data_state: dict) -> list[dict]:
+  """Every process's data position (each reads its own shard), gathered in every process."""
+  if jax.process_count() == 1:
+    return [data_state]
+  encoded = np.frombuffer(json.dumps(data_state).encode(), np.uint8)
+  lengths = multihost_utils.process_allgather(np.int32(len(encoded)))
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:len(encoded)] = encoded
+  rows = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(row[:n])) for row, n in zip(rows, lengths)]
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict) -> None:
-  """Saves state and data position. Returns once device arrays are copied (safe to donate)."""
+  """Saves state and every process's data position. Returns once device arrays are copied
+  (safe to donate)."""
+  data = {"processes": _all_processes(data_state)}
   manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                             data=ocp.args.JsonSave(data_state)), force=True)
+                                             data=ocp.args.JsonSave(data)), force=True)
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:
-  """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs)."""
+  """(state on the shardings carried by `abstract_state`, this process's data position)."""
   out = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-  return out["state"], out["data"]
+  processes = out["data"]["processes"]
+  if len(processes) != jax.process_count():
+    raise ConfigError(f"checkpoint step {step} was written by {len(processes)} processes and this "
+                      f"run has {jax.process_count()}; each process's data position is saved, so "
+                      "resume with the same number of processes or start in a new --workdir.")
+  return out["state"], processes[jax.process_index()]
 
 
 def restore_params(directory: str | Path, abstract_params: Any, step: int | None = None) -> Any:

@@ -98,7 +98,7 @@ def test_restoring_other_data_settings_is_refused():
   to_example = pipeline.text_example(CharTokenizer())
   state = pipeline.Batches([_docs()], to_example, _config()).get_state()
   other = pipeline.Batches([_docs()], to_example, _config(seq_len=32))
-  with pytest.raises(ConfigError, match="config.data"):
+  with pytest.raises(ConfigError, match="config.data.seq_len: 16 in the checkpoint, 32 now"):
     other.set_state(state)
 
 

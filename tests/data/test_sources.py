@@ -96,3 +96,13 @@ def test_catalog_name_path_loads_a_prepared_dataset(tmp_path):
 def test_missing_input_names_the_glob(tmp_path):
   with pytest.raises(UserError, match="matches no files"):
     sources.open_source(str(tmp_path / "none*.jsonl"), "text", "train", data_dir=tmp_path)
+
+
+def test_order_does_not_depend_on_where_the_files_live(tmp_path):
+  rows = [{"text": f"t{i}"} for i in range(50)]
+  for where in ("a", "b/c"):
+    (tmp_path / where).mkdir(parents=True)
+    _jsonl(tmp_path / where / "x.jsonl", rows)
+  one, two = (sources.open_source(str(tmp_path / w / "x.jsonl"), "text", "train",
+                                  data_dir=tmp_path / "d", eval_fraction=0.2) for w in ("a", "b/c"))
+  assert [one[i] for i in range(len(one))] == [two[i] for i in range(len(two))]

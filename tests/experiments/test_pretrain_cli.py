@@ -12,7 +12,7 @@ from tests.helpers import ROOT, read_metrics, train_losses
 
 ARGS = ["--config=configs/pretrain/tiny.py", "--config.train.num_steps=40",
         "--config.train.log_every=1", "--config.train.checkpoint_every=15",
-        "--config.train.eval_every=15", "--config.data.num_docs=1000"]
+        "--config.train.eval_every=15"]
 
 
 def _env():
@@ -67,7 +67,7 @@ def test_sigterm_from_outside_then_same_command_is_bit_identical(tmp_path):
 @pytest.mark.parametrize("override,message", [
     ("--config.model.num_kv_heads=3", "num_heads=4 is not divisible by config.model.num_kv_heads=3"),
     ("--config.mesh.tensor=3", "config.mesh"),
-    ("--config.data.source=web", "config.data.source='web'"),
+    ("--config.data.source=nowhere/*.jsonl", "input glob 'nowhere/*.jsonl' matches no files"),
 ])
 def test_user_errors_print_one_line_and_exit_2(tmp_path, override, message):
   result = subprocess.run(_cmd(tmp_path, override), cwd=ROOT, env=_env(), capture_output=True,

@@ -38,7 +38,7 @@ def _pretrain(workdir, devices, *extra):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   cmd = [sys.executable, "experiments/pretrain.py", "--config=configs/pretrain/tiny.py",
          f"--workdir={workdir}", "--config.train.num_steps=8", "--config.train.log_every=1",
-         "--config.data.num_docs=400", *extra]
+         "--config.data.shard_by_process=False", *extra]
   return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 

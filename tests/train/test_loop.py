@@ -87,12 +87,12 @@ def test_data_position_from_another_batch_size_is_refused(tiny_config, tmp_path)
   pretrain.run(tiny_config, tmp_path)
   tiny_config.train.num_steps = 12
   tiny_config.train.batch_size = 16
-  with pytest.raises(ConfigError, match="global_batch_size.*config.train.batch_size"):
+  with pytest.raises(ConfigError, match="config.train.batch_size: 8 in the checkpoint, 16 now"):
     pretrain.run(tiny_config, tmp_path)
 
 
 @pytest.mark.parametrize("field,value,axis,message", [
-    ("vocab_size", 321, "tensor", "vocab_size=321 is not divisible by config.mesh.tensor=2"),
+    ("vocab_size", 1025, "tensor", "vocab_size=1025 is not divisible by config.mesh.tensor=2"),
     ("d_model", 36, "fsdp", "d_model=36 is not divisible by config.mesh.fsdp=8"),
     ("attention_impl", "cudnn", None, "attention_impl='cudnn' needs a GPU"),
 ])

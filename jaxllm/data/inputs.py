@@ -1,0 +1,123 @@
+"""A run's inputs from its config: datasets, tokenizer, train iterator and eval batches.
+
+config.data.source names one dataset or a weighted mixture, `SPEC[@WEIGHT];SPEC[@WEIGHT]...`,
+where SPEC is "world" (the embedded world), a glob of local files, or "tfds:NAME" (see
+jaxllm/data/sources.py). Every stage (pretraining, SFT, ...) builds its inputs here, with its
+own record kind and `to_example` function.
+"""
+
+import pathlib
+from collections.abc import Callable
+
+import jax
+import ml_collections
+
+from jaxllm.data import pipeline, sources
+from jaxllm.data import tokenizer as tokenizer_lib
+from jaxllm.errors import ConfigError
+from jaxllm.parallel import mesh as mesh_lib
+
+
+def parse_mixture(source: str) -> list[tuple[str, float]]:
+  """'world@0.3;data/*.jsonl@0.7' -> [("world", 0.3), ("data/*.jsonl", 0.7)]."""
+  out = []
+  for part in filter(None, (p.strip() for p in source.split(";"))):
+    spec, sep, weight = part.rpartition("@")
+    if not sep:
+      spec, weight = part, "1"
+    try:
+      out.append((spec, float(weight)))
+    except ValueError:
+      raise ConfigError(f"config.data.source: {part!r} has weight {weight!r}, not a number; "
+                        "write SPEC@WEIGHT, e.g. 'world@0.3;data/*.jsonl@0.7'.") from None
+  if not out:
+    raise ConfigError("config.data.source is empty; give 'world', a file glob or 'tfds:NAME'.")
+  return out
+
+
+def data_dir(data_config: ml_collections.ConfigDict, workdir) -> pathlib.Path:
+  """Where prepared ArrayRecord data lives: config.data.data_dir, or WORKDIR/data."""
+  return pathlib.Path(data_config.data_dir or pathlib.Path(workdir) / "data")
+
+
+def open_sources(data_config: ml_collections.ConfigDict, kind: str, split: str,
+                 workdir) -> tuple[list[sources.Source], tuple[float, ...]]:
+  """The datasets of config.data.source (one split each) and their mixture weights."""
+  d = data_config
+  out, weights = [], []
+  for spec, weight in parse_mixture(d.source):
+    catalog = spec.startswith("tfds:")
+    source_split = (d.train_split if split == "train" else d.eval_split) if catalog else split
+    out.append(sources.open_source(
+        spec, kind, source_split, data_dir=data_dir(d, workdir), eval_input=d.eval_input,
+        eval_fraction=d.eval_fraction, text_field=d.text_field, separator=d.separator,
+        skip_malformed=d.skip_malformed, world_seed=d.world_seed, manual_dir=d.manual_dir))
+    weights.append(weight)
+    dropped = {k: v for k, v in out[-1].counts.items()
+               if k in ("malformed_lines", "invalid_utf8", "empty") and v}
+    print(f"data {split}: {spec} -> {out[-1].name}, {len(out[-1]):,} records"
+          + (f" (when prepared: {dropped})" if dropped else ""), flush=True)
+  return out, tuple(weights)
+
+
+def tokenizer(data_config: ml_collections.ConfigDict, workdir,
+              train_sources: list[sources.Source]) -> tokenizer_lib.Tokenizer:
+  """config.data.tokenizer, or a byte-level BPE trained on the training text (saved in workdir).
+
+  A run that resumes reloads WORKDIR/tokenizer.json rather than training again.
+  """
+  d = data_config
+  if d.tokenizer:
+    return tokenizer_lib.Tokenizer.from_file(d.tokenizer)
+  path = pathlib.Path(workdir) / "tokenizer.json"
+
+  def texts():
+    for source in train_sources:
+      for i in range(min(len(source), d.tokenizer_train_docs)):
+        yield source[i]["text"]
+  def train_and_save():
+    tok = tokenizer_lib.train_tokenizer(texts(), kind="bpe", vocab_size=d.tokenizer_vocab_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(path)
+  # Process 0 trains first; on a shared workdir the others load its file (training is
+  # deterministic, so processes with their own disks train the same tokenizer).
+  mesh_lib.process_zero_first(lambda: not path.exists(), train_and_save, "tokenizer")
+  return tokenizer_lib.Tokenizer.from_file(path)
+
+
+def pipeline_config(config: ml_collections.ConfigDict, **overrides) -> pipeline.PipelineConfig:
+  d, t = config.data, config.train
+  values = {
+      "seq_len": d.seq_len, "batch_size": t.batch_size, "seed": config.seed,
+      "packing": d.packing, "packing_bins": d.packing_bins, "prefetch": d.prefetch,
+      "read_threads": d.read_threads, "num_workers": d.num_workers,
+      "shard_by_process": d.shard_by_process, "process_index": jax.process_index(),
+      "process_count": jax.process_count()}
+  return pipeline.PipelineConfig(**{**values, **overrides})
+
+
+def train_and_eval(config: ml_collections.ConfigDict, workdir, kind: str,
+                   to_example: Callable[[dict], pipeline.Example],
+                   train_sources=None, weights=None):
+  """(train iterator, eval-batches function) for the record kind of a stage."""
+  if train_sources is None:
+    train_sources, weights = open_sources(config.data, kind, "train", workdir)
+  eval_sources, _ = open_sources(config.data, kind, "validation", workdir)
+  t = config.train
+  train_iter = pipeline.Batches(train_sources, to_example,
+                                pipeline_config(config, weights=weights))
+  eval_config = pipeline_config(config, batch_size=t.batch_size // t.microbatches,
+                                weights=weights)
+
+  def eval_batches():  # microbatch-sized, so eval fits wherever a train microbatch fits
+    return pipeline.padded_batches(eval_sources, to_example, eval_config, t.eval_batches)
+  return train_iter, eval_batches
+
+
+def check_vocab(config: ml_collections.ConfigDict, vocab_size: int) -> None:
+  """config.model.vocab_size = 0 takes the tokenizer's, rounded up to a multiple of 128."""
+  if config.model.vocab_size == 0:
+    config.model.vocab_size = -(-vocab_size // 128) * 128
+  elif config.model.vocab_size < vocab_size:
+    raise ConfigError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
+                      f"tokenizer's {vocab_size} ids; raise it (or set 0 to follow the tokenizer).")
