@@ -16,16 +16,15 @@ import operator
 import pathlib
 import re
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from jaxllm.data.readers import Document
 from jaxllm.errors import ConfigError
 
-_TOKENS = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]+")
-_IS_WORD = re.compile(r"\w").match  # a token is a word (not punctuation) if it starts with one
+_TOKENS = re.compile(r"\w++(?:['’]\w++)*+|[^\w\s]++")  # possessive: no backtracking
 _URL_WORDS = re.compile(r"[^a-z0-9]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_PARAGRAPHS = re.compile(r"\n{2,}")
+_lstrip_newlines = operator.methodcaller("lstrip", "\n")
 _starts_with_bullet = operator.methodcaller("startswith", ("•", "-"))
 _ends_with_ellipsis = operator.methodcaller("endswith", ("...", "…"))
 
@@ -43,11 +42,39 @@ _C4_POLICY = re.compile("|".join(map(re.escape, C4_POLICY_SUBSTRINGS)))
 C4_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 
 
-@functools.lru_cache(maxsize=256)  # > the runner's batch: the next filter finds them all
-def split_words(text: str) -> tuple[tuple[str, ...], list[str]]:
-  """(all tokens, the non-punctuation ones); cached, as several filters tokenize the same text."""
-  tokens = tuple(_TOKENS.findall(text))
-  return tokens, list(filter(_IS_WORD, tokens))
+@functools.lru_cache(maxsize=1024)  # > the runner's batch: the next filter finds them all
+def split_words(text: str) -> tuple[tuple[str, ...], collections.Counter]:
+  """(all tokens in order, how often each occurs); cached, as three filters tokenize the text.
+
+  Tokens never span white space, so the text is cut at white space first; the regex runs only
+  on chunks that are neither a run of letters and digits nor one followed by one punctuation
+  mark (together nearly all chunks of prose).
+  """
+  tokens = []
+  append, findall = tokens.append, _TOKENS.findall
+  for chunk in text.split():
+    if chunk.isalnum():
+      append(chunk)
+      continue
+    head, last = chunk[:-1], chunk[-1]
+    if head.isalnum() and not (last.isalnum() or last == "_"):  # e.g. "word," -> "word" ","
+      append(head)
+      append(last)
+    else:
+      tokens.extend(findall(chunk))
+  return tuple(tokens), collections.Counter(tokens)
+
+
+def _paragraphs(text: str) -> list[str]:
+  """re.split(r"\n{2,}", text.strip()), faster: a run of k newlines leaves k // 2 - 1 empty
+  pieces and k % 2 newlines at the start of the next piece."""
+  text = text.strip()
+  return list(filter(None, map(_lstrip_newlines, text.split("\n\n")))) or [text]
+
+
+def _punctuation(counts: collections.Counter) -> list[str]:
+  """The distinct punctuation tokens of a split_words counter (those not starting with \\w)."""
+  return [t for t in counts if not (t[0].isalnum() or t[0] == "_")]
 
 
 def _split_runs_of_newlines(text: str) -> list[str]:
@@ -157,38 +184,39 @@ class LanguageFilter:
     return None
 
 
-_NO_COUNTS = collections.Counter()  # shared, never modified
+def _ngrams(words: tuple[str, ...], n: int) -> Iterator[tuple[str, ...]]:
+  """Every n-gram of words, in order (zip reuses its tuple when the consumer lets it go)."""
+  return zip(*(words[i:] for i in range(n)))
 
 
-def _repeated_positions(words: tuple[str, ...], n: int,
-                        candidates: Sequence[int] | None) -> tuple[list[int], collections.Counter]:
-  """(ascending positions whose n-gram occurs more than once, counts of the candidates' n-grams).
+def _repeated_positions(words: tuple[str, ...], n: int, candidates: Sequence[int]) -> list[int]:
+  """Ascending positions, among `candidates`, whose n-gram occurs more than once in words.
 
-  Every occurrence of a repeated n-gram starts a repeated (n-1)-gram, so passing the previous
-  n's positions as `candidates` (None: all) is exact and keeps the work small for natural text.
+  Every occurrence of a repeated n-gram starts a repeated (n-1)-gram, so the previous n's
+  positions are exact candidates and keep the work small for natural text.
   """
-  if candidates is None:
-    grams = list(zip(*(words[i:] for i in range(n))))
-    candidates = range(len(grams))
-  elif not candidates:
-    return [], _NO_COUNTS
-  else:
-    candidates = [p for p in candidates if p + n <= len(words)]
-    grams = [words[p:p + n] for p in candidates]
+  candidates = [p for p in candidates if p + n <= len(words)]
+  grams = [words[p:p + n] for p in candidates]
   counts = collections.Counter(grams)
-  return list(itertools.compress(candidates, map((1).__lt__, map(counts.__getitem__, grams)))), counts
+  return list(itertools.compress(candidates, map((1).__lt__, map(counts.__getitem__, grams))))
 
 
-def _top_ngram_chars(words: tuple[str, ...], n: int, counts: collections.Counter) -> int:
-  """Characters of the most frequent n-gram times its count (datatrove: first seen wins ties).
+def _top_ngram_chars(words: tuple[str, ...], n: int) -> int:
+  """Characters of the most frequent n-gram joined by spaces, times its count.
 
-  `counts` covers at least every repeated n-gram, in order of first occurrence; when nothing
-  repeats, the first n-gram of the document wins with count 1.
+  Ties go to the n-gram seen first, as in datatrove (Counter keeps first-insertion order).
   """
-  gram, count = counts.most_common(1)[0] if counts else ((), 1)
-  if count == 1:
-    gram = words[:n]
+  gram, count = collections.Counter(_ngrams(words, n)).most_common(1)[0]
   return (sum(map(len, gram)) + n - 1) * count
+
+
+def _top_ngram_bounds(counts: collections.Counter) -> tuple[int, int]:
+  """(a, b) such that a * n + b * (n - 1) bounds _top_ngram_chars for every n, from word counts.
+
+  An n-gram seen c times holds words each seen at least c times, so its characters times c are
+  at most n * max(len(word) * count(word)) + (n - 1) * max(count(word)).
+  """
+  return max(map(operator.mul, map(len, counts), counts.values())), max(counts.values())
 
 
 def _repeated_ngram_chars(words: tuple[str, ...], n: int, repeated: list[int],
@@ -241,7 +269,7 @@ class GopherRepetitionFilter:
   def __call__(self, doc: Document) -> str | None:
     text = doc.text
     num_chars = len(text)
-    paragraphs = _PARAGRAPHS.split(text.strip())
+    paragraphs = _paragraphs(text)
     dups, dup_chars = _duplicates(paragraphs)
     if self.dup_para_frac and dups / len(paragraphs) > self.dup_para_frac:
       return f"dup_para_frac ({dups / len(paragraphs):.3f} > {self.dup_para_frac})"
@@ -254,27 +282,38 @@ class GopherRepetitionFilter:
     if self.dup_line_char_frac and dup_chars / num_chars > self.dup_line_char_frac:
       return f"dup_line_char_frac ({dup_chars / num_chars:.3f} > {self.dup_line_char_frac})"
 
-    words, _ = split_words(text)
-    repeated = {}  # n -> (positions of repeated n-grams, counts), computed from n - 1's
-
-    def positions(n):
-      if n not in repeated:
-        repeated[n] = _repeated_positions(words, n, positions(n - 1)[0] if n > 2 else None)
-      return repeated[n]
-
-    for n, max_frac in self.top_n_grams:
-      if len(words) >= n:
-        frac = _top_ngram_chars(words, n, positions(n)[1]) / num_chars
+    words, counts = split_words(text)
+    bounds = _top_ngram_bounds(counts) if words else (0, 0)
+    for n, max_frac in self.top_n_grams:  # most documents pass on the bound, without counting
+      if len(words) >= n and (bounds[0] * n + bounds[1] * (n - 1)) / num_chars > max_frac:
+        frac = _top_ngram_chars(words, n) / num_chars
         if frac > max_frac:
           return f"top_{n}_gram ({frac:.3f} > {max_frac})"
-    prefix_chars = None
+    if not self.dup_n_grams:
+      return None
+    base = min(n for n, _ in self.dup_n_grams)
+    base_counts = collections.Counter(_ngrams(words, base))
+    if len(base_counts) >= len(words) - base + 1:  # no base-gram repeats, so no longer n-gram does
+      return None
+    # Each hit of the scan in _repeated_ngram_chars is a later occurrence of an n-gram, so the
+    # base-grams inside it are later occurrences of theirs; they cover it and are distinct over
+    # hits. The characters of all later base-gram occurrences thus bound the scan's count for
+    # every n, which is often enough to decide without positions.
+    repeated_grams = itertools.compress(base_counts, map((1).__lt__, base_counts.values()))
+    later_chars = sum((base_counts[g] - 1) * sum(map(len, g)) for g in repeated_grams)
+    if all(later_chars / num_chars <= max_frac for _, max_frac in self.dup_n_grams):
+      return None
+    # Positions of repeated base-grams, then of each longer n from those of n - 1.
+    repeated = {base: list(itertools.compress(
+        range(len(words) - base + 1),
+        map((1).__lt__, map(base_counts.__getitem__, _ngrams(words, base)))))}
+    prefix_chars = [0, *itertools.accumulate(map(len, words))]
     for n, max_frac in self.dup_n_grams:
-      repeated_n = positions(n)[0]
-      if not repeated_n:
+      for m in range(max(repeated) + 1, n + 1):
+        repeated[m] = _repeated_positions(words, m, repeated[m - 1]) if repeated[m - 1] else []
+      if not repeated[n]:
         continue
-      if prefix_chars is None:
-        prefix_chars = [0, *itertools.accumulate(map(len, words))]
-      frac = _repeated_ngram_chars(words, n, repeated_n, prefix_chars) / num_chars
+      frac = _repeated_ngram_chars(words, n, repeated[n], prefix_chars) / num_chars
       if frac > max_frac:
         return f"duplicated_{n}_n_grams ({frac:.3f} > {max_frac})"
     return None
@@ -313,43 +352,51 @@ class GopherQualityFilter:
 
   def __call__(self, doc: Document) -> str | None:
     text = doc.text
-    words, kept_words = split_words(text)
-    n_words, n = len(words), len(kept_words)
+    tokens, counts = split_words(text)
+    punctuation = _punctuation(counts)
+    n_words = len(tokens)
+    n = n_words - sum(map(counts.__getitem__, punctuation))  # words that are not punctuation
     if self.min_doc_words and n < self.min_doc_words:
       return f"gopher_short_doc ({n} < {self.min_doc_words} words)"
     if self.max_doc_words and n > self.max_doc_words:
       return f"gopher_long_doc ({n} > {self.max_doc_words} words)"
     if n == 0:
       return "gopher_short_doc (0 words)"
-    avg = sum(map(len, kept_words)) / n
+    avg = (sum(map(operator.mul, map(len, counts), counts.values()))
+           - sum(len(p) * counts[p] for p in punctuation)) / n
     if self.min_avg_word_length and avg < self.min_avg_word_length:
       return f"gopher_below_avg_threshold ({avg:.2f} < {self.min_avg_word_length})"
     if self.max_avg_word_length and avg > self.max_avg_word_length:
       return f"gopher_above_avg_threshold ({avg:.2f} > {self.max_avg_word_length})"
+    ellipses = text.count("...") + text.count("…")
     if self.max_symbol_word_ratio:
       ratio = text.count("#") / n_words
       if ratio > self.max_symbol_word_ratio:
         return f"gopher_too_many_hashes ({ratio:.3f} > {self.max_symbol_word_ratio})"
-      ratio = (text.count("...") + text.count("…")) / n_words
+      ratio = ellipses / n_words
       if ratio > self.max_symbol_word_ratio:
         return f"gopher_too_many_ellipsis ({ratio:.3f} > {self.max_symbol_word_ratio})"
+    # A bullet (ellipsis) line holds a bullet (an ellipsis) of its own: scan lines only when the
+    # character counts allow the ratio to pass its limit.
     lines = text.splitlines()
-    if self.max_bullet_lines_ratio:
+    max_ratio = self.max_bullet_lines_ratio
+    if max_ratio and (text.count("•") + text.count("-")) / len(lines) > max_ratio:
       ratio = sum(map(_starts_with_bullet, map(str.lstrip, lines))) / len(lines)
-      if ratio > self.max_bullet_lines_ratio:
-        return f"gopher_too_many_bullets ({ratio:.3f} > {self.max_bullet_lines_ratio})"
-    if self.max_ellipsis_lines_ratio:
+      if ratio > max_ratio:
+        return f"gopher_too_many_bullets ({ratio:.3f} > {max_ratio})"
+    max_ratio = self.max_ellipsis_lines_ratio
+    if max_ratio and ellipses / len(lines) > max_ratio:
       ratio = sum(map(_ends_with_ellipsis, map(str.rstrip, lines))) / len(lines)
-      if ratio > self.max_ellipsis_lines_ratio:
-        return f"gopher_too_many_end_ellipsis ({ratio:.3f} > {self.max_ellipsis_lines_ratio})"
+      if ratio > max_ratio:
+        return f"gopher_too_many_end_ellipsis ({ratio:.3f} > {max_ratio})"
     if self.max_non_alpha_words_ratio:  # punctuation tokens have no letter; most words are all
-      no_alpha = sum(not any(map(str.isalpha, w)) for w in itertools.filterfalse(str.isalpha,
-                                                                                 kept_words))
+      no_alpha = sum(counts[w] for w in itertools.filterfalse(str.isalpha, counts)
+                     if not any(map(str.isalpha, w))) - (n_words - n)  # less punctuation
       ratio = (n - no_alpha) / n_words
       if ratio < self.max_non_alpha_words_ratio:
         return f"gopher_below_alpha_threshold ({ratio:.3f} < {self.max_non_alpha_words_ratio})"
     if self.min_stop_words:
-      found = sum(map(self.stop_words.__contains__, kept_words))
+      found = sum(counts[w] for w in self.stop_words if w not in punctuation)
       if found < self.min_stop_words:
         return f"gopher_enough_stop_words ({found} < {self.min_stop_words})"
     return None
@@ -397,13 +444,13 @@ class C4QualityFilter:
       line = line.strip()
       if max_word != -1 and len(line) > max_word and any(len(w) > max_word for w in line.split()):
         continue
-      num_words = len(line.split(maxsplit=self.min_words_per_line))  # enough to compare
+      words_line = line  # words are counted before citations go
       if self.remove_citations and "[" in line:
         line = C4_CITATION.sub("", line)
       if self.filter_no_terminal_punct and (not line.endswith(C4_END_PUNCTUATION)
                                             or line.endswith("...")):
         continue
-      if num_words < self.min_words_per_line:
+      if len(words_line.split(maxsplit=self.min_words_per_line)) < self.min_words_per_line:
         continue
       if lorem or javascript or policy:
         lower = line.lower()
@@ -453,7 +500,7 @@ class FineWebQualityFilter:
 
   def __call__(self, doc: Document) -> str | None:
     text = doc.text
-    lines = [line for line in text.split("\n") if line.strip()]
+    lines = list(filter(str.strip, text.split("\n")))  # lines with more than white space
     if not lines:
       return "empty"
     ratio = sum(map(operator.methodcaller("endswith", self.stop_chars), lines)) / len(lines)

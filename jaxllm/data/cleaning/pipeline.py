@@ -48,7 +48,7 @@ STEP_TYPES = {
     "pii": pii.PiiMasker,
 }
 EXAMPLE_CHARS = 200
-BATCH_SIZE = 128  # documents that go through one step before the next (see filters.split_words)
+BATCH_SIZE = 512  # documents that go through one step before the next (see filters.split_words)
 BATCH_BYTES = 4_000_000  # ... or fewer, so a batch's cached tokens stay small
 GZIP_LEVEL = 1  # 5x faster than 6 for ~18% larger shards, which are read once
 
@@ -171,23 +171,24 @@ def clean_documents(docs: Iterable[readers.Document], steps: Sequence[tuple[str,
   """
   for batch in _batches(docs, batch_size, BATCH_BYTES):
     for (name, step), st in zip(steps, stats):
+      st.docs_in += len(batch)
+      st.bytes_in += sum(num_bytes for _, num_bytes in batch)
       kept = []
-      for doc, num_bytes in batch:
-        st.docs_in += 1
-        st.bytes_in += num_bytes
+      for item in batch:
+        doc = item[0]
         before = doc.text
         reason = step(doc)
-        if doc.text is not before:
-          num_bytes = len(doc.text.encode())
+        if doc.text is not before:  # the step changed the text: recount its bytes
+          item = (doc, len(doc.text.encode()))
           if reason is None and not doc.text.strip():
             reason = f"empty (no text left after {name})"
-        if reason is not None:
+          st.modified += reason is None and doc.text != before
+        if reason is None:
+          kept.append(item)
+        else:
           st.drop(doc.id, reason, doc.text, max_examples)
-          continue
-        st.kept += 1
-        st.bytes_out += num_bytes
-        st.modified += doc.text is not before and doc.text != before
-        kept.append((doc, num_bytes))
+      st.kept += len(kept)
+      st.bytes_out += sum(num_bytes for _, num_bytes in kept)
       batch = kept
     filters.split_words.cache_clear()  # holds this batch's tokens only
     yield from batch

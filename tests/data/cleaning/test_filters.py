@@ -4,12 +4,18 @@ import collections
 import random
 import re
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from jaxllm.data.cleaning import filters
 from jaxllm.data.readers import Document
 from jaxllm.errors import ConfigError
 from tests.data.cleaning.texts import FRENCH, GERMAN, english_doc
+
+
+# The word tokens, defined by one regex (filters.split_words computes them faster).
+WORD_PATTERN = r"\w+(?:['’]\w+)*|[^\w\s]+"
 
 
 def _doc(text, url=None):
@@ -57,7 +63,7 @@ def test_language_model_never_downloads(monkeypatch):
 
 
 def _reference_repetition(text, f):
-  """GopherRepetitionFilter written the slow, obvious way (reason names only)."""
+  """GopherRepetitionFilter written the slow, obvious way (datatrove's), with the same reasons."""
   def dups(items):
     seen, n, chars = set(), 0, 0
     for x in items:
@@ -69,22 +75,22 @@ def _reference_repetition(text, f):
   paragraphs = re.split(r"\n{2,}", text.strip())
   n, chars = dups(paragraphs)
   if n / len(paragraphs) > f.dup_para_frac:
-    return "dup_para_frac"
+    return f"dup_para_frac ({n / len(paragraphs):.3f} > {f.dup_para_frac})"
   if chars / len(text) > f.dup_para_char_frac:
-    return "dup_para_char_frac"
+    return f"dup_para_char_frac ({chars / len(text):.3f} > {f.dup_para_char_frac})"
   lines = re.split(r"\n+", text)
   n, chars = dups(lines)
   if n / len(lines) > f.dup_line_frac:
-    return "dup_line_frac"
+    return f"dup_line_frac ({n / len(lines):.3f} > {f.dup_line_frac})"
   if chars / len(text) > f.dup_line_char_frac:
-    return "dup_line_char_frac"
-  words = filters.split_words(text)[0]
+    return f"dup_line_char_frac ({chars / len(text):.3f} > {f.dup_line_char_frac})"
+  words = re.findall(WORD_PATTERN, text)
   for n, frac in f.top_n_grams:
     grams = [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
     if grams:
       gram, count = collections.Counter(grams).most_common(1)[0]
       if len(gram) * count / len(text) > frac:
-        return f"top_{n}_gram"
+        return f"top_{n}_gram ({len(gram) * count / len(text):.3f} > {frac})"
   for n, frac in f.dup_n_grams:
     seen, chars, i = set(), 0, 0
     while i < len(words) - n + 1:
@@ -96,7 +102,43 @@ def _reference_repetition(text, f):
         seen.add(gram)
         i += 1
     if chars / len(text) > frac:
-      return f"duplicated_{n}_n_grams"
+      return f"duplicated_{n}_n_grams ({chars / len(text):.3f} > {frac})"
+  return None
+
+
+def _reference_quality(text, f):
+  """GopherQualityFilter written the obvious way over the token list, with the same reasons."""
+  tokens = re.findall(WORD_PATTERN, text)
+  words = [w for w in tokens if re.match(r"\w", w)]
+  n = len(words)
+  if n < f.min_doc_words:
+    return f"gopher_short_doc ({n} < {f.min_doc_words} words)"
+  if n > f.max_doc_words:
+    return f"gopher_long_doc ({n} > {f.max_doc_words} words)"
+  avg = sum(len(w) for w in words) / n
+  if avg < f.min_avg_word_length:
+    return f"gopher_below_avg_threshold ({avg:.2f} < {f.min_avg_word_length})"
+  if avg > f.max_avg_word_length:
+    return f"gopher_above_avg_threshold ({avg:.2f} > {f.max_avg_word_length})"
+  ratio = text.count("#") / len(tokens)
+  if ratio > f.max_symbol_word_ratio:
+    return f"gopher_too_many_hashes ({ratio:.3f} > {f.max_symbol_word_ratio})"
+  ratio = (text.count("...") + text.count("…")) / len(tokens)
+  if ratio > f.max_symbol_word_ratio:
+    return f"gopher_too_many_ellipsis ({ratio:.3f} > {f.max_symbol_word_ratio})"
+  lines = text.splitlines()
+  ratio = sum(line.lstrip().startswith(("•", "-")) for line in lines) / len(lines)
+  if ratio > f.max_bullet_lines_ratio:
+    return f"gopher_too_many_bullets ({ratio:.3f} > {f.max_bullet_lines_ratio})"
+  ratio = sum(line.rstrip().endswith(("...", "…")) for line in lines) / len(lines)
+  if ratio > f.max_ellipsis_lines_ratio:
+    return f"gopher_too_many_end_ellipsis ({ratio:.3f} > {f.max_ellipsis_lines_ratio})"
+  ratio = sum(any(c.isalpha() for c in w) for w in words) / len(tokens)
+  if ratio < f.max_non_alpha_words_ratio:
+    return f"gopher_below_alpha_threshold ({ratio:.3f} < {f.max_non_alpha_words_ratio})"
+  found = sum(w in f.stop_words for w in words)
+  if found < f.min_stop_words:
+    return f"gopher_enough_stop_words ({found} < {f.min_stop_words})"
   return None
 
 
@@ -114,9 +156,57 @@ def test_gopher_repetition_matches_a_direct_implementation():
     text = text.replace(" , ", ",\n\n", rng.randrange(0, 3))
     text = rng.choice(["", "\n"]) + text + rng.choice(["", "\n", "\n\n"])
     got = f(_doc(text))
-    assert (got or " ").split(" ")[0] == (_reference_repetition(text, f) or ""), text
+    assert got == _reference_repetition(text, f), text
     reasons[(got or "kept").split(" ")[0]] += 1
   assert len(reasons) >= 5, reasons  # the random documents exercise several checks
+
+
+def test_gopher_quality_matches_a_direct_implementation():
+  rng = random.Random(1)
+  f = filters.GopherQualityFilter(min_doc_words=20)
+  reasons = collections.Counter()
+  vocab = ["the", "of", "and", "river", "garden", "walked", "don't", "l'eau", "x_y", "2024",
+           "3.5", "#tag", "wait...", "…", ",", ".", "!?", "—", "élan", "四月", "a", "I", "'",
+           "’", "(", ")", "_x", "x_", "ok_,", "supercalifragilistic"]
+  for _ in range(400):
+    weights = [rng.random() ** 3 for _ in vocab]
+    lines = []
+    for _ in range(rng.randrange(1, 12)):
+      words = rng.choices(vocab, weights, k=rng.randrange(1, 25))
+      prefix = rng.choice(["", "", "- ", "• ", "  - "])
+      lines.append(prefix + " ".join(words) + rng.choice(["", ".", "...", "…", " "]))
+    text = rng.choice(["\n", "\n\n", "\r\n"]).join(lines)
+    got = f(_doc(text))
+    assert got == _reference_quality(text, f), text
+    reasons[(got or "kept").split(" ")[0]] += 1
+  assert len(reasons) >= 6, reasons
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(st.text(alphabet=st.sampled_from(list("ab1_ \n\t'’.,-#…é四٣\u2028\xa0"))
+                          | st.characters(), max_size=60))
+@hypothesis.example("ab_ _c, x_. don't. l’eau’ ’tis 3.5! _ __init__ a\n\n\nb\n\n\n\nc \n\n")
+def test_split_words_and_paragraphs_equal_their_regex_definitions(text):
+  assert filters.split_words.__wrapped__(text)[0] == tuple(re.findall(WORD_PATTERN, text))
+  assert filters._paragraphs(text) == re.split(r"\n{2,}", text.strip())
+
+
+def test_gopher_repetition_duplicated_ngrams_match_a_direct_implementation():
+  """The n-gram duplication checks alone, near their thresholds (top n-grams would fire first)."""
+  rng = random.Random(2)
+  f = filters.GopherRepetitionFilter(top_n_grams=())
+  reasons = collections.Counter()
+  for i in range(400):
+    words = [f"w{rng.randrange(10 ** 6)}" for _ in range(rng.randrange(20, 120))]
+    for _ in range(rng.randrange(1, 4)):  # repeat a few runs of 5 to 12 words
+      start, length = rng.randrange(len(words)), rng.choice([5, 5, 6, rng.randrange(5, 13)])
+      at = rng.randrange(len(words))
+      words[at:at] = words[start:start + length]
+    text = " ".join(words)
+    got = f(_doc(text))
+    assert got == _reference_repetition(text, f), text
+    reasons[(got or "kept").split(" ")[0]] += 1
+  assert len(reasons) >= 4 and reasons["kept"] >= 30, reasons
 
 
 def test_gopher_repetition_reasons():
