@@ -33,7 +33,7 @@ def inverse_frequencies(cfg: ModelConfig) -> np.ndarray:
 
 def apply_rope(x_btnh: jnp.ndarray, positions_bt: jnp.ndarray,
                inv_freq: np.ndarray) -> jnp.ndarray:
-  """Rotates pairs (i, i + d/2) of each head by angle position * inv_freq[i] (Hugging Face layout)."""
+  """Rotates pairs (i, i + d/2) of each head by angle position * inv_freq[i] (HF layout)."""
   angles_bth = positions_bt[..., None].astype(jnp.float32) * jnp.asarray(inv_freq, jnp.float32)
   sin = jnp.sin(angles_bth)[:, :, None, :]
   cos = jnp.cos(angles_bth)[:, :, None, :]

@@ -82,13 +82,28 @@ def attention_implementation(cfg: ModelConfig) -> str:
   return "cudnn" if gpu and cfg.dtype in ("bfloat16", "float16") else "xla"
 
 
+def cache_attention_mask(kv_mask_bs: jnp.ndarray, cache_index: jnp.ndarray,
+                         num_queries: int) -> jnp.ndarray:
+  """[B, 1, T, S]: query t (at cache slot cache_index + t) sees valid slots up to its own."""
+  slots_s = jnp.arange(kv_mask_bs.shape[1])
+  query_slots_t = cache_index + jnp.arange(num_queries)
+  causal_ts = slots_s[None, :] <= query_slots_t[:, None]
+  return kv_mask_bs[:, None, None, :] & causal_ts[None, None]
+
+
 class Attention(nn.Module):
-  """Multi-head / grouped-query self-attention through jax.nn.dot_product_attention."""
+  """Multi-head / grouped-query self-attention through jax.nn.dot_product_attention.
+
+  With a KV cache (k, v: [B, S, K, H]) the new keys and values are written at slots
+  cache_index .. cache_index + T - 1 and the queries attend to every valid earlier slot
+  (kv_mask_bs); the updated cache is returned with the output.
+  """
 
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_btd, positions_bt, segment_ids_bt):
+  def __call__(self, x_btd, positions_bt, segment_ids_bt, cache=None, cache_index=None,
+               kv_mask_bs=None):
     cfg = self.cfg
     n, k, h = cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
     std = cfg.init_std
@@ -102,13 +117,28 @@ class Attention(nn.Module):
     q_btnh = _constrain(q_btnh, ("act_batch", "act_len", "act_heads", None))
     k_btkh = _constrain(k_btkh, ("act_batch", "act_len", "act_kv_heads", None))
     v_btkh = _constrain(v_btkh, ("act_batch", "act_len", "act_kv_heads", None))
-    # Logits and softmax run in float32 inside dot_product_attention; GQA is native there.
-    out_btnh = jax.nn.dot_product_attention(
-        q_btnh, k_btkh, v_btkh, mask=attention_mask(segment_ids_bt), is_causal=cfg.causal,
-        implementation=attention_implementation(cfg))
+    if cache is None:
+      # Logits and softmax run in float32 inside dot_product_attention; GQA is native there.
+      out_btnh = jax.nn.dot_product_attention(
+          q_btnh, k_btkh, v_btkh, mask=attention_mask(segment_ids_bt), is_causal=cfg.causal,
+          implementation=attention_implementation(cfg))
+    else:
+      k_bskh, v_bskh = cache
+      k_bskh = jax.lax.dynamic_update_slice_in_dim(k_bskh, k_btkh.astype(k_bskh.dtype),
+                                                   cache_index, axis=1)
+      v_bskh = jax.lax.dynamic_update_slice_in_dim(v_bskh, v_btkh.astype(v_bskh.dtype),
+                                                   cache_index, axis=1)
+      k_bskh = _constrain(k_bskh, ("act_batch", "act_len", "act_kv_heads", None))
+      v_bskh = _constrain(v_bskh, ("act_batch", "act_len", "act_kv_heads", None))
+      cache = (k_bskh, v_bskh)
+      mask = cache_attention_mask(kv_mask_bs, cache_index, x_btd.shape[1])
+      out_btnh = jax.nn.dot_product_attention(q_btnh, k_bskh.astype(q_btnh.dtype),
+                                              v_bskh.astype(q_btnh.dtype), mask=mask,
+                                              implementation="xla")
     out_std = std / (2 * cfg.num_layers) ** 0.5  # GPT-2: residual projections scaled by depth
-    return Linear((cfg.d_model,), ("heads", "head_dim", "embed"), cfg, out_std, in_dims=2,
-                  name="o")(out_btnh)
+    out_btd = Linear((cfg.d_model,), ("heads", "head_dim", "embed"), cfg, out_std, in_dims=2,
+                     name="o")(out_btnh)
+    return out_btd, cache
 
 
 class Mlp(nn.Module):
@@ -130,20 +160,24 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+  Returns x, or (x, this layer's updated KV cache) under nn.scan or when given a cache.
+  """
 
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_btd, positions_bt, segment_ids_bt, deterministic: bool):
+  def __call__(self, x_btd, positions_bt, segment_ids_bt, deterministic: bool, cache=None,
+               cache_index=None, kv_mask_bs=None):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
-    h = Attention(cfg, name="attn")(make_norm(cfg, "attn_norm")(x_btd), positions_bt,
-                                    segment_ids_bt)
+    h, cache = Attention(cfg, name="attn")(make_norm(cfg, "attn_norm")(x_btd), positions_bt,
+                                           segment_ids_bt, cache, cache_index, kv_mask_bs)
     x_btd = x_btd + drop(h)
     h = Mlp(cfg, name="mlp")(make_norm(cfg, "mlp_norm")(x_btd))
     x_btd = _constrain(x_btd + drop(h), ("act_batch", "act_len", "act_embed"))
-    return (x_btd, None) if cfg.scan_layers else x_btd
+    return (x_btd, cache) if cfg.scan_layers or cache is not None else x_btd
 
 
 _REMAT_POLICIES = {
@@ -153,13 +187,19 @@ _REMAT_POLICIES = {
 
 
 class Transformer(nn.Module):
-  """tokens [B, T] -> float32 logits [B, T, V] (and the final hidden state [B, T, D] if asked)."""
+  """tokens [B, T] -> float32 logits [B, T, V] (and the final hidden state [B, T, D] if asked).
+
+  Decoding with a KV cache: pass `cache` (k, v: [L, B, S, K, H] each, from init_cache), the slot
+  of the first token (`cache_index`, a scalar) and which slots hold real tokens (`kv_mask_bs`,
+  [B, S], True for the tokens written now too); the updated cache is returned last.
+  """
 
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, tokens_bt, positions_bt=None, segment_ids_bt=None,
-               deterministic: bool = True, return_hidden: bool = False) -> Any:
+               deterministic: bool = True, return_hidden: bool = False, cache=None,
+               cache_index=None, kv_mask_bs=None) -> Any:
     """positions default to 0..T-1; segment ids (packing, 0 = padding) restrict attention."""
     cfg = self.cfg
     if positions_bt is None:
@@ -176,19 +216,31 @@ class Transformer(nn.Module):
     x_btd = _constrain(x_btd, ("act_batch", "act_len", "act_embed"))
 
     block = Block
-    if cfg.remat != "none":
+    if cfg.remat != "none" and cache is None:
       # Index 4 counts `self`: (self, x, positions, segment_ids, deterministic).
       block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
                        static_argnums=(4,))
     if cfg.scan_layers:
       layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True,
                                                                         "dropout": True},
-                       in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
-                       metadata_params={nn.PARTITION_NAME: "layers"})
-      x_btd, _ = layers(cfg, name="layers")(x_btd, positions_bt, segment_ids_bt, deterministic)
+                       in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast,
+                                nn.broadcast),
+                       length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+      x_btd, cache = layers(cfg, name="layers")(x_btd, positions_bt, segment_ids_bt,
+                                                deterministic, cache, cache_index, kv_mask_bs)
     else:
+      new_cache = []
       for i in range(cfg.num_layers):
-        x_btd = block(cfg, name=f"layer_{i}")(x_btd, positions_bt, segment_ids_bt, deterministic)
+        layer_cache = None if cache is None else (cache[0][i], cache[1][i])
+        out = block(cfg, name=f"layer_{i}")(x_btd, positions_bt, segment_ids_bt, deterministic,
+                                            layer_cache, cache_index, kv_mask_bs)
+        if cache is None:
+          x_btd = out
+        else:
+          x_btd, layer_cache = out
+          new_cache.append(layer_cache)
+      if cache is not None:
+        cache = tuple(jnp.stack(parts) for parts in zip(*new_cache))
 
     hidden_btd = make_norm(cfg, "final_norm")(x_btd)
     # Logits leave the matmul in float32 (the accumulator's precision), for a float32 loss.
@@ -201,4 +253,13 @@ class Transformer(nn.Module):
       logits_btv = Linear((cfg.vocab_size,), ("embed", "vocab"), head_cfg, cfg.init_std,
                           out_dtype=jnp.float32, name="lm_head")(hidden_btd)
     logits_btv = _constrain(logits_btv, ("act_batch", "act_len", "act_vocab"))
-    return (logits_btv, hidden_btd) if return_hidden else logits_btv
+    outputs = (logits_btv, hidden_btd) if return_hidden else (logits_btv,)
+    if cache is not None:
+      outputs += (cache,)
+    return outputs if len(outputs) > 1 else outputs[0]
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Zero KV cache (k, v), each [num_layers, batch, max_len, num_kv_heads, head_dim]."""
+  shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.resolved_head_dim)
+  return jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype)

@@ -1,0 +1,1 @@
+"""Inference: KV-cache sampling, tool calls, retrieval (RAG), perplexity."""
