@@ -83,13 +83,20 @@ def sampling_logits(logits_bv: jnp.ndarray, temperature: jnp.ndarray, top_k: jnp
                       top_k, top_p)
 
 
-def _pick(logits_bv, rng, rows_b, step, temperature, top_k, top_p):
-  """(tokens [B], sampling log-probs [B], raw log-probs [B]) for one step."""
-  sample_bv = sampling_logits(logits_bv, temperature, top_k, top_p)
+def _pick(logits_bv, rng, rows_b, step, temperature, top_k, top_p, vocab_limit=None):
+  """(tokens [B], sampling log-probs [B], raw log-probs [B]) for one step.
+
+  vocab_limit: ids at or above it (a model vocabulary padded past the tokenizer's) are never
+  sampled; the raw log-probs still normalise over every logit, as a forward pass does.
+  """
+  allowed_bv = logits_bv
+  if vocab_limit is not None and vocab_limit < logits_bv.shape[-1]:
+    allowed_bv = jnp.where(jnp.arange(logits_bv.shape[-1]) < vocab_limit, logits_bv, NEG_INF)
+  sample_bv = sampling_logits(allowed_bv, temperature, top_k, top_p)
   keys_b = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(rng, r), step))(rows_b)
   sampled_b = jax.vmap(jax.random.categorical)(keys_b, sample_bv)
   greedy = temperature <= 0
-  tokens_b = jnp.where(greedy, jnp.argmax(logits_bv, axis=-1), sampled_b).astype(jnp.int32)
+  tokens_b = jnp.where(greedy, jnp.argmax(allowed_bv, axis=-1), sampled_b).astype(jnp.int32)
   sample_logp_b = jnp.take_along_axis(jax.nn.log_softmax(sample_bv, axis=-1), tokens_b[:, None],
                                       axis=-1)[:, 0]
   raw_logp_b = jnp.take_along_axis(jax.nn.log_softmax(logits_bv, axis=-1), tokens_b[:, None],
@@ -101,17 +108,20 @@ def generate_tokens(model: nn.Module, params: Any, prompts_bp: jnp.ndarray,
                     prompt_lengths_b: jnp.ndarray, max_new_b: jnp.ndarray, rng: jax.Array,
                     temperature: jnp.ndarray, top_k: jnp.ndarray, top_p: jnp.ndarray,
                     stop_tokens_s: jnp.ndarray, pad_id: int, num_new: int,
-                    use_cache: bool = True) -> dict:
+                    use_cache: bool = True, vocab_limit: int | None = None) -> dict:
   """The pure sampling function (jit it): prompts right-aligned in [B, P] -> dict of arrays.
 
   max_new_b: [B] tokens to generate at most per row (<= num_new; 0 for padding rows).
   stop_tokens_s: [S] ids that end a row (pad with -1).
   use_cache=False recomputes the whole sequence every step instead (the slow reference).
+  vocab_limit: sample only ids below it (see _pick).
   """
   cfg = model.cfg
+  pick = functools.partial(_pick, rng=rng, rows_b=jnp.arange(prompts_bp.shape[0]),
+                           temperature=temperature, top_k=top_k, top_p=top_p,
+                           vocab_limit=vocab_limit)
   batch, prompt_len = prompts_bp.shape
   total_len = prompt_len + num_new
-  rows_b = jnp.arange(batch)
   pad_b = prompt_len - prompt_lengths_b
   slots_s = jnp.arange(total_len)
   kv_mask_bs = slots_s[None, :] >= pad_b[:, None]
@@ -163,12 +173,12 @@ def generate_tokens(model: nn.Module, params: Any, prompts_bp: jnp.ndarray,
       logprobs=jnp.zeros((batch, num_new), jnp.float32),
       raw_logprobs=jnp.zeros((batch, num_new), jnp.float32),
       lengths=jnp.zeros((batch,), jnp.int32), stopped=jnp.zeros((batch,), bool))
-  state = finish(state, *_pick(first_logits_bv, rng, rows_b, 0, temperature, top_k, top_p))
+  state = finish(state, *pick(first_logits_bv, step=0))
 
   def body(state):
     i = state["i"]  # tokens generated so far; the last one goes to slot P + i - 1
     logits_bv, memory = next_logits(state["memory"], state["last"], prompt_len + i - 1)
-    picked = _pick(logits_bv, rng, rows_b, i, temperature, top_k, top_p)
+    picked = pick(logits_bv, step=i)
     return finish(dict(state, memory=memory), *picked)
 
   def cond(state):
@@ -194,15 +204,17 @@ class Sampler:
 
   mesh / rules: when the params are sharded on a mesh, the logical axis rules to trace under.
   use_cache=False recomputes the full forward pass each step (a reference for tests and speed).
+  vocab_limit: the tokenizer's size when the model's vocabulary is padded past it.
   `num_compiles` counts programs traced so far.
   """
 
   def __init__(self, model: nn.Module, params: Any, pad_id: int, *, mesh=None, rules=(),
                batch_buckets: Sequence[int] = POWERS_OF_TWO,
                length_buckets: Sequence[int] = tuple(b for b in POWERS_OF_TWO if b >= 16),
-               max_stop_tokens: int = 8, use_cache: bool = True):
+               max_stop_tokens: int = 8, use_cache: bool = True,
+               vocab_limit: int | None = None):
     self.model, self.params, self.pad_id = model, params, pad_id
-    self.use_cache = use_cache
+    self.use_cache, self.vocab_limit = use_cache, vocab_limit
     self.mesh, self.rules = mesh, tuple(rules)
     self.batch_buckets, self.length_buckets = tuple(batch_buckets), tuple(length_buckets)
     self.max_stop_tokens = max_stop_tokens
@@ -214,7 +226,7 @@ class Sampler:
     self.num_compiles += 1  # runs at trace time only
     return generate_tokens(self.model, params, prompts_bp, prompt_lengths_b, max_new_b, rng,
                            temperature, top_k, top_p, stop_tokens_s, self.pad_id, num_new,
-                           self.use_cache)
+                           self.use_cache, self.vocab_limit)
 
   def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int], *,
                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,

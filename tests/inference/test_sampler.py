@@ -182,3 +182,17 @@ def test_bucket():
   assert sampler_lib.bucket(17, (16, 32)) == 32
   assert sampler_lib.bucket(33, (16, 32)) == 64
   assert dataclasses.is_dataclass(sampler_lib.SampleOutput)
+
+
+def test_vocab_limit_keeps_padded_ids_out_and_raw_logprobs_full():
+  model, params = _model()
+  out = sampler_lib.Sampler(model, params, PAD, vocab_limit=50).generate(
+      PROMPTS, 16, temperature=1.5, seed=2)
+  assert (out.tokens < 50).all()
+  free = sampler_lib.Sampler(model, params, PAD).generate(PROMPTS, 16, temperature=1.5, seed=2)
+  assert (free.tokens >= 50).any()  # without the limit these ids do come up
+  for b, prompt in enumerate(PROMPTS):
+    completion = out.completions()[b]
+    full = _teacher_forced_logprobs(model, params, prompt, completion)
+    np.testing.assert_allclose(out.raw_logprobs[b], full[np.arange(len(completion)), completion],
+                               atol=1e-5)

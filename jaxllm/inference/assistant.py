@@ -1,0 +1,72 @@
+"""One assistant turn with tool calls: sample, run the tool, feed its result back, continue.
+
+    messages + generation prompt --sample until <|im_end|> or <|/tool_call|>-->
+      tool call? -> assistant message with the call, tool message with the result -> again
+      else       -> the final assistant message
+
+A call that cannot be read, or names an unknown tool, becomes a tool message starting with
+"error:" that the model sees on its next round; nothing raises.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+
+from jaxllm.data import chat
+from jaxllm.data.tokenizer import Tokenizer
+from jaxllm.inference.sampler import Sampler
+from jaxllm.inference.tools import ToolRegistry
+
+INVALID_CALL = "invalid_tool_call"  # name recorded for a call the model wrote but we cannot read
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+  """Per-turn sampling: temperature 0 is greedy."""
+  max_new_tokens: int = 256
+  temperature: float = 0.0
+  top_k: int = 0
+  top_p: float = 1.0
+  seed: int = 0
+
+
+def respond(sampler: Sampler, tokenizer: Tokenizer, messages: Sequence[dict],
+            tools: ToolRegistry | None = None, settings: SamplingSettings = SamplingSettings(),
+            max_tool_rounds: int = 4) -> list[dict]:
+  """The messages this turn adds: zero or more (assistant call, tool result) pairs, then the
+  assistant's answer. After max_tool_rounds calls, tool calls are no longer run."""
+  history = list(messages)
+  added: list[dict] = []
+  im_end = tokenizer.token_id(chat.IM_END)
+  call_end = tokenizer.token_id(chat.TOOL_CALL_END)
+  for round_ in range(max_tool_rounds + 1):
+    ids, _ = chat.render_chat(tokenizer, history, add_generation_prompt=True)
+    use_tools = tools is not None and round_ < max_tool_rounds
+    out = sampler.generate([ids], settings.max_new_tokens, temperature=settings.temperature,
+                           top_k=settings.top_k, top_p=settings.top_p,
+                           stop_tokens=[im_end, call_end] if use_tools else [im_end],
+                           seed=settings.seed + round_)
+    completion = out.completions()[0]
+    text = tokenizer.decode(completion)  # special tokens written out
+    if not (use_tools and completion and completion[-1] == call_end):
+      content = text.removesuffix(chat.IM_END)
+      try:  # a finished turn: keep readable calls out of the content, drop unreadable ones
+        content, _ = chat.parse_assistant(content)
+      except chat.ToolCallError:
+        content = content.partition(chat.TOOL_CALL)[0]
+      message = {"role": "assistant", "content": content.strip()}
+      return added + [message]
+    try:
+      content, calls = chat.parse_assistant(text)
+      call = calls[-1]
+      result = tools.run(call)
+    except chat.ToolCallError as e:
+      content = text.partition(chat.TOOL_CALL)[0]
+      call = {"name": INVALID_CALL, "arguments": {"text": text.partition(chat.TOOL_CALL)[2]
+                                                  .removesuffix(chat.TOOL_CALL_END)}}
+      result = f"error: could not read the tool call ({e}); write <|tool_call|>" \
+               '{"name": ..., "arguments": {...}}<|/tool_call|>.'
+    turn = [{"role": "assistant", "content": content.strip(), "tool_calls": [call]},
+            {"role": "tool", "content": result}]
+    history += turn
+    added += turn
+  raise AssertionError("unreachable: the last round runs without tools")
