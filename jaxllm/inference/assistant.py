@@ -38,17 +38,18 @@ def respond(sampler: Sampler, tokenizer: Tokenizer, messages: Sequence[dict],
   added: list[dict] = []
   im_end = tokenizer.token_id(chat.IM_END)
   call_end = tokenizer.token_id(chat.TOOL_CALL_END)
+  ends = [im_end, tokenizer.eos_id]  # a base model may end with EOS instead
   for round_ in range(max_tool_rounds + 1):
     ids, _ = chat.render_chat(tokenizer, history, add_generation_prompt=True)
     use_tools = tools is not None and round_ < max_tool_rounds
     out = sampler.generate([ids], settings.max_new_tokens, temperature=settings.temperature,
                            top_k=settings.top_k, top_p=settings.top_p,
-                           stop_tokens=[im_end, call_end] if use_tools else [im_end],
+                           stop_tokens=ends + [call_end] if use_tools else ends,
                            seed=settings.seed + round_)
     completion = out.completions()[0]
     text = tokenizer.decode(completion)  # special tokens written out
     if not (use_tools and completion and completion[-1] == call_end):
-      content = text.removesuffix(chat.IM_END)
+      content = text.removesuffix(chat.IM_END).removesuffix(tokenizer.decode(ends[1:]))
       try:  # a finished turn: keep readable calls out of the content, drop unreadable ones
         content, _ = chat.parse_assistant(content)
       except chat.ToolCallError:

@@ -7,6 +7,7 @@ own pooled hidden states, prompt assembly within a token budget, and RAG SFT exa
 
 import dataclasses
 import json
+import logging
 import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,6 +28,7 @@ def _stemmer():
 
 def _tokenize(texts: Sequence[str]) -> list[list[str]]:
   import bm25s
+  logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each index build at INFO
   return bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False,
                         show_progress=False)
 
@@ -86,6 +88,9 @@ class Bm25Index:
     """An index saved by save(), or one built on the fly from a passages .jsonl file."""
     import bm25s
     directory = pathlib.Path(directory)
+    if not directory.exists():
+      raise UserError(f"{directory}: no such file or directory; give a passages .jsonl file "
+                      "or a directory saved by Bm25Index.save.")
     if directory.is_file():
       return cls.build(read_passages(directory))
     if not (directory / PASSAGES_FILE).is_file():

@@ -1,0 +1,77 @@
+"""Chat with a trained run: chat template, history, tools (calculator; search with RAG).
+
+  python experiments/chat.py --workdir=/tmp/jaxllm/sft
+  python experiments/chat.py --workdir=RUN --rag_index=/tmp/world/kb.jsonl < questions.txt
+
+Reads one user message per line. On a terminal it prompts with "> "; otherwise it answers each
+input line and exits at end of input. --rag_index (a passages .jsonl file, or a directory saved
+by Bm25Index.save) puts the top passages before each question and adds a "search" tool.
+"""
+
+import sys
+
+from absl import flags
+
+from jaxllm import cli
+from jaxllm.inference import assistant, retrieval, runs, sampler, tools
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints/, tokenizer.json).")
+flags.DEFINE_string("system", "", "System prompt (tools are listed after it).")
+flags.DEFINE_string("rag_index", "", "Passages .jsonl or saved BM25 index directory.")
+flags.DEFINE_integer("rag_k", 3, "Passages to retrieve per question.")
+flags.DEFINE_integer("rag_budget", 384, "Tokens the passages and question may take at most.")
+flags.DEFINE_bool("tools", True, "Let the model call tools.")
+flags.DEFINE_bool("show_tools", False, "Print tool calls and results.")
+flags.DEFINE_float("temperature", 0.0, "Softmax temperature; 0 is greedy.")
+flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
+flags.DEFINE_float("top_p", 1.0, "Keep the most likely tokens up to this probability mass.")
+flags.DEFINE_integer("max_new_tokens", 256, "Tokens per model turn at most.")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  del argv
+  run = runs.load_run(FLAGS.workdir)
+  tok = run.tokenizer
+  smp = sampler.Sampler(run.model, run.params, tok.pad_id, vocab_limit=tok.vocab_size)
+  index = retrieval.Bm25Index.load(FLAGS.rag_index) if FLAGS.rag_index else None
+  registry = None
+  if FLAGS.tools:
+    registry = tools.default_registry(retrieval.retrieval_tool(index, FLAGS.rag_k)
+                                      if index else None)
+  system = FLAGS.system
+  if registry is not None and system:
+    system += "\nTools:\n" + registry.describe()
+  history = [{"role": "system", "content": system}] if system else []
+  interactive = sys.stdin.isatty()
+  turn = 0
+  while True:
+    if interactive:
+      print("> ", end="", flush=True)
+    line = sys.stdin.readline()
+    if not line:
+      break
+    question = line.rstrip("\n")
+    if not question.strip():
+      continue
+    content = question
+    if index is not None:
+      passages = [p for p, _ in index.retrieve(question, FLAGS.rag_k)]
+      content, _ = retrieval.rag_prompt(question, passages, tok, FLAGS.rag_budget)
+    history.append({"role": "user", "content": content})
+    settings = assistant.SamplingSettings(FLAGS.max_new_tokens, FLAGS.temperature, FLAGS.top_k,
+                                          FLAGS.top_p, FLAGS.seed + 1000 * turn)
+    added = assistant.respond(smp, tok, history, registry, settings)
+    history += added
+    for message in added[:-1]:
+      if FLAGS.show_tools:
+        call = message.get("tool_calls")
+        print(f"[tool call] {call[0]}" if call else f"[tool] {message['content']}", flush=True)
+    print(added[-1]["content"], flush=True)
+    turn += 1
+
+
+if __name__ == "__main__":
+  cli.run(main)

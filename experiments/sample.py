@@ -1,0 +1,50 @@
+"""Sample a completion from a trained run's latest checkpoint; prints the completion only.
+
+  python experiments/sample.py --workdir=/tmp/jaxllm/tiny --prompt="Greta Park works as"
+  python experiments/sample.py --workdir=RUN --prompt="What is 3 + 4?" --chat --temperature=0
+
+--chat wraps the prompt in the chat template as a user turn (for SFT runs); otherwise the
+prompt is plain text after BOS. --temperature=0 is greedy decoding.
+"""
+
+from absl import flags
+
+from jaxllm import cli
+from jaxllm.data import chat
+from jaxllm.inference import runs, sampler
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints/, tokenizer.json).")
+flags.DEFINE_string("prompt", None, "Prompt text.")
+flags.DEFINE_bool("chat", False, "Render the prompt as a user turn of the chat template.")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 is greedy.")
+flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
+flags.DEFINE_float("top_p", 1.0, "Keep the most likely tokens up to this probability mass.")
+flags.DEFINE_integer("max_new_tokens", 128, "Tokens to generate at most.")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.mark_flags_as_required(["workdir", "prompt"])
+
+
+def main(argv):
+  del argv
+  run = runs.load_run(FLAGS.workdir, FLAGS.step)
+  tok = run.tokenizer
+  if FLAGS.chat:
+    ids, _ = chat.render_chat(tok, [{"role": "user", "content": FLAGS.prompt}],
+                              add_generation_prompt=True)
+    stops = [tok.token_id(chat.IM_END)]
+  else:
+    ids = [tok.bos_id] + tok.encode(FLAGS.prompt)
+    stops = [tok.eos_id]
+  smp = sampler.Sampler(run.model, run.params, tok.pad_id, vocab_limit=tok.vocab_size)
+  out = smp.generate([ids], FLAGS.max_new_tokens, temperature=FLAGS.temperature,
+                     top_k=FLAGS.top_k, top_p=FLAGS.top_p, stop_tokens=stops, seed=FLAGS.seed)
+  completion = out.completions()[0]
+  if completion and completion[-1] in stops:
+    completion = completion[:-1]
+  print(tok.decode(completion))
+
+
+if __name__ == "__main__":
+  cli.run(main)
