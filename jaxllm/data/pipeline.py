@@ -41,6 +41,16 @@ def text_example(tokenizer, field: str = "text") -> Callable[[dict], Example]:
   return to_example
 
 
+def chat_example(tokenizer, field: str = "messages") -> Callable[[dict], Example]:
+  """Conversation record -> its ChatML ids, loss only on what the assistant writes."""
+  from jaxllm.data import chat  # chat imports the tokenizer module; keep this module light
+
+  def to_example(record: dict) -> Example:
+    ids, mask = chat.render_chat(tokenizer, record[field])
+    return {"tokens": np.asarray(ids, np.int32), "loss_mask": np.asarray(mask, np.float32)}
+  return to_example
+
+
 def split_example(example: Example, seq_len: int) -> list[Example]:
   """tokens [n] -> pieces with inputs = tokens[:-1], targets = tokens[1:], <= seq_len each."""
   tokens, mask = example["tokens"], example["loss_mask"]

@@ -76,6 +76,24 @@ def test_loss_mask_follows_targets():
   np.testing.assert_array_equal(piece["loss_mask"], [0, 1, 1])
 
 
+def test_chat_examples_learn_only_assistant_tokens_after_packing():
+  from jaxllm.data import chat
+  from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
+  tok = train_tokenizer(["x"], vocab_size=len(SPECIAL_TOKENS) + 256)  # one token per byte
+  convs = [{"messages": [{"role": "user", "content": f"q{i}"},
+                         {"role": "assistant", "content": "a" * (i % 5 + 1)}]} for i in range(12)]
+  cfg = _config(seq_len=64, num_epochs=1)
+  batches = list(pipeline.build([convs], pipeline.chat_example(tok), cfg))
+  learned = collections.Counter()
+  for b in batches:
+    for row in range(len(b["targets"])):
+      text = tok.decode(b["targets"][row][b["loss_mask"][row] > 0])
+      learned.update(text.split(chat.IM_END))
+  # Each conversation's assistant content and its <|im_end|>, nothing else, is a target.
+  expected = collections.Counter("a" * (i % 5 + 1) for i in range(12))
+  assert learned - collections.Counter({"": learned[""]}) == expected
+
+
 def test_resume_gives_identical_next_batches():
   sources = [_docs(50, 0, "a"), _docs(30, 1, "b")]
   cfg = _config(weights=(2.0, 1.0), packing="best_fit")
