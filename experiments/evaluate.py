@@ -1,10 +1,15 @@
-"""Evaluate a trained run: exact token-weighted perplexity and bits per byte on held-out text.
+"""Evaluate a trained run on held-out data.
 
-  python experiments/evaluate.py --workdir=/tmp/jaxllm/tiny
+  python experiments/evaluate.py --workdir=/tmp/jaxllm/tiny                    # perplexity
   python experiments/evaluate.py --workdir=RUN --texts='held_out/*.jsonl' --seq_len=512
+  python experiments/evaluate.py --workdir=RUN --task=kb                       # no retrieval
+  python experiments/evaluate.py --workdir=RUN --task=kb --rag_index=WORLD/kb.jsonl
 
-Without --texts it scores the embedded world's eval pretraining text (the run's world seed).
-Prints one JSON object and writes it to WORKDIR/eval/perplexity.json.
+perplexity: exact token-weighted perplexity and bits per byte; without --texts it scores the
+embedded world's eval pretraining text (the run's world seed).
+kb: greedy answers to the world's eval knowledge questions through the chat template, scored
+with world.score; --rag_index puts the top --rag_k passages before each question.
+Prints one JSON object and writes it to WORKDIR/eval/{task}.json.
 """
 
 import json
@@ -14,14 +19,18 @@ from absl import flags
 
 from jaxllm import cli
 from jaxllm.data import readers, world
-from jaxllm.eval import perplexity
-from jaxllm.inference import runs
+from jaxllm.eval import perplexity, qa
+from jaxllm.inference import retrieval, runs, sampler
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints/, tokenizer.json).")
-flags.DEFINE_string("texts", "", "Comma-separated globs of .txt / .jsonl(.gz) files (readers).")
-flags.DEFINE_integer("seq_len", 0, "Window length (0: the run's config.data.seq_len).")
-flags.DEFINE_integer("batch_size", 8, "Windows per forward pass.")
+flags.DEFINE_enum("task", "perplexity", ["perplexity", "kb"], "What to evaluate.")
+flags.DEFINE_string("texts", "", "perplexity: comma-separated globs of .txt / .jsonl(.gz) files.")
+flags.DEFINE_integer("seq_len", 0, "perplexity: window length (0: the run's config.data.seq_len).")
+flags.DEFINE_integer("batch_size", 8, "Windows (perplexity) or questions (kb) per batch.")
+flags.DEFINE_string("rag_index", "", "kb: passages .jsonl or saved BM25 index directory.")
+flags.DEFINE_integer("rag_k", 3, "kb: passages per question.")
+flags.DEFINE_integer("rag_budget", 384, "kb: tokens the passages and question may take at most.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.mark_flags_as_required(["workdir"])
 
@@ -36,15 +45,32 @@ def held_out_texts(run) -> tuple[str, list[str]]:
   return f"world(seed={seed}) eval/pretrain", list(world.generate(seed)["eval"]["pretrain"])
 
 
-def main(argv):
-  del argv
-  run = runs.load_run(FLAGS.workdir, FLAGS.step)
+def evaluate_perplexity(run) -> dict:
   name, texts = held_out_texts(run)
   seq_len = FLAGS.seq_len or run.config.data.seq_len
   result = perplexity.evaluate_perplexity(run.model, run.params, run.tokenizer, texts,
                                           seq_len=seq_len, batch_size=FLAGS.batch_size)
-  result = {"texts_from": name, "step": run.step, "seq_len": seq_len, **result}
-  out = pathlib.Path(FLAGS.workdir) / "eval" / "perplexity.json"
+  return {"texts_from": name, "seq_len": seq_len, **result}
+
+
+def evaluate_kb(run) -> dict:
+  seed = run.config.data.get("world_seed", 0)
+  questions = world.generate(seed)["eval"]["kb_questions"]
+  index = retrieval.Bm25Index.load(FLAGS.rag_index) if FLAGS.rag_index else None
+  tok = run.tokenizer
+  smp = sampler.Sampler(run.model, run.params, tok.pad_id, vocab_limit=tok.vocab_size)
+  result = qa.kb_accuracy(smp, tok, questions, index=index, k=FLAGS.rag_k,
+                          budget_tokens=FLAGS.rag_budget, batch_size=FLAGS.batch_size)
+  return {"questions_from": f"world(seed={seed}) eval/kb_questions",
+          "retrieval": f"bm25 k={FLAGS.rag_k}" if index else "none", **result}
+
+
+def main(argv):
+  del argv
+  run = runs.load_run(FLAGS.workdir, FLAGS.step)
+  result = {"task": FLAGS.task, "step": run.step,
+            **(evaluate_perplexity(run) if FLAGS.task == "perplexity" else evaluate_kb(run))}
+  out = pathlib.Path(FLAGS.workdir) / "eval" / f"{FLAGS.task}.json"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=1) + "\n")
   print(json.dumps(result))

@@ -93,6 +93,10 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.mesh.tensor = 1
   c.mesh.rules = tuple(DEFAULT_RULES)
 
+  c.init = ml_collections.ConfigDict()
+  c.init.checkpoint = ""  # a run directory to start from (its params, model config, tokenizer)
+  c.init.step = -1  # its checkpoint step; -1: the latest
+
   c.distributed = ml_collections.ConfigDict()
   c.distributed.initialize = False
   c.distributed.coordinator_address = ""  # empty: auto-detect (TPU VM, SLURM)
@@ -125,6 +129,22 @@ def accelerator_pretrain_config(size: str, arg: str | None, seq_len: int,
   c.optimizer.warmup_steps = min(2000, args.steps // 10)
   c.mesh.data = 1
   c.mesh.fsdp = -1
+  return c
+
+
+def sft_config(size: str = "tiny") -> ml_collections.ConfigDict:
+  """Supervised fine-tuning on conversations: the pretraining fields, chat data, RAG data."""
+  c = pretrain_config(size)
+  c.data.seq_len = 256
+  # "world" reads the world's SFT conversations; "world_rag" builds retrieval-augmented ones
+  # (jaxllm.inference.retrieval.world_rag_conversations) into WORKDIR/rag_sft.jsonl.
+  c.data.messages_field = "messages"
+  c.data.rag = ml_collections.ConfigDict()
+  c.data.rag.other_worlds = 12  # freshly generated worlds whose facts must be read, not recalled
+  c.data.rag.k = 3  # passages per question
+  c.data.rag.budget_tokens = 384  # passages + question, in tokens
+  c.optimizer.lr = 1e-3
+  c.optimizer.warmup_steps = 20
   return c
 
 

@@ -6,9 +6,11 @@ own pooled hidden states, prompt assembly within a token budget, and RAG SFT exa
 """
 
 import dataclasses
+import functools
 import json
 import logging
 import pathlib
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -179,19 +181,31 @@ def rag_prompt(question: str, passages: Sequence[dict], tokenizer: Tokenizer,
   return text, used
 
 
+def plain_reply(question: dict) -> str:
+  """"The answer is X." or "I don't know."."""
+  answer = question["answer"]
+  return "I don't know." if answer == "I don't know" else f"The answer is {answer}."
+
+
+def cited_reply(question: dict, passages_by_id: dict[str, dict]) -> str:
+  """The sentence of a gold passage (question["doc_ids"]) that holds the answer, then the
+  answer: the model learns to copy the evidence first (tokens to think), then conclude."""
+  if question["answer"] != "I don't know":
+    for doc_id in question.get("doc_ids", []):
+      for sentence in re.split(r"(?<=[.!?])\s+", passages_by_id[doc_id]["text"]):
+        if question["answer"].lower() in sentence.lower():
+          return f"{sentence} {plain_reply(question)}"
+  return plain_reply(question)
+
+
 def rag_sft_examples(questions: Sequence[dict], index, tokenizer: Tokenizer, k: int = 3,
                      budget_tokens: int = 384, system: str | None = None,
-                     reply: Callable[[dict], str] | None = None) -> list[dict]:
+                     reply: Callable[[dict], str] = plain_reply) -> list[dict]:
   """SFT conversations {"messages"} whose user turn holds retrieved passages and the question.
 
   questions: {"question", "answer", ...} records (the world's kb_questions); `reply` turns one
-  into the assistant text (default: "The answer is {answer}." or "I don't know.").
+  into the assistant text.
   """
-  def default_reply(q):
-    answer = q["answer"]
-    return "I don't know." if answer == "I don't know" else f"The answer is {answer}."
-
-  reply = reply or default_reply
   examples = []
   for q in questions:
     passages = [p for p, _ in index.retrieve(q["question"], k)]
@@ -201,6 +215,39 @@ def rag_sft_examples(questions: Sequence[dict], index, tokenizer: Tokenizer, k: 
     examples.append({"messages": messages, "meta": {"question": q["question"],
                                                     "retrieved": [p["id"] for p in passages]}})
   return examples
+
+
+def world_rag_conversations(tokenizer: Tokenizer, seed: int = 0, other_worlds: int = 12,
+                            k: int = 3, budget_tokens: int = 384) -> list[dict]:
+  """RAG fine-tuning data from the embedded world, with cited replies:
+
+  - world `seed`'s train knowledge questions with retrieved passages, and without (answering
+    from what pretraining stored);
+  - the questions of `other_worlds` freshly generated worlds (seeds seed+1, ...) with retrieved
+    passages: people, towns and values the model never saw, so it must read the passages.
+  No question is worded like one of world `seed`'s eval questions.
+  """
+  from jaxllm.data import world
+  conversations = []
+  held_out: set[str] = set()
+  for i, world_seed in enumerate(range(seed, seed + other_worlds + 1)):
+    data = world.generate(world_seed)
+    by_id = {p["id"]: p for p in data["kb"]}
+    questions = data["train"]["kb_questions"]
+    if not i:
+      held_out = {q["question"] for q in data["eval"]["kb_questions"]}
+    else:  # another world: its questions, except any worded like a held-out one (towns and
+      # goods share names across worlds)
+      questions = [q for q in questions + data["eval"]["kb_questions"]
+                   if q["question"] not in held_out]
+    reply = functools.partial(cited_reply, passages_by_id=by_id)
+    conversations += rag_sft_examples(questions, Bm25Index.build(data["kb"]), tokenizer, k,
+                                      budget_tokens, reply=reply)
+    if not i:
+      conversations += [{"messages": [{"role": "user", "content": q["question"]},
+                                      {"role": "assistant", "content": reply(q)}]}
+                        for q in questions]
+  return conversations
 
 
 def retrieval_tool(index, k: int = 3) -> Tool:

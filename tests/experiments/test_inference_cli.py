@@ -1,35 +1,16 @@
 """sample.py, chat.py and evaluate.py on a briefly trained run, as a user runs them."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from jaxllm.data import world
-from tests.helpers import ROOT
+from tests.experiments.conftest import run_script as _run
 
 
-def _env():
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device in the child
-  return env
-
-
-def _run(script, *args, stdin=None):
-  return subprocess.run([sys.executable, f"experiments/{script}", *args], cwd=ROOT, env=_env(),
-                        input=stdin, capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("run")
-  done = _run("pretrain.py", "--config=configs/pretrain/tiny.py", f"--workdir={workdir}",
-              "--config.train.num_steps=30", "--config.train.eval_every=30",
-              "--config.train.checkpoint_every=30")
-  assert done.returncode == 0, done.stderr
-  return workdir
+@pytest.fixture
+def run_dir(pretrained_run):
+  return pretrained_run
 
 
 def test_sample_prints_only_the_completion_and_is_reproducible(run_dir):
@@ -44,12 +25,25 @@ def test_sample_prints_only_the_completion_and_is_reproducible(run_dir):
 
 
 def test_evaluate_writes_perplexity_and_bits_per_byte(run_dir):
-  done = _run("evaluate.py", f"--workdir={run_dir}", "--batch_size=4")
+  done = _run("evaluate.py", f"--workdir={run_dir}", "--batch_size=4")  # perplexity
   assert done.returncode == 0, done.stderr
   result = json.loads(done.stdout.strip().splitlines()[-1])
   assert result == json.loads((run_dir / "eval" / "perplexity.json").read_text())
+  assert result["task"] == "perplexity"
   assert result["texts"] == len(world.generate(0)["eval"]["pretrain"]) and result["step"] == 30
   assert 1.0 < result["perplexity"] < 1024 and 0 < result["bits_per_byte"] < 8
+
+
+def test_evaluate_kb_accuracy_with_and_without_retrieval(run_dir, tmp_path):
+  world.write_jsonl_files(tmp_path / "world", 0)
+  questions = world.generate(0)["eval"]["kb_questions"]
+  for extra in ([], [f"--rag_index={tmp_path / 'world' / 'kb.jsonl'}"]):
+    done = _run("evaluate.py", f"--workdir={run_dir}", "--task=kb", "--batch_size=64", *extra)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["questions"] == len(questions) and 0 <= result["accuracy"] <= 1
+    assert result["retrieval"] == ("bm25 k=3" if extra else "none")
+    assert (result.get("gold_passage_given", 1.0)) >= 0.9
 
 
 def test_chat_answers_each_input_line_then_exits(run_dir, tmp_path):

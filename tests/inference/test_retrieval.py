@@ -101,3 +101,40 @@ def test_search_tool(kb):
   assert tool.fn({"query": "zebra xylophone"}) == "no passage matches."
   with pytest.raises(Exception, match="query"):
     tool.fn({})
+
+
+def test_dense_retrieval_from_the_models_pooled_hidden_states(kb, tok):
+  import jax
+  import jax.numpy as jnp
+
+  from jaxllm.models import config as model_config
+  from jaxllm.models import transformer
+  from jaxllm.train.state import unbox
+  model = transformer.Transformer(model_config.get_size("tiny", vocab_size=640))
+  params = unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+  embed = retrieval.mean_pooled_embedder(model, params, tok, batch_size=4)
+  vectors = embed([p["text"] for p in kb[:10]])
+  assert vectors.shape == (10, 64) and np.isfinite(vectors).all()
+  # Batching and padding do not change a text's vector.
+  np.testing.assert_allclose(embed([kb[3]["text"]])[0], vectors[3], atol=1e-5)
+  index = retrieval.DenseIndex.build(kb[:10], embed)
+  for p in kb[:10]:  # a passage's own text finds it first
+    assert index.retrieve(retrieval._passage_text(p), 1)[0][0]["id"] == p["id"]
+
+
+def test_world_rag_conversations_cite_evidence_and_keep_eval_questions_out(tok):
+  convs = retrieval.world_rag_conversations(tok, seed=0, other_worlds=1, k=3, budget_tokens=400)
+  w0, w1 = world.generate(0), world.generate(1)
+  n0, n1 = len(w0["train"]["kb_questions"]), len(w1["train"]["kb_questions"])
+  eval_questions = {q["question"] for q in w0["eval"]["kb_questions"]}
+  n1 += sum(q["question"] not in eval_questions for q in w1["eval"]["kb_questions"])
+  n1 -= sum(q["question"] in eval_questions for q in w1["train"]["kb_questions"])
+  assert len(convs) == 2 * n0 + n1
+  users = [c["messages"][0]["content"] for c in convs]
+  assert not any(u.rsplit("Question: ", 1)[-1] in eval_questions for u in users)
+  by_id = {p["id"]: p for p in w0["kb"]}
+  q = next(q for q in w0["train"]["kb_questions"] if q["answerable"] and q["doc_ids"] and
+           q["doc_ids"][0].startswith("person/"))
+  reply = retrieval.cited_reply(q, by_id)
+  assert reply.endswith(f"The answer is {q['answer']}.") and reply.split(". ")[0] + "." in \
+      by_id[q["doc_ids"][0]]["text"]

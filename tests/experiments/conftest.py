@@ -1,0 +1,30 @@
+"""A briefly pretrained run directory shared by the CLI tests of later stages."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+
+def child_env():
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # one CPU device in the child
+  return env
+
+
+def run_script(script, *args, stdin=None):
+  return subprocess.run([sys.executable, f"experiments/{script}", *args], cwd=ROOT,
+                        env=child_env(), input=stdin, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def pretrained_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("pretrained")
+  done = run_script("pretrain.py", "--config=configs/pretrain/tiny.py", f"--workdir={workdir}",
+                    "--config.train.num_steps=30", "--config.train.eval_every=30",
+                    "--config.train.checkpoint_every=30")
+  assert done.returncode == 0, done.stderr
+  return workdir
