@@ -3,34 +3,28 @@
   python experiments/pretrain.py --config=configs/pretrain/tiny.py --workdir=/tmp/jaxllm/tiny
 
 Any config field can be overridden: --config.train.num_steps=50 --config.model.num_layers=2.
+--config.init.checkpoint=RUN continues pretraining from RUN's params with its model config and
+tokenizer (domain adaptation; configs/pretrain/adapt_tiny.py).
 Running again with the same --workdir resumes from its newest checkpoint.
 """
 
 import functools
 
-from absl import flags
-from ml_collections import config_flags
-
 from jaxllm import cli
 from jaxllm import config as config_lib
 from jaxllm.data import inputs, pipeline
+from jaxllm.inference import runs
 from jaxllm.models import Transformer
 from jaxllm.objectives import lm
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.train import loop
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file (see configs/pretrain/).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Run directory: config, metrics, checkpoints.")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
 def run(config, workdir, hooks=()):
   """Builds data, tokenizer, model and loss from `config` and runs the training loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)
+  init = runs.start_from(config, workdir)  # continued pretraining: its params and tokenizer
   train_sources, weights = inputs.open_sources(config.data, "text", "train", workdir)
-  tokenizer = inputs.tokenizer(config.data, workdir, train_sources)
+  tokenizer = init.tokenizer if init else inputs.tokenizer(config.data, workdir, train_sources)
   inputs.check_vocab(config, tokenizer.vocab_size)
   model_cfg = config_lib.validate(config)
   train_iter, eval_batches = inputs.train_and_eval(
@@ -38,15 +32,10 @@ def run(config, workdir, hooks=()):
   loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss)
   try:
     return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter, eval_batches,
-                      hooks=hooks)
+                      init_params=init.params if init else None, hooks=hooks)
   finally:
     train_iter.close()
 
 
-def main(argv):
-  del argv
-  run(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run_stage(run, "Config file (see configs/pretrain/).")

@@ -2,10 +2,14 @@
 
   python experiments/sft.py --config=configs/sft/tiny.py --workdir=/tmp/jaxllm/sft \\
       --config.init.checkpoint=/tmp/jaxllm/tiny
+  python experiments/sft.py --config=configs/sft/tiny_lora.py --workdir=/tmp/jaxllm/sft_lora \\
+      --config.init.checkpoint=/tmp/jaxllm/tiny                      # LoRA adapters only
 
 The init run gives the params (a fresh optimizer state), the model config and the tokenizer
-(copied into WORKDIR, so the run directory is self-contained). Conversations are rendered with
-the ChatML template and packed with segment ids, so examples never attend to each other.
+(copied into WORKDIR). Conversations are rendered with the ChatML template and packed with
+segment ids, so examples never attend to each other. With config.lora.rank > 0 only the
+adapters train and are checkpointed; the init run's params stay frozen (load_run merges them).
+Every eval step also answers held-out questions greedily (eval/qa_accuracy).
 Running again with the same --workdir resumes from its newest checkpoint.
 """
 
@@ -14,25 +18,18 @@ import json
 import pathlib
 
 import jax
-from absl import flags
-from ml_collections import config_flags
 
 from jaxllm import cli
 from jaxllm import config as config_lib
-from jaxllm.data import inputs, pipeline
+from jaxllm.data import inputs, pipeline, readers, world
 from jaxllm.errors import ConfigError
-from jaxllm.inference import retrieval, runs
+from jaxllm.eval import qa
+from jaxllm.inference import retrieval, runs, sampler
 from jaxllm.models import Transformer
+from jaxllm.models import lora as lora_lib
 from jaxllm.objectives import lm
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.train import loop
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file (see configs/sft/).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Run directory: config, metrics, checkpoints, tokenizer.")
-flags.mark_flags_as_required(["config", "workdir"])
-
 
 def _rag_data(config, workdir, tokenizer) -> str:
   """Writes the world's RAG conversations to WORKDIR/rag_sft.jsonl (process 0 first)."""
@@ -50,37 +47,73 @@ def _rag_data(config, workdir, tokenizer) -> str:
   return str(path)
 
 
+def _qa_records(config) -> list[dict]:
+  """Held-out questions for the eval: the world's eval SFT conversations or a .jsonl file."""
+  source, n = config.eval.qa_source, config.eval.qa_questions
+  if not source or n <= 0:
+    return []
+  if source == "world":
+    return world.generate(config.data.world_seed)["eval"]["sft"][:n]
+  records = [obj for _, obj in readers.iter_jsonl(source, readers.ReadCounts())]
+  if not records:
+    raise ConfigError(f"config.eval.qa_source={source!r} holds no records.")
+  return records[:n]
+
+
+def qa_eval(config, model_cfg, tokenizer, lora):
+  """fn(params, frozen) -> {"eval/qa_accuracy", ...}: greedy answers with the sampler."""
+  records = _qa_records(config)
+  if not records:
+    return ()
+  for r in records:  # fail now, not after the first eval interval
+    try:
+      qa.question_and_answer(r)
+    except (KeyError, TypeError, ValueError) as e:
+      raise ConfigError(f"config.eval.qa_source={config.eval.qa_source!r}: a record is not "
+                        f"{{'messages': [..., user, assistant?], 'answer'}} ({e!r}).") from e
+  smp = sampler.Sampler(Transformer(model_cfg), None, tokenizer.pad_id,
+                        vocab_limit=tokenizer.vocab_size)
+  merge = jax.jit(lora_lib.merge, static_argnums=2) if lora else None
+
+  def evaluate(params, frozen):
+    smp.params = params if lora is None else merge(frozen, params, lora)
+    result = qa.conversation_accuracy(smp, tokenizer, records,
+                                      max_new_tokens=config.eval.max_new_tokens,
+                                      batch_size=config.eval.batch_size)
+    out = {"eval/qa_accuracy": result["accuracy"]}
+    out.update({f"eval/qa_accuracy_{k}": v for k, v in result.get("by_kind", {}).items()})
+    return out
+  return (evaluate,)
+
+
 def run(config, workdir, hooks=()):
   """Loads the init run, builds the conversation data and runs the training loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)
   if not config.init.checkpoint:
     raise ConfigError("config.init.checkpoint is empty; set it to the pretrained run directory "
                       "to fine-tune (--config.init.checkpoint=/tmp/jaxllm/tiny).")
-  init = runs.load_run(config.init.checkpoint, None if config.init.step < 0 else config.init.step)
-  for key, value in init.config.model.items():  # the checkpoint fixes the shapes
-    config.model[key] = value
+  init = runs.start_from(config, workdir)
   tokenizer = init.tokenizer
-  if jax.process_index() == 0:
-    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
-    tokenizer.save(pathlib.Path(workdir) / "tokenizer.json")
   if config.data.source == "world_rag":
     config.data.source = _rag_data(config, workdir, tokenizer)
   model_cfg = config_lib.validate(config)
+  lora = lora_lib.LoraConfig.from_config(config.lora)
   train_iter, eval_batches = inputs.train_and_eval(
       config, workdir, "conversations",
       pipeline.chat_example(tokenizer, config.data.messages_field))
   loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss)
+  evals = qa_eval(config, model_cfg, tokenizer, lora)
   try:
-    return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter, eval_batches,
-                      init_params=init.params, hooks=hooks)
+    if lora is None:  # full fine-tuning: every param trains, starting from the init run's
+      return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter,
+                        eval_batches, init_params=init.params, hooks=hooks, evals=evals)
+    # LoRA: fresh adapters are the trained params; the init run's params stay frozen.
+    model = lora_lib.LoraModel(Transformer(model_cfg, lora=lora))
+    return loop.train(config, workdir, model, loss_fn, train_iter, eval_batches, hooks=hooks,
+                      frozen_params=init.params, evals=evals)
   finally:
     train_iter.close()
 
 
-def main(argv):
-  del argv
-  run(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run_stage(run, "Config file (see configs/sft/).")

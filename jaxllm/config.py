@@ -11,6 +11,7 @@ import ml_collections
 
 from jaxllm.errors import ConfigError
 from jaxllm.models.config import ModelConfig, get_size
+from jaxllm.models.lora import DEFAULT_TARGETS as DEFAULT_LORA_TARGETS
 from jaxllm.parallel.sharding import DEFAULT_RULES
 
 
@@ -94,8 +95,10 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.mesh.rules = tuple(DEFAULT_RULES)
 
   c.init = ml_collections.ConfigDict()
-  c.init.checkpoint = ""  # a run directory to start from (its params, model config, tokenizer)
-  c.init.step = -1  # its checkpoint step; -1: the latest
+  # A run directory to start from: its params (fresh optimizer), model config and tokenizer.
+  # Pretraining from a checkpoint is continued pretraining / domain adaptation.
+  c.init.checkpoint = ""
+  c.init.step = -1  # its checkpoint step; -1: the latest (the run records the step it used)
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.initialize = False
@@ -145,6 +148,19 @@ def sft_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.data.rag.budget_tokens = 384  # passages + question, in tokens
   c.optimizer.lr = 1e-3
   c.optimizer.warmup_steps = 20
+  # LoRA (jaxllm/models/lora.py): rank 0 fine-tunes every parameter.
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 0
+  c.lora.alpha = 16.0
+  c.lora.dropout = 0.0
+  c.lora.targets = DEFAULT_LORA_TARGETS  # regex over layer paths, e.g. 'layer_0/attn/q'
+  c.lora.rslora = False  # scale alpha / sqrt(rank) instead of alpha / rank
+  # Greedy answers to held-out questions at every eval step (jaxllm/eval/qa.py).
+  c.eval = ml_collections.ConfigDict()
+  c.eval.qa_source = "world"  # "world": the world's eval SFT conversations; a .jsonl; "" = off
+  c.eval.qa_questions = 200  # the first N
+  c.eval.max_new_tokens = 96
+  c.eval.batch_size = 64
   return c
 
 

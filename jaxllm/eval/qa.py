@@ -1,7 +1,11 @@
-"""Question answering accuracy with the sampler, with or without retrieved passages.
+"""Question answering accuracy of greedy replies from the sampler.
 
-Each question becomes one user turn (through rag_prompt when an index is given), answered with
-greedy decoding; world.score checks the reply ("The answer is X." / "I don't know.").
+- `conversation_accuracy`: held-out chat conversations (system prompt and user turn through the
+  chat template), e.g. the world's eval SFT set; this is the SFT eval.
+- `prompted_accuracy`: a base model prompted in plain text, few-shot, for the before-SFT number.
+- `kb_accuracy`: knowledge questions with or without retrieved passages (RAG).
+world.score checks every reply: exact match of X in "The answer is X." (numbers normalised), or
+"I don't know." when that is the answer.
 """
 
 from collections.abc import Sequence
@@ -30,22 +34,102 @@ def user_turns(questions: Sequence[dict], tokenizer: Tokenizer, index=None, k: i
   return turns, retrieved
 
 
+def _generate_replies(sampler: Sampler, tokenizer: Tokenizer, prompts: Sequence[list[int]],
+                      max_new_tokens: int, batch_size: int) -> list[str]:
+  """Greedy continuations of token prompts, decoded without the stop tokens."""
+  ends = [tokenizer.token_id(chat.IM_END), tokenizer.eos_id]
+  replies = []
+  for start in range(0, len(prompts), batch_size):
+    out = sampler.generate(prompts[start:start + batch_size], max_new_tokens, temperature=0.0,
+                           stop_tokens=ends)
+    for ids in out.completions():
+      replies.append(tokenizer.decode([i for i in ids if i not in ends]))
+  return replies
+
+
+def reply_to(sampler: Sampler, tokenizer: Tokenizer, conversations: Sequence[Sequence[dict]], *,
+             max_new_tokens: int = 96, batch_size: int = 32) -> list[str]:
+  """Greedy assistant replies to conversations that end with a user turn (chat template)."""
+  prompts = [chat.render_chat(tokenizer, messages, add_generation_prompt=True)[0]
+             for messages in conversations]
+  return _generate_replies(sampler, tokenizer, prompts, max_new_tokens, batch_size)
+
+
 def answer(sampler: Sampler, tokenizer: Tokenizer, turns: Sequence[str], *,
            system: str | None = None, max_new_tokens: int = 96, batch_size: int = 32,
            ) -> list[str]:
   """Greedy assistant replies to single user turns, in batches."""
-  ends = [tokenizer.token_id(chat.IM_END), tokenizer.eos_id]
-  replies = []
-  for start in range(0, len(turns), batch_size):
-    prompts = []
-    for turn in turns[start:start + batch_size]:
-      messages = ([{"role": "system", "content": system}] if system else []) + [
-          {"role": "user", "content": turn}]
-      prompts.append(chat.render_chat(tokenizer, messages, add_generation_prompt=True)[0])
-    out = sampler.generate(prompts, max_new_tokens, temperature=0.0, stop_tokens=ends)
-    for ids in out.completions():
-      replies.append(tokenizer.decode([i for i in ids if i not in ends]))
-  return replies
+  head = [{"role": "system", "content": system}] if system else []
+  return reply_to(sampler, tokenizer, [head + [{"role": "user", "content": t}] for t in turns],
+                  max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+def question_and_answer(record: dict) -> tuple[list[dict], str, str]:
+  """(messages before the last assistant turn, reference answer, kind) of a conversation record.
+
+  The answer is `record["answer"]` or `record["meta"]["answer"]` (the world's SFT records).
+  """
+  messages = list(record["messages"])
+  while messages and messages[-1]["role"] == "assistant":
+    messages.pop()
+  meta = record.get("meta", {})
+  if "answer" not in record and "answer" not in meta:
+    raise ValueError(f"record {record.get('id', '')!r} has no 'answer' (or meta.answer) to score.")
+  return messages, str(record.get("answer", meta.get("answer"))), meta.get("kind", "all")
+
+
+def _scored(replies: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
+            questions: Sequence[str]) -> dict:
+  """Exact-match accuracy (world.score) overall and per kind, with a few examples."""
+  correct = np.array([world.score(r, a) for r, a in zip(replies, answers)])
+  kinds = np.array(kinds)
+  result = {"accuracy": float(correct.mean()), "questions": len(replies)}
+  if len(set(kinds)) > 1:
+    result["by_kind"] = {str(k): float(correct[kinds == k].mean()) for k in sorted(set(kinds))}
+  result["examples"] = [{"question": q, "answer": a, "reply": r}
+                        for q, a, r in list(zip(questions, answers, replies))[:5]]
+  return result
+
+
+def conversation_accuracy(sampler: Sampler, tokenizer: Tokenizer, records: Sequence[dict], *,
+                          max_new_tokens: int = 96, batch_size: int = 32) -> dict:
+  """Exact match of greedy chat replies on held-out conversations ({"messages", answer}).
+
+  The system prompt and user turn are kept; the reply must say "The answer is X." (or
+  "I don't know." when that is the answer).
+  """
+  parsed = [question_and_answer(r) for r in records]
+  replies = reply_to(sampler, tokenizer, [m for m, _, _ in parsed],
+                     max_new_tokens=max_new_tokens, batch_size=batch_size)
+  return _scored(replies, [a for _, a, _ in parsed], [k for _, _, k in parsed],
+                 [m[-1]["content"] for m, _, _ in parsed])
+
+
+PROBLEM, SOLUTION = "Problem: ", "\nSolution:\n"  # the world's worked problems in pretraining
+
+
+def base_prompt(question: str, shots: Sequence[tuple[str, str]] = ()) -> str:
+  """A plain-text prompt for a base (not chat-tuned) model, in the format of the worked
+  problems it was pretrained on, after `shots` solved examples (question, reply)."""
+  solved = "".join(f"{PROBLEM}{q}{SOLUTION}{r}\n\n" for q, r in shots)
+  return f"{solved}{PROBLEM}{question}{SOLUTION}"
+
+
+def prompted_accuracy(sampler: Sampler, tokenizer: Tokenizer, records: Sequence[dict],
+                      shots: Sequence[dict] = (), *, max_new_tokens: int = 96,
+                      batch_size: int = 32) -> dict:
+  """Exact match of a base model prompted with `base_prompt` (few-shot from `shots`, records
+  with an assistant reply); each reply is cut at the first blank line (the next problem)."""
+  solved = [(question_and_answer(s)[0][-1]["content"], s["messages"][-1]["content"])
+            for s in shots]
+  parsed = [question_and_answer(r) for r in records]
+  bos = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
+  prompts = [bos + tokenizer.encode(base_prompt(m[-1]["content"], solved))
+             for m, _, _ in parsed]
+  replies = [r.split("\n\n")[0] for r in
+             _generate_replies(sampler, tokenizer, prompts, max_new_tokens, batch_size)]
+  return _scored(replies, [a for _, a, _ in parsed], [k for _, _, k in parsed],
+                 [m[-1]["content"] for m, _, _ in parsed])
 
 
 def kb_accuracy(sampler: Sampler, tokenizer: Tokenizer, questions: Sequence[dict], *,

@@ -16,7 +16,9 @@ import ml_collections
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import UserError
 from jaxllm.models import Transformer
+from jaxllm.models import lora as lora_lib
 from jaxllm.models.config import ModelConfig
+from jaxllm.models.lora import LoraConfig, LoraModel
 from jaxllm.train import checkpoint as ckpt_lib
 from jaxllm.train.state import init_params_fn, unbox
 
@@ -50,22 +52,70 @@ def run_tokenizer(workdir, config) -> Tokenizer:
   return Tokenizer.from_file(path)
 
 
-def load_run(workdir, step: int | None = None) -> Run:
-  """The newest (or given) checkpoint's params, on the default device, float32 as saved."""
-  config = read_config(workdir)
-  model_cfg = ModelConfig.from_dict(config.model)
+def _model_config(config) -> ModelConfig:
   # Inference: no dropout, no rematerialisation; parameters are unchanged by either.
-  model = Transformer(dataclasses.replace(model_cfg, dropout_rate=0.0, remat="none"))
+  return dataclasses.replace(ModelConfig.from_dict(config.model), dropout_rate=0.0, remat="none")
+
+
+def _restore(workdir, model, step: int | None) -> tuple[Any, int]:
   abstract = unbox(jax.eval_shape(init_params_fn(model, 8), jax.random.key(0)))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
   checkpoints = pathlib.Path(workdir) / "checkpoints"
   try:
-    manager_step = step if step is not None else _latest_step(checkpoints)
-    params = ckpt_lib.restore_params(checkpoints, abstract, manager_step)
+    step = step if step is not None else _latest_step(checkpoints)
+    params = ckpt_lib.restore_params(checkpoints, abstract, step)
   except FileNotFoundError as e:
     raise UserError(f"{checkpoints}: no checkpoint to load ({e}); train the run first.") from e
-  params = jax.tree.map(jnp.asarray, params)
-  return Run(config, model, params, run_tokenizer(workdir, config), manager_step)
+  return jax.tree.map(jnp.asarray, params), step
+
+
+def lora_config(config) -> LoraConfig | None:
+  """The run's LoRA settings (None for a run that trains all its params)."""
+  lora = config.get("lora")
+  return None if lora is None else LoraConfig.from_config(lora)
+
+
+def load_run(workdir, step: int | None = None) -> Run:
+  """The newest (or given) checkpoint's params, on the default device, float32 as saved.
+
+  A LoRA run's checkpoints hold its adapters only: they are merged into the params of the run
+  it started from (config.init.checkpoint at config.init.step), so the result is a plain model.
+  """
+  config = read_config(workdir)
+  model = Transformer(_model_config(config))
+  lora = lora_config(config)
+  if lora is None:
+    params, step = _restore(workdir, model, step)
+  else:
+    base_dir = config.init.checkpoint
+    if not base_dir or not (pathlib.Path(base_dir) / "checkpoints").is_dir():
+      raise UserError(f"{workdir} is a LoRA run whose base run config.init.checkpoint="
+                      f"{base_dir!r} has no checkpoints/; restore that directory or edit "
+                      f"{pathlib.Path(workdir) / 'config.json'} to point at it.")
+    base = load_run(base_dir, None if config.init.step < 0 else config.init.step)
+    adapters, step = _restore(workdir, LoraModel(model.clone(lora=lora)), step)
+    params = jax.jit(lora_lib.merge, static_argnums=2)(base.params, adapters, lora)
+  return Run(config, model, params, run_tokenizer(workdir, config), step)
+
+
+def start_from(config, workdir) -> Run | None:
+  """Fine-tuning set-up from config.init.checkpoint (None when it is empty).
+
+  Loads that run (params only: the optimizer starts fresh), copies its model config into
+  `config.model` (the checkpoint fixes the shapes) and records the step it used in
+  `config.init.step`; process 0 copies its tokenizer to WORKDIR/tokenizer.json.
+  """
+  if not config.init.checkpoint:
+    return None
+  init = load_run(config.init.checkpoint,
+                  None if config.init.step < 0 else config.init.step)
+  for key, value in init.config.model.items():
+    config.model[key] = value
+  config.init.step = init.step
+  if jax.process_index() == 0:
+    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+    init.tokenizer.save(pathlib.Path(workdir) / "tokenizer.json")
+  return init
 
 
 def _latest_step(checkpoints: pathlib.Path) -> int:

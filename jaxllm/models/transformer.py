@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from jaxllm.models import rope
 from jaxllm.models.config import ModelConfig
+from jaxllm.models.lora import LoraConfig
 
 
 def _init(std: float, names: tuple[str | None, ...]):
@@ -32,7 +33,10 @@ def _constrain(x, names):
 class Linear(nn.Module):
   """x[..., *in_shape] -> [..., *out_shape] with a kernel of shape in_shape + out_shape.
 
-  `names` are the logical axes of the kernel; the bias takes the output ones.
+  `names` are the logical axes of the kernel; the bias takes the output ones. When `lora`
+  targets this layer's path, a low-rank update is added from the "lora" collection:
+  y += (alpha / r) * (dropout(x) . a) . b, with a: in_shape + (r,) and b: (r,) + out_shape
+  (jaxllm/models/lora.py).
   """
 
   out_shape: tuple[int, ...]
@@ -41,9 +45,10 @@ class Linear(nn.Module):
   std: float
   in_dims: int = 1
   out_dtype: Any = None  # e.g. float32 logits from bf16 inputs (accumulator precision)
+  lora: LoraConfig | None = None
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, deterministic: bool = True):
     cfg = self.cfg
     in_shape = x.shape[-self.in_dims:]
     kernel = self.param("kernel", _init(self.std, self.names), in_shape + self.out_shape,
@@ -54,7 +59,27 @@ class Linear(nn.Module):
       bias = self.param("bias", _zeros(self.names[self.in_dims:]), self.out_shape,
                         cfg.param_dtype)
       y = y + bias.astype(cfg.dtype)
+    if self.lora is not None and self.lora.targets_path(self.scope.path):
+      y = y + self._low_rank(x, in_shape, deterministic).astype(y.dtype)
     return y
+
+  def _low_rank(self, x, in_shape, deterministic):
+    cfg, lora = self.cfg, self.lora
+    fan_in = 1
+    for d in in_shape:
+      fan_in *= d
+    bound = fan_in ** -0.5  # PEFT's kaiming_uniform(a=sqrt(5)) for a; b starts at zero
+    a_init = nn.with_logical_partitioning(
+        lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
+        self.names[:self.in_dims] + (None,))
+    a = self.variable("lora", "a", lambda: a_init(self.make_rng("params"), in_shape
+                                                  + (lora.rank,), cfg.param_dtype)).value
+    b = self.variable("lora", "b", lambda: _zeros((None,) + self.names[self.in_dims:])(
+        self.make_rng("params"), (lora.rank,) + self.out_shape, cfg.param_dtype)).value
+    x = nn.Dropout(lora.dropout, deterministic=deterministic, name="lora_dropout")(x)
+    xa = jnp.tensordot(x.astype(cfg.dtype), a.astype(cfg.dtype), axes=self.in_dims)
+    return lora.scale * jnp.tensordot(xa, b.astype(cfg.dtype), axes=1,
+                                      preferred_element_type=self.out_dtype)
 
 
 def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
@@ -100,16 +125,21 @@ class Attention(nn.Module):
   """
 
   cfg: ModelConfig
+  lora: LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x_btd, positions_bt, segment_ids_bt, cache=None, cache_index=None,
-               kv_mask_bs=None):
+               kv_mask_bs=None, deterministic: bool = True):
     cfg = self.cfg
     n, k, h = cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
     std = cfg.init_std
-    q_btnh = Linear((n, h), ("embed", "heads", "head_dim"), cfg, std, name="q")(x_btd)
-    k_btkh = Linear((k, h), ("embed", "kv_heads", "head_dim"), cfg, std, name="k")(x_btd)
-    v_btkh = Linear((k, h), ("embed", "kv_heads", "head_dim"), cfg, std, name="v")(x_btd)
+    linear = functools.partial(Linear, cfg=cfg, lora=self.lora)
+    q_btnh = linear((n, h), ("embed", "heads", "head_dim"), std=std, name="q")(x_btd,
+                                                                            deterministic)
+    k_btkh = linear((k, h), ("embed", "kv_heads", "head_dim"), std=std, name="k")(x_btd,
+                                                                               deterministic)
+    v_btkh = linear((k, h), ("embed", "kv_heads", "head_dim"), std=std, name="v")(x_btd,
+                                                                               deterministic)
     if cfg.position == "rope":
       inv_freq = rope.inverse_frequencies(cfg)
       q_btnh = rope.apply_rope(q_btnh, positions_bt, inv_freq)
@@ -136,8 +166,8 @@ class Attention(nn.Module):
                                               v_bskh.astype(q_btnh.dtype), mask=mask,
                                               implementation="xla")
     out_std = std / (2 * cfg.num_layers) ** 0.5  # GPT-2: residual projections scaled by depth
-    out_btd = Linear((cfg.d_model,), ("heads", "head_dim", "embed"), cfg, out_std, in_dims=2,
-                     name="o")(out_btnh)
+    out_btd = linear((cfg.d_model,), ("heads", "head_dim", "embed"), std=out_std, in_dims=2,
+                     name="o")(out_btnh, deterministic)
     return out_btd, cache
 
 
@@ -145,18 +175,22 @@ class Mlp(nn.Module):
   """SwiGLU (Llama) or GELU (GPT-2) feed-forward block."""
 
   cfg: ModelConfig
+  lora: LoraConfig | None = None
 
   @nn.compact
-  def __call__(self, x_btd):
+  def __call__(self, x_btd, deterministic: bool = True):
     cfg = self.cfg
-    up = functools.partial(Linear, (cfg.mlp_dim,), ("embed", "mlp"), cfg, cfg.init_std)
+    up = functools.partial(Linear, (cfg.mlp_dim,), ("embed", "mlp"), cfg, cfg.init_std,
+                           lora=self.lora)
     if cfg.mlp == "swiglu":
-      h_btf = nn.silu(up(name="gate")(x_btd)) * up(name="up")(x_btd)
+      h_btf = (nn.silu(up(name="gate")(x_btd, deterministic))
+               * up(name="up")(x_btd, deterministic))
     else:
-      h_btf = nn.gelu(up(name="up")(x_btd), approximate=True)
+      h_btf = nn.gelu(up(name="up")(x_btd, deterministic), approximate=True)
     h_btf = _constrain(h_btf, ("act_batch", "act_len", "act_mlp"))
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
-    return Linear((cfg.d_model,), ("mlp", "embed"), cfg, out_std, name="down")(h_btf)
+    return Linear((cfg.d_model,), ("mlp", "embed"), cfg, out_std, lora=self.lora,
+                  name="down")(h_btf, deterministic)
 
 
 class Block(nn.Module):
@@ -166,16 +200,18 @@ class Block(nn.Module):
   """
 
   cfg: ModelConfig
+  lora: LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x_btd, positions_bt, segment_ids_bt, deterministic: bool, cache=None,
                cache_index=None, kv_mask_bs=None):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
-    h, cache = Attention(cfg, name="attn")(make_norm(cfg, "attn_norm")(x_btd), positions_bt,
-                                           segment_ids_bt, cache, cache_index, kv_mask_bs)
+    h, cache = Attention(cfg, self.lora, name="attn")(
+        make_norm(cfg, "attn_norm")(x_btd), positions_bt, segment_ids_bt, cache, cache_index,
+        kv_mask_bs, deterministic)
     x_btd = x_btd + drop(h)
-    h = Mlp(cfg, name="mlp")(make_norm(cfg, "mlp_norm")(x_btd))
+    h = Mlp(cfg, self.lora, name="mlp")(make_norm(cfg, "mlp_norm")(x_btd), deterministic)
     x_btd = _constrain(x_btd + drop(h), ("act_batch", "act_len", "act_embed"))
     return (x_btd, cache) if cfg.scan_layers or cache is not None else x_btd
 
@@ -192,9 +228,13 @@ class Transformer(nn.Module):
   Decoding with a KV cache: pass `cache` (k, v: [L, B, S, K, H] each, from init_cache), the slot
   of the first token (`cache_index`, a scalar) and which slots hold real tokens (`kv_mask_bs`,
   [B, S], True for the tokens written now too); the updated cache is returned last.
+
+  With `lora` set, the layers it targets read low-rank adapters from the "lora" collection:
+  `apply({"params": base, "lora": adapters}, ...)` (see jaxllm/models/lora.py).
   """
 
   cfg: ModelConfig
+  lora: LoraConfig | None = None
 
   @nn.compact
   def __call__(self, tokens_bt, positions_bt=None, segment_ids_bt=None,
@@ -221,19 +261,20 @@ class Transformer(nn.Module):
       block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
                        static_argnums=(4,))
     if cfg.scan_layers:
-      layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True,
-                                                                        "dropout": True},
+      layers = nn.scan(block, variable_axes={"params": 0, "lora": 0},
+                       split_rngs={"params": True, "dropout": True},
                        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast,
                                 nn.broadcast),
                        length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-      x_btd, cache = layers(cfg, name="layers")(x_btd, positions_bt, segment_ids_bt,
+      x_btd, cache = layers(cfg, self.lora, name="layers")(x_btd, positions_bt, segment_ids_bt,
                                                 deterministic, cache, cache_index, kv_mask_bs)
     else:
       new_cache = []
       for i in range(cfg.num_layers):
         layer_cache = None if cache is None else (cache[0][i], cache[1][i])
-        out = block(cfg, name=f"layer_{i}")(x_btd, positions_bt, segment_ids_bt, deterministic,
-                                            layer_cache, cache_index, kv_mask_bs)
+        out = block(cfg, self.lora, name=f"layer_{i}")(x_btd, positions_bt, segment_ids_bt,
+                                                       deterministic, layer_cache, cache_index,
+                                                       kv_mask_bs)
         if cache is None:
           x_btd = out
         else:
@@ -251,7 +292,8 @@ class Transformer(nn.Module):
     else:
       head_cfg = dataclasses.replace(cfg, use_bias=False)
       logits_btv = Linear((cfg.vocab_size,), ("embed", "vocab"), head_cfg, cfg.init_std,
-                          out_dtype=jnp.float32, name="lm_head")(hidden_btd)
+                          out_dtype=jnp.float32, lora=self.lora, name="lm_head")(
+                              hidden_btd, deterministic)
     logits_btv = _constrain(logits_btv, ("act_batch", "act_len", "act_vocab"))
     outputs = (logits_btv, hidden_btd) if return_hidden else (logits_btv,)
     if cache is not None:

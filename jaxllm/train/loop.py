@@ -80,11 +80,11 @@ def check_mesh_fits(config, mesh, model_cfg: ModelConfig) -> None:
         f"{jax.default_backend()!r}, config.model.dtype={model_cfg.dtype!r}); use 'auto'.")
 
 
-def evaluate(eval_step, params, batches: Iterable[dict], mesh) -> dict[str, float]:
+def evaluate(eval_step, params, batches: Iterable[dict], mesh, frozen=None) -> dict[str, float]:
   """Weighted mean of every metric over the eval batches, plus perplexity."""
   totals: dict[str, float] = {}
   for batch in batches:
-    sums = jax.device_get(eval_step(params, sharding_lib.global_batch(batch, mesh)))
+    sums = jax.device_get(eval_step(params, sharding_lib.global_batch(batch, mesh), frozen))
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)
   weight = max(totals.pop("weight", 0.0), 1.0)
@@ -97,10 +97,17 @@ def evaluate(eval_step, params, batches: Iterable[dict], mesh) -> dict[str, floa
 def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
           train_iter: Iterator[dict[str, np.ndarray]],
           eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None,
-          init_params: Any = None, hooks: tuple[Callable[[int], None], ...] = ()):
+          init_params: Any = None, hooks: tuple[Callable[[int], None], ...] = (),
+          frozen_params: Any = None,
+          evals: tuple[Callable[[Any, Any], dict[str, float]], ...] = ()):
   """Trains `model` on `loss_fn` for config.train.num_steps steps; returns the final state.
 
   `train_iter` yields this process's rows of each global batch and has get_state/set_state.
+  `init_params` replace the fresh params (fine-tuning). `frozen_params` are params the model
+  reads but does not train (a LoRA base: `model` then has `with_frozen` and `frozen_model`);
+  they are placed on the mesh, passed to every step, and not checkpointed. `evals` are called
+  as `fn(params, frozen_params)` at every eval step (under the mesh) and return more
+  "eval/..." metrics, e.g. sampled answers' accuracy.
   Running again with the same workdir resumes from the newest checkpoint: params, optimizer,
   step, RNG (derived from seed and step) and data position, so results are bit-identical.
   SIGTERM saves a checkpoint at the current step and returns cleanly.
@@ -143,8 +150,17 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
     else:
       writer.truncate_after(0)  # lines of an earlier attempt that never checkpointed
       state = state_lib.create_state(model, tx, init_rng, shardings, seq_len, init_params)
+    frozen = None
+    if frozen_params is not None:
+      frozen = jax.device_put(frozen_params, state_lib.params_shardings(
+          model.frozen_model, mesh, rules, seq_len))
     num_params = state_lib.count_params(state["params"])
-    _log(main, f"model: {num_params:,} parameters; mesh {dict(mesh.shape)}; "
+    described = f"{num_params:,} parameters"
+    if frozen is not None:
+      num_frozen = state_lib.count_params(frozen)
+      described = (f"{num_params:,} trainable parameters ({num_params / num_frozen:.2%} of the "
+                   f"{num_frozen:,} frozen ones)")
+    _log(main, f"model: {described}; mesh {dict(mesh.shape)}; "
          f"{jax.device_count()} {jax.devices()[0].platform} devices, "
          f"{jax.process_count()} processes")
 
@@ -185,7 +201,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
 
     while step < tc.num_steps:
       batch = sharding_lib.global_batch(next(train_iter), mesh)
-      state, metrics = step_fn(state, batch, train_rng)
+      state, metrics = step_fn(state, batch, train_rng, frozen)
       step += 1
       for hook in hooks:
         hook(step)
@@ -200,11 +216,15 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
         finish(*pending)
         pending = None
         ckpt_lib.save(manager, step, state, train_iter.get_state())
-      if eval_batches is not None and (step % tc.eval_every == 0 or step == tc.num_steps):
+      if (eval_batches is not None or evals) and (step % tc.eval_every == 0
+                                                   or step == tc.num_steps):
         if pending is not None:
           finish(*pending)
           pending = None
-        eval_values = evaluate(eval_fn, state["params"], eval_batches(), mesh)
+        eval_values = ({} if eval_batches is None else
+                       evaluate(eval_fn, state["params"], eval_batches(), mesh, frozen))
+        for fn in evals:
+          eval_values.update(fn(state["params"], frozen))
         writer.write(step, eval_values)
         _log(main, _progress_line(step, tc.num_steps, eval_values))
         window_start, window_steps = time.perf_counter(), 0
@@ -221,7 +241,7 @@ def _progress_line(step: int, num_steps: int, values: dict[str, float]) -> str:
   for key, fmt in [("train/loss", "loss {:.4f}"), ("train/accuracy", "acc {:.3f}"),
                    ("train/grad_norm", "gnorm {:.3f}"), ("train/lr", "lr {:.2e}"),
                    ("eval/loss", "eval loss {:.4f}"), ("eval/perplexity", "eval ppl {:.3f}"),
-                   ("eval/accuracy", "eval acc {:.3f}"),
+                   ("eval/accuracy", "eval acc {:.3f}"), ("eval/qa_accuracy", "qa acc {:.3f}"),
                    ("perf/tokens_per_second", "{:,.0f} tok/s"), ("perf/mfu", "MFU {:.1%}")]:
     if key in values:
       parts.append(fmt.format(values[key]))

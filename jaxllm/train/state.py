@@ -51,6 +51,12 @@ def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
   return abstract, shardings
 
 
+def params_shardings(model: nn.Module, mesh: Mesh, rules, seq_len: int) -> Any:
+  """NamedSharding tree for `model`'s params (from their logical axis names)."""
+  boxed = jax.eval_shape(init_params_fn(model, seq_len), jax.random.key(0))
+  return sharding_lib.logical_to_sharding(nn.get_partition_spec(boxed), mesh, rules)
+
+
 def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
                  shardings: Any, seq_len: int, params: Any = None) -> dict[str, Any]:
   """Initialises the state already sharded (jitted init with out_shardings from state_shardings).

@@ -1,4 +1,9 @@
-"""The compiled train step: step(state, batch, rng) -> (state, metrics), for any objective."""
+"""The compiled train step: step(state, batch, rng) -> (state, metrics), for any objective.
+
+Frozen params (a LoRA base) enter as a fourth argument, `step(state, batch, rng, frozen)`: they
+are bound to the model inside the trace (`model.with_frozen(frozen)`), get no gradient and no
+optimizer state, and are never donated.
+"""
 
 from typing import Any, Callable
 
@@ -42,18 +47,24 @@ def accumulate_gradients(loss_fn: LossFn, model, params, batch, rng, num_microba
   return sums
 
 
+def bind_frozen(model, frozen):
+  """The model the loss sees: `model` itself, or with its frozen params bound."""
+  return model if frozen is None else model.with_frozen(frozen)
+
+
 def make_train_step(loss_fn: LossFn, model, tx: optax.GradientTransformation,
                     schedule: optax.Schedule | None = None, num_microbatches: int = 1):
-  """Builds step(state, batch, rng) -> (state, metrics); jit it with donation of `state`.
+  """Builds step(state, batch, rng, frozen=None) -> (state, metrics); jit it with donation of
+  `state`.
 
   The objective returns sums; here they are divided by the total weight of the global batch.
   A non-finite loss, gradient or update leaves params and optimizer state unchanged and is
   counted in state["nonfinite_streak"] / state["nonfinite_total"].
   """
-  def step(state: dict[str, Any], batch: dict[str, jax.Array], rng: jax.Array):
+  def step(state: dict[str, Any], batch: dict[str, jax.Array], rng: jax.Array, frozen=None):
     rng = jax.random.fold_in(rng, state["step"])
-    grads, sums = accumulate_gradients(loss_fn, model, state["params"], batch, rng,
-                                       num_microbatches)
+    grads, sums = accumulate_gradients(loss_fn, bind_frozen(model, frozen), state["params"],
+                                       batch, rng, num_microbatches)
     weight = sums.pop("weight")
     denom = jnp.maximum(weight, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
@@ -82,8 +93,8 @@ def make_train_step(loss_fn: LossFn, model, tx: optax.GradientTransformation,
 
 
 def make_eval_step(loss_fn: LossFn, model):
-  """eval_step(params, batch) -> metric sums (including weight), deterministic (no rng)."""
-  def eval_step(params, batch):
-    loss, metrics = loss_fn(params, batch, None, model)
+  """eval_step(params, batch, frozen=None) -> metric sums (including weight), deterministic."""
+  def eval_step(params, batch, frozen=None):
+    loss, metrics = loss_fn(params, batch, None, bind_frozen(model, frozen))
     return dict(metrics, loss=loss)
   return eval_step

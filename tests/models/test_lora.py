@@ -1,0 +1,165 @@
+"""LoRA: zero-initialised adapters leave the model unchanged, merging is exact, counts follow the
+formula, only the adapters train (the base is frozen and has no optimizer state)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxllm import config as config_lib
+from jaxllm.errors import ConfigError
+from jaxllm.models import Transformer, get_size
+from jaxllm.models import lora as lora_lib
+from jaxllm.objectives import lm
+from jaxllm.train import optimizer as optimizer_lib
+from jaxllm.train import step as step_lib
+from jaxllm.train.state import unbox
+
+TINY = get_size("tiny")
+GPT2 = dataclasses.replace(TINY, norm="layer", mlp="gelu", position="learned", use_bias=True,
+                           num_kv_heads=4, max_seq_len=64)
+CASES = {"llama": TINY, "llama_scan": dataclasses.replace(TINY, scan_layers=True), "gpt2": GPT2}
+
+
+def _tokens(cfg, batch=2, length=12, seed=0):
+  return jax.random.randint(jax.random.key(seed), (batch, length), 0, cfg.vocab_size)
+
+
+def _base_and_adapters(cfg, lora, seed=0, shapes_only=False):
+  tokens = _tokens(cfg)
+  init = jax.eval_shape if shapes_only else lambda f, *a: jax.jit(f)(*a)
+  base = unbox(init(lambda r: Transformer(cfg).init(r, tokens)["params"], jax.random.key(seed)))
+  model = lora_lib.LoraModel(Transformer(cfg, lora=lora))
+  adapters = unbox(init(lambda r: model.init(r, tokens)["params"], jax.random.key(seed + 1)))
+  return base, model, adapters
+
+
+def _perturbed(adapters, scale=0.05):
+  leaves, treedef = jax.tree.flatten(adapters)
+  keys = jax.random.split(jax.random.key(7), len(leaves))
+  return treedef.unflatten([x + scale * jax.random.normal(k, x.shape)
+                            for x, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_zero_initialised_b_gives_exactly_the_base_output(name):
+  cfg = CASES[name]
+  base, model, adapters = _base_and_adapters(cfg, lora_lib.LoraConfig(rank=4))
+  assert all(not np.any(b["b"]) for b in _adapter_pairs(adapters))
+  assert all(np.any(b["a"]) for b in _adapter_pairs(adapters))  # a is random, b is zero
+  tokens = _tokens(cfg, seed=3)
+  plain = Transformer(cfg).apply({"params": base}, tokens)
+  adapted = model.with_frozen(base).apply({"params": adapters}, tokens)
+  np.testing.assert_array_equal(plain, adapted)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_merged_equals_unmerged(name):
+  cfg = CASES[name]
+  lora = lora_lib.LoraConfig(rank=4, alpha=8.0, targets=lora_lib.DEFAULT_TARGETS + "|lm_head")
+  base, model, adapters = _base_and_adapters(cfg, lora)
+  adapters = _perturbed(adapters)
+  tokens = _tokens(cfg, seed=4)
+  unmerged = model.with_frozen(base).apply({"params": adapters}, tokens)
+  merged = Transformer(cfg).apply({"params": lora_lib.merge(base, adapters, lora)}, tokens)
+  plain = Transformer(cfg).apply({"params": base}, tokens)
+  assert float(jnp.abs(unmerged - plain).max()) > 0.1  # the adapters do change the output
+  np.testing.assert_allclose(unmerged, merged, atol=2e-5)
+
+
+def _adapter_pairs(tree):
+  if isinstance(tree, dict) and set(tree) == {"a", "b"}:
+    return [tree]
+  return [p for v in tree.values() for p in _adapter_pairs(v)]
+
+
+def _formula(cfg, r, attention=True, mlp=True):
+  """Trainable LoRA params: r * (fan_in + fan_out) per adapted matrix, per layer."""
+  d, f = cfg.d_model, cfg.mlp_dim
+  nh, kh = cfg.num_heads * cfg.resolved_head_dim, cfg.num_kv_heads * cfg.resolved_head_dim
+  per_layer = 0
+  if attention:  # q, k, v, o
+    per_layer += r * (d + nh) + 2 * r * (d + kh) + r * (nh + d)
+  if mlp:  # gate and up (SwiGLU) or up (GELU), then down
+    per_layer += (2 if cfg.mlp == "swiglu" else 1) * r * (d + f) + r * (f + d)
+  return cfg.num_layers * per_layer
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("rank", [1, 8])
+def test_trainable_count_follows_the_formula(name, rank):
+  cfg = CASES[name]
+  _, _, adapters = _base_and_adapters(cfg, lora_lib.LoraConfig(rank=rank), shapes_only=True)
+  assert lora_lib.count_params(adapters) == _formula(cfg, rank)
+  _, _, attention_only = _base_and_adapters(
+      cfg, lora_lib.LoraConfig(rank=rank, targets=r"attn/(q|k|v|o)$"), shapes_only=True)
+  assert lora_lib.count_params(attention_only) == _formula(cfg, rank, mlp=False)
+
+
+def test_targets_matching_nothing_and_bad_settings_are_clear_errors():
+  with pytest.raises(ConfigError, match="matches no layer"):
+    _base_and_adapters(TINY, lora_lib.LoraConfig(rank=2, targets="no_such_layer"),
+                       shapes_only=True)
+  c = config_lib.sft_config("tiny").lora
+  assert lora_lib.LoraConfig.from_config(c) is None  # rank 0: full fine-tuning
+  for field, value in (("rank", -1), ("dropout", 1.5), ("targets", "attn/(q")):
+    bad = config_lib.sft_config("tiny").lora
+    bad.rank, bad[field] = 4, value
+    with pytest.raises(ConfigError, match="config.lora"):
+      lora_lib.LoraConfig.from_config(bad)
+
+
+def test_rslora_and_alpha_set_the_scale():
+  assert lora_lib.LoraConfig(rank=16, alpha=32.0).scale == 2.0
+  assert lora_lib.LoraConfig(rank=16, alpha=32.0, rslora=True).scale == 8.0
+
+
+def test_dropout_acts_on_the_adapter_input_only_in_training():
+  lora = lora_lib.LoraConfig(rank=4, dropout=0.5)
+  base, model, adapters = _base_and_adapters(TINY, lora)
+  adapters = _perturbed(adapters)
+  tokens = _tokens(TINY, seed=5)
+  bound = model.with_frozen(base)
+  eval_a = bound.apply({"params": adapters}, tokens)
+  eval_b = bound.apply({"params": adapters}, tokens, deterministic=True)
+  np.testing.assert_array_equal(eval_a, eval_b)
+  train_a = bound.apply({"params": adapters}, tokens, deterministic=False,
+                        rngs={"dropout": jax.random.key(0)})
+  train_b = bound.apply({"params": adapters}, tokens, deterministic=False,
+                        rngs={"dropout": jax.random.key(1)})
+  assert float(jnp.abs(train_a - train_b).max()) > 1e-3
+  # With zero adapters the dropout has nothing to act on: the base model is deterministic.
+  _, _, zero = _base_and_adapters(TINY, lora)
+  np.testing.assert_array_equal(
+      bound.apply({"params": zero}, tokens, deterministic=False,
+                  rngs={"dropout": jax.random.key(0)}),
+      Transformer(TINY).apply({"params": base}, tokens))
+
+
+def test_only_the_adapters_train_and_hold_optimizer_state():
+  lora = lora_lib.LoraConfig(rank=4)
+  base, model, adapters = _base_and_adapters(TINY, lora)
+  base_copy = jax.tree.map(np.array, base)
+  opt = config_lib.pretrain_config("tiny").optimizer
+  opt.lr, opt.warmup_steps = 1e-2, 0
+  tx = optimizer_lib.make_optimizer(opt, 10)
+  state = {"step": jnp.zeros((), jnp.int32), "params": adapters,
+           "opt_state": tx.init(adapters), "nonfinite_streak": jnp.zeros((), jnp.int32),
+           "nonfinite_total": jnp.zeros((), jnp.int32)}
+  # AdamW's moments (mu, nu) mirror the trainable params only.
+  moments = sum(x.size for x in jax.tree.leaves(state["opt_state"]) if x.ndim)
+  assert moments == 2 * lora_lib.count_params(adapters)
+  step = jax.jit(step_lib.make_train_step(lm.lm_loss, model, tx), donate_argnums=(0,))
+  tokens = np.asarray(_tokens(TINY, batch=4, length=17, seed=6))
+  batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+           "loss_mask": np.ones((4, 16), np.float32)}
+  losses = []
+  for _ in range(5):
+    state, metrics = step(state, batch, jax.random.key(0), base)
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < losses[0]
+  for before, after in zip(jax.tree.leaves(base_copy), jax.tree.leaves(base)):
+    np.testing.assert_array_equal(before, after)  # frozen: untouched, not donated
+  assert all(np.any(p["b"]) for p in _adapter_pairs(state["params"]))
