@@ -17,8 +17,6 @@ import functools
 import json
 import pathlib
 
-import jax
-
 from jaxllm import cli
 from jaxllm import config as config_lib
 from jaxllm.data import inputs, pipeline, readers, world
@@ -73,10 +71,9 @@ def qa_eval(config, model_cfg, tokenizer, lora):
                         f"{{'messages': [..., user, assistant?], 'answer'}} ({e!r}).") from e
   smp = sampler.Sampler(Transformer(model_cfg), None, tokenizer.pad_id,
                         vocab_limit=tokenizer.vocab_size)
-  merge = jax.jit(lora_lib.merge, static_argnums=2) if lora else None
 
   def evaluate(params, frozen):
-    smp.params = params if lora is None else merge(frozen, params, lora)
+    smp.params = params if lora is None else lora_lib.merge(frozen, params, lora)
     result = qa.conversation_accuracy(smp, tokenizer, records,
                                       max_new_tokens=config.eval.max_new_tokens,
                                       batch_size=config.eval.batch_size)

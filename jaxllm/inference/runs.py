@@ -94,7 +94,7 @@ def load_run(workdir, step: int | None = None) -> Run:
                       f"{pathlib.Path(workdir) / 'config.json'} to point at it.")
     base = load_run(base_dir, None if config.init.step < 0 else config.init.step)
     adapters, step = _restore(workdir, LoraModel(model.clone(lora=lora)), step)
-    params = jax.jit(lora_lib.merge, static_argnums=2)(base.params, adapters, lora)
+    params = lora_lib.merge(base.params, adapters, lora)
   return Run(config, model, params, run_tokenizer(workdir, config), step)
 
 

@@ -17,6 +17,7 @@ only) need nothing LoRA-specific; the frozen base enters the compiled step as an
 """
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Any
@@ -124,8 +125,10 @@ def _low_rank_product(a: jax.Array, b: jax.Array, kernel_ndim: int) -> jax.Array
                    f"{kernel_ndim}.")
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def merge(base: Any, adapters: Any, lora: LoraConfig) -> Any:
-  """Base params with every adapted kernel replaced by W + scale * a . b (same dtypes)."""
+  """Base params with every adapted kernel replaced by W + scale * a . b (same dtypes);
+  compiled once per tree structure and LoRA config, and runs on sharded params."""
   def walk(base_node, adapter_node, path):
     if set(adapter_node) == {"a", "b"}:
       kernel = base_node["kernel"]
@@ -140,7 +143,3 @@ def merge(base: Any, adapters: Any, lora: LoraConfig) -> Any:
       out[key] = walk(base_node[key], child, path + (key,))
     return out
   return walk(base, adapters, ())
-
-
-def count_params(tree: Any) -> int:
-  return sum(int(x.size) for x in jax.tree.leaves(tree))

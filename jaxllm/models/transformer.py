@@ -7,6 +7,7 @@ carry logical sharding constraints. Use only through `model.init` / `model.apply
 
 import dataclasses
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -65,10 +66,7 @@ class Linear(nn.Module):
 
   def _low_rank(self, x, in_shape, deterministic):
     cfg, lora = self.cfg, self.lora
-    fan_in = 1
-    for d in in_shape:
-      fan_in *= d
-    bound = fan_in ** -0.5  # PEFT's kaiming_uniform(a=sqrt(5)) for a; b starts at zero
+    bound = math.prod(in_shape) ** -0.5  # PEFT's kaiming_uniform(a=sqrt(5)) for a; b starts at zero
     a_init = nn.with_logical_partitioning(
         lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
         self.names[:self.in_dims] + (None,))

@@ -11,6 +11,7 @@ import orbax.checkpoint as ocp
 from jaxllm.inference import runs
 from tests.experiments.conftest import run_script
 from tests.helpers import read_metrics
+from tests.models.test_lora import trainable_formula
 
 FEW_QUESTIONS = "--config.eval.qa_questions=8"
 
@@ -71,12 +72,9 @@ def test_lora_sft_saves_only_adapters_and_samples_merged(pretrained_run, tmp_pat
   assert "trainable parameters" in done.stdout
   saved = _saved_params(workdir / "checkpoints" / "12")
   assert saved and all(name.endswith(("['a']", "['b']")) for name in saved)
-  cfg = runs.load_run(pretrained_run).model.cfg
-  d, f, r, hd = cfg.d_model, cfg.mlp_dim, 4, cfg.resolved_head_dim
-  per_layer = (r * (d + cfg.num_heads * hd) * 2 + 2 * r * (d + cfg.num_kv_heads * hd)
-               + 3 * r * (d + f))
-  assert sum(math.prod(s) for s in saved.values()) == cfg.num_layers * per_layer
-  assert f"{cfg.num_layers * per_layer:,} trainable parameters" in done.stdout
+  trainable = trainable_formula(runs.load_run(pretrained_run).model.cfg, 4)
+  assert sum(math.prod(s) for s in saved.values()) == trainable
+  assert f"{trainable:,} trainable parameters" in done.stdout
   losses = [m["train/loss"] for m in read_metrics(workdir) if "train/loss" in m]
   assert losses[-1] < losses[0]
   # load_run merges the adapters into the init run's params: only adapted kernels change.

@@ -15,7 +15,7 @@ from jaxllm.models import lora as lora_lib
 from jaxllm.objectives import lm
 from jaxllm.train import optimizer as optimizer_lib
 from jaxllm.train import step as step_lib
-from jaxllm.train.state import unbox
+from jaxllm.train.state import count_params, unbox
 
 TINY = get_size("tiny")
 GPT2 = dataclasses.replace(TINY, norm="layer", mlp="gelu", position="learned", use_bias=True,
@@ -75,7 +75,7 @@ def _adapter_pairs(tree):
   return [p for v in tree.values() for p in _adapter_pairs(v)]
 
 
-def _formula(cfg, r, attention=True, mlp=True):
+def trainable_formula(cfg, r, attention=True, mlp=True):
   """Trainable LoRA params: r * (fan_in + fan_out) per adapted matrix, per layer."""
   d, f = cfg.d_model, cfg.mlp_dim
   nh, kh = cfg.num_heads * cfg.resolved_head_dim, cfg.num_kv_heads * cfg.resolved_head_dim
@@ -89,13 +89,13 @@ def _formula(cfg, r, attention=True, mlp=True):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("rank", [1, 8])
-def test_trainable_count_follows_the_formula(name, rank):
+def test_trainable_count_follows_thetrainable_formula(name, rank):
   cfg = CASES[name]
   _, _, adapters = _base_and_adapters(cfg, lora_lib.LoraConfig(rank=rank), shapes_only=True)
-  assert lora_lib.count_params(adapters) == _formula(cfg, rank)
+  assert count_params(adapters) == trainable_formula(cfg, rank)
   _, _, attention_only = _base_and_adapters(
       cfg, lora_lib.LoraConfig(rank=rank, targets=r"attn/(q|k|v|o)$"), shapes_only=True)
-  assert lora_lib.count_params(attention_only) == _formula(cfg, rank, mlp=False)
+  assert count_params(attention_only) == trainable_formula(cfg, rank, mlp=False)
 
 
 def test_targets_matching_nothing_and_bad_settings_are_clear_errors():
@@ -150,7 +150,7 @@ def test_only_the_adapters_train_and_hold_optimizer_state():
            "nonfinite_total": jnp.zeros((), jnp.int32)}
   # AdamW's moments (mu, nu) mirror the trainable params only.
   moments = sum(x.size for x in jax.tree.leaves(state["opt_state"]) if x.ndim)
-  assert moments == 2 * lora_lib.count_params(adapters)
+  assert moments == 2 * count_params(adapters)
   step = jax.jit(step_lib.make_train_step(lm.lm_loss, model, tx), donate_argnums=(0,))
   tokens = np.asarray(_tokens(TINY, batch=4, length=17, seed=6))
   batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
