@@ -19,10 +19,10 @@ import pathlib
 
 from jaxllm import cli
 from jaxllm import config as config_lib
-from jaxllm.data import inputs, pipeline, readers, world
+from jaxllm.data import inputs, pipeline
 from jaxllm.errors import ConfigError
 from jaxllm.eval import qa
-from jaxllm.inference import retrieval, runs, sampler
+from jaxllm.inference import retrieval, runs
 from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
 from jaxllm.objectives import lm
@@ -45,44 +45,6 @@ def _rag_data(config, workdir, tokenizer) -> str:
   return str(path)
 
 
-def _qa_records(config) -> list[dict]:
-  """Held-out questions for the eval: the world's eval SFT conversations or a .jsonl file."""
-  source, n = config.eval.qa_source, config.eval.qa_questions
-  if not source or n <= 0:
-    return []
-  if source == "world":
-    return world.generate(config.data.world_seed)["eval"]["sft"][:n]
-  records = [obj for _, obj in readers.iter_jsonl(source, readers.ReadCounts())]
-  if not records:
-    raise ConfigError(f"config.eval.qa_source={source!r} holds no records.")
-  return records[:n]
-
-
-def qa_eval(config, model_cfg, tokenizer, lora):
-  """fn(params, frozen) -> {"eval/qa_accuracy", ...}: greedy answers with the sampler."""
-  records = _qa_records(config)
-  if not records:
-    return ()
-  for r in records:  # fail now, not after the first eval interval
-    try:
-      qa.question_and_answer(r)
-    except (KeyError, TypeError, ValueError) as e:
-      raise ConfigError(f"config.eval.qa_source={config.eval.qa_source!r}: a record is not "
-                        f"{{'messages': [..., user, assistant?], 'answer'}} ({e!r}).") from e
-  smp = sampler.Sampler(Transformer(model_cfg), None, tokenizer.pad_id,
-                        vocab_limit=tokenizer.vocab_size)
-
-  def evaluate(params, frozen):
-    smp.params = params if lora is None else lora_lib.merge(frozen, params, lora)
-    result = qa.conversation_accuracy(smp, tokenizer, records,
-                                      max_new_tokens=config.eval.max_new_tokens,
-                                      batch_size=config.eval.batch_size)
-    out = {"eval/qa_accuracy": result["accuracy"]}
-    out.update({f"eval/qa_accuracy_{k}": v for k, v in result.get("by_kind", {}).items()})
-    return out
-  return (evaluate,)
-
-
 def run(config, workdir, hooks=()):
   """Loads the init run, builds the conversation data and runs the training loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)
@@ -99,7 +61,7 @@ def run(config, workdir, hooks=()):
       config, workdir, "conversations",
       pipeline.chat_example(tokenizer, config.data.messages_field))
   loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss)
-  evals = qa_eval(config, model_cfg, tokenizer, lora)
+  evals = qa.training_eval(config, model_cfg, tokenizer, lora)
   try:
     if lora is None:  # full fine-tuning: every param trains, starting from the init run's
       return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter,

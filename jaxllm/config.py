@@ -12,6 +12,7 @@ import ml_collections
 from jaxllm.errors import ConfigError
 from jaxllm.models.config import ModelConfig, get_size
 from jaxllm.models.lora import DEFAULT_TARGETS as DEFAULT_LORA_TARGETS
+from jaxllm.objectives.preference import LOSS_TYPES, REFERENCES
 from jaxllm.parallel.sharding import DEFAULT_RULES
 
 
@@ -49,6 +50,10 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.data.data_dir = ""  # prepared ArrayRecord datasets; empty: WORKDIR/data
   c.data.manual_dir = ""  # files a tfds: catalog dataset would download, for offline machines
   c.data.world_seed = 0
+  # How many records of each task kind the world generates (its people, towns and goods do not
+  # change): e.g. --config.data.world_sizes.preferences=10000 for more preference pairs.
+  c.data.world_sizes = ml_collections.ConfigDict(
+      {"sft": 2000, "preferences": 1000, "rl": 1000, "kb_questions": 500})
   c.data.tokenizer = ""  # a tokenizer.json; empty: train a byte-level BPE -> WORKDIR/tokenizer.json
   c.data.tokenizer_vocab_size = 1024
   c.data.tokenizer_train_docs = 200_000  # per dataset, the first records of the train split
@@ -162,6 +167,89 @@ def sft_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.eval.max_new_tokens = 96
   c.eval.batch_size = 64
   return c
+
+
+def preference_data_config(size: str = "tiny") -> ml_collections.ConfigDict:
+  """Fields shared by the reward-model and DPO stages: pairs from the world or .jsonl files."""
+  c = sft_config(size)
+  # "world" reads the world's preference pairs; a glob of .jsonl files holds
+  # {"prompt", "chosen", "rejected", "margin"?} records (jaxllm/data/preferences.py).
+  c.data.source = "world"
+  c.data.seq_len = 96  # per sequence: a row holds a chosen and a rejected sequence
+  c.data.packing = "rows"  # pairs are rows of their own, never packed
+  # A simulated annotator relabels the training pairs (eval pairs keep the true labels):
+  # noise = chance of a flipped label, length_bias = chance of preferring the longer reply.
+  c.data.annotator = ml_collections.ConfigDict()
+  c.data.annotator.noise = 0.0
+  c.data.annotator.length_bias = 0.0
+  c.data.annotator.seed = 0
+  # On-policy pairs (jaxllm/rl/policy_pairs.py): with samples > 0 the init run answers each
+  # question `samples` times and a right reply is paired against a wrong one (checked by the
+  # world's verifier); these pairs replace config.data.source for training.
+  c.data.on_policy = ml_collections.ConfigDict()
+  c.data.on_policy.samples = 0
+  c.data.on_policy.source = "world"  # the world's training SFT questions, or a .jsonl of them
+  c.data.on_policy.questions = 1000  # the first N
+  c.data.on_policy.temperature = 1.0
+  c.data.on_policy.max_new_tokens = 96
+  c.data.on_policy.batch_size = 64
+  c.data.on_policy.gold_fallback = True  # no right sample: the reference reply is chosen
+  c.train.eval_batches = 8
+  return c
+
+
+def reward_config(size: str = "tiny") -> ml_collections.ConfigDict:
+  """Reward model: a scalar head on the init run's backbone, Bradley-Terry on pairs."""
+  c = preference_data_config(size)
+  c.reward = ml_collections.ConfigDict()
+  c.reward.center_coefficient = 0.0  # c * (r_chosen + r_rejected)^2 keeps rewards near 0
+  c.reward.use_margin = False  # subtract each pair's "margin" inside the sigmoid
+  c.eval.qa_source = ""  # a reward model does not answer questions
+  c.optimizer.lr = 1e-4
+  c.optimizer.weight_decay = 0.0
+  return c
+
+
+def dpo_config(size: str = "tiny") -> ml_collections.ConfigDict:
+  """The DPO family (jaxllm/objectives/preference.py) from an SFT run, full or LoRA."""
+  c = preference_data_config(size)
+  c.preference = ml_collections.ConfigDict()
+  c.preference.loss = "dpo"  # dpo | ipo | simpo | orpo (label_smoothing > 0 with dpo: cDPO)
+  c.preference.beta = 0.1  # DPO/IPO beta, SimPO beta (about 2), ORPO lambda
+  c.preference.label_smoothing = 0.0  # cDPO / robust SimPO: assumed label-flip rate
+  c.preference.simpo_gamma = 0.5  # SimPO target margin
+  c.preference.sft_weight = 0.0  # RPO: + weight * NLL of the chosen reply
+  # precomputed: reference log-probs computed once into WORKDIR/reference_logps.json;
+  # in_step: a forward pass of the frozen reference in every step (LoRA: the base model).
+  c.preference.reference = "precomputed"
+  c.optimizer.lr = 1e-5
+  c.optimizer.weight_decay = 0.0
+  return c
+
+
+def validate_preference(config: ml_collections.ConfigDict) -> None:
+  """The preference stages' own fields."""
+  if config.data.packing != "rows":
+    raise ConfigError(f"config.data.packing={config.data.packing!r}: preference pairs are rows "
+                      "of their own; set it to 'rows'.")
+  p = config.get("preference")
+  if p is None:
+    return
+  if p.loss not in LOSS_TYPES:
+    raise ConfigError(f"config.preference.loss={p.loss!r} is not one of {LOSS_TYPES}.")
+  if p.reference not in REFERENCES:
+    raise ConfigError(f"config.preference.reference={p.reference!r} is not one of "
+                      f"{REFERENCES}.")
+  if p.beta <= 0:
+    raise ConfigError(f"config.preference.beta={p.beta} must be positive.")
+  if not 0.0 <= p.label_smoothing < 0.5:
+    raise ConfigError(f"config.preference.label_smoothing={p.label_smoothing} must be in "
+                      "[0, 0.5).")
+  if p.label_smoothing and p.loss not in ("dpo", "simpo"):
+    raise ConfigError(f"config.preference.label_smoothing applies to dpo and simpo, not "
+                      f"{p.loss!r}; set it to 0.")
+  if p.sft_weight < 0:
+    raise ConfigError(f"config.preference.sft_weight={p.sft_weight} must be >= 0.")
 
 
 def validate(config: ml_collections.ConfigDict) -> ModelConfig:

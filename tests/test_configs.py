@@ -61,3 +61,21 @@ def test_validate_names_bad_fields():
   c.data.seq_len = 4096
   with pytest.raises(ConfigError, match="seq_len=4096.*max_seq_len=1024"):
     config_lib.validate(c)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("packing", "first_fit", "pairs are rows of their own"),
+    ("loss", "kto", "config.preference.loss='kto'"),
+    ("reference", "cached", "config.preference.reference='cached'"),
+    ("beta", 0.0, "config.preference.beta=0.0 must be positive"),
+    ("label_smoothing", 0.5, r"label_smoothing=0.5 must be in \[0, 0.5\)"),
+])
+def test_validate_preference_names_bad_fields(field, value, match):
+  c = config_lib.dpo_config("tiny")
+  (c.data if field == "packing" else c.preference)[field] = value
+  with pytest.raises(ConfigError, match=match):
+    config_lib.validate_preference(c)
+  c = config_lib.dpo_config("tiny")
+  c.preference.loss, c.preference.label_smoothing = "ipo", 0.1
+  with pytest.raises(ConfigError, match="applies to dpo and simpo"):
+    config_lib.validate_preference(c)

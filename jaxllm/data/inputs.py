@@ -12,7 +12,7 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
-from jaxllm.data import pipeline, sources
+from jaxllm.data import pipeline, preferences, sources
 from jaxllm.data import tokenizer as tokenizer_lib
 from jaxllm.errors import ConfigError
 from jaxllm.parallel import mesh as mesh_lib
@@ -35,6 +35,13 @@ def parse_mixture(source: str) -> list[tuple[str, float]]:
   return out
 
 
+def world_sizes(data_config: ml_collections.ConfigDict):
+  """config.data.world_sizes -> world.WorldSizes (None when absent: the defaults)."""
+  from jaxllm.data import world  # the generator is only needed for "world" sources
+  counts = data_config.get("world_sizes")
+  return None if counts is None else world.WorldSizes(**dict(counts))
+
+
 def data_dir(data_config: ml_collections.ConfigDict, workdir) -> pathlib.Path:
   """Where prepared ArrayRecord data lives: config.data.data_dir, or WORKDIR/data."""
   return pathlib.Path(data_config.data_dir or pathlib.Path(workdir) / "data")
@@ -51,7 +58,8 @@ def open_sources(data_config: ml_collections.ConfigDict, kind: str, split: str,
     out.append(sources.open_source(
         spec, kind, source_split, data_dir=data_dir(d, workdir), eval_input=d.eval_input,
         eval_fraction=d.eval_fraction, text_field=d.text_field, separator=d.separator,
-        skip_malformed=d.skip_malformed, world_seed=d.world_seed, manual_dir=d.manual_dir))
+        skip_malformed=d.skip_malformed, world_seed=d.world_seed,
+        world_sizes=world_sizes(d), manual_dir=d.manual_dir))
     weights.append(weight)
     dropped = {k: v for k, v in out[-1].counts.items()
                if k in ("malformed_lines", "invalid_utf8", "empty") and v}
@@ -98,11 +106,15 @@ def pipeline_config(config: ml_collections.ConfigDict, **overrides) -> pipeline.
 
 def train_and_eval(config: ml_collections.ConfigDict, workdir, kind: str,
                    to_example: Callable[[dict], pipeline.Example],
-                   train_sources=None, weights=None):
-  """(train iterator, eval-batches function) for the record kind of a stage."""
+                   train_sources=None, weights=None, eval_sources=None,
+                   eval_example: Callable[[dict], pipeline.Example] | None = None):
+  """(train iterator, eval-batches function) for the record kind of a stage; `eval_example`
+  builds the eval rows when they differ from the training ones."""
   if train_sources is None:
     train_sources, weights = open_sources(config.data, kind, "train", workdir)
-  eval_sources, _ = open_sources(config.data, kind, "validation", workdir)
+  if eval_sources is None:
+    eval_sources, _ = open_sources(config.data, kind, "validation", workdir)
+  eval_example = eval_example or to_example
   t = config.train
   train_iter = pipeline.Batches(train_sources, to_example,
                                 pipeline_config(config, weights=weights))
@@ -110,8 +122,35 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir, kind: str,
                                 weights=weights)
 
   def eval_batches():  # microbatch-sized, so eval fits wherever a train microbatch fits
-    return pipeline.padded_batches(eval_sources, to_example, eval_config, t.eval_batches)
+    return pipeline.padded_batches(eval_sources, eval_example, eval_config, t.eval_batches)
   return train_iter, eval_batches
+
+
+def preference_pairs(config: ml_collections.ConfigDict, workdir, tokenizer,
+                     reference: Callable[[list], dict] | None = None):
+  """(train iterator, eval batches) of preference pair rows (jaxllm/data/preferences.py).
+
+  config.data.annotator relabels the training pairs (and its effect is printed); eval pairs
+  keep their true labels. `reference(train_sources + eval_sources)` -> {sequence_key: logp}
+  adds reference log-probs to every row.
+  """
+  train_sources, weights = open_sources(config.data, "preferences", "train", workdir)
+  eval_sources, _ = open_sources(config.data, "preferences", "validation", workdir)
+  annotator = preferences.annotator_from_config(config.data.annotator)
+  if annotator is not None:
+    summary = preferences.annotation_summary(
+        annotator, (s[i] for s in train_sources for i in range(len(s))))
+    print(f"simulated annotator (noise {annotator.noise}, length bias {annotator.length_bias}): "
+          f"of {summary['pairs']:,} training pairs it kept {summary['kept']:.1%}, flipped "
+          f"{summary['flipped_length']:.1%} for length and {summary['flipped_noise']:.1%} by "
+          "noise", flush=True)
+  table = None if reference is None else reference(train_sources + eval_sources)
+  seq_len = config.data.seq_len
+  return train_and_eval(
+      config, workdir, "preferences",
+      preferences.pair_example(tokenizer, seq_len, annotator, table),
+      train_sources, weights, eval_sources,
+      eval_example=preferences.pair_example(tokenizer, seq_len, None, table))
 
 
 def check_vocab(config: ml_collections.ConfigDict, vocab_size: int) -> None:

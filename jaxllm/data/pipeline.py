@@ -10,6 +10,9 @@
       -> pack pieces into rows of seq_len (first-fit or best-fit) with segment ids and positions
       -> batch of batch_size / process_count rows -> prefetch
 
+With packing="rows" the examples are fixed-shape rows already (preference pairs,
+jaxllm/data/preferences.py): they skip the split and pack steps and are batched as they come.
+
 Rows: inputs, targets [B, L] int32; loss_mask [B, L] float32 (0 on padding); segment_ids
 [B, L] int32 (1-based per piece, 0 = padding); positions [B, L] int32 (restart per piece).
 `Batches` wraps the grain iterator: its state (saved in the model's checkpoint) carries the
@@ -28,6 +31,7 @@ import numpy as np
 from jaxllm.errors import ConfigError
 
 Example = dict[str, np.ndarray]
+PACKINGS = ("first_fit", "best_fit", "rows")
 
 
 def text_example(tokenizer, field: str = "text") -> Callable[[dict], Example]:
@@ -118,7 +122,7 @@ class PipelineConfig:
   shuffle: bool = True
   num_epochs: int | None = None  # None: repeat forever
   weights: tuple[float, ...] = ()  # one per source; empty: equal
-  packing: str = "first_fit"  # first_fit | best_fit
+  packing: str = "first_fit"  # first_fit | best_fit | rows (examples are rows already)
   packing_bins: int = 0  # 0: the per-process batch size
   process_index: int = 0
   process_count: int = 1
@@ -138,8 +142,8 @@ def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
   if c.batch_size % c.process_count:
     raise ConfigError(f"config.train.batch_size={c.batch_size} is not divisible by the "
                       f"{c.process_count} processes; change it.")
-  if c.packing not in ("first_fit", "best_fit"):
-    raise ConfigError(f"config.data.packing={c.packing!r} is not first_fit or best_fit.")
+  if c.packing not in PACKINGS:
+    raise ConfigError(f"config.data.packing={c.packing!r} is not one of {PACKINGS}.")
   weights = c.weights or (1.0,) * len(sources)
   if len(weights) != len(sources) or min(weights) <= 0:
     raise ConfigError(f"config.data.weights={list(c.weights)} must hold one positive weight "
@@ -157,14 +161,16 @@ def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
       ds = ds.shuffle(seed=c.seed + i)
     ds = ds.repeat(c.num_epochs).map(to_example)
     read = grain.ReadOptions(num_threads=c.read_threads, prefetch_buffer_size=4 * c.read_threads)
-    pieces.append(_SplitDataset(ds.to_iter_dataset(read), c.seq_len))
+    ds = ds.to_iter_dataset(read)
+    pieces.append(ds if c.packing == "rows" else _SplitDataset(ds, c.seq_len))
   ds = pieces[0] if len(pieces) == 1 else grain.IterDataset.mix(pieces, list(weights))
-  pack = (grain.experimental.FirstFitPackIterDataset if c.packing == "first_fit" else
-          grain.experimental.BestFitPackIterDataset)
-  length = {"inputs": c.seq_len, "targets": c.seq_len, "loss_mask": c.seq_len}
-  ds = pack(ds, length_struct=length, num_packing_bins=c.packing_bins or rows,
-            seed=c.seed, shuffle_bins=c.shuffle)
-  ds = ds.map(_to_row).batch(rows, drop_remainder=c.num_epochs is None)
+  if c.packing != "rows":
+    pack = (grain.experimental.FirstFitPackIterDataset if c.packing == "first_fit" else
+            grain.experimental.BestFitPackIterDataset)
+    length = {"inputs": c.seq_len, "targets": c.seq_len, "loss_mask": c.seq_len}
+    ds = pack(ds, length_struct=length, num_packing_bins=c.packing_bins or rows,
+              seed=c.seed, shuffle_bins=c.shuffle).map(_to_row)
+  ds = ds.batch(rows, drop_remainder=c.num_epochs is None)
   if not c.shard_by_process:
     first = c.process_index * local_batch
     ds = ds.map(lambda batch: {k: v[first:first + local_batch] for k, v in batch.items()})
@@ -240,9 +246,14 @@ def padded_batches(sources: Sequence[Any], to_example: Callable[[dict], Example]
   for _ in range(max_batches):
     batch = next(it, None)
     if batch is None:
-      batch = {k: np.zeros((0,) + v.shape[1:], v.dtype) for k, v in out[0].items()} if out else \
-          _empty_batch(local_batch, c.seq_len)
-    pad = local_batch - len(batch["inputs"])
+      if out:
+        batch = {k: np.zeros((0,) + v.shape[1:], v.dtype) for k, v in out[0].items()}
+      elif c.packing == "rows":  # zero rows shaped like the examples
+        batch = {k: np.zeros((0,) + np.shape(v), np.asarray(v).dtype)
+                 for k, v in to_example(sources[0][0]).items()}
+      else:
+        batch = _empty_batch(local_batch, c.seq_len)
+    pad = local_batch - len(next(iter(batch.values())))
     out.append({k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
                 for k, v in batch.items()})
   return out

@@ -14,7 +14,10 @@ empty documents) is counted and stored next to the prepared data as read_counts.
 
 Record kinds and their fields (all strings; `messages` is a JSON list of {role, content}):
   text: text, id        conversations: messages, id
-  preferences: prompt, chosen, rejected, id        rl_prompts: prompt, answer, id
+  preferences: prompt, chosen, rejected, margin, id        rl_prompts: prompt, answer, id
+A preference prompt is a string (the user's message) or a list of messages ending with a user
+message (system prompt, earlier turns); `margin` is optional (a number, e.g. how strongly the
+chosen reply wins, for the reward model's margin loss). Both are stored as JSON and decoded.
 """
 
 import dataclasses
@@ -41,7 +44,7 @@ SPLITS = ("train", "validation")
 _FIELDS = {
     "text": ("text", "id"),
     "conversations": ("messages", "id"),
-    "preferences": ("prompt", "chosen", "rejected", "id"),
+    "preferences": ("prompt", "chosen", "rejected", "margin", "id"),
     "rl_prompts": ("prompt", "answer", "id"),
 }
 _WORLD_FILES = {"text": "pretrain", "conversations": "sft", "preferences": "preferences",
@@ -91,7 +94,23 @@ def _structured(kind: str, obj: dict, where: str) -> dict[str, str] | None:
   if kind == "conversations":
     return {"messages": _check_messages(obj.get("messages"), where)}
   out = {}
+  if kind == "preferences":
+    obj = dict(obj)
+    prompt, margin = obj.pop("prompt", None), obj.pop("margin", None)
+    if isinstance(prompt, list):
+      _check_messages(prompt, where)
+      if prompt[-1]["role"] not in ("user", "tool"):
+        raise UserError(f"{where}: a prompt given as messages must end with a user or tool "
+                        f"message, not {prompt[-1]['role']!r}; the replies follow it.")
+    elif not isinstance(prompt, str):
+      raise UserError(f"{where}: field 'prompt' must be a string or a list of messages for "
+                      f"preferences records; got {type(prompt).__name__}.")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
+      raise UserError(f"{where}: field 'margin' must be a number (or absent); got {margin!r}.")
+    out = {"prompt": json.dumps(prompt, ensure_ascii=False), "margin": json.dumps(margin)}
   for name in _FIELDS[kind][:-1]:
+    if name in out:
+      continue
     value = obj.get(name)
     if kind == "rl_prompts" and name == "answer" and isinstance(value, (int, float)):
       value = str(value)
@@ -178,6 +197,7 @@ class JaxllmConversations(_LocalBuilder):
 
 
 class JaxllmPreferences(_LocalBuilder):
+  VERSION = tfds.core.Version("1.1.0")  # 1.1: prompt may be messages; optional margin
   KIND = "preferences"
 
 
@@ -215,7 +235,8 @@ class Source:
     return self.decode(self.data[index])
 
 
-def _decoder(kind: str, text_field: str) -> Callable[[dict], dict]:
+def _decoder(kind: str, text_field: str, local: bool = True) -> Callable[[dict], dict]:
+  """Raw ArrayRecord features -> a record; `local`: written by the builders here (JSON fields)."""
   def decode(raw: dict) -> dict:
     out = {k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in raw.items()}
     if kind == "text" and "text" not in out:
@@ -225,6 +246,10 @@ def _decoder(kind: str, text_field: str) -> Callable[[dict], dict]:
       out["text"] = out[text_field]
     if kind == "conversations":
       out["messages"] = json.loads(out["messages"])
+    if kind == "preferences" and local:
+      out["prompt"], out["margin"] = json.loads(out["prompt"]), json.loads(out["margin"])
+    elif kind == "preferences":
+      out.setdefault("margin", None)
     return out
   return decode
 
@@ -263,6 +288,15 @@ def _counts_path(builder) -> pathlib.Path:
   return pathlib.Path(builder.data_dir) / "read_counts.json"
 
 
+def _world_dir_name(seed: int, sizes) -> str:
+  """world-seed{seed}, plus a hash of the sizes when they are not the defaults."""
+  from jaxllm.data import world
+  if sizes is None or sizes == world.WorldSizes():
+    return f"world-seed{seed}"
+  digest = hashlib.sha256(repr(dataclasses.astuple(sizes)).encode()).hexdigest()[:8]
+  return f"world-seed{seed}-{digest}"
+
+
 def _world_files(directory: pathlib.Path, seed: int, sizes) -> dict[str, pathlib.Path]:
   """The world's JSONL files; rewritten only when their content changes, so the prepared
   datasets (keyed by file modification times) stay valid across runs."""
@@ -297,7 +331,8 @@ def open_source(spec: str, kind: str, split: str, *, data_dir, eval_input: str =
   options = {"text_field": text_field, "separator": separator or None,
              "skip_malformed": skip_malformed}
   if spec == "world":
-    files = _world_files(data_dir / f"world-seed{world_seed}", world_seed, world_sizes)
+    files = _world_files(data_dir / _world_dir_name(world_seed, world_sizes), world_seed,
+                         world_sizes)
     name = _WORLD_FILES[kind]
     make_builder = functools.partial(_local_builder, kind, [files[f"train/{name}"]],
                                      [files[f"eval/{name}"]], data_dir, **options)
@@ -341,4 +376,5 @@ def _catalog_source(name: str, kind: str, split: str, data_dir: pathlib.Path, te
   if split not in builder.info.splits:
     raise ConfigError(f"'tfds:{name}' has splits {sorted(builder.info.splits)}, not {split!r}; "
                       "set config.data.train_split / eval_split.")
-  return Source(name, kind, split, builder.as_data_source(split), _decoder(kind, text_field), {})
+  return Source(name, kind, split, builder.as_data_source(split),
+                _decoder(kind, text_field, local=False), {})

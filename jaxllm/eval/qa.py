@@ -4,6 +4,8 @@
   chat template), e.g. the world's eval SFT set; this is the SFT eval.
 - `prompted_accuracy`: a base model prompted in plain text, few-shot, for the before-SFT number.
 - `kb_accuracy`: knowledge questions with or without retrieved passages (RAG).
+- `training_eval`: the conversation accuracy as an eval function of the training loop
+  (config.eval: qa_source, qa_questions, max_new_tokens, batch_size).
 world.score checks every reply: exact match of X in "The answer is X." (numbers normalised), or
 "I don't know." when that is the answer.
 """
@@ -12,10 +14,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxllm.data import chat, world
+from jaxllm.data import chat, readers, world
 from jaxllm.data.tokenizer import Tokenizer
+from jaxllm.errors import ConfigError
 from jaxllm.inference import retrieval
 from jaxllm.inference.sampler import Sampler
+from jaxllm.models import Transformer
+from jaxllm.models import lora as lora_lib
 
 
 def user_turns(questions: Sequence[dict], tokenizer: Tokenizer, index=None, k: int = 3,
@@ -35,12 +40,15 @@ def user_turns(questions: Sequence[dict], tokenizer: Tokenizer, index=None, k: i
 
 
 def _generate_replies(sampler: Sampler, tokenizer: Tokenizer, prompts: Sequence[list[int]],
-                      max_new_tokens: int, batch_size: int) -> list[str]:
-  """Greedy continuations of token prompts, decoded without the stop tokens."""
+                      max_new_tokens: int, batch_size: int, temperature: float = 0.0,
+                      seed: int = 0) -> list[str]:
+  """Continuations of token prompts (greedy at temperature 0), decoded without the stop
+  tokens; batch i samples with seed + i."""
   ends = [tokenizer.token_id(chat.IM_END), tokenizer.eos_id]
   replies = []
   for start in range(0, len(prompts), batch_size):
-    out = sampler.generate(prompts[start:start + batch_size], max_new_tokens, temperature=0.0,
+    out = sampler.generate(prompts[start:start + batch_size], max_new_tokens,
+                           temperature=temperature, seed=seed + start // batch_size,
                            stop_tokens=ends)
     for ids in out.completions():
       replies.append(tokenizer.decode([i for i in ids if i not in ends]))
@@ -48,11 +56,14 @@ def _generate_replies(sampler: Sampler, tokenizer: Tokenizer, prompts: Sequence[
 
 
 def reply_to(sampler: Sampler, tokenizer: Tokenizer, conversations: Sequence[Sequence[dict]], *,
-             max_new_tokens: int = 96, batch_size: int = 32) -> list[str]:
-  """Greedy assistant replies to conversations that end with a user turn (chat template)."""
+             max_new_tokens: int = 96, batch_size: int = 32, temperature: float = 0.0,
+             seed: int = 0) -> list[str]:
+  """Assistant replies (greedy unless temperature > 0) to conversations that end with a user
+  turn (chat template)."""
   prompts = [chat.render_chat(tokenizer, messages, add_generation_prompt=True)[0]
              for messages in conversations]
-  return _generate_replies(sampler, tokenizer, prompts, max_new_tokens, batch_size)
+  return _generate_replies(sampler, tokenizer, prompts, max_new_tokens, batch_size,
+                           temperature, seed)
 
 
 def answer(sampler: Sampler, tokenizer: Tokenizer, turns: Sequence[str], *,
@@ -154,3 +165,40 @@ def kb_accuracy(sampler: Sampler, tokenizer: Tokenizer, questions: Sequence[dict
   result["examples"] = [{"question": q["question"], "answer": q["answer"], "reply": r}
                         for q, r in list(zip(questions, replies))[:5]]
   return result
+
+
+def _training_records(config) -> list[dict]:
+  """Held-out questions for the eval: the world's eval SFT conversations or a .jsonl file."""
+  source, n = config.eval.qa_source, config.eval.qa_questions
+  if not source or n <= 0:
+    return []
+  if source == "world":
+    return world.generate(config.data.world_seed)["eval"]["sft"][:n]
+  records = [obj for _, obj in readers.iter_jsonl(source, readers.ReadCounts())]
+  if not records:
+    raise ConfigError(f"config.eval.qa_source={source!r} holds no records.")
+  return records[:n]
+
+
+def training_eval(config, model_cfg, tokenizer, lora=None) -> tuple:
+  """fn(params, frozen) -> {"eval/qa_accuracy", ...}: greedy answers with the sampler."""
+  records = _training_records(config)
+  if not records:
+    return ()
+  for r in records:  # fail now, not after the first eval interval
+    try:
+      question_and_answer(r)
+    except (KeyError, TypeError, ValueError) as e:
+      raise ConfigError(f"config.eval.qa_source={config.eval.qa_source!r}: a record is not "
+                        f"{{'messages': [..., user, assistant?], 'answer'}} ({e!r}).") from e
+  smp = Sampler(Transformer(model_cfg), None, tokenizer.pad_id, vocab_limit=tokenizer.vocab_size)
+
+  def evaluate(params, frozen):
+    smp.params = params if lora is None else lora_lib.merge(frozen, params, lora)
+    result = conversation_accuracy(smp, tokenizer, records,
+                                   max_new_tokens=config.eval.max_new_tokens,
+                                   batch_size=config.eval.batch_size)
+    out = {"eval/qa_accuracy": result["accuracy"]}
+    out.update({f"eval/qa_accuracy_{k}": v for k, v in result.get("by_kind", {}).items()})
+    return out
+  return (evaluate,)

@@ -1,7 +1,8 @@
 """A trained run directory, loaded for inference: config, model, params and tokenizer.
 
 A run directory is what a training script writes: config.json (how to build the model),
-checkpoints/ (orbax) and tokenizer.json (or config.data.tokenizer naming one).
+checkpoints/ (orbax) and tokenizer.json (or config.data.tokenizer naming one). A reward-model
+run (its config has a `reward` section) loads as a RewardModel, any other as a Transformer.
 """
 
 import dataclasses
@@ -19,6 +20,7 @@ from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
 from jaxllm.models.config import ModelConfig
 from jaxllm.models.lora import LoraConfig, LoraModel
+from jaxllm.models.reward import RewardModel
 from jaxllm.train import checkpoint as ckpt_lib
 from jaxllm.train.state import init_params_fn, unbox
 
@@ -26,7 +28,7 @@ from jaxllm.train.state import init_params_fn, unbox
 @dataclasses.dataclass
 class Run:
   config: ml_collections.ConfigDict
-  model: Transformer
+  model: Transformer | RewardModel
   params: Any
   tokenizer: Tokenizer
   step: int
@@ -75,6 +77,10 @@ def lora_config(config) -> LoraConfig | None:
   return None if lora is None else LoraConfig.from_config(lora)
 
 
+def is_reward_run(config) -> bool:
+  return "reward" in config
+
+
 def load_run(workdir, step: int | None = None) -> Run:
   """The newest (or given) checkpoint's params, on the default device, float32 as saved.
 
@@ -82,6 +88,10 @@ def load_run(workdir, step: int | None = None) -> Run:
   it started from (config.init.checkpoint at config.init.step), so the result is a plain model.
   """
   config = read_config(workdir)
+  if is_reward_run(config):
+    model = RewardModel(_model_config(config))
+    params, step = _restore(workdir, model, step)
+    return Run(config, model, params, run_tokenizer(workdir, config), step)
   model = Transformer(_model_config(config))
   lora = lora_config(config)
   if lora is None:
@@ -109,6 +119,9 @@ def start_from(config, workdir) -> Run | None:
     return None
   init = load_run(config.init.checkpoint,
                   None if config.init.step < 0 else config.init.step)
+  if is_reward_run(init.config):
+    raise UserError(f"config.init.checkpoint={config.init.checkpoint!r} is a reward-model run; "
+                    "start from a language model (a pretraining or SFT run).")
   for key, value in init.config.model.items():
     config.model[key] = value
   config.init.step = init.step

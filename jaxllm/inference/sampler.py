@@ -266,7 +266,7 @@ class Sampler:
     stops[:len(stop_tokens)] = stop_tokens
     args = (self.params, prompts_bp, prompt_lengths_b, max_new_b, jax.random.key(seed),
             np.float32(temperature), np.int32(top_k), np.float32(top_p), stops)
-    with _mesh_context(self.mesh, self.rules):
+    with mesh_context(self.mesh, self.rules):
       out = self._jitted(*args, num_new=num_new)
     out = jax.device_get(out)
     return SampleOutput(tokens=out["tokens"][:num, :max(max_new)],
@@ -276,7 +276,7 @@ class Sampler:
                         stopped=out["stopped"][:num])
 
 
-def _mesh_context(mesh, rules):
+def mesh_context(mesh, rules):
   """Mesh and logical rules for tracing sharded params (nothing without a mesh)."""
   stack = contextlib.ExitStack()
   if mesh is not None:

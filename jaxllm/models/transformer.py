@@ -229,10 +229,13 @@ class Transformer(nn.Module):
 
   With `lora` set, the layers it targets read low-rank adapters from the "lora" collection:
   `apply({"params": base, "lora": adapters}, ...)` (see jaxllm/models/lora.py).
+  With `output="hidden"` the model has no output head and returns the final (normed) hidden
+  state [B, T, D] in place of logits: the backbone of a reward or value model.
   """
 
   cfg: ModelConfig
   lora: LoraConfig | None = None
+  output: str = "logits"  # logits | hidden
 
   @nn.compact
   def __call__(self, tokens_bt, positions_bt=None, segment_ids_bt=None,
@@ -282,6 +285,10 @@ class Transformer(nn.Module):
         cache = tuple(jnp.stack(parts) for parts in zip(*new_cache))
 
     hidden_btd = make_norm(cfg, "final_norm")(x_btd)
+    if self.output == "hidden":
+      return hidden_btd if cache is None else (hidden_btd, cache)
+    if self.output != "logits":
+      raise ValueError(f"Transformer.output={self.output!r} is not 'logits' or 'hidden'.")
     # Logits leave the matmul in float32 (the accumulator's precision), for a float32 loss.
     if cfg.tie_embeddings:
       logits_btv = jnp.einsum("btd,vd->btv", hidden_btd.astype(cfg.dtype),

@@ -15,14 +15,31 @@ under the frozen reference; h = (pc - rc) - (pr - rr), the difference of log-rat
   log odds(y) = p - log(1 - exp(p)), loss = NLL(chosen) - lambda log sigmoid(log odds(y_c) -
   log odds(y_r)); the NLL term is the SFT loss on the chosen response.
 
+- RPO (Pang et al. 2024): any of these plus `sft_weight` times the chosen reply's token-mean
+  NLL, which keeps DPO from lowering the chosen log-probs along with the rejected ones.
+
 Every function returns per-pair losses [P] and the metrics researchers compare across runs
 (TRL's names): rewards/chosen = beta (pc - rc), rewards/rejected = beta (pr - rr),
 rewards/accuracy = 1[chosen > rejected], rewards/margin = their difference, logps/chosen,
 logps/rejected (SimPO and ORPO, which have no reference, report beta * pc and beta * pr).
+
+`preference_loss` is the objective (jaxllm/objectives/lm.py states the contract) on batches of
+pair rows (jaxllm/data/preferences.py). The reference log-probs come from the batch
+(`reference="precomputed"`: ref_chosen_logps, ref_rejected_logps, sums over the reply, computed
+once before training) or from a forward pass of the frozen reference in the step
+(`reference="in_step"`, see jaxllm/models/reference.py). SimPO and ORPO need none.
 """
 
 import jax
 import jax.numpy as jnp
+
+from jaxllm.models.reference import frozen_apply
+from jaxllm.models.reward import padding_inputs
+
+LOSS_TYPES = ("dpo", "ipo", "simpo", "orpo")
+REFERENCE_FREE = ("simpo", "orpo")
+LENGTH_AVERAGED = ("ipo", "simpo", "orpo")  # these compare token-mean log-probs
+REFERENCES = ("in_step", "precomputed")
 
 Metrics = dict[str, jax.Array]
 
@@ -85,3 +102,76 @@ def orpo_loss(pc, pr, nll_chosen, lam: float = 0.1) -> tuple[jax.Array, Metrics]
   metrics = _reward_metrics(lam * pc, lam * pr, pc, pr)
   metrics.update({"orpo/log_odds_ratio": log_odds, "orpo/nll_chosen": nll_chosen})
   return losses, metrics
+
+
+def pair_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Chosen rows then rejected rows [2P, L - 1], shifted for next-token prediction."""
+  both = lambda key: jnp.concatenate([batch[f"chosen_{key}"], batch[f"rejected_{key}"]])
+  tokens, valid, mask = both("tokens"), both("valid"), both("loss_mask")
+  positions, segment_ids = padding_inputs(valid[:, :-1])
+  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": mask[:, 1:],
+          "positions": positions, "segment_ids": segment_ids}
+
+
+def _logps(apply, seq: dict[str, jax.Array], **kwargs) -> jax.Array:
+  """Sum of reply log-probs [2P] under `apply` (a model's apply bound to its params)."""
+  logits = apply(seq["inputs"], positions_bt=seq["positions"],
+                 segment_ids_bt=seq["segment_ids"], **kwargs)
+  return sequence_logprobs(logits, seq["targets"], seq["loss_mask"])
+
+
+def reference_logps(params, batch: dict[str, jax.Array], model) -> tuple[jax.Array, jax.Array]:
+  """Sums of reply log-probs of chosen and rejected [P] each under `params` (no dropout): the
+  reference log-probs that `reference="precomputed"` reads from the batch."""
+  seq = pair_inputs(batch)
+  logps = _logps(lambda *a, **k: model.apply({"params": params}, *a, **k), seq)
+  return jnp.split(logps, 2)
+
+
+def preference_loss(params, batch: dict[str, jax.Array], rng, model, *, loss_type: str = "dpo",
+                    beta: float = 0.1, label_smoothing: float = 0.0, gamma: float = 0.5,
+                    sft_weight: float = 0.0,
+                    reference: str = "in_step") -> tuple[jax.Array, Metrics]:
+  """The DPO family on a batch of pair rows: sums over pairs, metrics["weight"] = pairs.
+
+  loss_type: dpo (with label_smoothing > 0: conservative DPO) | ipo | simpo (margin gamma) |
+  orpo (beta is its lambda). sft_weight > 0 adds the chosen NLL (RPO).
+  """
+  seq = pair_inputs(batch)
+  sums = _logps(lambda *a, **k: model.apply({"params": params}, *a, **k), seq,
+                deterministic=rng is None, rngs={} if rng is None else {"dropout": rng})
+  counts = jnp.maximum(jnp.sum(seq["loss_mask"], axis=-1), 1.0)
+  average = loss_type in LENGTH_AVERAGED
+  scale = (lambda x: x / counts) if average else (lambda x: x)
+  pc, pr = jnp.split(scale(sums), 2)
+  if loss_type not in REFERENCE_FREE:
+    if reference == "precomputed":
+      ref = jnp.concatenate([batch["ref_chosen_logps"], batch["ref_rejected_logps"]])
+    else:
+      ref = _logps(lambda *a, **k: frozen_apply(model, *a, **k), seq)
+    rc, rr = jnp.split(scale(ref), 2)
+  nll_chosen = -jnp.split(sums / counts, 2)[0]  # token-mean NLL of the chosen reply
+  if loss_type == "dpo":
+    losses, metrics = dpo_loss(pc, pr, rc, rr, beta, label_smoothing)
+  elif loss_type == "ipo":
+    losses, metrics = ipo_loss(pc, pr, rc, rr, beta)
+  elif loss_type == "simpo":
+    losses, metrics = simpo_loss(pc, pr, beta, gamma, label_smoothing)
+  elif loss_type == "orpo":
+    losses, metrics = orpo_loss(pc, pr, nll_chosen, beta)
+  else:
+    raise ValueError(f"loss_type={loss_type!r} is not one of {LOSS_TYPES}.")
+  if sft_weight:
+    losses = losses + sft_weight * nll_chosen
+  metrics = dict(metrics, nll_chosen=nll_chosen, truncated=batch["truncated"])
+  return pair_sums(losses, metrics, batch["pair_weight"])
+
+
+def pair_sums(losses: jax.Array, metrics: Metrics,
+              weight: jax.Array) -> tuple[jax.Array, Metrics]:
+  """Per-pair losses and metrics -> sums weighted by pair_weight (0 on padding rows), with
+  metrics["weight"] = the number of real pairs (the objective contract)."""
+  weight = weight.astype(jnp.float32)
+  out = {k: jnp.sum(v.astype(jnp.float32) * weight) for k, v in metrics.items()}
+  out["weight"] = jnp.sum(weight)
+  return jnp.sum(losses * weight), out

@@ -3,10 +3,16 @@
 loss = -log sigmoid(r_c - r_r - m) + c (r_c + r_r)^2 per pair, with an optional margin m per
 pair (Llama 2's graded preferences) and an optional reward-centering coefficient c
 (Eisenstein et al. 2023), the terms TRL's RewardTrainer uses.
+
+`reward_loss` is the objective (contract in jaxllm/objectives/lm.py) for a RewardModel
+(jaxllm/models/reward.py) on batches of pair rows (jaxllm/data/preferences.py). Its `_sq`
+metrics are mean squares, from which the loop reports standard deviations (`_std`).
 """
 
 import jax
 import jax.numpy as jnp
+
+from jaxllm.objectives.preference import pair_sums
 
 
 def bradley_terry_loss(r_chosen: jax.Array, r_rejected: jax.Array,
@@ -20,3 +26,21 @@ def bradley_terry_loss(r_chosen: jax.Array, r_rejected: jax.Array,
   metrics = {"accuracy": (diff > 0).astype(jnp.float32), "margin": diff,
              "rewards/chosen": r_chosen, "rewards/rejected": r_rejected}
   return losses, metrics
+
+
+def reward_loss(params, batch: dict[str, jax.Array], rng, model, *,
+                center_coefficient: float = 0.0,
+                use_margin: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Bradley-Terry on the rewards of both replies of each pair (one forward pass over both);
+  `use_margin` subtracts the batch's per-pair "margin"."""
+  both = lambda key: jnp.concatenate([batch[f"chosen_{key}"], batch[f"rejected_{key}"]])
+  rewards = model.apply({"params": params}, both("tokens"), both("valid"),
+                        deterministic=rng is None, rngs={} if rng is None else {"dropout": rng})
+  r_chosen, r_rejected = jnp.split(rewards, 2)
+  losses, metrics = bradley_terry_loss(r_chosen, r_rejected,
+                                       batch["margin"] if use_margin else None,
+                                       center_coefficient)
+  metrics.update({"rewards/chosen_sq": jnp.square(r_chosen),
+                  "rewards/rejected_sq": jnp.square(r_rejected),
+                  "truncated": batch["truncated"]})
+  return pair_sums(losses, metrics, batch["pair_weight"])

@@ -88,7 +88,7 @@ def evaluate(eval_step, params, batches: Iterable[dict], mesh, frozen=None) -> d
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)
   weight = max(totals.pop("weight", 0.0), 1.0)
-  out = {f"eval/{k}": v / weight for k, v in totals.items()}
+  out = metrics_lib.add_std({f"eval/{k}": v / weight for k, v in totals.items()})
   if "eval/nll" in out:
     out["eval/perplexity"] = float(np.exp(min(out["eval/nll"], 50.0)))
   return out
@@ -99,7 +99,8 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
           eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None,
           init_params: Any = None, hooks: tuple[Callable[[int], None], ...] = (),
           frozen_params: Any = None,
-          evals: tuple[Callable[[Any, Any], dict[str, float]], ...] = ()):
+          evals: tuple[Callable[[Any, Any], dict[str, float]], ...] = (),
+          sequences_per_row: int = 1):
   """Trains `model` on `loss_fn` for config.train.num_steps steps; returns the final state.
 
   `train_iter` yields this process's rows of each global batch and has get_state/set_state.
@@ -107,7 +108,8 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
   reads but does not train (a LoRA base: `model` then has `with_frozen` and `frozen_model`);
   they are placed on the mesh, passed to every step, and not checkpointed. `evals` are called
   as `fn(params, frozen_params)` at every eval step (under the mesh) and return more
-  "eval/..." metrics, e.g. sampled answers' accuracy.
+  "eval/..." metrics, e.g. sampled answers' accuracy. `sequences_per_row` counts the sequences
+  of seq_len tokens in a batch row (2 for preference pairs), for tokens/s.
   Running again with the same workdir resumes from the newest checkpoint: params, optimizer,
   step, RNG (derived from seed and step) and data position, so results are bit-identical.
   SIGTERM saves a checkpoint at the current step and returns cleanly.
@@ -158,8 +160,8 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
     described = f"{num_params:,} parameters"
     if frozen is not None:
       num_frozen = state_lib.count_params(frozen)
-      described = (f"{num_params:,} trainable parameters ({num_params / num_frozen:.2%} of the "
-                   f"{num_frozen:,} frozen ones)")
+      described = (f"{num_params:,} trainable parameters, {num_frozen:,} frozen "
+                   f"(trainable = {num_params / num_frozen:.2%} of frozen)")
     _log(main, f"model: {described}; mesh {dict(mesh.shape)}; "
          f"{jax.device_count()} {jax.devices()[0].platform} devices, "
          f"{jax.process_count()} processes")
@@ -171,14 +173,15 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
 
     flops_per_token = metrics_lib.train_flops_per_token(model_cfg, seq_len)
     peak = tc.peak_flops_per_device or metrics_lib.peak_flops_per_device(jax.devices()[0].device_kind)
-    tokens_per_step = tc.batch_size * seq_len
+    tokens_per_step = tc.batch_size * seq_len * sequences_per_row
     step = int(jax.device_get(state["step"]))
     pending = None  # (step, metrics) of the previous step, read after the next is dispatched
     window_start, window_steps = None, 0
 
     def finish(step_done: int, metrics: dict) -> None:
       nonlocal window_start, window_steps
-      values = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+      values = metrics_lib.add_std(
+          {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()})
       if values["train/nonfinite_streak"] >= tc.max_nonfinite_in_row:
         raise TrainingDiverged(
             f"{int(values['train/nonfinite_streak'])} steps in a row had a non-finite loss or "
@@ -241,7 +244,12 @@ def _progress_line(step: int, num_steps: int, values: dict[str, float]) -> str:
   for key, fmt in [("train/loss", "loss {:.4f}"), ("train/accuracy", "acc {:.3f}"),
                    ("train/grad_norm", "gnorm {:.3f}"), ("train/lr", "lr {:.2e}"),
                    ("eval/loss", "eval loss {:.4f}"), ("eval/perplexity", "eval ppl {:.3f}"),
-                   ("eval/accuracy", "eval acc {:.3f}"), ("eval/qa_accuracy", "qa acc {:.3f}"),
+                   ("eval/accuracy", "eval acc {:.3f}"),
+                   ("train/rewards/accuracy", "pair acc {:.3f}"),
+                   ("train/rewards/margin", "margin {:.3f}"),
+                   ("eval/rewards/accuracy", "eval pair acc {:.3f}"),
+                   ("eval/rewards/margin", "eval margin {:.3f}"),
+                   ("eval/qa_accuracy", "qa acc {:.3f}"),
                    ("perf/tokens_per_second", "{:,.0f} tok/s"), ("perf/mfu", "MFU {:.1%}")]:
     if key in values:
       parts.append(fmt.format(values[key]))

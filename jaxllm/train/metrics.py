@@ -45,6 +45,17 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   return 6 * matmul_params(cfg) + 12 * cfg.num_layers * seq_len * cfg.num_heads * cfg.resolved_head_dim
 
 
+def add_std(values: dict[str, float]) -> dict[str, float]:
+  """Objectives report a spread as mean squares (`x_sq` next to the mean `x`, both averaged by
+  the loop); this replaces each pair with the standard deviation `x_std`."""
+  out = dict(values)
+  for key in [k for k in values if k.endswith("_sq")]:
+    mean = values.get(key[:-3])
+    if mean is not None:
+      out[key[:-3] + "_std"] = math.sqrt(max(out.pop(key) - mean * mean, 0.0))
+  return out
+
+
 class MetricWriter:
   """Appends one JSON object per call to WORKDIR/metrics.jsonl and writes TensorBoard scalars."""
 

@@ -62,3 +62,13 @@ def test_pretrain_on_local_files_trains_a_bpe_and_learns(tiny_config, tmp_path):
   tiny_config.train.num_steps = 2
   pretrain.run(tiny_config, tmp_path / "mix")
   assert not (tmp_path / "mix" / "tokenizer.json").exists()
+
+
+def test_world_record_counts_come_from_config(tmp_path):
+  from jaxllm import config as config_lib
+  c = config_lib.reward_config("tiny")
+  c.data.world_sizes.preferences = 60
+  train, _ = inputs.open_sources(c.data, "preferences", "train", tmp_path)
+  held_out, _ = inputs.open_sources(c.data, "preferences", "validation", tmp_path)
+  assert (len(train[0]), len(held_out[0])) == (60, 12)
+  assert [p.name for p in (tmp_path / "data").glob("world-seed0*")] != ["world-seed0"]

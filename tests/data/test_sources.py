@@ -60,7 +60,12 @@ def test_structured_kinds(tmp_path):
   assert src[0]["messages"] == messages
   pref = _jsonl(tmp_path / "pref.jsonl", [{"prompt": "p", "chosen": "c", "rejected": "r"}])
   rec = sources.open_source(str(pref), "preferences", "train", data_dir=tmp_path / "d")[0]
-  assert (rec["prompt"], rec["chosen"], rec["rejected"]) == ("p", "c", "r")
+  assert (rec["prompt"], rec["chosen"], rec["rejected"], rec["margin"]) == ("p", "c", "r", None)
+  turns = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+  pref2 = _jsonl(tmp_path / "pref2.jsonl", [{"prompt": turns, "chosen": "c", "rejected": "r",
+                                             "margin": 1.5}])
+  rec = sources.open_source(str(pref2), "preferences", "train", data_dir=tmp_path / "d")[0]
+  assert (rec["prompt"], rec["margin"]) == (turns, 1.5)
   rl = _jsonl(tmp_path / "rl.jsonl", [{"prompt": "2+2?", "answer": 4}])
   assert sources.open_source(str(rl), "rl_prompts", "train",
                              data_dir=tmp_path / "d")[0]["answer"] == "4"
@@ -70,6 +75,15 @@ def test_structured_kinds(tmp_path):
   bad = _jsonl(tmp_path / "bad2.jsonl", [{"prompt": "p", "chosen": "c"}])
   with pytest.raises(UserError, match=r"bad2\.jsonl:1: field 'rejected' must be a string"):
     sources.open_source(str(bad), "preferences", "train", data_dir=tmp_path / "d")
+  for i, (record, match) in enumerate([
+      ({"prompt": [{"role": "assistant", "content": "a"}], "chosen": "c", "rejected": "r"},
+       "must end with a user or tool message"),
+      ({"prompt": 3, "chosen": "c", "rejected": "r"}, "'prompt' must be a string or a list"),
+      ({"prompt": "p", "chosen": "c", "rejected": "r", "margin": "big"},
+       "'margin' must be a number")]):
+    bad = _jsonl(tmp_path / f"badpref{i}.jsonl", [record])
+    with pytest.raises(UserError, match=rf"badpref{i}\.jsonl:1: .*{match}"):
+      sources.open_source(str(bad), "preferences", "train", data_dir=tmp_path / "d")
 
 
 def test_prepared_once_and_again_when_input_changes(tmp_path):

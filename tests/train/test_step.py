@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxllm import config as config_lib
 from jaxllm.models import Transformer, get_size
@@ -136,3 +137,12 @@ def test_create_state_from_given_params_places_them_with_fresh_optimizer_state()
   mu = state["opt_state"][1][0].mu
   assert all(float(np.abs(m).max()) == 0.0 for m in jax.tree.leaves(mu))
   assert int(state["step"]) == 0
+
+
+def test_mean_squares_become_standard_deviations():
+  from jaxllm.train.metrics import add_std
+  values = [1.0, 3.0, 5.0]
+  mean, mean_sq = np.mean(values), np.mean(np.square(values))
+  out = add_std({"eval/r": mean, "eval/r_sq": mean_sq, "eval/other_sq": 2.0})
+  assert out["eval/r_std"] == pytest.approx(np.std(values)) and "eval/r_sq" not in out
+  assert out["eval/other_sq"] == 2.0  # no mean beside it: left as it is

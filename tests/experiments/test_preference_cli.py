@@ -1,0 +1,85 @@
+"""experiments/reward_model.py and experiments/dpo.py from a pretrained run: metrics, reference
+log-probs computed once and reused on resume, LoRA with the base as in-step reference, a
+simulated annotator, loading and scoring the reward model, and clear errors."""
+
+import json
+
+import numpy as np
+
+from jaxllm.inference import runs
+from jaxllm.inference.scoring import RewardScorer
+from jaxllm.models.reward import RewardModel
+from tests.experiments.conftest import run_script
+from tests.helpers import read_metrics
+
+SHORT = ["--config.train.log_every=2", "--config.train.eval_every=4",
+         "--config.train.checkpoint_every=4", "--config.train.eval_batches=2",
+         "--config.train.batch_size=8"]
+
+
+def test_reward_model_trains_loads_and_scores(pretrained_run, tmp_path):
+  workdir = tmp_path / "rm"
+  done = run_script("reward_model.py", "--config=configs/reward/tiny.py:steps=4",
+                    f"--workdir={workdir}", f"--config.init.checkpoint={pretrained_run}",
+                    "--config.optimizer.lr=1e-3", *SHORT)
+  assert done.returncode == 0, done.stderr
+  evals = [m for m in read_metrics(workdir) if "eval/accuracy" in m]
+  assert len(evals) == 1 and 0.0 <= evals[0]["eval/accuracy"] <= 1.0
+  assert {"eval/margin", "eval/rewards/chosen", "eval/rewards/chosen_std",
+          "eval/rewards/rejected_std"} <= set(evals[0])
+  run = runs.load_run(workdir)
+  assert isinstance(run.model, RewardModel) and "lm_head" not in run.params["backbone"]
+  conversation = [{"role": "user", "content": "What is 2 + 2?"},
+                  {"role": "assistant", "content": "The answer is 4."}]
+  scores = RewardScorer(run.model, run.tokenizer, 96)(run.params, [conversation] * 3)
+  assert scores.shape == (3,) and np.all(np.isfinite(scores)) and np.ptp(scores) < 1e-5
+  # A reward model is not a policy to align; LoRA reward models are refused.
+  refused = run_script("dpo.py", "--config=configs/dpo/tiny.py:steps=1",
+                       f"--workdir={tmp_path / 'x'}", f"--config.init.checkpoint={workdir}")
+  assert refused.returncode == 2 and "is a reward-model run" in refused.stderr
+  refused = run_script("reward_model.py", "--config=configs/reward/tiny.py:steps=1",
+                       f"--workdir={tmp_path / 'y'}", f"--config.init.checkpoint={pretrained_run}",
+                       "--config.lora.rank=4")
+  assert refused.returncode == 2 and "config.lora.rank=4" in refused.stderr
+
+
+def test_dpo_precomputes_the_reference_once_and_resumes(pretrained_run, tmp_path):
+  workdir = tmp_path / "dpo"
+  args = [f"--workdir={workdir}", f"--config.init.checkpoint={pretrained_run}",
+          "--config.eval.qa_questions=4", "--config.eval.max_new_tokens=8",
+          "--config.optimizer.lr=1e-4", *SHORT]
+  done = run_script("dpo.py", "--config=configs/dpo/tiny.py:steps=4", *args)
+  assert done.returncode == 0, done.stderr
+  assert "reference log-probs of" in done.stdout
+  table = json.loads((workdir / "reference_logps.json").read_text())
+  assert table["settings"]["init"] == str(pretrained_run) and len(table["logps"]) > 2000
+  metrics = read_metrics(workdir)
+  first = next(m for m in metrics if "train/loss" in m)
+  assert abs(first["train/loss"] - np.log(2)) < 0.05  # the policy starts at the reference
+  evals = [m for m in metrics if "eval/loss" in m]
+  assert {"eval/rewards/accuracy", "eval/rewards/margin", "eval/logps/chosen",
+          "eval/logps/rejected", "eval/qa_accuracy"} <= set(evals[0])
+  again = run_script("dpo.py", "--config=configs/dpo/tiny.py:steps=6", *args)
+  assert again.returncode == 0, again.stderr
+  assert "resumed from" in again.stdout and "reference log-probs of" not in again.stdout
+  assert [m["step"] for m in read_metrics(workdir) if "train/loss" in m] == [2, 4, 6]
+
+
+def test_lora_dpo_on_policy_pairs_in_step_reference_noisy_annotator(pretrained_run, tmp_path):
+  workdir = tmp_path / "lora_dpo"
+  done = run_script("dpo.py", "--config=configs/dpo/tiny.py:steps=2", f"--workdir={workdir}",
+                    f"--config.init.checkpoint={pretrained_run}", "--config.lora.rank=4",
+                    "--config.preference.reference=in_step", "--config.preference.loss=ipo",
+                    "--config.data.annotator.noise=0.3", "--config.eval.qa_questions=0",
+                    "--config.data.on_policy.samples=2", "--config.data.on_policy.questions=6",
+                    "--config.data.on_policy.max_new_tokens=8", *SHORT)
+  assert done.returncode == 0, done.stderr
+  assert "simulated annotator (noise 0.3" in done.stdout and "trainable parameters" in done.stdout
+  assert not (workdir / "reference_logps.json").exists()
+  pairs = [json.loads(l) for l in (workdir / "on_policy" / "train.jsonl").read_text().splitlines()]
+  summary = json.loads((workdir / "on_policy" / "summary.json").read_text())
+  assert summary["questions"] == 6 and summary["samples"] == 12 and len(pairs) == summary["pairs"]
+  assert all(p["prompt"][-1]["role"] == "user" and p["chosen"] != p["rejected"] for p in pairs)
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["data"]["source"] == str(workdir / "on_policy" / "train.jsonl")
+  assert runs.load_run(workdir).params.keys() == runs.load_run(pretrained_run).params.keys()

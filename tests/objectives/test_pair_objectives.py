@@ -1,0 +1,160 @@
+"""The preference and reward objectives on batches of pair rows with a real model: DPO at
+policy == reference is log 2 with zero margins (in-step, precomputed, LoRA), precomputed and
+in-step references agree, padding and prompt never count, a step moves chosen above rejected,
+and padding pairs carry no weight."""
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxllm.data import preferences
+from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
+from jaxllm.models import Transformer, get_size
+from jaxllm.models import lora as lora_lib
+from jaxllm.models import reward as reward_lib
+from jaxllm.models.reference import WithReference
+from jaxllm.objectives import preference, reward
+from jaxllm.train import step as step_lib
+from jaxllm.train.state import unbox
+
+CFG = dataclasses.replace(get_size("tiny"), vocab_size=len(SPECIAL_TOKENS) + 256)
+PAIRS = [{"prompt": "What is 2 + 2?", "chosen": "The answer is 4.", "rejected": "5"},
+         {"prompt": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": "Colour of the sky?"}],
+          "chosen": "Blue.", "rejected": "The sky is green, I think."},
+         {"prompt": "Say hi", "chosen": "hi", "rejected": "no", "margin": 1.0}]
+
+
+@pytest.fixture(scope="module")
+def tok():
+  return train_tokenizer(["x"], vocab_size=len(SPECIAL_TOKENS) + 256)
+
+
+@pytest.fixture(scope="module")
+def params():
+  init = jax.jit(Transformer(CFG).init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+  return unbox(init["params"])
+
+
+def _batch(tok, pairs=PAIRS, seq_len=128, reference=None, pad_rows=0):
+  rows = [preferences.pair_example(tok, seq_len, reference=reference)(p) for p in pairs]
+  rows += [{k: np.zeros_like(v) for k, v in rows[0].items()}] * pad_rows
+  return {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in rows[0]}
+
+
+def _loss(params, batch, model, **kw):
+  loss, m = preference.preference_loss(params, batch, None, model, **kw)
+  return float(loss / m["weight"]), {k: float(v / m["weight"]) for k, v in m.items()}
+
+
+def _table(tok, params, pairs=PAIRS):
+  rc, rr = preference.reference_logps(params, _batch(tok, pairs), Transformer(CFG))
+  table = {}
+  for p, c, r in zip(pairs, rc, rr):
+    table[preferences.sequence_key(p["prompt"], p["chosen"])] = float(c)
+    table[preferences.sequence_key(p["prompt"], p["rejected"])] = float(r)
+  return table
+
+
+def test_dpo_at_policy_equal_to_reference_is_log2_in_step_and_precomputed(tok, params):
+  model = WithReference(Transformer(CFG)).with_frozen(params)
+  loss, m = _loss(params, _batch(tok), model)
+  assert loss == pytest.approx(math.log(2), abs=1e-6)
+  assert m["rewards/margin"] == pytest.approx(0, abs=1e-6) and m["weight"] == 1.0
+  pre, pre_m = _loss(params, _batch(tok, reference=_table(tok, params)), Transformer(CFG),
+                     reference="precomputed")
+  assert pre == pytest.approx(math.log(2), abs=1e-6)
+  # Away from the reference the two give the same loss and metrics.
+  moved = jax.tree.map(lambda x: x * 1.1, params)
+  in_step = _loss(moved, _batch(tok), model, beta=0.5)
+  precomputed = _loss(moved, _batch(tok, reference=_table(tok, params)), Transformer(CFG),
+                      beta=0.5, reference="precomputed")
+  assert in_step[0] == pytest.approx(precomputed[0], rel=1e-5)
+  for k, v in in_step[1].items():
+    assert precomputed[1][k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+
+
+def test_a_lora_policy_uses_its_base_as_the_reference(tok, params):
+  lora = lora_lib.LoraConfig(rank=4, alpha=8)
+  model = lora_lib.LoraModel(Transformer(CFG, lora=lora)).with_frozen(params)
+  adapters = unbox(model.init(jax.random.key(1), jnp.zeros((1, 8), jnp.int32))["params"])
+  loss, _ = _loss(adapters, _batch(tok), model)  # b = 0: the policy is its base
+  assert loss == pytest.approx(math.log(2), abs=1e-6)
+  moved = jax.tree.map(lambda x: x + 0.05, adapters)
+  merged = lora_lib.merge(params, moved, lora)
+  want = _loss(merged, _batch(tok, reference=_table(tok, params)), Transformer(CFG),
+               reference="precomputed")
+  np.testing.assert_allclose(_loss(moved, _batch(tok), model)[0], want[0], rtol=1e-5)
+
+
+def test_reference_free_losses_need_no_reference(tok, params):
+  for loss_type in ("simpo", "orpo"):
+    loss, m = _loss(params, _batch(tok), Transformer(CFG), loss_type=loss_type, beta=2.0)
+    assert math.isfinite(loss) and "rewards/accuracy" in m
+  with pytest.raises(ValueError, match="frozen params"):
+    _loss(params, _batch(tok), Transformer(CFG), loss_type="ipo")
+
+
+def test_prompt_and_padding_never_count(tok, params):
+  """Reply log-probs equal a forward pass over the unpadded sequence, summed over the reply."""
+  batch = _batch(tok)
+  assert not batch["truncated"].any()
+  rc, rr = preference.reference_logps(params, batch, Transformer(CFG))
+  for i, pair in enumerate(PAIRS):
+    for side, got in (("chosen", rc[i]), ("rejected", rr[i])):
+      ids, prompt_len = preferences.render_reply(tok, pair["prompt"], pair[side])
+      logits = Transformer(CFG).apply({"params": params}, jnp.asarray([ids[:-1]]))
+      logp = jax.nn.log_softmax(logits[0])
+      want = sum(float(logp[t - 1, ids[t]]) for t in range(prompt_len, len(ids)))
+      assert float(got) == pytest.approx(want, rel=1e-5)
+  # Other padding ids and extra all-padding pairs change nothing.
+  noisy = dict(batch, chosen_tokens=jnp.where(batch["chosen_valid"] > 0,
+                                              batch["chosen_tokens"], 7))
+  padded = _batch(tok, pad_rows=2)
+  model = WithReference(Transformer(CFG)).with_frozen(jax.tree.map(lambda x: 0.9 * x, params))
+  base = _loss(params, batch, model)
+  assert _loss(params, noisy, model)[0] == pytest.approx(base[0], rel=1e-6)
+  assert _loss(params, padded, model) == pytest.approx(base, rel=1e-6)
+
+
+@pytest.mark.parametrize("loss_type,smoothing", [("dpo", 0.0), ("dpo", 0.2), ("ipo", 0.0),
+                                                 ("simpo", 0.0), ("orpo", 0.0)])
+def test_a_train_step_raises_chosen_over_rejected(tok, params, loss_type, smoothing):
+  model = WithReference(Transformer(CFG))
+  beta = {"simpo": 2.0, "orpo": 0.5}.get(loss_type, 0.1)
+  loss_fn = functools.partial(preference.preference_loss, loss_type=loss_type, beta=beta,
+                              label_smoothing=smoothing)
+  tx = optax.sgd(0.5 if loss_type != "ipo" else 0.01)
+  step = jax.jit(step_lib.make_train_step(loss_fn, model, tx))
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+           "nonfinite_streak": jnp.zeros((), jnp.int32),
+           "nonfinite_total": jnp.zeros((), jnp.int32)}
+  batch = _batch(tok)
+
+  def gap(p):
+    rc, rr = preference.reference_logps(p, batch, Transformer(CFG))
+    return float(jnp.mean(rc - rr))
+  before = gap(params)
+  state, metrics = step(state, batch, jax.random.key(0), params)
+  assert gap(state["params"]) > before + 1e-3
+  assert metrics["weight"] == len(PAIRS)
+
+
+def test_reward_loss_on_pair_rows(tok):
+  model = reward_lib.RewardModel(CFG)
+  params = unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+  batch = _batch(tok, pad_rows=1)
+  loss, m = reward.reward_loss(params, batch, None, model, use_margin=True,
+                               center_coefficient=0.01)
+  r_c = model.apply({"params": params}, batch["chosen_tokens"], batch["chosen_valid"])[:3]
+  r_r = model.apply({"params": params}, batch["rejected_tokens"], batch["rejected_valid"])[:3]
+  want, _ = reward.bradley_terry_loss(r_c, r_r, batch["margin"][:3], 0.01)
+  assert float(loss) == pytest.approx(float(want.sum()), rel=1e-5)
+  assert float(m["weight"]) == 3.0
+  assert float(m["rewards/chosen_sq"]) == pytest.approx(float(jnp.sum(r_c ** 2)), rel=1e-5)
