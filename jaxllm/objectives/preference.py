@@ -104,10 +104,14 @@ def orpo_loss(pc, pr, nll_chosen, lam: float = 0.1) -> tuple[jax.Array, Metrics]
   return losses, metrics
 
 
+def both_sides(batch: dict[str, jax.Array], key: str) -> jax.Array:
+  """batch["chosen_KEY"] rows then batch["rejected_KEY"] rows: [2P, ...], one forward pass."""
+  return jnp.concatenate([batch[f"chosen_{key}"], batch[f"rejected_{key}"]])
+
+
 def pair_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """Chosen rows then rejected rows [2P, L - 1], shifted for next-token prediction."""
-  both = lambda key: jnp.concatenate([batch[f"chosen_{key}"], batch[f"rejected_{key}"]])
-  tokens, valid, mask = both("tokens"), both("valid"), both("loss_mask")
+  tokens, valid, mask = (both_sides(batch, k) for k in ("tokens", "valid", "loss_mask"))
   positions, segment_ids = padding_inputs(valid[:, :-1])
   return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": mask[:, 1:],
           "positions": positions, "segment_ids": segment_ids}

@@ -12,7 +12,7 @@ metrics are mean squares, from which the loop reports standard deviations (`_std
 import jax
 import jax.numpy as jnp
 
-from jaxllm.objectives.preference import pair_sums
+from jaxllm.objectives.preference import both_sides, pair_sums
 
 
 def bradley_terry_loss(r_chosen: jax.Array, r_rejected: jax.Array,
@@ -33,8 +33,8 @@ def reward_loss(params, batch: dict[str, jax.Array], rng, model, *,
                 use_margin: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Bradley-Terry on the rewards of both replies of each pair (one forward pass over both);
   `use_margin` subtracts the batch's per-pair "margin"."""
-  both = lambda key: jnp.concatenate([batch[f"chosen_{key}"], batch[f"rejected_{key}"]])
-  rewards = model.apply({"params": params}, both("tokens"), both("valid"),
+  rewards = model.apply({"params": params}, both_sides(batch, "tokens"),
+                        both_sides(batch, "valid"),
                         deterministic=rng is None, rngs={} if rng is None else {"dropout": rng})
   r_chosen, r_rejected = jnp.split(rewards, 2)
   losses, metrics = bradley_terry_loss(r_chosen, r_rejected,
