@@ -53,7 +53,7 @@ def run(config, workdir, hooks=()):
   loss_fn = functools.partial(
       preference.preference_loss, loss_type=p.loss, beta=p.beta,
       label_smoothing=p.label_smoothing, gamma=p.simpo_gamma, sft_weight=p.sft_weight,
-      reference=p.reference)
+      dpop_lambda=p.dpop_lambda, reference=p.reference)
   evals = qa.training_eval(config, model_cfg, tokenizer, lora)
   if lora is not None:  # adapters train; the init params are frozen (and are the reference)
     model, init_params, frozen = (lora_lib.LoraModel(Transformer(model_cfg, lora=lora)), None,

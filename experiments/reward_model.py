@@ -41,13 +41,16 @@ def run(config, workdir, hooks=()):
   init = runs.start_from(config, workdir)
   policy_pairs.prepare_for_run(config, workdir, init)  # with config.data.on_policy.samples > 0
   model_cfg = config_lib.validate(config)
+  model = runs.reward_model(config, model_cfg)
   params = reward.params_from_lm(init.params, model_cfg,
-                                 jax.random.fold_in(jax.random.key(config.seed), 2))
+                                 jax.random.fold_in(jax.random.key(config.seed), 2),
+                                 keep_lm_head=model.lm_head)
   train_iter, eval_batches = inputs.preference_pairs(config, workdir, init.tokenizer)
   loss_fn = functools.partial(reward_loss, center_coefficient=config.reward.center_coefficient,
-                              use_margin=config.reward.use_margin)
+                              use_margin=config.reward.use_margin,
+                              lm_weight=config.reward.lm_weight)
   try:
-    return loop.train(config, workdir, reward.RewardModel(model_cfg), loss_fn, train_iter,
+    return loop.train(config, workdir, model, loss_fn, train_iter,
                       eval_batches, init_params=params, hooks=hooks, sequences_per_row=2)
   finally:
     train_iter.close()

@@ -204,6 +204,8 @@ def reward_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.reward = ml_collections.ConfigDict()
   c.reward.center_coefficient = 0.0  # c * (r_chosen + r_rejected)^2 keeps rewards near 0
   c.reward.use_margin = False  # subtract each pair's "margin" inside the sigmoid
+  # w > 0: keep the LM head and add w * NLL(chosen reply) (hidden-state regularisation, GRM)
+  c.reward.lm_weight = 0.0
   c.eval.qa_source = ""  # a reward model does not answer questions
   c.optimizer.lr = 1e-4
   c.optimizer.weight_decay = 0.0
@@ -219,6 +221,7 @@ def dpo_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.preference.label_smoothing = 0.0  # cDPO / robust SimPO: assumed label-flip rate
   c.preference.simpo_gamma = 0.5  # SimPO target margin
   c.preference.sft_weight = 0.0  # RPO: + weight * NLL of the chosen reply
+  c.preference.dpop_lambda = 50.0  # DPOP: penalty on the chosen log-prob's fall below the ref
   # precomputed: reference log-probs computed once into WORKDIR/reference_logps.json;
   # in_step: a forward pass of the frozen reference in every step (LoRA: the base model).
   c.preference.reference = "precomputed"
@@ -232,6 +235,11 @@ def validate_preference(config: ml_collections.ConfigDict) -> None:
   if config.data.packing != "rows":
     raise ConfigError(f"config.data.packing={config.data.packing!r}: preference pairs are rows "
                       "of their own; set it to 'rows'.")
+  r = config.get("reward")
+  if r is not None:
+    for name in ("center_coefficient", "lm_weight"):
+      if r[name] < 0:
+        raise ConfigError(f"config.reward.{name}={r[name]} must be >= 0.")
   p = config.get("preference")
   if p is None:
     return
@@ -248,8 +256,9 @@ def validate_preference(config: ml_collections.ConfigDict) -> None:
   if p.label_smoothing and p.loss not in ("dpo", "simpo"):
     raise ConfigError(f"config.preference.label_smoothing applies to dpo and simpo, not "
                       f"{p.loss!r}; set it to 0.")
-  if p.sft_weight < 0:
-    raise ConfigError(f"config.preference.sft_weight={p.sft_weight} must be >= 0.")
+  for name in ("sft_weight", "dpop_lambda"):
+    if p[name] < 0:
+      raise ConfigError(f"config.preference.{name}={p[name]} must be >= 0.")
 
 
 def validate(config: ml_collections.ConfigDict) -> ModelConfig:

@@ -63,7 +63,8 @@ def open_sources(data_config: ml_collections.ConfigDict, kind: str, split: str,
     weights.append(weight)
     dropped = {k: v for k, v in out[-1].counts.items()
                if k in ("malformed_lines", "invalid_utf8", "empty") and v}
-    print(f"data {split}: {spec} -> {out[-1].name}, {len(out[-1]):,} records"
+    shown = d.eval_input if split != "train" and d.eval_input and not catalog else spec
+    print(f"data {split}: {shown} -> {out[-1].name}, {len(out[-1]):,} records"
           + (f" (when prepared: {dropped})" if dropped else ""), flush=True)
   return out, tuple(weights)
 

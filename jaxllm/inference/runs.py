@@ -81,6 +81,11 @@ def is_reward_run(config) -> bool:
   return "reward" in config
 
 
+def reward_model(config, model_cfg) -> RewardModel:
+  """The RewardModel a reward run trains: it keeps the LM head when config.reward.lm_weight > 0."""
+  return RewardModel(model_cfg, lm_head=config.reward.get("lm_weight", 0.0) > 0)
+
+
 def load_run(workdir, step: int | None = None) -> Run:
   """The newest (or given) checkpoint's params, on the default device, float32 as saved.
 
@@ -89,7 +94,7 @@ def load_run(workdir, step: int | None = None) -> Run:
   """
   config = read_config(workdir)
   if is_reward_run(config):
-    model = RewardModel(_model_config(config))
+    model = reward_model(config, _model_config(config))
     params, step = _restore(workdir, model, step)
     return Run(config, model, params, run_tokenizer(workdir, config), step)
   model = Transformer(_model_config(config))

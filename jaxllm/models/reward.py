@@ -8,6 +8,11 @@ Padding may sit on either side: positions count real tokens only and padding is 
 attention segment, so a sequence gets the same reward however it is padded. Params are
 {"backbone": the LM's params without its output head, "score": {"kernel" [D, 1], "bias" [1]}};
 `params_from_lm` builds them from a pretrained or SFT checkpoint with a fresh head.
+
+With `lm_head=True` the backbone keeps the LM's output head and `return_logits=True` also
+returns the next-token logits [B, T, V]: the reward loss can then keep a language-modelling
+term on the chosen replies (hidden-state regularisation, Yang et al. 2024, "Regularizing Hidden
+States Enables Learning Generalizable Reward Model for LLMs").
 """
 
 from typing import Any
@@ -41,17 +46,29 @@ def head_init_std(d_model: int) -> float:
 
 
 class RewardModel(nn.Module):
-  """(tokens [B, T], valid [B, T]) -> float32 reward [B]; valid=None means no padding."""
+  """(tokens [B, T], valid [B, T]) -> float32 reward [B]; valid=None means no padding.
+
+  lm_head: keep the LM's output head; then return_logits=True returns (reward [B], logits
+  [B, T, V]) where logits[:, t] predict token t + 1.
+  """
 
   cfg: ModelConfig
+  lm_head: bool = False
 
   @nn.compact
-  def __call__(self, tokens_bt, valid_bt=None, deterministic: bool = True) -> jax.Array:
+  def __call__(self, tokens_bt, valid_bt=None, deterministic: bool = True,
+               return_logits: bool = False) -> Any:
+    if return_logits and not self.lm_head:
+      raise ValueError("RewardModel(lm_head=False) has no logits to return; build it with "
+                       "lm_head=True.")
     if valid_bt is None:
       valid_bt = jnp.ones(tokens_bt.shape, jnp.int32)
     positions_bt, segment_ids_bt = padding_inputs(valid_bt)
-    hidden_btd = Transformer(self.cfg, output="hidden", name="backbone")(
-        tokens_bt, positions_bt, segment_ids_bt, deterministic=deterministic)
+    backbone = Transformer(self.cfg, output="logits" if self.lm_head else "hidden",
+                           name="backbone")
+    out = backbone(tokens_bt, positions_bt, segment_ids_bt, deterministic=deterministic,
+                   **({"return_hidden": True} if self.lm_head else {}))
+    logits_btv, hidden_btd = out if self.lm_head else (None, out)
     last_b = last_token_index(valid_bt)
     hidden_bd = jnp.take_along_axis(hidden_btd, last_b[:, None, None], axis=1)[:, 0]
     score = nn.Dense(
@@ -60,13 +77,15 @@ class RewardModel(nn.Module):
             nn.initializers.normal(head_init_std(self.cfg.d_model)), ("embed", None)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
         name="score")
-    return score(hidden_bd.astype(jnp.float32))[:, 0]
+    reward_b = score(hidden_bd.astype(jnp.float32))[:, 0]
+    return (reward_b, logits_btv) if return_logits else reward_b
 
 
-def params_from_lm(lm_params: dict[str, Any], cfg: ModelConfig, rng: jax.Array) -> dict:
-  """Reward-model params from a language model's: its backbone (the output head dropped, since
-  a reward model has none) and a freshly initialised score head."""
-  backbone = {k: v for k, v in lm_params.items() if k != "lm_head"}
+def params_from_lm(lm_params: dict[str, Any], cfg: ModelConfig, rng: jax.Array,
+                   keep_lm_head: bool = False) -> dict:
+  """Reward-model params from a language model's: its backbone (the output head dropped unless
+  `keep_lm_head`, for RewardModel(lm_head=True)) and a freshly initialised score head."""
+  backbone = {k: v for k, v in lm_params.items() if keep_lm_head or k != "lm_head"}
   kernel = head_init_std(cfg.d_model) * jax.random.normal(rng, (cfg.d_model, 1))
   dtype = jnp.dtype(cfg.param_dtype)
   return {"backbone": backbone,

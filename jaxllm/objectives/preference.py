@@ -6,6 +6,10 @@ under the frozen reference; h = (pc - rc) - (pr - rr), the difference of log-rat
 - DPO (Rafailov et al. 2023): loss = -log sigmoid(beta h).
 - Conservative DPO / cDPO (Mitchell 2023): labels flipped with probability eps,
   loss = -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h).
+- DPO-Positive / DPOP (Pal et al. 2024, "Smaug"): DPO with a penalty whenever the policy puts
+  less mass than the reference on the chosen reply, loss = -log sigmoid(beta (h - lambda
+  max(0, rc - pc))). Pairs whose replies differ in a token or two (a wrong final number) let
+  plain DPO lower both log-probs together; the penalty forbids that for the chosen one.
 - IPO (Azar et al. 2023): loss = (h - 1 / (2 beta))^2. As in TRL, IPO is usually given
   length-normalised log-probs (token means, `sequence_logprobs(..., average=True)`); the caller
   chooses.
@@ -36,7 +40,7 @@ import jax.numpy as jnp
 from jaxllm.models.reference import frozen_apply
 from jaxllm.models.reward import padding_inputs
 
-LOSS_TYPES = ("dpo", "ipo", "simpo", "orpo")
+LOSS_TYPES = ("dpo", "dpop", "ipo", "simpo", "orpo")
 REFERENCE_FREE = ("simpo", "orpo")
 LENGTH_AVERAGED = ("ipo", "simpo", "orpo")  # these compare token-mean log-probs
 REFERENCES = ("in_step", "precomputed")
@@ -75,6 +79,17 @@ def dpo_loss(pc, pr, rc, rr, beta: float = 0.1,
   h = (pc - rc) - (pr - rr)
   losses = _smoothed_sigmoid_loss(beta * h, label_smoothing)
   return losses, _reward_metrics(beta * (pc - rc), beta * (pr - rr), pc, pr)
+
+
+def dpop_loss(pc, pr, rc, rr, beta: float = 0.1,
+              lam: float = 50.0) -> tuple[jax.Array, Metrics]:
+  """DPO-Positive: DPO's logit less lam times how far the chosen log-prob fell below the
+  reference's (zero while the policy keeps the chosen reply at least as likely)."""
+  shortfall = jnp.maximum(0.0, rc - pc)
+  losses = -jax.nn.log_sigmoid(beta * ((pc - rc) - (pr - rr) - lam * shortfall))
+  metrics = _reward_metrics(beta * (pc - rc), beta * (pr - rr), pc, pr)
+  metrics["dpop/shortfall"] = shortfall
+  return losses, metrics
 
 
 def ipo_loss(pc, pr, rc, rr, beta: float = 0.1) -> tuple[jax.Array, Metrics]:
@@ -134,12 +149,12 @@ def reference_logps(params, batch: dict[str, jax.Array], model) -> tuple[jax.Arr
 
 def preference_loss(params, batch: dict[str, jax.Array], rng, model, *, loss_type: str = "dpo",
                     beta: float = 0.1, label_smoothing: float = 0.0, gamma: float = 0.5,
-                    sft_weight: float = 0.0,
+                    sft_weight: float = 0.0, dpop_lambda: float = 50.0,
                     reference: str = "in_step") -> tuple[jax.Array, Metrics]:
   """The DPO family on a batch of pair rows: sums over pairs, metrics["weight"] = pairs.
 
-  loss_type: dpo (with label_smoothing > 0: conservative DPO) | ipo | simpo (margin gamma) |
-  orpo (beta is its lambda). sft_weight > 0 adds the chosen NLL (RPO).
+  loss_type: dpo (with label_smoothing > 0: conservative DPO) | dpop (penalty dpop_lambda) |
+  ipo | simpo (margin gamma) | orpo (beta is its lambda). sft_weight > 0 adds the chosen NLL (RPO).
   """
   seq = pair_inputs(batch)
   sums = _logps(lambda *a, **k: model.apply({"params": params}, *a, **k), seq,
@@ -157,6 +172,8 @@ def preference_loss(params, batch: dict[str, jax.Array], rng, model, *, loss_typ
   nll_chosen = -jnp.split(sums / counts, 2)[0]  # token-mean NLL of the chosen reply
   if loss_type == "dpo":
     losses, metrics = dpo_loss(pc, pr, rc, rr, beta, label_smoothing)
+  elif loss_type == "dpop":
+    losses, metrics = dpop_loss(pc, pr, rc, rr, beta, dpop_lambda)
   elif loss_type == "ipo":
     losses, metrics = ipo_loss(pc, pr, rc, rr, beta)
   elif loss_type == "simpo":

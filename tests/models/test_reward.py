@@ -6,6 +6,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxllm.models import Transformer, get_size
 from jaxllm.models import reward
@@ -68,3 +69,20 @@ def test_params_from_lm_drop_the_lm_head_and_fit_the_reward_model():
   expected_reward = hidden[:, -1] @ params["score"]["kernel"][:, 0] + params["score"]["bias"][0]
   np.testing.assert_allclose(
       reward.RewardModel(CFG).apply({"params": params}, tokens + 3), expected_reward, atol=1e-5)
+
+
+def test_a_kept_lm_head_gives_the_lm_logits_and_the_same_reward():
+  tokens = jnp.arange(8, dtype=jnp.int32)[None] + 3
+  lm_params = unbox(jax.jit(Transformer(CFG).init)(jax.random.key(0), tokens)["params"])
+  params = reward.params_from_lm(lm_params, CFG, jax.random.key(1), keep_lm_head=True)
+  assert params["backbone"]["lm_head"] is lm_params["lm_head"]
+  model = reward.RewardModel(CFG, lm_head=True)
+  r, logits = model.apply({"params": params}, tokens, return_logits=True)
+  np.testing.assert_allclose(logits, Transformer(CFG).apply({"params": lm_params}, tokens),
+                             atol=1e-6)
+  without = {k: v for k, v in params["backbone"].items() if k != "lm_head"}
+  plain = reward.RewardModel(CFG).apply({"params": {**params, "backbone": without}}, tokens)
+  np.testing.assert_allclose(r, plain, atol=1e-6)
+  np.testing.assert_allclose(model.apply({"params": params}, tokens), plain, atol=1e-6)
+  with pytest.raises(ValueError, match="lm_head=True"):
+    reward.RewardModel(CFG).apply({"params": params}, tokens, return_logits=True)

@@ -123,8 +123,8 @@ def test_prompt_and_padding_never_count(tok, params):
   assert _loss(params, padded, model) == pytest.approx(base, rel=1e-6)
 
 
-@pytest.mark.parametrize("loss_type,smoothing", [("dpo", 0.0), ("dpo", 0.2), ("ipo", 0.0),
-                                                 ("simpo", 0.0), ("orpo", 0.0)])
+@pytest.mark.parametrize("loss_type,smoothing", [("dpo", 0.0), ("dpo", 0.2), ("dpop", 0.0),
+                                                 ("ipo", 0.0), ("simpo", 0.0), ("orpo", 0.0)])
 def test_a_train_step_raises_chosen_over_rejected(tok, params, loss_type, smoothing):
   model = WithReference(Transformer(CFG))
   beta = {"simpo": 2.0, "orpo": 0.5}.get(loss_type, 0.1)
@@ -158,3 +158,24 @@ def test_reward_loss_on_pair_rows(tok):
   assert float(loss) == pytest.approx(float(want.sum()), rel=1e-5)
   assert float(m["weight"]) == 3.0
   assert float(m["rewards/chosen_sq"]) == pytest.approx(float(jnp.sum(r_c ** 2)), rel=1e-5)
+
+
+def test_reward_loss_lm_weight_adds_the_chosen_token_mean_nll(tok):
+  lm_params = unbox(jax.jit(Transformer(CFG).init)(jax.random.key(0),
+                                                   jnp.zeros((1, 8), jnp.int32))["params"])
+  model = reward_lib.RewardModel(CFG, lm_head=True)
+  params = reward_lib.params_from_lm(lm_params, CFG, jax.random.key(1), keep_lm_head=True)
+  batch = _batch(tok, pad_rows=1)
+  plain, _ = reward.reward_loss(params, batch, None, model)
+  loss, m = reward.reward_loss(params, batch, None, model, lm_weight=0.5)
+  # By hand: the LM's log-prob of each chosen reply token given everything before it.
+  nll = []
+  for i in range(len(PAIRS)):
+    n = int(batch["chosen_valid"][i].sum())
+    ids = batch["chosen_tokens"][i, :n]
+    logp = jax.nn.log_softmax(Transformer(CFG).apply({"params": lm_params}, ids[None])[0])
+    mask = np.asarray(batch["chosen_loss_mask"][i, 1:n])
+    token = np.asarray(logp[np.arange(n - 1), ids[1:]])
+    nll.append(-(token * mask).sum() / mask.sum())
+  assert float(m["nll_chosen"]) == pytest.approx(sum(nll), rel=1e-4)
+  assert float(loss) == pytest.approx(float(plain) + 0.5 * sum(nll), rel=1e-4)

@@ -78,12 +78,35 @@ def test_orpo_golden(lam):
   np.testing.assert_allclose(m["orpo/log_odds_ratio"][0], log_odds, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["dpo", "cdpo", "ipo", "simpo", "orpo"])
+@pytest.mark.parametrize("beta,lam", [(0.1, 50.0), (0.5, 2.0)])
+def test_dpop_golden(beta, lam):
+  # The chosen log-prob fell 0.5 below the reference's: the penalty lam * 0.5 applies.
+  losses, m = preference.dpop_loss(*_arrays(PC - 1.0, PR, RC, RR), beta=beta, lam=lam)
+  h = ((PC - 1.0) - RC) - (PR - RR)
+  assert float(losses[0]) == pytest.approx(-_logsig(beta * (h - lam * 0.5)), rel=1e-6)
+  assert float(m["dpop/shortfall"][0]) == pytest.approx(0.5)
+  # With the chosen log-prob above the reference's there is no penalty: DPOP is DPO.
+  up, _ = preference.dpop_loss(*_arrays(PC, PR, RC, RR), beta=beta, lam=lam)
+  dpo, _ = preference.dpo_loss(*_arrays(PC, PR, RC, RR), beta=beta)
+  assert float(up[0]) == pytest.approx(float(dpo[0]), rel=1e-6)
+
+
+def test_dpop_stops_the_chosen_log_prob_falling_with_the_rejected():
+  # Lowering both log-probs by the same amount leaves DPO's loss unchanged; DPOP's grows.
+  rc, rr = jnp.array([-4.0]), jnp.array([-5.0])
+  for loss_fn, flat in ((lambda d: preference.dpo_loss(rc + d, rr + d, rc, rr)[0], True),
+                        (lambda d: preference.dpop_loss(rc + d, rr + d, rc, rr)[0], False)):
+    grad = jax.grad(lambda d: loss_fn(d).sum())(jnp.array([-0.5]))
+    assert (abs(float(grad[0])) < 1e-7) == flat
+
+
+@pytest.mark.parametrize("name", ["dpo", "cdpo", "dpop", "ipo", "simpo", "orpo"])
 def test_gradients_push_chosen_up_and_rejected_down(name):
   rc, rr = jnp.array([-4.0]), jnp.array([-4.0])
   fns = {
       "dpo": lambda pc, pr: preference.dpo_loss(pc, pr, rc, rr)[0],
       "cdpo": lambda pc, pr: preference.dpo_loss(pc, pr, rc, rr, label_smoothing=0.1)[0],
+      "dpop": lambda pc, pr: preference.dpop_loss(pc, pr, rc, rr)[0],
       "ipo": lambda pc, pr: preference.ipo_loss(pc, pr, rc, rr)[0],
       "simpo": lambda pc, pr: preference.simpo_loss(pc, pr)[0],
       "orpo": lambda pc, pr: preference.orpo_loss(pc, pr, -pc)[0],
