@@ -1,8 +1,8 @@
-"""Preference optimisation from an SFT run: DPO, conservative DPO, IPO, SimPO or ORPO.
+"""Preference optimisation from an SFT run: DPO, conservative DPO, DPOP, IPO, SimPO or ORPO.
 
   python experiments/dpo.py --config=configs/dpo/tiny.py --workdir=/tmp/jaxllm/dpo \\
       --config.init.checkpoint=/tmp/jaxllm/sft
-  ... --config.preference.loss=ipo  (or simpo, orpo; --config.preference.label_smoothing=0.1
+  ... --config.preference.loss=ipo  (or dpop, simpo, orpo; --config.preference.label_smoothing=0.1
       with dpo is conservative DPO; --config.lora.rank=8 trains LoRA adapters only)
 
 The policy starts from the init run, which is also the frozen reference. With

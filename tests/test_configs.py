@@ -69,6 +69,8 @@ def test_validate_names_bad_fields():
     ("reference", "cached", "config.preference.reference='cached'"),
     ("beta", 0.0, "config.preference.beta=0.0 must be positive"),
     ("label_smoothing", 0.5, r"label_smoothing=0.5 must be in \[0, 0.5\)"),
+    ("sft_weight", -1.0, r"config.preference.sft_weight=-1.0 must be >= 0"),
+    ("dpop_lambda", -1.0, r"config.preference.dpop_lambda=-1.0 must be >= 0"),
 ])
 def test_validate_preference_names_bad_fields(field, value, match):
   c = config_lib.dpo_config("tiny")
@@ -78,4 +80,13 @@ def test_validate_preference_names_bad_fields(field, value, match):
   c = config_lib.dpo_config("tiny")
   c.preference.loss, c.preference.label_smoothing = "ipo", 0.1
   with pytest.raises(ConfigError, match="applies to dpo and simpo"):
+    config_lib.validate_preference(c)
+
+
+@pytest.mark.parametrize("field", ["center_coefficient", "lm_weight"])
+def test_validate_preference_names_bad_reward_fields(field):
+  c = config_lib.reward_config("tiny")
+  config_lib.validate_preference(c)
+  c.reward[field] = -0.5
+  with pytest.raises(ConfigError, match=f"config.reward.{field}=-0.5 must be >= 0"):
     config_lib.validate_preference(c)
