@@ -1,5 +1,6 @@
 """experiments/pretrain.py as a user runs it: real processes, real signals, clear errors."""
 
+import json
 import os
 import signal
 import subprocess
@@ -29,7 +30,9 @@ def _last_step(workdir):
   path = workdir / "metrics.jsonl"
   if not path.exists():
     return 0
-  steps = [m["step"] for m in read_metrics(workdir) if "train/loss" in m] if path.read_text() else []
+  # The run may be writing its newest line while this polls: read complete lines only.
+  complete = path.read_text().split("\n")[:-1]
+  steps = [m["step"] for m in map(json.loads, complete) if "train/loss" in m]
   return max(steps, default=0)
 
 
