@@ -2,7 +2,8 @@
 
 A run directory is what a training script writes: config.json (how to build the model),
 checkpoints/ (orbax) and tokenizer.json (or config.data.tokenizer naming one). A reward-model
-run (its config has a `reward` section) loads as a RewardModel, any other as a Transformer.
+run (its config has a `reward` section) loads as a RewardModel, any other as a Transformer (a
+PPO run's policy without its value head).
 """
 
 import dataclasses
@@ -20,7 +21,7 @@ from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
 from jaxllm.models.config import ModelConfig
 from jaxllm.models.lora import LoraConfig, LoraModel
-from jaxllm.models.reward import RewardModel
+from jaxllm.models.reward import PolicyWithValue, RewardModel
 from jaxllm.train import checkpoint as ckpt_lib
 from jaxllm.train.state import init_params_fn, unbox
 
@@ -81,6 +82,11 @@ def is_reward_run(config) -> bool:
   return "reward" in config
 
 
+def has_value_head(config) -> bool:
+  """A PPO run: its checkpoints hold PolicyWithValue params (the LM is params["backbone"])."""
+  return config.get("rl", {}).get("advantage") == "gae"
+
+
 def reward_model(config, model_cfg) -> RewardModel:
   """The RewardModel a reward run trains: it keeps the LM head when config.reward.lm_weight > 0."""
   return RewardModel(model_cfg, lm_head=config.reward.get("lm_weight", 0.0) > 0)
@@ -99,7 +105,10 @@ def load_run(workdir, step: int | None = None) -> Run:
     return Run(config, model, params, run_tokenizer(workdir, config), step)
   model = Transformer(_model_config(config))
   lora = lora_config(config)
-  if lora is None:
+  if has_value_head(config):
+    params, step = _restore(workdir, PolicyWithValue(model.cfg), step)
+    params = params["backbone"]
+  elif lora is None:
     params, step = _restore(workdir, model, step)
   else:
     base_dir = config.init.checkpoint

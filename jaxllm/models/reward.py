@@ -8,6 +8,8 @@ Padding may sit on either side: positions count real tokens only and padding is 
 attention segment, so a sequence gets the same reward however it is padded. Params are
 {"backbone": the LM's params without its output head, "score": {"kernel" [D, 1], "bias" [1]}};
 `params_from_lm` builds them from a pretrained or SFT checkpoint with a fresh head.
+`PolicyWithValue` is the same head on every position of an LM that keeps its output head: the
+policy and value function of PPO.
 
 With `lm_head=True` the backbone keeps the LM's output head and `return_logits=True` also
 returns the next-token logits [B, T, V]: the reward loss can then keep a language-modelling
@@ -71,14 +73,40 @@ class RewardModel(nn.Module):
     logits_btv, hidden_btd = out if self.lm_head else (None, out)
     last_b = last_token_index(valid_bt)
     hidden_bd = jnp.take_along_axis(hidden_btd, last_b[:, None, None], axis=1)[:, 0]
-    score = nn.Dense(
-        1, dtype=jnp.float32, param_dtype=jnp.dtype(self.cfg.param_dtype),
-        kernel_init=nn.with_logical_partitioning(
-            nn.initializers.normal(head_init_std(self.cfg.d_model)), ("embed", None)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
-        name="score")
-    reward_b = score(hidden_bd.astype(jnp.float32))[:, 0]
+    reward_b = score_head(self.cfg)(hidden_bd.astype(jnp.float32))[..., 0]
     return (reward_b, logits_btv) if return_logits else reward_b
+
+
+def score_head(cfg: ModelConfig) -> nn.Dense:
+  """The scalar head of reward and value models: float32 Dense(1) named "score"."""
+  return nn.Dense(
+      1, dtype=jnp.float32, param_dtype=jnp.dtype(cfg.param_dtype),
+      kernel_init=nn.with_logical_partitioning(
+          nn.initializers.normal(head_init_std(cfg.d_model)), ("embed", None)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
+      name="score")
+
+
+class PolicyWithValue(nn.Module):
+  """A policy LM with a value head on its final hidden state, for PPO: (tokens [B, T],
+  positions, segment_ids) -> (logits [B, T, V], values [B, T]) with values aligned as the
+  policy's log-probs (jaxllm/objectives/policy.py): values[:, t] = V(state before token t), read
+  from the hidden state at t - 1 (index 0 holds 0).
+
+  Params {"backbone": the LM's params (output head kept), "score": the value head}: the LM and
+  its value function share the trunk (TRL's AutoModelForCausalLMWithValueHead). `params_from_lm(
+  ..., keep_lm_head=True)` builds them; `params["backbone"]` alone is the policy to sample from.
+  """
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_bt, positions_bt=None, segment_ids_bt=None,
+               deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+    logits_btv, hidden_btd = Transformer(self.cfg, name="backbone")(
+        tokens_bt, positions_bt, segment_ids_bt, deterministic=deterministic, return_hidden=True)
+    values_bt = score_head(self.cfg)(hidden_btd.astype(jnp.float32))[..., 0]
+    return logits_btv, jnp.pad(values_bt[:, :-1], ((0, 0), (1, 0)))
 
 
 def params_from_lm(lm_params: dict[str, Any], cfg: ModelConfig, rng: jax.Array,

@@ -49,15 +49,16 @@ class _PreemptionFlag:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def check_mesh_fits(config, mesh, model_cfg: ModelConfig) -> None:
+def check_mesh_fits(config, mesh, model_cfg: ModelConfig, minibatches: int = 1) -> None:
   """Errors for shapes the mesh cannot split evenly, naming the fields."""
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  per_micro = config.train.batch_size // config.train.microbatches
+  per_micro = config.train.batch_size // config.train.microbatches // minibatches
   if per_micro % shards:
+    split = (" / config.rl.minibatches" if minibatches > 1 else "")
     raise ConfigError(
-        f"config.train.batch_size / config.train.microbatches = {per_micro} sequences per "
-        f"microbatch is not divisible by the {shards} data x fsdp shards of the mesh; change "
-        "the batch size, microbatches or config.mesh.")
+        f"config.train.batch_size / config.train.microbatches{split} = {per_micro} sequences "
+        f"per microbatch is not divisible by the {shards} data x fsdp shards of the mesh; "
+        "change the batch size, microbatches or config.mesh.")
   for axis, names in (("tensor", ("num_heads", "num_kv_heads", "mlp_dim", "vocab_size")),
                       ("fsdp", ("d_model",))):
     size = mesh.shape[axis]
@@ -100,7 +101,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
           init_params: Any = None, hooks: tuple[Callable[[int], None], ...] = (),
           frozen_params: Any = None,
           evals: tuple[Callable[[Any, Any], dict[str, float]], ...] = (),
-          sequences_per_row: int = 1):
+          sequences_per_row: int = 1, updates_per_step: tuple[int, int] = (1, 1)):
   """Trains `model` on `loss_fn` for config.train.num_steps steps; returns the final state.
 
   `train_iter` yields this process's rows of each global batch and has get_state/set_state.
@@ -110,6 +111,12 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
   as `fn(params, frozen_params)` at every eval step (under the mesh) and return more
   "eval/..." metrics, e.g. sampled answers' accuracy. `sequences_per_row` counts the sequences
   of seq_len tokens in a batch row (2 for preference pairs), for tokens/s.
+  `updates_per_step` = (epochs, minibatches): optimizer updates per step over the batch (RL;
+  see step.make_train_step); the learning-rate schedule spans num_steps * epochs * minibatches.
+
+  An on-policy source (the RL rollouts, jaxllm/rl/rollout.py) has `next_for(params, frozen)`
+  in place of `__next__`: it samples each batch with the params being trained, and its
+  `last_metrics` ("rollout/...") are written at the step that trains on that batch.
   Running again with the same workdir resumes from the newest checkpoint: params, optimizer,
   step, RNG (derived from seed and step) and data position, so results are bit-identical.
   SIGTERM saves a checkpoint at the current step and returns cleanly.
@@ -123,11 +130,14 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
+  epochs, minibatches = updates_per_step
+  num_updates = tc.num_steps * epochs * minibatches
+  on_policy = hasattr(train_iter, "next_for")
   mesh = mesh_lib.make_mesh(config.mesh)
-  check_mesh_fits(config, mesh, model_cfg)
+  check_mesh_fits(config, mesh, model_cfg, minibatches)
   rules = sharding_lib.rules_from_config(config.mesh.rules)
-  tx = optimizer_lib.make_optimizer(config.optimizer, tc.num_steps)
-  schedule = optimizer_lib.learning_rate_schedule(config.optimizer, tc.num_steps)
+  tx = optimizer_lib.make_optimizer(config.optimizer, num_updates)
+  schedule = optimizer_lib.learning_rate_schedule(config.optimizer, num_updates)
   base_rng = jax.random.key(config.seed)
   init_rng, train_rng = jax.random.fold_in(base_rng, 0), jax.random.fold_in(base_rng, 1)
   with contextlib.ExitStack() as stack:  # callbacks run in reverse order
@@ -167,13 +177,14 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
          f"{jax.process_count()} processes")
 
     replicated = NamedSharding(mesh, P())
-    step_fn = jax.jit(step_lib.make_train_step(loss_fn, model, tx, schedule, tc.microbatches),
+    step_fn = jax.jit(step_lib.make_train_step(loss_fn, model, tx, schedule, tc.microbatches,
+                                               epochs, minibatches),
                       out_shardings=(shardings, replicated), donate_argnums=(0,))
     eval_fn = jax.jit(step_lib.make_eval_step(loss_fn, model), out_shardings=replicated)
 
     flops_per_token = metrics_lib.train_flops_per_token(model_cfg, seq_len)
     peak = tc.peak_flops_per_device or metrics_lib.peak_flops_per_device(jax.devices()[0].device_kind)
-    tokens_per_step = tc.batch_size * seq_len * sequences_per_row
+    tokens_per_step = tc.batch_size * seq_len * sequences_per_row * epochs
     step = int(jax.device_get(state["step"]))
     pending = None  # (step, metrics) of the previous step, read after the next is dispatched
     window_start, window_steps = None, 0
@@ -203,7 +214,13 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       _log(main, _progress_line(step_done, tc.num_steps, values))
 
     while step < tc.num_steps:
-      batch = sharding_lib.global_batch(next(train_iter), mesh)
+      if on_policy:
+        local = train_iter.next_for(state["params"], frozen)
+        writer.write(step + 1, train_iter.last_metrics)
+        _log(main, _progress_line(step + 1, tc.num_steps, train_iter.last_metrics))
+      else:
+        local = next(train_iter)
+      batch = sharding_lib.global_batch(local, mesh)
       state, metrics = step_fn(state, batch, train_rng, frozen)
       step += 1
       for hook in hooks:
@@ -250,6 +267,13 @@ def _progress_line(step: int, num_steps: int, values: dict[str, float]) -> str:
                    ("eval/rewards/accuracy", "eval pair acc {:.3f}"),
                    ("eval/rewards/margin", "eval margin {:.3f}"),
                    ("eval/qa_accuracy", "qa acc {:.3f}"),
+                   ("rollout/reward_mean", "reward {:.3f}"),
+                   ("rollout/accuracy", "sample acc {:.3f}"),
+                   ("rollout/reward_reward_model", "RM score {:.3f}"),
+                   ("rollout/response_length", "len {:.1f}"),
+                   ("train/kl", "kl {:.4f}"), ("train/clip_fraction", "clip {:.3f}"),
+                   ("eval/pass@k", "eval pass@k {:.3f}"),
+                   ("eval/reward_model_score", "eval RM score {:.3f}"),
                    ("perf/tokens_per_second", "{:,.0f} tok/s"), ("perf/mfu", "MFU {:.1%}")]:
     if key in values:
       parts.append(fmt.format(values[key]))

@@ -53,16 +53,21 @@ def bind_frozen(model, frozen):
 
 
 def make_train_step(loss_fn: LossFn, model, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule | None = None, num_microbatches: int = 1):
+                    schedule: optax.Schedule | None = None, num_microbatches: int = 1,
+                    epochs: int = 1, minibatches: int = 1):
   """Builds step(state, batch, rng, frozen=None) -> (state, metrics); jit it with donation of
   `state`.
 
   The objective returns sums; here they are divided by the total weight of the global batch.
   A non-finite loss, gradient or update leaves params and optimizer state unchanged and is
   counted in state["nonfinite_streak"] / state["nonfinite_total"].
+
+  With epochs * minibatches > 1 (PPO-style RL) one step makes that many optimizer updates on
+  the batch: each epoch shuffles the rows (a permutation from the step's key) and splits them
+  into `minibatches`; the updates run in a lax.scan and the metrics are their means (the first
+  update's loss is also reported, as loss_first). state["step"] counts steps, not updates.
   """
-  def step(state: dict[str, Any], batch: dict[str, jax.Array], rng: jax.Array, frozen=None):
-    rng = jax.random.fold_in(rng, state["step"])
+  def update(state, batch, rng, frozen, index):
     grads, sums = accumulate_gradients(loss_fn, bind_frozen(model, frozen), state["params"],
                                        batch, rng, num_microbatches)
     weight = sums.pop("weight")
@@ -77,7 +82,6 @@ def make_train_step(loss_fn: LossFn, model, tx: optax.GradientTransformation,
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = dict(
         state,
-        step=state["step"] + 1,
         params=keep(params, state["params"]),
         opt_state=keep(opt_state, state["opt_state"]),
         nonfinite_streak=jnp.where(finite, 0, state["nonfinite_streak"] + 1),
@@ -86,8 +90,38 @@ def make_train_step(loss_fn: LossFn, model, tx: optax.GradientTransformation,
     metrics.update(weight=weight, grad_norm=grad_norm, skipped=(~finite).astype(jnp.float32),
                    nonfinite_streak=new_state["nonfinite_streak"])
     if schedule is not None:  # optax counts only applied updates
-      metrics["lr"] = schedule(state["step"] - state["nonfinite_total"])
+      metrics["lr"] = schedule(index - state["nonfinite_total"])
     return new_state, metrics
+
+  num_updates = epochs * minibatches
+
+  def step(state: dict[str, Any], batch: dict[str, jax.Array], rng: jax.Array, frozen=None):
+    rng = jax.random.fold_in(rng, state["step"])
+    if num_updates == 1:
+      new_state, metrics = update(state, batch, rng, frozen, state["step"])
+      return dict(new_state, step=state["step"] + 1), metrics
+    rows = jax.tree.leaves(batch)[0].shape[0]
+    orders = jnp.stack([jax.random.permutation(jax.random.fold_in(rng, num_updates + e), rows)
+                        for e in range(epochs)])  # [E, rows]
+
+    def minibatch(i):
+      picked = jax.lax.dynamic_slice_in_dim(orders[i // minibatches],
+                                            (i % minibatches) * (rows // minibatches),
+                                            rows // minibatches)
+      return jax.tree.map(lambda x: jnp.take(x, picked, axis=0), batch)
+
+    def body(state, i):
+      return update(state, minibatch(i), jax.random.fold_in(rng, i), frozen,
+                    state["step"] * num_updates + i)
+
+    new_state, per_update = jax.lax.scan(body, state, jnp.arange(num_updates))
+    metrics = jax.tree.map(lambda x: jnp.mean(x, axis=0), per_update)
+    metrics.update(loss_first=per_update["loss"][0], weight=jnp.sum(per_update["weight"]),
+                   nonfinite_streak=per_update["nonfinite_streak"][-1],
+                   skipped=jnp.sum(per_update["skipped"]))
+    if "lr" in per_update:
+      metrics["lr"] = per_update["lr"][-1]
+    return dict(new_state, step=state["step"] + 1), metrics
 
   return step
 

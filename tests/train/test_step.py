@@ -146,3 +146,37 @@ def test_mean_squares_become_standard_deviations():
   out = add_std({"eval/r": mean, "eval/r_sq": mean_sq, "eval/other_sq": 2.0})
   assert out["eval/r_std"] == pytest.approx(np.std(values)) and "eval/r_sq" not in out
   assert out["eval/other_sq"] == 2.0  # no mean beside it: left as it is
+
+
+def test_epochs_and_minibatches_are_sequential_updates_on_shuffled_minibatches():
+  """One step with epochs=2, minibatches=2 makes the four updates that single-update steps make
+  on the rows each epoch's permutation picks, sharded on 8 devices as on one."""
+  config = config_lib.pretrain_config("tiny")
+  config.optimizer.update(lr=1e-2, warmup_steps=0)
+  model = Transformer(CFG)
+  tx = optimizer_lib.make_optimizer(config.optimizer, 8)
+  batch = _batch(batch_size=16)
+  rng = jax.random.key(3)
+  mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  rules = rules_from_config(config.mesh.rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    _, shardings = state_lib.state_shardings(model, tx, mesh, rules, 16)
+    fresh = lambda: state_lib.create_state(model, tx, jax.random.key(0), shardings, 16)
+    multi = jax.jit(step_lib.make_train_step(lm.lm_loss, model, tx, epochs=2, minibatches=2))
+    got, metrics = multi(fresh(), global_batch(batch, mesh), rng)
+    single = jax.jit(step_lib.make_train_step(lm.lm_loss, model, tx))
+    want, losses = fresh(), []
+    step_rng = jax.random.fold_in(rng, 0)
+    for epoch in range(2):
+      order = np.asarray(jax.random.permutation(jax.random.fold_in(step_rng, 4 + epoch), 16))
+      for half in range(2):
+        rows = order[half * 8:(half + 1) * 8]
+        mb = {k: v[rows] for k, v in batch.items()}
+        want, m = single(want, global_batch(mb, mesh), rng)
+        losses.append(float(m["loss"]))
+  assert int(got["step"]) == 1 and int(want["step"]) == 4
+  np.testing.assert_allclose(float(metrics["loss"]), np.mean(losses), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["loss_first"]), losses[0], rtol=1e-5)
+  assert losses[-1] < losses[0]
+  for a, b in zip(jax.tree.leaves(got["params"]), jax.tree.leaves(want["params"])):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)

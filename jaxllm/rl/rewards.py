@@ -1,0 +1,202 @@
+"""Rewards for RL: verifiable checks of a reply and the learned reward model, composable.
+
+A reward function takes the rollout's prompt records and replies and returns one float per reply:
+`fn(records, replies) -> float32 [N]`. A record is an RL prompt ({"prompt" or "messages",
+"answer", "tool_result"?, ...}); a reply is the decoded completion (special tokens written out,
+the final <|im_end|> removed).
+
+- `correct`: the final answer equals the record's "answer". The answer is read from the line
+  "The answer is X." (style "line", the world's) or from <answer>X</answer> (style "tag");
+  numbers compare by value (commas, signs, decimals, currency signs: "1,200.50" = "$1200.5");
+  other answers by normalised text; an "I don't know" answer is matched by a refusal.
+- `format`: the reply ends with the required answer line (or tag) and has one final answer.
+- `tool`: tool calls are readable, name registered tools and run without error; when the record
+  gives "tool_result", some call must return it (and one must be made).
+- `reward_model`: a trained reward model's score of (prompt, reply) (RLHF).
+
+`make_reward(weights, ...)` sums the components with weights; `evaluate` also returns each
+component, so a run can log a verifiable accuracy next to a learned reward it does not optimise
+(a learned reward going up while accuracy goes down is reward hacking).
+"""
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from jaxllm.data import chat, world
+from jaxllm.errors import ConfigError
+from jaxllm.inference import tools as tools_lib
+
+RewardFn = Callable[[Sequence[dict], Sequence[str]], np.ndarray]
+STYLES = ("line", "tag")
+COMPONENTS = ("correct", "format", "tool", "reward_model")
+
+_NUMBER = re.compile(r"^[+-]?\$?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?$")
+_LINE = re.compile(r"the answer is\s*:?\s*(.*)", re.IGNORECASE)
+_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
+
+
+def parse_number(text: str) -> float | None:
+  """The value of a number written as text, or None: "1,234", "-5", "+3", "3.50", ".5",
+  "$12", "-$4", "\u22127" (a minus sign), with spaces, a trailing period or a trailing unit
+  word ("12 apples") allowed. "1,23" (a misplaced comma) is not a number."""
+  s = text.strip().replace("\u2212", "-").replace("\u2013", "-")
+  s = re.sub(r"\s+[A-Za-z][A-Za-z ]*$", "", s).rstrip(".").strip()
+  s = s.replace("$-", "-$")
+  s = re.sub(r"^([+-])\s+", r"\1", s)
+  if not s or not _NUMBER.match(s) or not re.search(r"\d", s):
+    return None
+  return float(s.replace(",", "").replace("$", ""))
+
+
+def final_answer(reply: str, style: str = "line") -> str | None:
+  """The text of the last final answer in `reply` (None when there is none): X of "The answer
+  is X." up to the sentence's end (style "line"), or of <answer>X</answer> (style "tag")."""
+  if style == "line":
+    found = [m.group(1) for m in _LINE.finditer(reply)]
+    if not found:
+      return None
+    text = re.split(r"\.(\s|$)", found[-1].split("\n")[0], maxsplit=1)[0]
+  elif style == "tag":
+    found = _TAG.findall(reply)
+    if not found:
+      return None
+    text = found[-1]
+  else:
+    raise ValueError(f"answer style {style!r} is not one of {STYLES}.")
+  return text.strip() or None
+
+
+def answers_match(predicted: str | None, reference: str) -> bool:
+  """Numbers by value (relative tolerance 1e-9), anything else by normalised text."""
+  if predicted is None:
+    return False
+  a, b = parse_number(predicted), parse_number(reference)
+  if a is not None and b is not None:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(b))
+  return world.normalize(predicted) == world.normalize(reference)
+
+
+def correct(reply: str, answer: str, style: str = "line") -> float:
+  """1.0 when the reply's final answer is `answer` (a refusal when the answer is I don't know)."""
+  if world.normalize(answer) == world.normalize(world.REFUSAL):
+    return float(world.is_refusal(reply))
+  if world.is_refusal(reply):
+    return 0.0
+  return float(answers_match(final_answer(reply, style), answer))
+
+
+def well_formatted(reply: str, style: str = "line") -> float:
+  """1.0 when the reply's last non-empty line is its one final answer ("The answer is X." or
+  "I don't know.") for "line", or it ends with its one <answer>X</answer> for "tag"."""
+  text = reply.strip()
+  if style == "tag":
+    return float(len(_TAG.findall(text)) == 1 and text.endswith("</answer>")
+                 and bool(final_answer(text, "tag")))
+  lines = [line.strip() for line in text.split("\n") if line.strip()]
+  if not lines or len(_LINE.findall(text)) > 1:
+    return 0.0
+  last = lines[-1]
+  return float(bool(re.fullmatch(r"the answer is\s*:?\s*\S.*\.", last, re.IGNORECASE))
+               or last.lower().rstrip(".") in ("i don't know", "i do not know"))
+
+
+def tool_use(reply: str, record: Mapping, registry: tools_lib.ToolRegistry) -> float:
+  """1.0 when every tool call in the reply is readable and runs without error, and (if the
+  record names a "tool_result") one of them returns that result; 0.0 otherwise."""
+  try:
+    _, calls = chat.parse_assistant(reply)
+  except chat.ToolCallError:
+    return 0.0
+  results = [registry.run(call) for call in calls]
+  if any(r.startswith("error:") for r in results):
+    return 0.0
+  expected = record.get("tool_result")
+  if expected is None:
+    return 1.0
+  return float(any(answers_match(r, str(expected)) for r in results))
+
+
+def _per_reply(fn: Callable[[str, Mapping], float]) -> RewardFn:
+  def reward(records, replies):
+    return np.array([fn(reply, record) for record, reply in zip(records, replies)], np.float32)
+  return reward
+
+
+def verifiable(name: str, style: str = "line",
+               registry: tools_lib.ToolRegistry | None = None) -> RewardFn:
+  """One verifiable component by name: correct, format or tool."""
+  if name == "correct":
+    return _per_reply(lambda reply, record: correct(reply, str(record["answer"]), style))
+  if name == "format":
+    return _per_reply(lambda reply, record: well_formatted(reply, style))
+  if name == "tool":
+    registry = registry or tools_lib.default_registry()
+    return _per_reply(lambda reply, record: tool_use(reply, record, registry))
+  raise ValueError(f"reward {name!r} is not a verifiable one (correct, format, tool).")
+
+
+def learned(scorer, params) -> RewardFn:
+  """The reward model's score (jaxllm/inference/scoring.RewardScorer) of prompt + reply."""
+  def reward(records, replies):
+    conversations = [prompt_messages(r) + [{"role": "assistant", "content": reply}]
+                     for r, reply in zip(records, replies)]
+    return np.asarray(scorer(params, conversations), np.float32)
+  return reward
+
+
+def prompt_messages(record: Mapping) -> list[dict]:
+  """The conversation to answer: record["messages"] without a final assistant turn, or one user
+  turn holding record["prompt"]."""
+  if "messages" in record:
+    messages = list(record["messages"])
+    while messages and messages[-1]["role"] == "assistant":
+      messages.pop()
+    return messages
+  return [{"role": "user", "content": record["prompt"]}]
+
+
+class Rewards:
+  """Weighted sum of named components; `evaluate` returns (total [N], {name: values [N]}).
+
+  Components with weight 0 are still computed when listed in `also` (e.g. "correct" in an
+  RLHF run: logged, not optimised).
+  """
+
+  def __init__(self, components: Mapping[str, RewardFn], weights: Mapping[str, float],
+               also: Sequence[str] = ()):
+    self.weights = {k: float(w) for k, w in weights.items() if w}
+    unknown = sorted(set(self.weights) - set(components))
+    if unknown:
+      raise ConfigError(f"rewards {unknown} have a weight but no reward function.")
+    self.components = dict(components)
+    if not self.weights:
+      raise ConfigError("every reward weight is 0: set config.rl.rewards.<name> (e.g. "
+                        "correct=1.0).")
+    self.logged = [k for k in self.components if k in self.weights or k in also]
+
+  def evaluate(self, records: Sequence[dict], replies: Sequence[str]) -> tuple[np.ndarray, dict]:
+    parts = {k: np.asarray(self.components[k](records, replies), np.float32)
+             for k in self.logged}
+    total = sum(w * parts[k] for k, w in self.weights.items())
+    return np.asarray(total, np.float32), parts
+
+
+def make_rewards(weights: Mapping[str, float], *, style: str = "line", scorer=None,
+                 scorer_params=None, registry=None, log_accuracy: bool = True) -> Rewards:
+  """Rewards from config.rl.rewards weights. The verifiable accuracy ("correct") is logged
+  even at weight 0 when `log_accuracy` (the prompts have answers); the reward model is used
+  only when weighted."""
+  if style not in STYLES:
+    raise ConfigError(f"config.rl.answer_style={style!r} is not one of {STYLES}.")
+  unknown = sorted(set(weights) - set(COMPONENTS))
+  if unknown:
+    raise ConfigError(f"config.rl.rewards: {unknown} are not rewards; use {COMPONENTS}.")
+  components = {name: verifiable(name, style, registry) for name in ("correct", "format", "tool")}
+  if weights.get("reward_model"):
+    if scorer is None:
+      raise ConfigError("config.rl.rewards.reward_model > 0 needs config.rl.reward_model, a "
+                        "reward-model run directory (experiments/reward_model.py).")
+    components["reward_model"] = learned(scorer, scorer_params)
+  return Rewards(components, weights, also=("correct",) if log_accuracy else ())

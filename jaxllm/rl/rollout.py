@@ -1,0 +1,287 @@
+"""Rollouts: prompts -> G sampled completions each -> rewards -> advantages -> a training batch.
+
+One RL iteration's batch, built by `RolloutSource.next_for(params, frozen)` from the params being
+trained (the train loop calls it before each step, jaxllm/train/loop.py):
+
+    prompts (P per iteration, in a seeded shuffled order, epoch after epoch)
+      -> Sampler (KV cache, temperature) with the current policy: G completions per prompt
+      -> rewards (jaxllm/rl/rewards.py): verifier(s) and/or the reward model
+      -> rows [P * G, T]: prompt + completion, right-padded; loss_mask on completion tokens
+      -> trainer forward passes: old log-probs (and values, PPO) with the current params,
+         reference log-probs with the frozen reference when the KL needs them
+      -> advantages: group estimators (grpo, dr_grpo, rloo) or GAE (PPO)
+      -> {"tokens", "valid", "loss_mask", "old_logps", "advantages", "ref_logps"?,
+          "old_values"?, "returns"?}  (jaxllm/objectives/policy.policy_loss reads them)
+
+Groups whose completions all got the same reward carry no signal under group advantages; with
+`drop_uniform_groups` their rows get no loss (DAPO's dynamic sampling, without re-sampling:
+shapes stay fixed), and the fraction dropped is logged. With `mask_truncated`, completions cut
+off by max_new_tokens (no stop token) get no loss either (DAPO's overlong filtering).
+
+Determinism: the prompt order depends on (seed, epoch) and the sampler's key on (seed,
+iteration), so the state {"iteration", "cursor"} is all a checkpoint needs: a resumed run
+samples exactly what the uninterrupted run sampled. Log-probs for the ratio are the trainer's
+own (recomputed), not the sampler's; their difference is logged (rollout/logprob_diff).
+"""
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxllm.data import chat
+from jaxllm.errors import ConfigError
+from jaxllm.inference.sampler import Sampler
+from jaxllm.objectives import policy
+from jaxllm.parallel import sharding as sharding_lib
+from jaxllm.rl import rewards as rewards_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutSettings:
+  """What a rollout batch is made of (config.rl and config.data.seq_len)."""
+  prompts_per_batch: int
+  group_size: int
+  seq_len: int
+  max_new_tokens: int = 96
+  temperature: float = 1.0
+  advantage: str = "grpo"  # grpo | dr_grpo | rloo | gae
+  drop_uniform_groups: bool = True
+  mask_truncated: bool = True
+  kl_coef: float = 0.0
+  kl_in_reward: bool = False  # PPO: -kl_coef * (logp - ref) per token in the reward, not the loss
+  gamma: float = 1.0
+  gae_lambda: float = 0.95
+  whiten_advantages: bool = True  # GAE only
+  seed: int = 0
+
+  @property
+  def needs_reference(self) -> bool:
+    return self.kl_coef > 0
+
+
+def prompt_order(num_prompts: int, seed: int, epoch: int) -> np.ndarray:
+  """The order prompts are taken in during `epoch`: a permutation seeded by (seed, epoch)."""
+  return np.random.default_rng([seed, epoch]).permutation(num_prompts)
+
+
+def encode_prompts(tokenizer, records: Sequence[dict], max_prompt_len: int,
+                   ) -> tuple[list[dict], list[list[int]], int]:
+  """(records kept, their chat-template prompt ids, how many were too long) for prompts of at
+  most `max_prompt_len` tokens."""
+  kept, ids, too_long = [], [], 0
+  for record in records:
+    prompt, _ = chat.render_chat(tokenizer, rewards_lib.prompt_messages(record),
+                                 add_generation_prompt=True)
+    if len(prompt) > max_prompt_len:
+      too_long += 1
+      continue
+    kept.append(record)
+    ids.append(prompt)
+  return kept, ids, too_long
+
+
+def build_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+               seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
+  """tokens, valid and completion masks [N, seq_len] of prompt + completion rows (right-padded)."""
+  n = len(prompts)
+  tokens = np.full((n, seq_len), pad_id, np.int32)
+  valid = np.zeros((n, seq_len), np.int32)
+  completion = np.zeros((n, seq_len), np.float32)
+  for i, (p, c) in enumerate(zip(prompts, completions)):
+    if len(p) + len(c) > seq_len:
+      raise ValueError(f"row {i}: {len(p)} prompt + {len(c)} completion tokens exceed "
+                       f"seq_len={seq_len}.")
+    tokens[i, :len(p)] = p
+    tokens[i, len(p):len(p) + len(c)] = c
+    valid[i, :len(p) + len(c)] = 1
+    completion[i, len(p):len(p) + len(c)] = 1.0
+  return {"tokens": tokens, "valid": valid, "completion": completion}
+
+
+def sequence_rewards_to_tokens(rewards_n: np.ndarray, completion_nt: np.ndarray) -> np.ndarray:
+  """[N, T] with each row's reward on its last completion token (PPO's sparse reward)."""
+  out = np.zeros(completion_nt.shape, np.float32)
+  has = completion_nt.any(axis=1)
+  last = completion_nt.shape[1] - 1 - np.argmax(completion_nt[:, ::-1], axis=1)
+  out[np.arange(len(out))[has], last[has]] = rewards_n[has]
+  return out
+
+
+class RolloutSource:
+  """The RL loop's data: `next_for(params, frozen)` samples and scores one iteration's batch.
+
+  to_lm(params, frozen): the LM params to sample with (the policy's backbone for PPO, LoRA
+  adapters merged into the base). logps_fn(params, frozen, batch) -> (log-probs, values) of the
+  trained model; ref_logps_fn(batch) -> the reference's log-probs (called only when the KL
+  needs them). `last_metrics` holds the latest rollout's "rollout/..." and "time/..." values.
+  """
+
+  def __init__(self, settings: RolloutSettings, tokenizer, records: Sequence[dict],
+               rewards: rewards_lib.Rewards, sampler: Sampler, to_lm: Callable,
+               logps_fn: Callable, ref_logps_fn: Callable | None, mesh, chunk_rows: int):
+    s = settings
+    if s.advantage not in policy.ADVANTAGES:
+      raise ConfigError(f"config.rl.advantage={s.advantage!r} is not one of {policy.ADVANTAGES}.")
+    self.settings, self.tokenizer, self.rewards = s, tokenizer, rewards
+    self.sampler, self.to_lm, self.logps_fn, self.ref_logps_fn = sampler, to_lm, logps_fn, ref_logps_fn
+    self.mesh, self.chunk_rows = mesh, chunk_rows
+    self.records, self.prompts, self.too_long = encode_prompts(
+        tokenizer, records, s.seq_len - s.max_new_tokens)
+    if len(self.records) < s.prompts_per_batch:
+      raise ConfigError(
+          f"{len(self.records)} prompts fit in config.data.seq_len={s.seq_len} minus "
+          f"config.rl.max_new_tokens={s.max_new_tokens} ({self.too_long} are longer), fewer than "
+          f"the {s.prompts_per_batch} prompts per batch; raise seq_len or lower the batch.")
+    self.stops = [tokenizer.token_id(chat.IM_END)] + (
+        [tokenizer.eos_id] if tokenizer.eos_id is not None else [])
+    self.iteration, self.cursor = 0, 0
+    self._order: tuple[int, np.ndarray | None] = (-1, None)  # (epoch, its prompt order)
+    self.last_metrics: dict[str, float] = {}
+    self._train_started: float | None = None
+
+  # -- iterator state (checkpointed with the train state) --
+  def get_state(self) -> dict:
+    return {"iteration": self.iteration, "cursor": self.cursor}
+
+  def set_state(self, state: dict) -> None:
+    self.iteration, self.cursor = int(state["iteration"]), int(state["cursor"])
+    self._train_started = None
+
+  def close(self) -> None:
+    pass
+
+  def _take_prompts(self, count: int) -> list[int]:
+    n = len(self.records)
+    out = []
+    for c in range(self.cursor, self.cursor + count):
+      if self._order[0] != c // n:
+        self._order = (c // n, prompt_order(n, self.settings.seed, c // n))
+      out.append(int(self._order[1][c % n]))
+    self.cursor += count
+    return out
+
+  def sampler_seed(self) -> int:
+    """The sampler's seed for this iteration, from (seed, iteration)."""
+    return int(np.random.default_rng([self.settings.seed, self.iteration, 7]).integers(2**31))
+
+  def next_for(self, params, frozen=None) -> dict[str, np.ndarray]:
+    s = self.settings
+    jax.block_until_ready(params)
+    ready = time.perf_counter()
+    chosen = self._take_prompts(s.prompts_per_batch)
+    records = [self.records[i] for i in chosen for _ in range(s.group_size)]
+    prompts = [self.prompts[i] for i in chosen for _ in range(s.group_size)]
+    self.sampler.params = self.to_lm(params, frozen)
+    out = self.sampler.generate(prompts, s.max_new_tokens, temperature=s.temperature,
+                                stop_tokens=self.stops, seed=self.sampler_seed())
+    sampled = time.perf_counter()
+    completions = out.completions()
+    replies = [self.tokenizer.decode(c[:-1] if stopped else c)
+               for c, stopped in zip(completions, out.stopped)]
+    total, parts = self.rewards.evaluate(records, replies)
+    scored = time.perf_counter()
+    rows = build_rows(prompts, completions, s.seq_len, self.tokenizer.pad_id or 0)
+    batch, extra = self._finish(params, frozen, rows, total, out)
+    done = time.perf_counter()
+
+    metrics = self._metrics(total, parts, rows, out, extra)
+    metrics.update({"time/sample_seconds": sampled - ready, "time/reward_seconds": scored - sampled,
+                    "time/logp_seconds": done - scored})
+    if self._train_started is not None:  # the previous iteration's updates ran until `ready`
+      metrics["time/train_seconds"] = ready - self._train_started
+    self._train_started = done
+    self.last_metrics = metrics
+    self.iteration += 1
+    return batch
+
+  def _forward(self, fn, rows: dict[str, np.ndarray]) -> tuple[np.ndarray, Any]:
+    """fn over the rows in chunks (global batches on the mesh) -> numpy (logps, values)."""
+    logps, values = [], []
+    n = len(rows["tokens"])
+    for start in range(0, n, self.chunk_rows):
+      chunk = {k: rows[k][start:start + self.chunk_rows] for k in ("tokens", "valid")}
+      lp, v = jax.device_get(fn(sharding_lib.global_batch(chunk, self.mesh)))
+      logps.append(lp)
+      values.append(v)
+    return (np.concatenate(logps), None if values[0] is None else np.concatenate(values))
+
+  def _finish(self, params, frozen, rows, total, out) -> tuple[dict, dict]:
+    s = self.settings
+    mask = rows["completion"].copy()
+    if s.mask_truncated:
+      mask *= out.stopped[:, None]
+    old_logps, old_values = self._forward(lambda b: self.logps_fn(params, frozen, b), rows)
+    batch = {"tokens": rows["tokens"], "valid": rows["valid"], "old_logps": old_logps}
+    extra: dict[str, Any] = {"old_logps": old_logps}
+    ref_logps = None
+    if s.needs_reference:
+      if self.ref_logps_fn is None:
+        raise ConfigError("config.rl.kl_coef > 0 needs a reference model.")
+      ref_logps, _ = self._forward(lambda b: self.ref_logps_fn(frozen, b), rows)
+      extra["ref_logps"] = ref_logps
+      if not s.kl_in_reward:
+        batch["ref_logps"] = ref_logps
+    if s.advantage == "gae":
+      if old_values is None:
+        raise ConfigError("config.rl.advantage='gae' needs the value head (PolicyWithValue).")
+      token_rewards = sequence_rewards_to_tokens(total, rows["completion"])
+      if s.kl_in_reward and ref_logps is not None:
+        token_rewards -= s.kl_coef * (old_logps - ref_logps) * rows["completion"]
+      advantages, returns = policy.gae(jnp.asarray(token_rewards), jnp.asarray(old_values),
+                                       jnp.asarray(rows["completion"]), s.gamma, s.gae_lambda)
+      if s.whiten_advantages:
+        advantages = policy.whiten(advantages, jnp.asarray(mask))
+      batch.update(advantages=np.asarray(advantages), returns=np.asarray(returns),
+                   old_values=old_values)
+      extra["dropped_groups"] = 0.0
+    else:
+      per_row = policy.group_advantages(total, s.group_size, s.advantage)
+      uniform = policy.uniform_groups(total, s.group_size)
+      if s.drop_uniform_groups:
+        mask *= np.repeat(~uniform, s.group_size)[:, None]
+      batch["advantages"] = per_row[:, None] * rows["completion"]
+      extra["dropped_groups"] = float(uniform.mean()) if s.drop_uniform_groups else 0.0
+      extra["uniform_groups"] = float(uniform.mean())
+    batch["loss_mask"] = mask.astype(np.float32)
+    batch = {k: np.asarray(v, np.int32 if k in ("tokens", "valid") else np.float32)
+             for k, v in batch.items()}
+    return batch, extra
+
+  def _metrics(self, total, parts, rows, out, extra) -> dict[str, float]:
+    s = self.settings
+    completion = rows["completion"]
+    m: dict[str, float] = {"rollout/reward_mean": float(total.mean()),
+                           "rollout/reward_std": float(total.std())}
+    for name, values in parts.items():
+      m[f"rollout/reward_{name}"] = float(values.mean())
+    if "correct" in parts:
+      right = parts["correct"].reshape(-1, s.group_size) > 0
+      m["rollout/accuracy"] = float(right.mean())
+      m[f"rollout/pass@{s.group_size}"] = float(right.any(axis=1).mean())
+    m["rollout/response_length"] = float(out.lengths.mean())
+    m["rollout/response_length_max"] = float(out.lengths.max())
+    m["rollout/truncated_fraction"] = float(1.0 - out.stopped.mean())
+    if "uniform_groups" in extra:
+      m["rollout/uniform_groups"] = extra["uniform_groups"]
+    m["rollout/dropped_groups"] = extra["dropped_groups"]
+    count = max(completion.sum(), 1.0)
+    # The sampler's log-probs of its own tokens (at its temperature) against the trainer's.
+    sampler_logps = np.zeros_like(completion)
+    for i, n in enumerate(out.lengths):
+      start = int(np.argmax(completion[i])) if completion[i].any() else 0
+      sampler_logps[i, start:start + n] = (out.logprobs[i, :n] if s.temperature > 0
+                                           else out.raw_logprobs[i, :n])
+    diff = np.abs(sampler_logps - extra["old_logps"]) * completion
+    m["rollout/logprob_diff"] = float(diff.sum() / count)
+    m["rollout/logprob_diff_max"] = float(diff.max())
+    if "ref_logps" in extra:
+      kl = np.asarray(policy.kl_estimate(jnp.asarray(extra["old_logps"]),
+                                         jnp.asarray(extra["ref_logps"]), "k3"))
+      m["rollout/kl_ref"] = float((kl * completion).sum() / count)
+    m["rollout/entropy_proxy"] = float(-(extra["old_logps"] * completion).sum() / count)
+    return m
