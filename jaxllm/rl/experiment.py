@@ -32,6 +32,7 @@ from jaxllm.models.reward import PolicyWithValue, params_from_lm
 from jaxllm.objectives import policy
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
+from jaxllm.rl import report
 from jaxllm.rl import rewards as rewards_lib
 from jaxllm.rl import rollout as rollout_lib
 from jaxllm.train import loop
@@ -204,6 +205,9 @@ def run(config, workdir, hooks=(), rewards: rewards_lib.Rewards | None = None):
           f"config.rl.max_new_tokens = {config.data.seq_len - config.rl.max_new_tokens} tokens "
           "and are skipped.", flush=True)
   evals = held_out_eval(config, tokenizer, policy_, rewards)
-  return loop.train(config, workdir, policy_.model, loss_fn(config), source, None,
-                    init_params=policy_.init_params, hooks=hooks, frozen_params=policy_.frozen,
-                    evals=evals, updates_per_step=(config.rl.epochs, config.rl.minibatches))
+  state = loop.train(config, workdir, policy_.model, loss_fn(config), source, None,
+                     init_params=policy_.init_params, hooks=hooks, frozen_params=policy_.frozen,
+                     evals=evals, updates_per_step=(config.rl.epochs, config.rl.minibatches))
+  if jax.process_index() == 0 and int(jax.device_get(state["step"])) == config.train.num_steps:
+    print(report.describe(report.write(workdir)), flush=True)
+  return state

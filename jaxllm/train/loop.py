@@ -108,9 +108,10 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
   `init_params` replace the fresh params (fine-tuning). `frozen_params` are params the model
   reads but does not train (a LoRA base: `model` then has `with_frozen` and `frozen_model`);
   they are placed on the mesh, passed to every step, and not checkpointed. `evals` are called
-  as `fn(params, frozen_params)` at every eval step (under the mesh) and return more
-  "eval/..." metrics, e.g. sampled answers' accuracy. `sequences_per_row` counts the sequences
-  of seq_len tokens in a batch row (2 for preference pairs), for tokens/s.
+  as `fn(params, frozen_params)` at every eval step (and at step 0 of a fresh run with
+  config.train.eval_at_start; under the mesh) and return more "eval/..." metrics, e.g. sampled
+  answers' accuracy. `sequences_per_row` counts the sequences of seq_len tokens in a batch row
+  (2 for preference pairs), for tokens/s.
   `updates_per_step` = (epochs, minibatches): optimizer updates per step over the batch (RL;
   see step.make_train_step); the learning-rate schedule spans num_steps * epochs * minibatches.
 
@@ -213,6 +214,16 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       writer.write(step_done, values)
       _log(main, _progress_line(step_done, tc.num_steps, values))
 
+    def run_evals(at_step: int) -> None:
+      eval_values = ({} if eval_batches is None else
+                     evaluate(eval_fn, state["params"], eval_batches(), mesh, frozen))
+      for fn in evals:
+        eval_values.update(fn(state["params"], frozen))
+      writer.write(at_step, eval_values)
+      _log(main, _progress_line(at_step, tc.num_steps, eval_values))
+
+    if (evals or eval_batches is not None) and step == 0 and tc.get("eval_at_start", False):
+      run_evals(0)
     while step < tc.num_steps:
       if on_policy:
         local = train_iter.next_for(state["params"], frozen)
@@ -241,12 +252,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
         if pending is not None:
           finish(*pending)
           pending = None
-        eval_values = ({} if eval_batches is None else
-                       evaluate(eval_fn, state["params"], eval_batches(), mesh, frozen))
-        for fn in evals:
-          eval_values.update(fn(state["params"], frozen))
-        writer.write(step, eval_values)
-        _log(main, _progress_line(step, tc.num_steps, eval_values))
+        run_evals(step)
         window_start, window_steps = time.perf_counter(), 0
       if preempted:
         _log(main, f"SIGTERM: saved a checkpoint at step {step}; run the same command to resume.")
@@ -272,7 +278,6 @@ def _progress_line(step: int, num_steps: int, values: dict[str, float]) -> str:
                    ("rollout/reward_reward_model", "RM score {:.3f}"),
                    ("rollout/response_length", "len {:.1f}"),
                    ("train/kl", "kl {:.4f}"), ("train/clip_fraction", "clip {:.3f}"),
-                   ("eval/pass@k", "eval pass@k {:.3f}"),
                    ("eval/reward_model_score", "eval RM score {:.3f}"),
                    ("perf/tokens_per_second", "{:,.0f} tok/s"), ("perf/mfu", "MFU {:.1%}")]:
     if key in values:

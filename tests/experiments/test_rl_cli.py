@@ -2,6 +2,7 @@
 against a reward model; exact resume including the sampler's keys; the reference is never run
 when the KL weight is 0; clear errors."""
 
+import json
 import os
 import signal
 
@@ -164,8 +165,11 @@ def test_rlhf_cli_logs_reward_model_score_and_accuracy(pretrained_run, tmp_path)
   rollout = next(m for m in metrics if "rollout/reward_mean" in m)
   assert rollout["rollout/reward_mean"] == pytest.approx(rollout["rollout/reward_reward_model"])
   assert "rollout/accuracy" in rollout  # verifiable accuracy, logged beside the learned reward
-  evals = next(m for m in metrics if "eval/reward_model_score" in m)
-  assert "eval/qa_accuracy" in evals
+  evals = [m for m in metrics if "eval/reward_model_score" in m]
+  assert [m["step"] for m in evals] == [0, 2] and "eval/qa_accuracy" in evals[0]
+  assert "RL report" in done.stdout
+  summary = json.loads((workdir / "rl_report.json").read_text())
+  assert set(summary["eval"]) >= {"eval/reward_model_score", "eval/qa_accuracy"}
   refused = run_script("rl.py", "--config=configs/rl/rlhf_tiny.py:steps=1",
                        f"--workdir={tmp_path / 'x'}", f"--config.init.checkpoint={pretrained_run}",
                        f"--config.rl.reward_model={pretrained_run}", *SMALL)
