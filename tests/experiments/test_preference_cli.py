@@ -17,12 +17,8 @@ SHORT = ["--config.train.log_every=2", "--config.train.eval_every=4",
          "--config.train.batch_size=8"]
 
 
-def test_reward_model_trains_loads_and_scores(pretrained_run, tmp_path):
-  workdir = tmp_path / "rm"
-  done = run_script("reward_model.py", "--config=configs/reward/tiny.py:steps=4",
-                    f"--workdir={workdir}", f"--config.init.checkpoint={pretrained_run}",
-                    "--config.optimizer.lr=1e-3", *SHORT)
-  assert done.returncode == 0, done.stderr
+def test_reward_model_trains_loads_and_scores(pretrained_run, reward_run, tmp_path):
+  workdir = reward_run
   evals = [m for m in read_metrics(workdir) if "eval/accuracy" in m]
   assert len(evals) == 1 and 0.0 <= evals[0]["eval/accuracy"] <= 1.0
   assert {"eval/margin", "eval/rewards/chosen", "eval/rewards/chosen_std",

@@ -149,13 +149,8 @@ def test_grpo_lora_cli_logs_rollout_and_eval_metrics(pretrained_run, tmp_path):
   assert runs.load_run(workdir).params.keys() == runs.load_run(pretrained_run).params.keys()
 
 
-def test_rlhf_cli_logs_reward_model_score_and_accuracy(pretrained_run, tmp_path):
-  rm = tmp_path / "rm"
-  done = run_script("reward_model.py", "--config=configs/reward/tiny.py:steps=2",
-                    f"--workdir={rm}", f"--config.init.checkpoint={pretrained_run}",
-                    "--config.train.batch_size=8", "--config.train.eval_every=2",
-                    "--config.train.eval_batches=1")
-  assert done.returncode == 0, done.stderr
+def test_rlhf_cli_logs_reward_model_score_and_accuracy(pretrained_run, reward_run, tmp_path):
+  rm = reward_run
   workdir = tmp_path / "rlhf"
   done = run_script("rl.py", "--config=configs/rl/rlhf_tiny.py:steps=2", f"--workdir={workdir}",
                     f"--config.init.checkpoint={pretrained_run}",

@@ -135,7 +135,7 @@ def test_one_epoch_without_clipping_is_reinforce():
                                  clip_high=0.28)
     return loss / m["weight"]
 
-  ours_grads, want = jax.grad(ours)(params), jax.grad(reinforce)(params)
+  ours_grads, want = jax.jit(jax.grad(ours))(params), jax.jit(jax.grad(reinforce))(params)
   for a, b in zip(jax.tree.leaves(ours_grads), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(want)) > 1e-4
@@ -177,8 +177,7 @@ def test_policy_with_value_shares_the_lm_and_aligns_values():
   assert np.abs(values2[:, 6:] - values[:, 6:]).max() > 1e-6
 
 
-@pytest.mark.parametrize("estimator", ["grpo", "rloo"])
-def test_toy_bandit_converges_to_the_rewarded_answer(estimator):
+def test_toy_bandit_converges_to_the_rewarded_answer(estimator="grpo"):
   """One prompt, one-token answers, reward 1 for token 7 only: sampling, group advantages and
   the clipped objective in the compiled step raise p(7) from 1/64 to most of the mass."""
   model = Transformer(dataclasses.replace(CFG, num_layers=1))
