@@ -115,7 +115,7 @@ def held_out_eval(config, tokenizer, policy_: Policy, rewards: rewards_lib.Rewar
     smp.params = policy_.to_lm(params, frozen)
     replies = qa.reply_to(smp, tokenizer, conversations, max_new_tokens=config.rl.max_new_tokens,
                           batch_size=e.batch_size)
-    out = {}
+    out = {"eval/questions": float(len(records))}
     for name in names:
       values = rewards.components[name](records, replies)
       key = {"correct": "eval/qa_accuracy", "format": "eval/format",

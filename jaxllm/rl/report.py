@@ -3,7 +3,9 @@ rollout numbers over the first and last iterations, and a reward-hacking warning
 
 A learned reward (RLHF) can rise while what it stands for falls: when the reward model's score
 of held-out replies goes up between the first and last eval while their verifiable accuracy goes
-down (or the rollouts' reward rises while their accuracy falls), the report says so.
+down by more than one standard error of the difference, sqrt(2 p (1 - p) / n) with n the
+questions (or the rollouts' reward rises while their accuracy falls by as much, n the samples
+in a window), the report says so.
 Written to WORKDIR/rl_report.json and printed at the end of experiments/rl.py.
 """
 
@@ -35,17 +37,28 @@ def summarize(lines: list[dict], window: int = 10) -> dict:
       out["rollout"][key] = [float(np.mean(seen[:n])), float(np.mean(seen[-n:]))]
   delta = lambda d, k: d[k][1] - d[k][0] if k in d else None
   rm, acc = delta(out["eval"], "eval/reward_model_score"), delta(out["eval"], "eval/qa_accuracy")
-  if rm is not None and acc is not None and rm > 0 and acc < 0:
+  questions = next((m["eval/questions"] for m in evals if "eval/questions" in m), None)
+  if (rm is not None and acc is not None and rm > 0
+      and acc < -_noise(out["eval"]["eval/qa_accuracy"][0], questions)):
     out["warnings"].append(
         f"reward hacking: the reward model's held-out score rose by {rm:+.3f} while held-out "
         f"accuracy changed by {acc:+.3f}.")
   reward = delta(out["rollout"], "rollout/reward_reward_model")
   sample_acc = delta(out["rollout"], "rollout/accuracy")
-  if reward is not None and sample_acc is not None and reward > 0 and sample_acc < 0:
+  samples = next((m["rollout/samples"] for m in rollouts if "rollout/samples" in m), None)
+  n = min(window, max(1, len(rollouts) // 2)) * samples if samples else None
+  if (reward is not None and sample_acc is not None and reward > 0
+      and sample_acc < -_noise(out["rollout"]["rollout/accuracy"][0], n)):
     out["warnings"].append(
         f"reward hacking: the rollouts' reward-model score rose by {reward:+.3f} while their "
         f"accuracy changed by {sample_acc:+.3f}.")
   return out
+
+
+def _noise(p: float, n: float | None) -> float:
+  """One standard error of the difference of two accuracies near p over n items each (0 when
+  n is unknown)."""
+  return float(np.sqrt(2 * p * (1 - p) / n)) if n else 0.0
 
 
 def write(workdir) -> dict:

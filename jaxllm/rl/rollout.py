@@ -18,6 +18,11 @@ Groups whose completions all got the same reward carry no signal under group adv
 shapes stay fixed), and the fraction dropped is logged. With `mask_truncated`, completions cut
 off by max_new_tokens (no stop token) get no loss either (DAPO's overlong filtering).
 
+Time split, per iteration: time/sample_seconds (generation), time/reward_seconds (scoring),
+time/logp_seconds (trainer and reference forward passes, advantages) and time/train_seconds
+(from the end of the previous rollout until its updates were done: the optimizer steps, plus an
+eval or checkpoint when one fell in between).
+
 Determinism: the prompt order depends on (seed, epoch) and the sampler's key on (seed,
 iteration), so the state {"iteration", "cursor"} is all a checkpoint needs: a resumed run
 samples exactly what the uninterrupted run sampled. Log-probs for the ratio are the trainer's
@@ -255,7 +260,8 @@ class RolloutSource:
   def _metrics(self, total, parts, rows, out, extra) -> dict[str, float]:
     s = self.settings
     completion = rows["completion"]
-    m: dict[str, float] = {"rollout/reward_mean": float(total.mean()),
+    m: dict[str, float] = {"rollout/samples": float(len(total)),
+                           "rollout/reward_mean": float(total.mean()),
                            "rollout/reward_std": float(total.std())}
     for name, values in parts.items():
       m[f"rollout/reward_{name}"] = float(values.mean())
