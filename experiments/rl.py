@@ -20,11 +20,7 @@ pass@k, format, reward-model score). Running again with the same --workdir resum
 """
 
 from jaxllm import cli
-from jaxllm.rl import experiment
-
-
-def run(config, workdir, hooks=()):
-  return experiment.run(config, workdir, hooks)
+from jaxllm.rl.experiment import run
 
 
 if __name__ == "__main__":

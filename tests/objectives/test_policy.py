@@ -14,6 +14,7 @@ from jaxllm.models import Transformer, get_size
 from jaxllm.models.reward import PolicyWithValue, params_from_lm
 from jaxllm.objectives import policy
 from jaxllm.train import step as step_lib
+from jaxllm.train.state import unbox
 
 CFG = dataclasses.replace(get_size("tiny"), vocab_size=64)
 
@@ -120,9 +121,7 @@ def _rollout_batch(seed=0, rows=6, length=10):
 
 def test_one_epoch_without_clipping_is_reinforce():
   model = Transformer(CFG)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 10), jnp.int32))["params"]
-  params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x, params,
-                        is_leaf=lambda x: hasattr(x, "unbox"))
+  params = unbox(model.init(jax.random.key(0), jnp.zeros((1, 10), jnp.int32))["params"])
   batch = _rollout_batch()
   batch["old_logps"], _ = policy.rollout_logps(params, batch, model, temperature=0.7)
 
@@ -145,9 +144,7 @@ def test_one_epoch_without_clipping_is_reinforce():
 
 def test_kl_term_needs_reference_log_probs_only_when_weighted():
   model = Transformer(CFG)
-  params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x,
-                        model.init(jax.random.key(0), jnp.zeros((1, 10), jnp.int32))["params"],
-                        is_leaf=lambda x: hasattr(x, "unbox"))
+  params = unbox(model.init(jax.random.key(0), jnp.zeros((1, 10), jnp.int32))["params"])
   batch = _rollout_batch()
   batch["old_logps"], _ = policy.rollout_logps(params, batch, model)
   loss0, m0 = policy.policy_loss(params, batch, None, model)  # no ref_logps in the batch
@@ -160,9 +157,7 @@ def test_kl_term_needs_reference_log_probs_only_when_weighted():
 
 def test_policy_with_value_shares_the_lm_and_aligns_values():
   lm = Transformer(CFG)
-  lm_params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x,
-                           lm.init(jax.random.key(0), jnp.zeros((1, 10), jnp.int32))["params"],
-                           is_leaf=lambda x: hasattr(x, "unbox"))
+  lm_params = unbox(lm.init(jax.random.key(0), jnp.zeros((1, 10), jnp.int32))["params"])
   params = params_from_lm(lm_params, CFG, jax.random.key(1), keep_lm_head=True)
   batch = _rollout_batch()
   logits, values = policy.forward(params, batch, PolicyWithValue(CFG))
@@ -182,9 +177,7 @@ def test_toy_bandit_converges_to_the_rewarded_answer(estimator="grpo"):
   the clipped objective in the compiled step raise p(7) from 1/64 to most of the mass."""
   model = Transformer(dataclasses.replace(CFG, num_layers=1))
   prompt = jnp.array([[1, 2, 3]], jnp.int32)
-  params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x,
-                        model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"],
-                        is_leaf=lambda x: hasattr(x, "unbox"))
+  params = unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
   tx = optax.adam(3e-2)
   state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
            "nonfinite_streak": jnp.int32(0), "nonfinite_total": jnp.int32(0)}
