@@ -31,6 +31,9 @@ setup(
         "numpy>=1.26",
         "absl-py>=2.1",
         "tensorboardX>=2.6",
+        "matplotlib>=3.8",  # run report and sweep plots (Agg backend, no display)
+        "sacrebleu>=2.4",  # BLEU
+        "rouge-score>=0.1.2",  # ROUGE-1/2/L
     ],
     extras_require={
         # torch (CPU) and transformers: parity with Hugging Face models and tokenizers;

@@ -126,19 +126,27 @@ def base_prompt(question: str, shots: Sequence[tuple[str, str]] = ()) -> str:
   return f"{solved}{PROBLEM}{question}{SOLUTION}"
 
 
+def prompted_replies(sampler: Sampler, tokenizer: Tokenizer, records: Sequence[dict],
+                     shots: Sequence[dict] = (), *, max_new_tokens: int = 96,
+                     batch_size: int = 32) -> list[str]:
+  """Greedy replies of a base model prompted with `base_prompt` (few-shot from `shots`, records
+  with an assistant reply), each cut at the first blank line (the next problem)."""
+  solved = [(question_and_answer(s)[0][-1]["content"], s["messages"][-1]["content"])
+            for s in shots]
+  bos = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
+  prompts = [bos + tokenizer.encode(base_prompt(question_and_answer(r)[0][-1]["content"], solved))
+             for r in records]
+  return [r.split("\n\n")[0] for r in
+          _generate_replies(sampler, tokenizer, prompts, max_new_tokens, batch_size)]
+
+
 def prompted_accuracy(sampler: Sampler, tokenizer: Tokenizer, records: Sequence[dict],
                       shots: Sequence[dict] = (), *, max_new_tokens: int = 96,
                       batch_size: int = 32) -> dict:
-  """Exact match of a base model prompted with `base_prompt` (few-shot from `shots`, records
-  with an assistant reply); each reply is cut at the first blank line (the next problem)."""
-  solved = [(question_and_answer(s)[0][-1]["content"], s["messages"][-1]["content"])
-            for s in shots]
+  """Exact match of a base model's `prompted_replies`."""
+  replies = prompted_replies(sampler, tokenizer, records, shots, max_new_tokens=max_new_tokens,
+                             batch_size=batch_size)
   parsed = [question_and_answer(r) for r in records]
-  bos = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
-  prompts = [bos + tokenizer.encode(base_prompt(m[-1]["content"], solved))
-             for m, _, _ in parsed]
-  replies = [r.split("\n\n")[0] for r in
-             _generate_replies(sampler, tokenizer, prompts, max_new_tokens, batch_size)]
   return _scored(replies, [a for _, a, _ in parsed], [k for _, _, k in parsed],
                  [m[-1]["content"] for m, _, _ in parsed])
 

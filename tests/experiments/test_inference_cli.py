@@ -25,25 +25,28 @@ def test_sample_prints_only_the_completion_and_is_reproducible(run_dir):
 
 
 def test_evaluate_writes_perplexity_and_bits_per_byte(run_dir):
-  done = _run("evaluate.py", f"--workdir={run_dir}", "--batch_size=4")  # perplexity
+  done = _run("evaluate.py", f"--workdir={run_dir}", "--config.suites=lm",
+              "--config.batch_size=4")
   assert done.returncode == 0, done.stderr
-  result = json.loads(done.stdout.strip().splitlines()[-1])
-  assert result == json.loads((run_dir / "eval" / "perplexity.json").read_text())
-  assert result["task"] == "perplexity"
-  assert result["texts"] == len(world.generate(0)["eval"]["pretrain"]) and result["step"] == 30
-  assert 1.0 < result["perplexity"] < 1024 and 0 < result["bits_per_byte"] < 8
+  result = json.loads((run_dir / "eval.json").read_text())
+  assert result["stage"] == "pretrain" and result["step"] == 30
+  lm = result["suites"]["lm"]
+  assert lm["texts"] == len(world.generate(0)["eval"]["pretrain"])
+  assert 1.0 < lm["perplexity"] < 1024 and 0 < lm["bits_per_byte"] < 8
+  assert result["metrics"]["lm/perplexity"] == lm["perplexity"]
+  assert "lm/perplexity" in done.stdout
 
 
-def test_evaluate_kb_accuracy_with_and_without_retrieval(run_dir, tmp_path):
+def test_evaluate_rag_with_the_world_and_a_given_index(run_dir, tmp_path):
   world.write_jsonl_files(tmp_path / "world", 0)
-  questions = world.generate(0)["eval"]["kb_questions"]
-  for extra in ([], [f"--rag_index={tmp_path / 'world' / 'kb.jsonl'}"]):
-    done = _run("evaluate.py", f"--workdir={run_dir}", "--task=kb", "--batch_size=64", *extra)
+  for extra in ([], [f"--config.rag.index={tmp_path / 'world' / 'kb.jsonl'}"]):
+    done = _run("evaluate.py", f"--workdir={run_dir}", "--config.suites=rag",
+                "--config.qa.prompt=chat", "--config.rag.questions=24", "--config.max_new_tokens=8",
+                *extra)
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["questions"] == len(questions) and 0 <= result["accuracy"] <= 1
-    assert result["retrieval"] == ("bm25 k=3" if extra else "none")
-    assert (result.get("gold_passage_given", 1.0)) >= 0.9
+    rag = json.loads((run_dir / "eval.json").read_text())["suites"]["rag"]
+    assert rag["questions"] == 24
+    assert 0 <= rag["accuracy_without_retrieval"] <= 1 and rag["gold_passage_given"] >= 0.9
 
 
 def test_chat_answers_each_input_line_then_exits(run_dir, tmp_path):

@@ -1,0 +1,362 @@
+"""Evaluation suites over the embedded world, and the harness that runs them on one run.
+
+  python experiments/evaluate.py --workdir=RUN --config=configs/eval/default.py
+
+Each suite is a function (Context) -> {name: number}; `evaluate` runs the ones in
+config.suites that apply to the run (a reward model has only `reward`; a base model is asked in
+plain text) and returns {"suites": {suite: results}, "metrics": {"suite/name": number}}.
+
+- lm: held-out perplexity and bits per byte (jaxllm/eval/perplexity.py) on the world's eval
+  pretraining text, or config.lm.texts.
+- qa: greedy answers to the world's held-out SFT questions: exact match as the world scores it
+  (world.score), plus SQuAD exact match and token F1 of the extracted answer
+  (jaxllm/eval/metrics.py), per kind. Chat template for chat models; for base models
+  (config.qa.prompt "auto" or "plain") the plain-text worked-problem prompt, few-shot.
+- format: instruction compliance, the fraction of those replies whose last line is their one
+  final answer ("The answer is X." or "I don't know."), as the system prompt asks.
+- refusal: on held-out questions the world has no answer to, the fraction of replies that say
+  "I don't know."; on answerable ones, the fraction that refuse anyway (over-refusal).
+- math: held-out word problems (the RL eval prompts): greedy accuracy, and pass@k with the
+  unbiased estimator over config.math.samples samples at config.math.temperature.
+- tool: word problems with the calculator tool offered in the system prompt, answered through
+  jaxllm/inference/assistant.py (calls run, results fed back): answer accuracy, fraction of
+  questions where the model called a tool, fraction of calls that ran.
+- rag: knowledge-base questions without and with BM25 retrieval over the world's documents
+  (or config.rag.index).
+- reward: a reward-model run's pairwise accuracy on held-out preference pairs (true labels); for
+  a policy, with config.reward.model set, that reward model's mean score of its qa replies.
+- memorization, bias: probes (jaxllm/eval/probes.py).
+Replies are shared: qa, format, refusal and the reward score read one set of greedy answers.
+"""
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from jaxllm.data import readers, world
+from jaxllm.errors import ConfigError
+from jaxllm.eval import metrics as metrics_lib
+from jaxllm.eval import pass_at_k, perplexity, probes, qa
+from jaxllm.inference import assistant, retrieval, runs, scoring, tools
+from jaxllm.inference.sampler import Sampler
+from jaxllm.rl import rewards
+
+SUITES = ("lm", "qa", "format", "refusal", "math", "tool", "rag", "reward", "memorization",
+          "bias")
+BASE_SUITES = ("lm", "qa", "memorization", "bias")  # the others need a chat model
+TOOL_SYSTEM = ("You are a helpful assistant. You can call these tools:\n{tools}\nCall the "
+               "calculator for arithmetic, then end with 'The answer is ...'.")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every field the harness reads (configs/eval/default.py returns this)."""
+  c = ml_collections.ConfigDict()
+  c.suites = SUITES
+  c.world_seed = -1  # -1: the run's config.data.world_seed
+  c.batch_size = 64  # prompts per sampler call
+  c.max_new_tokens = 96
+  c.lm = ml_collections.ConfigDict({"texts": "", "seq_len": 0})  # globs; 0: the run's seq_len
+  c.qa = ml_collections.ConfigDict({"questions": 200, "prompt": "auto", "shots": 3})
+  c.math = ml_collections.ConfigDict(
+      {"questions": 200, "pass_k": 4, "samples": 8, "temperature": 1.0})
+  c.tool = ml_collections.ConfigDict({"questions": 16, "max_rounds": 2})
+  # index: passages .jsonl or a saved BM25 index directory; "": BM25 over the world's documents
+  c.rag = ml_collections.ConfigDict(
+      {"questions": 100, "k": 3, "budget_tokens": 384, "index": ""})
+  c.reward = ml_collections.ConfigDict({"model": "", "pairs": 200})
+  c.memorization = ml_collections.ConfigDict(
+      {"documents": 200, "prefix_tokens": 16, "continuation_tokens": 16, "texts": ""})
+  c.bias = ml_collections.ConfigDict({"templates": ""})  # .jsonl; "": probes.DEFAULT_TEMPLATES
+  return c
+
+
+def selected(config) -> list[str]:
+  """config.suites as names; "qa,format" (one string, as --config.suites=qa,format gives) too."""
+  names = [config.suites] if isinstance(config.suites, str) else list(config.suites)
+  return [n.strip() for name in names for n in name.split(",") if n.strip()]
+
+
+def validate(config) -> None:
+  unknown = [s for s in selected(config) if s not in SUITES]
+  if unknown:
+    raise ConfigError(f"config.suites has {unknown}; choose from {SUITES}.")
+  if config.qa.prompt not in ("auto", "chat", "plain"):
+    raise ConfigError(f"config.qa.prompt={config.qa.prompt!r}: use auto, chat or plain.")
+  if config.math.pass_k > config.math.samples:
+    raise ConfigError(f"config.math.pass_k={config.math.pass_k} needs at least as many samples "
+                      f"(config.math.samples={config.math.samples}).")
+
+
+def stage_of(config) -> str:
+  """What a run directory holds: reward, rl, dpo, sft or pretrain (from its config sections)."""
+  if runs.is_reward_run(config):
+    return "reward"
+  for stage in ("rl", "preference"):
+    if stage in config:
+      return {"preference": "dpo"}.get(stage, stage)
+  return "sft" if "lora" in config else "pretrain"
+
+
+@dataclasses.dataclass
+class Context:
+  """One run under evaluation, with the replies and samplers the suites share."""
+  run: runs.Run
+  config: ml_collections.ConfigDict
+  stage: str
+  data: dict  # world.generate(seed)
+  samplers: dict  # model config -> Sampler, shared across runs (one compile per shape)
+  cache: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def tokenizer(self):
+    return self.run.tokenizer
+
+  @property
+  def chat(self) -> bool:
+    prompt = self.config.qa.prompt
+    return prompt == "chat" or (prompt == "auto" and self.stage != "pretrain")
+
+  def sampler(self) -> Sampler:
+    key = repr(self.run.model.cfg)
+    if key not in self.samplers:
+      self.samplers[key] = Sampler(self.run.model, None, self.tokenizer.pad_id,
+                                   vocab_limit=self.tokenizer.vocab_size)
+    smp = self.samplers[key]
+    smp.params = self.run.params
+    return smp
+
+  def qa_records(self) -> list[dict]:
+    return self.data["eval"]["sft"][:self.config.qa.questions or None]
+
+  def qa_replies(self) -> list[str]:
+    """Greedy replies to qa_records (computed once)."""
+    if "qa" not in self.cache:
+      records, c = self.qa_records(), self.config
+      if self.chat:
+        replies = qa.reply_to(self.sampler(), self.tokenizer,
+                              [qa.question_and_answer(r)[0] for r in records],
+                              max_new_tokens=c.max_new_tokens, batch_size=c.batch_size)
+      else:
+        replies = qa.prompted_replies(self.sampler(), self.tokenizer, records,
+                                      _shots(self.data, c.qa.shots),
+                                      max_new_tokens=c.max_new_tokens, batch_size=c.batch_size)
+      self.cache["qa"] = replies
+    return self.cache["qa"]
+
+
+def _shots(data: dict, n: int) -> list[dict]:
+  """Solved training examples alternating facts and arithmetic, the same for every question."""
+  train = data["train"]["sft"]
+  by_kind = ([r for r in train if r["meta"]["kind"] == "fact"],
+             [r for r in train if r["meta"]["kind"] != "fact"])
+  return [by_kind[i % 2][i // 2] for i in range(n)]
+
+
+def _mean(values) -> float | None:
+  values = list(values)
+  return float(np.mean(values)) if values else None
+
+
+def _read_texts(globs: str) -> list[str]:
+  """The documents of comma-separated globs of .txt / .jsonl(.gz) / .html files."""
+  counts = readers.ReadCounts()
+  return [d.text for path in readers.expand_inputs(globs)
+          for d in readers.iter_documents(path, counts)]
+
+
+def lm_suite(ctx: Context) -> dict:
+  c = ctx.config.lm
+  texts = _read_texts(c.texts) if c.texts else ctx.data["eval"]["pretrain"]
+  seq_len = c.seq_len or ctx.run.config.data.seq_len
+  out = perplexity.evaluate_perplexity(ctx.run.model, ctx.run.params, ctx.tokenizer, texts,
+                                       seq_len=seq_len, batch_size=ctx.config.batch_size)
+  return {k: out[k] for k in ("perplexity", "bits_per_byte", "tokens", "texts")}
+
+
+def qa_suite(ctx: Context) -> dict:
+  records, replies = ctx.qa_records(), ctx.qa_replies()
+  answers = [qa.question_and_answer(r)[1] for r in records]
+  kinds = np.array([r["meta"]["kind"] for r in records])
+  correct = np.array([world.score(reply, a) for reply, a in zip(replies, answers)])
+  extracted = [world.extract_answer(reply) or "" for reply in replies]
+  out = {"accuracy": float(correct.mean()), "questions": len(records),
+         "exact_match": _mean(metrics_lib.exact_match(e, a) for e, a in zip(extracted, answers)),
+         "f1": _mean(metrics_lib.token_f1(e, a) for e, a in zip(extracted, answers)),
+         "prompt": "chat" if ctx.chat else f"plain, {ctx.config.qa.shots}-shot"}
+  for kind in sorted(set(kinds)):
+    out[f"accuracy_{kind}"] = float(correct[kinds == kind].mean())
+  return out
+
+
+def format_suite(ctx: Context) -> dict:
+  ok = [rewards.well_formatted(r) for r in ctx.qa_replies()]
+  return {"compliance": float(np.mean(ok)), "questions": len(ok)}
+
+
+def refusal_suite(ctx: Context) -> dict:
+  records, replies = ctx.qa_records(), ctx.qa_replies()
+  unknown = np.array([world.normalize(qa.question_and_answer(r)[1])
+                      == world.normalize(world.REFUSAL) for r in records])
+  refused = np.array([world.is_refusal(reply) for reply in replies])
+  return {"refusal_rate": _mean(refused[unknown]), "over_refusal_rate": _mean(refused[~unknown]),
+          "unanswerable": int(unknown.sum())}
+
+
+def _rl_records(ctx: Context, n: int) -> list[dict]:
+  return ctx.data["eval"]["rl"][:n or None]
+
+
+def math_suite(ctx: Context) -> dict:
+  c = ctx.config.math
+  records = _rl_records(ctx, c.questions)
+  conversations = [rewards.prompt_messages(r) for r in records]
+  smp = ctx.sampler()
+  common = dict(max_new_tokens=ctx.config.max_new_tokens, batch_size=ctx.config.batch_size)
+  greedy = qa.reply_to(smp, ctx.tokenizer, conversations, **common)
+  out = {"accuracy": _mean(rewards.correct(g, str(r["answer"])) for g, r in zip(greedy, records)),
+         "questions": len(records)}
+  if c.pass_k > 0:
+    n = c.samples
+    sampled = qa.reply_to(smp, ctx.tokenizer, [m for m in conversations for _ in range(n)],
+                          temperature=c.temperature, seed=ctx.run.config.seed, **common)
+    right = np.array([rewards.correct(s, str(records[i // n]["answer"])) > 0
+                      for i, s in enumerate(sampled)]).reshape(len(records), n)
+    out[f"pass@{c.pass_k}"] = pass_at_k.mean_pass_at_k(right, c.pass_k)
+    out["sample_accuracy"] = float(right.mean())
+  return out
+
+
+def tool_suite(ctx: Context) -> dict:
+  c = ctx.config.tool
+  records = _rl_records(ctx, c.questions)
+  registry = tools.default_registry()
+  system = TOOL_SYSTEM.format(tools=registry.describe())
+  settings = assistant.SamplingSettings(max_new_tokens=ctx.config.max_new_tokens)
+  smp = ctx.sampler()
+  right, called, calls, ran = [], [], 0, 0
+  for r in records:
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": r["prompt"]}]
+    added = assistant.respond(smp, ctx.tokenizer, messages, registry, settings,
+                              max_tool_rounds=c.max_rounds)
+    results = [m["content"] for m in added if m["role"] == "tool"]
+    calls += len(results)
+    ran += sum(not res.startswith("error:") for res in results)
+    called.append(bool(results))
+    right.append(rewards.correct(added[-1]["content"], str(r["answer"])))
+  return {"accuracy": _mean(right), "tool_call_rate": _mean(called),
+          "valid_call_rate": ran / calls if calls else None, "questions": len(records)}
+
+
+def rag_suite(ctx: Context) -> dict:
+  c = ctx.config.rag
+  questions = ctx.data["eval"]["kb_questions"][:c.questions or None]
+  common = dict(max_new_tokens=ctx.config.max_new_tokens, batch_size=ctx.config.batch_size)
+  smp = ctx.sampler()
+  closed = qa.kb_accuracy(smp, ctx.tokenizer, questions, **common)
+  index = (retrieval.Bm25Index.load(c.index) if c.index
+           else retrieval.Bm25Index.build(ctx.data["kb"]))
+  opened = qa.kb_accuracy(smp, ctx.tokenizer, questions, index=index, k=c.k,
+                          budget_tokens=c.budget_tokens, **common)
+  return {"accuracy_without_retrieval": closed["accuracy"],
+          "accuracy_with_retrieval": opened["accuracy"],
+          "gold_passage_given": opened.get("gold_passage_given"), "questions": len(questions)}
+
+
+def reward_suite(ctx: Context) -> dict:
+  c = ctx.config.reward
+  if ctx.stage == "reward":
+    pairs = ctx.data["eval"]["preferences"][:c.pairs or None]
+    scorer = scoring.RewardScorer(ctx.run.model, ctx.tokenizer, ctx.run.config.data.seq_len,
+                                  batch_size=ctx.config.batch_size)
+
+    def conversations(side):
+      return [[{"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p[side]}]
+              for p in pairs]
+    margin = scorer(ctx.run.params, conversations("chosen")) - \
+        scorer(ctx.run.params, conversations("rejected"))
+    return {"pairwise_accuracy": float(np.mean(margin > 0)), "mean_margin": float(margin.mean()),
+            "pairs": len(pairs)}
+  if not c.model:
+    return {}
+  rm = ctx.samplers.get(("reward", c.model))
+  if rm is None:
+    rm_run = runs.load_run(c.model)
+    rm = ctx.samplers[("reward", c.model)] = (
+        rm_run, scoring.RewardScorer(rm_run.model, rm_run.tokenizer, rm_run.config.data.seq_len,
+                                     batch_size=ctx.config.batch_size))
+  rm_run, scorer = rm
+  conversations = [qa.question_and_answer(r)[0] + [{"role": "assistant", "content": reply}]
+                   for r, reply in zip(ctx.qa_records(), ctx.qa_replies())]
+  return {"reward_model_score": float(np.mean(scorer(rm_run.params, conversations)))}
+
+
+def memorization_suite(ctx: Context) -> dict:
+  c = ctx.config.memorization
+  seen = _read_texts(c.texts) if c.texts else ctx.data["train"]["pretrain"]
+  common = dict(prefix_tokens=c.prefix_tokens, continuation_tokens=c.continuation_tokens,
+                documents=c.documents, batch_size=ctx.config.batch_size)
+  train = probes.memorization(ctx.sampler(), ctx.tokenizer, seen, **common)
+  held_out = probes.memorization(ctx.sampler(), ctx.tokenizer, ctx.data["eval"]["pretrain"],
+                                 **common)
+  return {"train_rate": train["rate"], "held_out_rate": held_out["rate"],
+          "documents": train["documents"], "too_short": train["too_short"]}
+
+
+def bias_suite(ctx: Context) -> dict:
+  templates = (probes.read_templates(ctx.config.bias.templates) if ctx.config.bias.templates
+               else probes.DEFAULT_TEMPLATES)
+  return probes.bias(ctx.run.model, ctx.run.params, ctx.tokenizer, templates)
+
+
+SUITE_FNS: dict[str, Callable[[Context], dict]] = {
+    "lm": lm_suite, "qa": qa_suite, "format": format_suite, "refusal": refusal_suite,
+    "math": math_suite, "tool": tool_suite, "rag": rag_suite, "reward": reward_suite,
+    "memorization": memorization_suite, "bias": bias_suite}
+
+
+def applies(suite: str, stage: str, config) -> str | None:
+  """Why `suite` does not apply to a run of `stage` (None when it does)."""
+  if stage == "reward":
+    return None if suite == "reward" else "a reward model does not generate text"
+  if suite == "reward" and not config.reward.model:
+    return "config.reward.model is empty (a reward-model run scores the replies)"
+  if stage == "pretrain" and suite not in BASE_SUITES and config.qa.prompt != "chat":
+    return "a base model is not trained to follow the chat template"
+  return None
+
+
+def evaluate(run: runs.Run, config, samplers: dict | None = None) -> dict[str, Any]:
+  """Runs config.suites on `run`: {"stage", "step", "suites", "metrics", "skipped", "seconds"}."""
+  validate(config)
+  seed = config.world_seed if config.world_seed >= 0 else run.config.data.get("world_seed", 0)
+  stage = stage_of(run.config)
+  ctx = Context(run, config, stage, world.generate(seed), {} if samplers is None else samplers)
+  out = {"stage": stage, "step": run.step, "world_seed": seed, "suites": {}, "metrics": {},
+         "skipped": {}, "seconds": {}}
+  for suite in selected(config):
+    reason = applies(suite, stage, config)
+    if reason:
+      out["skipped"][suite] = reason
+      continue
+    start = time.perf_counter()
+    result = SUITE_FNS[suite](ctx)
+    out["seconds"][suite] = round(time.perf_counter() - start, 2)
+    out["suites"][suite] = result
+    out["metrics"].update({f"{suite}/{k}": v for k, v in result.items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool)})
+  return out
+
+
+def table(result: dict) -> str:
+  """The metrics of one `evaluate` result as aligned text lines, then the skipped suites."""
+  lines = [f"{result['stage']} run, step {result['step']}"]
+  width = max((len(k) for k in result["metrics"]), default=0)
+  for key, value in result["metrics"].items():
+    lines.append(f"  {key:<{width}}  {value:.4g}" if isinstance(value, float)
+                 else f"  {key:<{width}}  {value}")
+  lines += [f"  skipped {suite}: {why}" for suite, why in result["skipped"].items()]
+  return "\n".join(lines)
