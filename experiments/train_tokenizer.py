@@ -13,19 +13,11 @@ import math
 import pathlib
 import time
 
-from absl import flags
-from ml_collections import config_flags
-
 from jaxllm import cli
 from jaxllm.data import chat, readers
 from jaxllm.data import tokenizer as tokenizer_lib
 from jaxllm.errors import ConfigError, UserError
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file (see configs/tokenizer/).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Output directory: tokenizer files, config, stats.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def validate(config) -> None:
@@ -113,10 +105,5 @@ def run(config, workdir) -> dict:
   return stats
 
 
-def main(argv):
-  del argv
-  run(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run_stage(run, "Config file (see configs/tokenizer/).")

@@ -5,6 +5,7 @@ be overridden on the command line, e.g. `--config.train.num_steps=50`.
 """
 
 import dataclasses
+import pathlib
 from typing import Any
 
 import ml_collections
@@ -28,6 +29,24 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     kind = type(defaults[key])
     out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
   return out
+
+
+def load_config_module(path):
+  """A config file imported as a module (its get_config, and get_sweep if it has one)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ConfigError(f"config file {path} does not exist; give a file such as "
+                      "configs/pretrain/tiny.py.")
+  spec = importlib.util.spec_from_file_location(f"config_{path.parent.name}_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config_file(path, arg: str | None = None) -> ml_collections.ConfigDict:
+  """get_config(arg) of a config file (for configs built from other configs' files)."""
+  return load_config_module(path).get_config(arg)
 
 
 def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:

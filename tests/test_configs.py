@@ -1,6 +1,5 @@
 """Every config file parses, validates and builds its model with eval_shape."""
 
-import importlib.util
 from pathlib import Path
 
 import jax
@@ -15,11 +14,7 @@ CONFIG_FILES = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*
 PRETRAIN_FILES = [p for p in CONFIG_FILES if p.parent.name == "pretrain"]
 
 
-def _load(path):
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_load = config_lib.load_config_module
 
 
 def test_there_are_configs():
@@ -43,6 +38,15 @@ def test_pretrain_config_builds_model(path):
   shapes = jax.eval_shape(
       lambda r: Transformer(model_cfg).init(r, jnp.zeros((1, 8), jnp.int32)), jax.random.key(0))
   assert jax.tree.leaves(shapes)
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_pipeline_configs_hold_valid_stage_configs(name):
+  config = _load(Path(__file__).resolve().parents[1] / "configs" / "pipeline" / f"{name}.py"
+                 ).get_config(None)
+  assert config_lib.validate(config.pretrain).vocab_size == config.tokenizer.vocab_size
+  config_lib.validate_preference(config.dpo)
+  config_lib.validate_rl(config.rl)
 
 
 def test_parse_arg_types_and_errors():

@@ -1,0 +1,1 @@
+"""The whole pipeline: stage composition, run reports and sweeps."""

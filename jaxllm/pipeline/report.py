@@ -1,0 +1,268 @@
+"""The pipeline's report: DIR/report.md with PNG plots, from the files the stages wrote.
+
+Reads DIR/pipeline.json (wall time per stage), DIR/data/stats.json and crawl_check.json,
+DIR/tokenizer/stats.json, and for each training stage its config.json, metrics.jsonl and
+eval.json. Writes:
+- loss_curves.png: train (and eval) loss against step, one panel per training stage;
+- eval_by_stage.png: eval accuracies per stage as grouped bars;
+- rl_curves.png: RL reward, rollout and held-out accuracy, KL to the reference when logged;
+- reward_model.png: the reward model's held-out pairwise accuracy and margin against step;
+- compute.png: training FLOPs and wall time per stage;
+and report.md with the tables: stages and compute, cleaning, tokenizer, every eval metric.
+Training FLOPs per stage = (6 N + 12 L T d_attn) per token (jaxllm/train/metrics.py) x the
+positions trained on (steps x batch x seq_len x sequences per row x updates per step); sampling,
+reference passes and evaluation are not counted.
+"""
+
+import json
+import math
+import pathlib
+from typing import Any
+
+from jaxllm.inference import runs
+from jaxllm.models.config import ModelConfig
+from jaxllm.train import metrics as metrics_lib
+
+TRAINING = ("pretrain", "sft", "reward", "dpo", "rl")
+BAR_METRICS = ("qa/accuracy", "qa/f1", "format/compliance", "refusal/refusal_rate",
+               "math/accuracy", "rag/accuracy_without_retrieval", "rag/accuracy_with_retrieval",
+               "tool/accuracy", "reward/pairwise_accuracy")
+RL_CURVES = (("rollout/reward_mean", "rollout reward"), ("rollout/accuracy", "rollout accuracy"),
+             ("eval/qa_accuracy", "held-out accuracy"), ("train/kl", "KL to reference"))
+
+
+def read_metrics(workdir: pathlib.Path) -> list[dict]:
+  path = workdir / "metrics.jsonl"
+  if not path.is_file():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+  points = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
+  return [s for s, _ in points], [v for _, v in points]
+
+
+def _json(path: pathlib.Path) -> Any:
+  return json.loads(path.read_text()) if path.is_file() else None
+
+
+def compute(stage: str, workdir: pathlib.Path) -> dict | None:
+  """Positions trained on and training FLOPs of one training stage (from its config)."""
+  config_path = workdir / "config.json"
+  if not config_path.is_file():
+    return None
+  config = runs.read_config(workdir)
+  cfg = ModelConfig(**config.model.to_dict())
+  seq_len = config.data.seq_len
+  per_row = 2 if stage in ("reward", "dpo") else 1
+  updates = config.rl.epochs if stage == "rl" else 1  # minibatches split the batch
+  rows = read_metrics(workdir)
+  steps = max((r["step"] for r in rows if "train/loss" in r), default=0)
+  positions = steps * config.train.batch_size * seq_len * per_row * updates
+  return {"steps": steps, "positions": positions,
+          "flops": positions * metrics_lib.train_flops_per_token(cfg, seq_len),
+          "params": metrics_lib.matmul_params(cfg)}
+
+
+def _plt():
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
+def plot_losses(root: pathlib.Path, path: pathlib.Path) -> bool:
+  stages = [s for s in TRAINING if read_metrics(root / s)]
+  if not stages:
+    return False
+  plt = _plt()
+  fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3), squeeze=False)
+  for ax, stage in zip(axes[0], stages):
+    rows = read_metrics(root / stage)
+    for key, style in (("train/loss", "-"), ("eval/loss", "o--")):
+      x, y = series(rows, key)
+      if x:
+        ax.plot(x, y, style, label=key.split("/")[0], markersize=3)
+    ax.set_title(stage)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)
+  axes[0][0].set_ylabel("loss")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
+def plot_eval_bars(evals: dict[str, dict], path: pathlib.Path) -> bool:
+  keys = [k for k in BAR_METRICS if any(k in e["metrics"] for e in evals.values())]
+  if not keys:
+    return False
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(min(14, max(6, 1.2 * len(keys))), 3.6))
+  width = 0.8 / len(evals)
+  for i, (stage, result) in enumerate(evals.items()):
+    values = [result["metrics"].get(k) or 0.0 for k in keys]
+    ax.bar([j + i * width for j in range(len(keys))], values, width, label=stage)
+  ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
+  ax.set_xticklabels(keys, rotation=30, ha="right", fontsize=7)
+  ax.set_ylabel("fraction")
+  ax.set_ylim(0, 1)
+  ax.legend(fontsize=7)
+  ax.set_title("held-out evaluation by stage")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
+def plot_keys(rows: list[dict], curves, title: str, path: pathlib.Path) -> bool:
+  curves = [(k, label) for k, label in curves if series(rows, k)[0]]
+  if not curves:
+    return False
+  plt = _plt()
+  fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 3), squeeze=False)
+  for ax, (key, label) in zip(axes[0], curves):
+    x, y = series(rows, key)
+    ax.plot(x, y, "o-" if len(x) < 20 else "-", markersize=3)
+    ax.set_title(label, fontsize=9)
+    ax.set_xlabel("step")
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
+def plot_compute(table: dict[str, dict], path: pathlib.Path) -> bool:
+  stages = [s for s in table if table[s].get("seconds") is not None]
+  if not stages:
+    return False
+  plt = _plt()
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3))
+  ax1.bar(stages, [table[s].get("flops") or 0 for s in stages])
+  ax1.set_yscale("symlog")
+  ax1.set_title("training FLOPs", fontsize=9)
+  ax2.bar(stages, [table[s]["seconds"] for s in stages])
+  ax2.set_title("wall seconds", fontsize=9)
+  for ax in (ax1, ax2):
+    ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
+def _fmt(value) -> str:
+  if value is None:
+    return "-"
+  if isinstance(value, float):
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+      return f"{value:.3g}"
+    return f"{value:.4g}" if not math.isnan(value) else "nan"
+  if isinstance(value, int) and abs(value) >= 1e9:
+    return f"{value:.3g}"
+  if isinstance(value, int) and abs(value) >= 10_000:
+    return f"{value:,}"
+  return str(value)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+  return lines
+
+
+def write(root) -> pathlib.Path:
+  """Writes root/report.md and its plots; returns the report's path."""
+  root = pathlib.Path(root)
+  status = _json(root / "pipeline.json") or {}
+  lines = ["# Pipeline report", "",
+           f"Run directory `{root}`. Each stage's own files are in its folder; numbers below "
+           "are read from them.", ""]
+
+  # Stages and compute.
+  table = {}
+  for stage in ("data", "tokenizer") + TRAINING + ("eval",):
+    entry = dict(status.get(stage, {}))
+    if stage in TRAINING:
+      entry.update(compute(stage, root / stage) or {})
+    if entry:
+      table[stage] = entry
+  lines += ["## Stages and compute", ""]
+  lines += _table(["stage", "steps", "positions trained", "training FLOPs", "wall seconds",
+                   "complete"],
+                  [[s, e.get("steps"), e.get("positions"), e.get("flops"), e.get("seconds"),
+                    e.get("complete")] for s, e in table.items()])
+  total = sum(e.get("seconds") or 0 for e in table.values())
+  lines += ["", f"Total wall time {total:.0f} s. FLOPs count training only (6N + attention per "
+            "position); sampling, reference passes and evaluation are not counted.", ""]
+  if plot_compute(table, root / "compute.png"):
+    lines += ["![compute](compute.png)", ""]
+
+  # Data.
+  stats, check = _json(root / "data" / "stats.json"), _json(root / "data" / "crawl_check.json")
+  if stats:
+    lines += ["## Data: cleaning the crawl", ""]
+    lines += _table(["step", "docs in", "kept", "dropped", "modified", "top drop reason"],
+                    [[s["name"], s["docs_in"], s["kept"], s["dropped"], s.get("modified", 0),
+                      _top_reason(s)] for s in stats["steps"]])
+    lines.append("")
+  if check:
+    lines += ["Planted pages kept (jaxllm/data/crawl.py):", ""]
+    lines += _table(["kind", "in", "kept", "kept fraction"],
+                    [[k, v["in"], v["kept"], v["kept_fraction"]] for k, v in check.items()
+                     if isinstance(v, dict)])
+    lines += ["", f"World content kept: {check['content_kept']:.1%}; planted junk removed: "
+              f"{check['junk_removed']:.1%}.", ""]
+  tok = _json(root / "tokenizer" / "stats.json")
+  if tok:
+    lines += ["## Tokenizer", "",
+              f"{tok['kind']} with {tok['vocab_size']} ids, trained on {tok['train']['documents']}"
+              f" cleaned pages; held-out compression "
+              f"{_fmt(tok['heldout']['bytes_per_token'])} bytes per token.", ""]
+
+  # Training curves.
+  lines += ["## Training", ""]
+  if plot_losses(root, root / "loss_curves.png"):
+    lines += ["![loss curves](loss_curves.png)", ""]
+  rm_rows = read_metrics(root / "reward")
+  if plot_keys(rm_rows, (("eval/accuracy", "held-out pairwise accuracy"),
+                         ("eval/margin", "held-out reward margin")),
+               "reward model", root / "reward_model.png"):
+    lines += ["![reward model](reward_model.png)", ""]
+  rl_rows = read_metrics(root / "rl")
+  if plot_keys(rl_rows, RL_CURVES, "RL (GRPO)", root / "rl_curves.png"):
+    lines += ["![RL curves](rl_curves.png)", ""]
+
+  # Evaluation.
+  evals = {s: e for s in TRAINING if (e := _json(root / s / "eval.json"))}
+  if evals:
+    lines += ["## Evaluation (held-out, jaxllm/eval/suites.py)", ""]
+    if plot_eval_bars({s: e for s, e in evals.items() if s != "reward"},
+                      root / "eval_by_stage.png"):
+      lines += ["![eval by stage](eval_by_stage.png)", ""]
+    keys = list(dict.fromkeys(k for e in evals.values() for k in e["metrics"]))
+    lines += _table(["metric"] + [f"{s} (step {e['step']})" for s, e in evals.items()],
+                    [[k] + [e["metrics"].get(k) for e in evals.values()] for k in keys])
+    lines.append("")
+    skipped: dict[str, list[str]] = {}
+    for stage, e in evals.items():
+      for suite, why in e.get("skipped", {}).items():
+        skipped.setdefault(f"{stage}: {why}", []).append(suite)
+    if skipped:
+      lines += ["Suites not run where they do not apply:", ""]
+      lines += [f"- {where} ({', '.join(suites)})" for where, suites in skipped.items()]
+      lines.append("")
+  path = root / "report.md"
+  path.write_text("\n".join(lines))
+  print(f"wrote {path}")
+  return path
+
+
+def _top_reason(step: dict) -> str:
+  reasons = step.get("reasons") or {}
+  if not reasons:
+    return ""
+  reason, count = max(reasons.items(), key=lambda kv: kv[1])
+  return f"{reason} ({count})"

@@ -1,0 +1,217 @@
+"""The whole pipeline as a sequence of stages, each in its own directory under one workdir.
+
+  data       the world's documents as a web crawl with junk planted (jaxllm/data/crawl.py),
+             cleaned FineWeb-style          -> DIR/data/ (shards, stats.json, crawl_check.json)
+  tokenizer  byte-level BPE on the cleaned shards              -> DIR/tokenizer/tokenizer.json
+  pretrain   next-token prediction on the shards               -> DIR/pretrain/
+  sft        chat SFT from pretrain                            -> DIR/sft/
+  reward     Bradley-Terry reward model from sft               -> DIR/reward/
+  dpo        DPO from sft                                      -> DIR/dpo/
+  rl         GRPO with verifiable rewards from dpo             -> DIR/rl/
+  eval       every stage's checkpoint through the eval suites  -> DIR/<stage>/eval.json
+then DIR/report.md with plots (jaxllm/pipeline/report.py).
+
+A stage is complete when its output exists (data, tokenizer), its newest checkpoint is at
+train.num_steps (training stages), or its eval.json matches the newest checkpoint (eval);
+complete stages are skipped, so running the same command again resumes. A training stage that
+stops early (SIGTERM saves a checkpoint and returns) stops the pipeline there. Each training
+stage starts from the stage named in config.init_from ("sft": "pretrain", ...); the stage it
+starts from must be complete, whether it ran in this call or an earlier one.
+
+The stage functions are passed in (`trainers`: name -> run(config, workdir)), so this module
+does not import the experiment scripts.
+"""
+
+import dataclasses
+import glob
+import gzip
+import json
+import pathlib
+import time
+from collections.abc import Callable, Mapping
+
+import jax
+import ml_collections
+
+from jaxllm.data import crawl, world
+from jaxllm.data.cleaning import pipeline as cleaning
+from jaxllm.errors import ConfigError, UserError
+from jaxllm.inference import runs
+
+STAGES = ("data", "tokenizer", "pretrain", "sft", "reward", "dpo", "rl", "eval")
+TRAINING = ("pretrain", "sft", "reward", "dpo", "rl")
+POLICIES = ("pretrain", "sft", "dpo", "rl")  # stages whose run answers questions
+
+
+def selected(config) -> list[str]:
+  """config.stages ("all" or comma-separated names) in pipeline order."""
+  names = [s.strip() for s in config.stages.split(",") if s.strip()]
+  if names == ["all"]:
+    return list(STAGES)
+  unknown = [s for s in names if s not in STAGES]
+  if unknown or not names:
+    raise ConfigError(f"config.stages={config.stages!r}: {unknown or 'nothing'} is not a stage; "
+                      f"give 'all' or comma-separated names from {','.join(STAGES)}.")
+  return [s for s in STAGES if s in names]
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+  root: pathlib.Path
+
+  def __getattr__(self, stage: str) -> pathlib.Path:
+    if stage not in STAGES:
+      raise AttributeError(stage)
+    return self.root / stage
+
+  @property
+  def shards(self) -> str:
+    return str(self.root / "data" / "*.jsonl.gz")
+
+  @property
+  def tokenizer_file(self) -> pathlib.Path:
+    return self.root / "tokenizer" / "tokenizer.json"
+
+  @property
+  def status(self) -> pathlib.Path:
+    return self.root / "pipeline.json"
+
+
+def latest_step(workdir) -> int | None:
+  steps = [int(p.name) for p in (pathlib.Path(workdir) / "checkpoints").glob("*")
+           if p.name.isdigit()]
+  return max(steps) if steps else None
+
+
+def stage_config(config, stage: str, paths: Paths) -> ml_collections.ConfigDict:
+  """The stage's own config with the pipeline's paths and world seed filled in."""
+  c = ml_collections.ConfigDict(config[stage].to_dict())
+  c.data.world_seed = config.world_seed
+  if stage == "pretrain":
+    c.data.source = paths.shards
+    c.data.tokenizer = str(paths.tokenizer_file)
+  else:
+    c.init.checkpoint = str(getattr(paths, config.init_from[stage]))
+  return c
+
+
+def is_complete(config, stage: str, paths: Paths) -> bool:
+  if stage == "data":
+    return (paths.data / "stats.json").is_file() and (paths.data / "crawl_check.json").is_file()
+  if stage == "tokenizer":
+    return paths.tokenizer_file.is_file() and (paths.tokenizer / "stats.json").is_file()
+  if stage in TRAINING:
+    step = latest_step(getattr(paths, stage))
+    return step is not None and step >= config[stage].train.num_steps
+  return all(_eval_current(getattr(paths, s)) for s in TRAINING
+             if is_complete(config, s, paths))
+
+
+def _eval_current(workdir: pathlib.Path) -> bool:
+  path = workdir / "eval.json"
+  return path.is_file() and json.loads(path.read_text()).get("step") == latest_step(workdir)
+
+
+def run_data(config, paths: Paths) -> dict:
+  """Writes the crawl to DIR/data/raw/crawl.jsonl, cleans it into DIR/data and checks the
+  result against the planted labels (DIR/data/crawl_check.json)."""
+  documents = world.generate(config.world_seed)["train"]["pretrain"]
+  records = crawl.make_crawl(documents, config.world_seed, **config.crawl.to_dict())
+  raw = paths.root / "raw" / "crawl.jsonl"
+  raw.parent.mkdir(parents=True, exist_ok=True)
+  raw.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+  clean = ml_collections.ConfigDict(config.clean.to_dict())
+  clean.input = str(raw)
+  stats = cleaning.run(clean, paths.data)
+  print(cleaning.summary_table(stats))
+  kept = [json.loads(line) for path in sorted(glob.glob(paths.shards))
+          for line in gzip.open(path, "rt", encoding="utf-8")]
+  check = crawl.check(records, kept)
+  (paths.data / "crawl_check.json").write_text(json.dumps(check, indent=1) + "\n")
+  print(f"cleaning kept {check['content_kept']:.1%} of the world's pages and removed "
+        f"{check['junk_removed']:.1%} of the planted junk")
+  return check
+
+
+def run_eval(config, paths: Paths, evaluate: Callable) -> None:
+  """Evaluates each complete training stage's newest checkpoint into DIR/<stage>/eval.json;
+  policies get the pipeline's reward model's score of their replies when it is complete, and
+  memorisation is measured on the cleaned pages pretraining read."""
+  samplers: dict = {}
+  for stage in TRAINING:
+    workdir = getattr(paths, stage)
+    if not is_complete(config, stage, paths) or _eval_current(workdir):
+      continue
+    eval_config = ml_collections.ConfigDict(config.eval.to_dict())
+    if stage in POLICIES and is_complete(config, "reward", paths):
+      eval_config.reward.model = str(paths.reward)
+    if not eval_config.memorization.texts:  # the pages pretraining read
+      eval_config.memorization.texts = paths.shards
+    run = runs.load_run(workdir)
+    start = time.perf_counter()
+    result = {"workdir": str(workdir), **evaluate(run, eval_config, samplers),
+              "config": eval_config.to_dict()}
+    (workdir / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"evaluated {stage} (step {run.step}) in {time.perf_counter() - start:.0f} s")
+
+
+def _record(paths: Paths, stage: str, **values) -> None:
+  """Adds to DIR/pipeline.json: seconds accumulate over resumed calls."""
+  status = json.loads(paths.status.read_text()) if paths.status.is_file() else {}
+  entry = status.setdefault(stage, {})
+  values["seconds"] = round(entry.get("seconds", 0.0) + values.get("seconds", 0.0), 1)
+  entry.update(values)
+  paths.status.write_text(json.dumps(status, indent=1) + "\n")
+
+
+def run(config, workdir, trainers: Mapping[str, Callable], evaluate: Callable,
+        tokenizer_fn: Callable, report_fn: Callable | None = None) -> dict:
+  """Runs the selected stages that are not complete; returns DIR/pipeline.json's contents.
+
+  trainers: stage -> run(config, workdir) for each training stage; evaluate(run, eval_config,
+  samplers) -> result (jaxllm.eval.suites.evaluate); tokenizer_fn(config, workdir) trains the
+  tokenizer; report_fn(workdir) writes the report at the end.
+  """
+  if jax.process_count() > 1:
+    raise UserError("the pipeline runs in one process (its RL stage does); run the stages' own "
+                    "scripts for multi-host jobs (docs/tpu.md).")
+  paths = Paths(pathlib.Path(workdir))
+  paths.root.mkdir(parents=True, exist_ok=True)
+  (paths.root / "config.json").write_text(config.to_json(indent=1) + "\n")
+  for stage in selected(config):
+    if is_complete(config, stage, paths):
+      print(f"== {stage}: complete, skipped")
+      continue
+    source = config.init_from.get(stage)
+    if source and not is_complete(config, source, paths):
+      raise UserError(f"stage {stage} starts from {source}, which is not complete in "
+                      f"{paths.root}; add {source} to config.stages.")
+    if stage == "pretrain" and not paths.tokenizer_file.is_file():
+      raise UserError(f"stage pretrain needs {paths.tokenizer_file}; add tokenizer (and data) "
+                      "to config.stages.")
+    print(f"== {stage}")
+    start = time.perf_counter()
+    if stage == "data":
+      run_data(config, paths)
+    elif stage == "tokenizer":
+      if not glob.glob(paths.shards):
+        raise UserError(f"stage tokenizer reads {paths.shards}, which matches nothing; add data "
+                        "to config.stages.")
+      tok = ml_collections.ConfigDict(config.tokenizer.to_dict())
+      tok.input = paths.shards
+      tokenizer_fn(tok, paths.tokenizer)
+    elif stage == "eval":
+      run_eval(config, paths, evaluate)
+    else:
+      trainers[stage](stage_config(config, stage, paths), getattr(paths, stage))
+    seconds = time.perf_counter() - start
+    done = is_complete(config, stage, paths)
+    _record(paths, stage, seconds=round(seconds, 1), complete=done)
+    if not done:
+      print(f"== {stage} stopped before its last step ({seconds:.0f} s); run the same command "
+            "again to resume.")
+      break
+    print(f"== {stage} done in {seconds:.0f} s")
+  if report_fn is not None:
+    report_fn(paths.root)
+  return json.loads(paths.status.read_text()) if paths.status.is_file() else {}

@@ -1,0 +1,69 @@
+"""The tiny pipeline end to end (4 steps a stage), its resume, and stage selection."""
+
+import json
+
+import pytest
+
+from jaxllm import config as config_lib
+from jaxllm.errors import ConfigError
+from jaxllm.pipeline import stages
+from tests.experiments.conftest import run_script
+from tests.helpers import ROOT
+
+TRAINING = ("pretrain", "sft", "reward", "dpo", "rl")
+
+
+def test_selected_stages_keep_pipeline_order():
+  c = config_lib.ml_collections.ConfigDict({"stages": "dpo, sft"})
+  assert stages.selected(c) == ["sft", "dpo"]
+  c.stages = "all"
+  assert stages.selected(c) == list(stages.STAGES)
+  c.stages = "sft,ppo"
+  with pytest.raises(ConfigError, match=r"config.stages='sft,ppo': \['ppo'\]"):
+    stages.selected(c)
+
+
+def test_stage_configs_start_from_the_previous_stage(tmp_path):
+  c = config_lib.load_config_file(ROOT / "configs/pipeline/tiny.py", "steps=4")
+  paths = stages.Paths(tmp_path)
+  assert stages.stage_config(c, "pretrain", paths).data.source == str(tmp_path / "data/*.jsonl.gz")
+  assert stages.stage_config(c, "rl", paths).init.checkpoint == str(tmp_path / "dpo")
+  assert stages.stage_config(c, "reward", paths).init.checkpoint == str(tmp_path / "sft")
+  assert all(c[s].train.num_steps == 4 for s in TRAINING)
+
+
+def test_tiny_pipeline_end_to_end_then_resume(tmp_path):
+  workdir = tmp_path / "p"
+  args = ("--config=configs/pipeline/tiny.py:steps=4", f"--workdir={workdir}")
+  done = run_script("pipeline.py", *args)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert (workdir / "data" / "stats.json").is_file()
+  check = json.loads((workdir / "data" / "crawl_check.json").read_text())
+  assert check["junk_removed"] == 1.0 and check["content_kept"] > 0.5
+  assert (workdir / "tokenizer" / "tokenizer.json").is_file()
+  for stage in TRAINING:
+    rows = [json.loads(l) for l in (workdir / stage / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["step"] == 4 and "train/loss" in r for r in rows), stage
+    result = json.loads((workdir / stage / "eval.json").read_text())
+    assert result["step"] == 4 and result["metrics"], stage
+  policy = json.loads((workdir / "rl" / "eval.json").read_text())["metrics"]
+  assert {"qa/accuracy", "math/pass@4", "rag/accuracy_with_retrieval", "tool/accuracy",
+          "reward/reward_model_score", "memorization/train_rate"} <= set(policy)
+  assert "reward/pairwise_accuracy" in json.loads(
+      (workdir / "reward" / "eval.json").read_text())["metrics"]
+  status = json.loads((workdir / "pipeline.json").read_text())
+  assert all(status[s]["complete"] for s in stages.STAGES)
+  text = (workdir / "report.md").read_text()
+  assert "| rl | 4 |" in text and "![loss curves](loss_curves.png)" in text
+  assert (workdir / "eval_by_stage.png").is_file() and (workdir / "rl_curves.png").is_file()
+
+  again = run_script("pipeline.py", *args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count("complete, skipped") == len(stages.STAGES)
+
+
+def test_a_stage_whose_input_is_missing_is_refused(tmp_path):
+  done = run_script("pipeline.py", "--config=configs/pipeline/tiny.py:steps=2",
+                    f"--workdir={tmp_path}", "--config.stages=dpo")
+  assert done.returncode == 2
+  assert "stage dpo starts from sft, which is not complete" in done.stderr
