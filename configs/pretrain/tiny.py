@@ -20,3 +20,13 @@ def get_config(arg=None):
   c.optimizer.lr = 3e-3
   c.optimizer.warmup_steps = 20
   return c
+
+
+def get_sweep(arg=None):
+  """Learning-rate ablation around the default 3e-3:
+
+    python experiments/sweep.py --config=configs/pretrain/tiny.py --workdir=/tmp/jaxllm/lr
+  """
+  del arg  # the same points at any length
+  from jaxllm.pipeline import sweep  # pylint: disable=import-outside-toplevel
+  return sweep.grid(**{"optimizer.lr": [1e-3, 3e-3, 1e-2, 3e-2]})
