@@ -12,10 +12,10 @@ so running the command again resumes where it stopped. Then WORKDIR/report.md an
 See jaxllm/pipeline/stages.py for what each stage reads and writes.
 """
 
-import importlib.util
 import pathlib
 
 from jaxllm import cli
+from jaxllm import config as config_lib
 from jaxllm.eval import suites
 from jaxllm.pipeline import report, stages
 from jaxllm.rl import experiment as rl_experiment
@@ -25,10 +25,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 def script(name: str):
   """experiments/<name>.py as a module (its run function; flags are defined only in __main__)."""
-  spec = importlib.util.spec_from_file_location(f"experiments_{name}", HERE / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_lib.import_file(HERE / f"{name}.py")
 
 
 def run(config, workdir):

@@ -31,14 +31,14 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return out
 
 
-def load_config_module(path):
-  """A config file imported as a module (its get_config, and get_sweep if it has one)."""
+def import_file(path):
+  """A Python file imported as a module named after its folder and stem (a config file, whose
+  get_config and get_sweep it holds, or an experiment script, whose run function it holds)."""
   import importlib.util  # pylint: disable=import-outside-toplevel
   path = pathlib.Path(path)
   if not path.is_file():
-    raise ConfigError(f"config file {path} does not exist; give a file such as "
-                      "configs/pretrain/tiny.py.")
-  spec = importlib.util.spec_from_file_location(f"config_{path.parent.name}_{path.stem}", path)
+    raise ConfigError(f"{path} does not exist; give a file such as configs/pretrain/tiny.py.")
+  spec = importlib.util.spec_from_file_location(f"{path.parent.name}_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -46,7 +46,7 @@ def load_config_module(path):
 
 def load_config_file(path, arg: str | None = None) -> ml_collections.ConfigDict:
   """get_config(arg) of a config file (for configs built from other configs' files)."""
-  return load_config_module(path).get_config(arg)
+  return import_file(path).get_config(arg)
 
 
 def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:

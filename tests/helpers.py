@@ -1,9 +1,10 @@
 """Shared test helpers."""
 
 import functools
-import importlib.util
-import json
 from pathlib import Path
+
+from jaxllm import config as config_lib
+from jaxllm.train.metrics import read_metrics  # noqa: F401  (tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -12,15 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def load_script(name: str):
   """Imports experiments/<name>.py as a module (the scripts are not a package); once, since a
   script defines absl flags."""
-  spec = importlib.util.spec_from_file_location(f"experiments_{name}",
-                                                ROOT / "experiments" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def read_metrics(workdir) -> list[dict]:
-  return [json.loads(l) for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  return config_lib.import_file(ROOT / "experiments" / f"{name}.py")
 
 
 def train_losses(workdir) -> dict[int, float]:

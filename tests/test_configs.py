@@ -14,7 +14,7 @@ CONFIG_FILES = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*
 PRETRAIN_FILES = [p for p in CONFIG_FILES if p.parent.name == "pretrain"]
 
 
-_load = config_lib.load_config_module
+_load = config_lib.import_file
 
 
 def test_there_are_configs():

@@ -17,7 +17,7 @@ under URLs of one made-up site. Every record carries metadata["planted"]:
 | blocked_url      | a page under a URL with a banned word               | url                      |
 
 Copies always come after their original, so dedup (which keeps the first of a group) drops the
-copy. `check(records_in, records_out)` compares the cleaned output with the labels.
+copy. `check(records_in, kept_ids)` compares the cleaned output with the labels.
 """
 
 import random
@@ -115,12 +115,12 @@ def make_crawl(documents: Sequence[str], seed: int = 0, *, min_words: int = 80,
   return records
 
 
-def check(records_in: Iterable[dict], records_out: Iterable[dict]) -> dict:
-  """Per planted kind: pages in, kept and the fraction kept; plus "content_kept" (kept / in over
+def check(records_in: Iterable[dict], kept_ids: Iterable[str]) -> dict:
+  """Per planted kind of records_in: pages in, kept (their ids among kept_ids) and the fraction; plus "content_kept" (kept / in over
   the kinds that should stay) and "junk_removed" (dropped / in over the kinds that should go)."""
   planted = {r["id"]: r["metadata"]["planted"] for r in records_in}
   total = Counter(planted.values())
-  kept = Counter(planted[r["id"]] for r in records_out if r["id"] in planted)
+  kept = Counter(planted[i] for i in kept_ids if i in planted)
   out = {kind: {"in": total[kind], "kept": kept[kind],
                 "kept_fraction": kept[kind] / total[kind] if total[kind] else None}
          for kind in KEPT_KINDS + DROPPED_KINDS}

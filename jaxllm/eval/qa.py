@@ -17,10 +17,12 @@ import numpy as np
 from jaxllm.data import chat, readers, world
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import ConfigError
+from jaxllm.eval import pass_at_k
 from jaxllm.inference import retrieval
 from jaxllm.inference.sampler import Sampler
 from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
+from jaxllm.rl import rewards
 
 
 def user_turns(questions: Sequence[dict], tokenizer: Tokenizer, index=None, k: int = 3,
@@ -89,7 +91,7 @@ def question_and_answer(record: dict) -> tuple[list[dict], str, str]:
   return messages, str(record.get("answer", meta.get("answer"))), meta.get("kind", "all")
 
 
-def _scored(replies: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
+def score_replies(replies: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
             questions: Sequence[str]) -> dict:
   """Exact-match accuracy (world.score) overall and per kind, with a few examples."""
   correct = np.array([world.score(r, a) for r, a in zip(replies, answers)])
@@ -102,6 +104,20 @@ def _scored(replies: Sequence[str], answers: Sequence[str], kinds: Sequence[str]
   return result
 
 
+def sampled_pass_at_k(sampler: Sampler, tokenizer: Tokenizer,
+                      conversations: Sequence[Sequence[dict]], answers: Sequence[str], *, n: int,
+                      k: int, temperature: float, seed: int, max_new_tokens: int = 96,
+                      batch_size: int = 32, style: str = "line") -> tuple[float, float]:
+  """(mean pass@k, sample accuracy) from n sampled replies per conversation, each checked with
+  rewards.correct (the answer by value); pass@k is the unbiased estimator."""
+  sampled = reply_to(sampler, tokenizer, [c for c in conversations for _ in range(n)],
+                     max_new_tokens=max_new_tokens, batch_size=batch_size,
+                     temperature=temperature, seed=seed)
+  right = np.array([rewards.correct(reply, str(answers[i // n]), style) > 0
+                    for i, reply in enumerate(sampled)]).reshape(len(conversations), n)
+  return pass_at_k.mean_pass_at_k(right, k), float(right.mean())
+
+
 def conversation_accuracy(sampler: Sampler, tokenizer: Tokenizer, records: Sequence[dict], *,
                           max_new_tokens: int = 96, batch_size: int = 32) -> dict:
   """Exact match of greedy chat replies on held-out conversations ({"messages", answer}).
@@ -112,7 +128,7 @@ def conversation_accuracy(sampler: Sampler, tokenizer: Tokenizer, records: Seque
   parsed = [question_and_answer(r) for r in records]
   replies = reply_to(sampler, tokenizer, [m for m, _, _ in parsed],
                      max_new_tokens=max_new_tokens, batch_size=batch_size)
-  return _scored(replies, [a for _, a, _ in parsed], [k for _, _, k in parsed],
+  return score_replies(replies, [a for _, a, _ in parsed], [k for _, _, k in parsed],
                  [m[-1]["content"] for m, _, _ in parsed])
 
 
@@ -147,7 +163,7 @@ def prompted_accuracy(sampler: Sampler, tokenizer: Tokenizer, records: Sequence[
   replies = prompted_replies(sampler, tokenizer, records, shots, max_new_tokens=max_new_tokens,
                              batch_size=batch_size)
   parsed = [question_and_answer(r) for r in records]
-  return _scored(replies, [a for _, a, _ in parsed], [k for _, _, k in parsed],
+  return score_replies(replies, [a for _, a, _ in parsed], [k for _, _, k in parsed],
                  [m[-1]["content"] for m, _, _ in parsed])
 
 

@@ -37,10 +37,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from jaxllm.data import readers, world
+from jaxllm.data import inputs, preferences, readers, world
 from jaxllm.errors import ConfigError
 from jaxllm.eval import metrics as metrics_lib
-from jaxllm.eval import pass_at_k, perplexity, probes, qa
+from jaxllm.eval import perplexity, probes, qa
 from jaxllm.inference import assistant, retrieval, runs, scoring, tools
 from jaxllm.inference.sampler import Sampler
 from jaxllm.rl import rewards
@@ -103,12 +103,12 @@ def stage_of(config) -> str:
 
 @dataclasses.dataclass
 class Context:
-  """One run under evaluation, with the replies and samplers the suites share."""
+  """One run under evaluation, with the replies the suites share."""
   run: runs.Run
   config: ml_collections.ConfigDict
   stage: str
   data: dict  # world.generate(seed)
-  samplers: dict  # model config -> Sampler, shared across runs (one compile per shape)
+  shared: dict  # across runs: Sampler per model config (one compile per shape), reward models
   cache: dict = dataclasses.field(default_factory=dict)
 
   @property
@@ -122,10 +122,10 @@ class Context:
 
   def sampler(self) -> Sampler:
     key = repr(self.run.model.cfg)
-    if key not in self.samplers:
-      self.samplers[key] = Sampler(self.run.model, None, self.tokenizer.pad_id,
+    if key not in self.shared:
+      self.shared[key] = Sampler(self.run.model, None, self.tokenizer.pad_id,
                                    vocab_limit=self.tokenizer.vocab_size)
-    smp = self.samplers[key]
+    smp = self.shared[key]
     smp.params = self.run.params
     return smp
 
@@ -179,16 +179,16 @@ def lm_suite(ctx: Context) -> dict:
 
 def qa_suite(ctx: Context) -> dict:
   records, replies = ctx.qa_records(), ctx.qa_replies()
-  answers = [qa.question_and_answer(r)[1] for r in records]
-  kinds = np.array([r["meta"]["kind"] for r in records])
-  correct = np.array([world.score(reply, a) for reply, a in zip(replies, answers)])
+  parsed = [qa.question_and_answer(r) for r in records]
+  answers = [a for _, a, _ in parsed]
+  scored = qa.score_replies(replies, answers, [k for _, _, k in parsed],
+                            [m[-1]["content"] for m, _, _ in parsed])
   extracted = [world.extract_answer(reply) or "" for reply in replies]
-  out = {"accuracy": float(correct.mean()), "questions": len(records),
+  out = {"accuracy": scored["accuracy"], "questions": scored["questions"],
          "exact_match": _mean(metrics_lib.exact_match(e, a) for e, a in zip(extracted, answers)),
          "f1": _mean(metrics_lib.token_f1(e, a) for e, a in zip(extracted, answers)),
          "prompt": "chat" if ctx.chat else f"plain, {ctx.config.qa.shots}-shot"}
-  for kind in sorted(set(kinds)):
-    out[f"accuracy_{kind}"] = float(correct[kinds == kind].mean())
+  out.update({f"accuracy_{k}": v for k, v in scored.get("by_kind", {}).items()})
   return out
 
 
@@ -220,13 +220,9 @@ def math_suite(ctx: Context) -> dict:
   out = {"accuracy": _mean(rewards.correct(g, str(r["answer"])) for g, r in zip(greedy, records)),
          "questions": len(records)}
   if c.pass_k > 0:
-    n = c.samples
-    sampled = qa.reply_to(smp, ctx.tokenizer, [m for m in conversations for _ in range(n)],
-                          temperature=c.temperature, seed=ctx.run.config.seed, **common)
-    right = np.array([rewards.correct(s, str(records[i // n]["answer"])) > 0
-                      for i, s in enumerate(sampled)]).reshape(len(records), n)
-    out[f"pass@{c.pass_k}"] = pass_at_k.mean_pass_at_k(right, c.pass_k)
-    out["sample_accuracy"] = float(right.mean())
+    out[f"pass@{c.pass_k}"], out["sample_accuracy"] = qa.sampled_pass_at_k(
+        smp, ctx.tokenizer, conversations, [r["answer"] for r in records], n=c.samples,
+        k=c.pass_k, temperature=c.temperature, seed=ctx.run.config.seed, **common)
   return out
 
 
@@ -274,18 +270,18 @@ def reward_suite(ctx: Context) -> dict:
                                   batch_size=ctx.config.batch_size)
 
     def conversations(side):
-      return [[{"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p[side]}]
-              for p in pairs]
+      return [preferences.prompt_messages(p["prompt"])
+              + [{"role": "assistant", "content": p[side]}] for p in pairs]
     margin = scorer(ctx.run.params, conversations("chosen")) - \
         scorer(ctx.run.params, conversations("rejected"))
     return {"pairwise_accuracy": float(np.mean(margin > 0)), "mean_margin": float(margin.mean()),
             "pairs": len(pairs)}
   if not c.model:
     return {}
-  rm = ctx.samplers.get(("reward", c.model))
+  rm = ctx.shared.get(("reward", c.model))
   if rm is None:
     rm_run = runs.load_run(c.model)
-    rm = ctx.samplers[("reward", c.model)] = (
+    rm = ctx.shared[("reward", c.model)] = (
         rm_run, scoring.RewardScorer(rm_run.model, rm_run.tokenizer, rm_run.config.data.seq_len,
                                      batch_size=ctx.config.batch_size))
   rm_run, scorer = rm
@@ -329,12 +325,18 @@ def applies(suite: str, stage: str, config) -> str | None:
   return None
 
 
-def evaluate(run: runs.Run, config, samplers: dict | None = None) -> dict[str, Any]:
-  """Runs config.suites on `run`: {"stage", "step", "suites", "metrics", "skipped", "seconds"}."""
+def evaluate(run: runs.Run, config, shared: dict | None = None) -> dict[str, Any]:
+  """Runs config.suites on `run`: {"stage", "step", "suites", "metrics", "skipped", "seconds"}.
+
+  `shared` (a dict kept across calls) reuses compiled samplers and loaded reward models when
+  several runs are evaluated in one process. The world is generated with the run's seed and
+  sizes, so its held-out sets are the ones the run held out.
+  """
   validate(config)
   seed = config.world_seed if config.world_seed >= 0 else run.config.data.get("world_seed", 0)
   stage = stage_of(run.config)
-  ctx = Context(run, config, stage, world.generate(seed), {} if samplers is None else samplers)
+  data = world.generate(seed, sizes=inputs.world_sizes(run.config.data))
+  ctx = Context(run, config, stage, data, {} if shared is None else shared)
   out = {"stage": stage, "step": run.step, "world_seed": seed, "suites": {}, "metrics": {},
          "skipped": {}, "seconds": {}}
   for suite in selected(config):

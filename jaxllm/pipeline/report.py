@@ -31,13 +31,6 @@ RL_CURVES = (("rollout/reward_mean", "rollout reward"), ("rollout/accuracy", "ro
              ("eval/qa_accuracy", "held-out accuracy"), ("train/kl", "KL to reference"))
 
 
-def read_metrics(workdir: pathlib.Path) -> list[dict]:
-  path = workdir / "metrics.jsonl"
-  if not path.is_file():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
   points = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
   return [s for s, _ in points], [v for _, v in points]
@@ -57,7 +50,7 @@ def compute(stage: str, workdir: pathlib.Path) -> dict | None:
   seq_len = config.data.seq_len
   per_row = 2 if stage in ("reward", "dpo") else 1
   updates = config.rl.epochs if stage == "rl" else 1  # minibatches split the batch
-  rows = read_metrics(workdir)
+  rows = metrics_lib.read_metrics(workdir)
   steps = max((r["step"] for r in rows if "train/loss" in r), default=0)
   positions = steps * config.train.batch_size * seq_len * per_row * updates
   return {"steps": steps, "positions": positions,
@@ -73,13 +66,13 @@ def _plt():
 
 
 def plot_losses(root: pathlib.Path, path: pathlib.Path) -> bool:
-  stages = [s for s in TRAINING if read_metrics(root / s)]
+  stages = [s for s in TRAINING if metrics_lib.read_metrics(root / s)]
   if not stages:
     return False
   plt = _plt()
   fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3), squeeze=False)
   for ax, stage in zip(axes[0], stages):
-    rows = read_metrics(root / stage)
+    rows = metrics_lib.read_metrics(root / stage)
     for key, style in (("train/loss", "-"), ("eval/loss", "o--")):
       x, y = series(rows, key)
       if x:
@@ -226,12 +219,12 @@ def write(root) -> pathlib.Path:
   lines += ["## Training", ""]
   if plot_losses(root, root / "loss_curves.png"):
     lines += ["![loss curves](loss_curves.png)", ""]
-  rm_rows = read_metrics(root / "reward")
+  rm_rows = metrics_lib.read_metrics(root / "reward")
   if plot_keys(rm_rows, (("eval/accuracy", "held-out pairwise accuracy"),
                          ("eval/margin", "held-out reward margin")),
                "reward model", root / "reward_model.png"):
     lines += ["![reward model](reward_model.png)", ""]
-  rl_rows = read_metrics(root / "rl")
+  rl_rows = metrics_lib.read_metrics(root / "rl")
   if plot_keys(rl_rows, RL_CURVES, "RL (GRPO)", root / "rl_curves.png"):
     lines += ["![RL curves](rl_curves.png)", ""]
 

@@ -24,7 +24,6 @@ does not import the experiment scripts.
 
 import dataclasses
 import glob
-import gzip
 import json
 import pathlib
 import time
@@ -33,7 +32,7 @@ from collections.abc import Callable, Mapping
 import jax
 import ml_collections
 
-from jaxllm.data import crawl, world
+from jaxllm.data import crawl, readers, world
 from jaxllm.data.cleaning import pipeline as cleaning
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.inference import runs
@@ -59,9 +58,8 @@ def selected(config) -> list[str]:
 class Paths:
   root: pathlib.Path
 
-  def __getattr__(self, stage: str) -> pathlib.Path:
-    if stage not in STAGES:
-      raise AttributeError(stage)
+  def of(self, stage: str) -> pathlib.Path:
+    """The stage's directory, DIR/<stage>."""
     return self.root / stage
 
   @property
@@ -91,19 +89,19 @@ def stage_config(config, stage: str, paths: Paths) -> ml_collections.ConfigDict:
     c.data.source = paths.shards
     c.data.tokenizer = str(paths.tokenizer_file)
   else:
-    c.init.checkpoint = str(getattr(paths, config.init_from[stage]))
+    c.init.checkpoint = str(paths.of(config.init_from[stage]))
   return c
 
 
 def is_complete(config, stage: str, paths: Paths) -> bool:
   if stage == "data":
-    return (paths.data / "stats.json").is_file() and (paths.data / "crawl_check.json").is_file()
+    return all((paths.of("data") / name).is_file() for name in ("stats.json", "crawl_check.json"))
   if stage == "tokenizer":
-    return paths.tokenizer_file.is_file() and (paths.tokenizer / "stats.json").is_file()
+    return paths.tokenizer_file.is_file() and (paths.of("tokenizer") / "stats.json").is_file()
   if stage in TRAINING:
-    step = latest_step(getattr(paths, stage))
+    step = latest_step(paths.of(stage))
     return step is not None and step >= config[stage].train.num_steps
-  return all(_eval_current(getattr(paths, s)) for s in TRAINING
+  return all(_eval_current(paths.of(s)) for s in TRAINING
              if is_complete(config, s, paths))
 
 
@@ -122,12 +120,13 @@ def run_data(config, paths: Paths) -> dict:
   raw.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
   clean = ml_collections.ConfigDict(config.clean.to_dict())
   clean.input = str(raw)
-  stats = cleaning.run(clean, paths.data)
+  stats = cleaning.run(clean, paths.of("data"))
   print(cleaning.summary_table(stats))
-  kept = [json.loads(line) for path in sorted(glob.glob(paths.shards))
-          for line in gzip.open(path, "rt", encoding="utf-8")]
+  counts = readers.ReadCounts()
+  kept = [doc.id for path in readers.expand_inputs(paths.shards)
+          for doc in readers.iter_documents(path, counts)]
   check = crawl.check(records, kept)
-  (paths.data / "crawl_check.json").write_text(json.dumps(check, indent=1) + "\n")
+  (paths.of("data") / "crawl_check.json").write_text(json.dumps(check, indent=1) + "\n")
   print(f"cleaning kept {check['content_kept']:.1%} of the world's pages and removed "
         f"{check['junk_removed']:.1%} of the planted junk")
   return check
@@ -137,19 +136,19 @@ def run_eval(config, paths: Paths, evaluate: Callable) -> None:
   """Evaluates each complete training stage's newest checkpoint into DIR/<stage>/eval.json;
   policies get the pipeline's reward model's score of their replies when it is complete, and
   memorisation is measured on the cleaned pages pretraining read."""
-  samplers: dict = {}
+  shared: dict = {}  # compiled samplers and the reward model, across the runs
   for stage in TRAINING:
-    workdir = getattr(paths, stage)
+    workdir = paths.of(stage)
     if not is_complete(config, stage, paths) or _eval_current(workdir):
       continue
     eval_config = ml_collections.ConfigDict(config.eval.to_dict())
     if stage in POLICIES and is_complete(config, "reward", paths):
-      eval_config.reward.model = str(paths.reward)
+      eval_config.reward.model = str(paths.of("reward"))
     if not eval_config.memorization.texts:  # the pages pretraining read
       eval_config.memorization.texts = paths.shards
     run = runs.load_run(workdir)
     start = time.perf_counter()
-    result = {"workdir": str(workdir), **evaluate(run, eval_config, samplers),
+    result = {"workdir": str(workdir), **evaluate(run, eval_config, shared),
               "config": eval_config.to_dict()}
     (workdir / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"evaluated {stage} (step {run.step}) in {time.perf_counter() - start:.0f} s")
@@ -169,7 +168,7 @@ def run(config, workdir, trainers: Mapping[str, Callable], evaluate: Callable,
   """Runs the selected stages that are not complete; returns DIR/pipeline.json's contents.
 
   trainers: stage -> run(config, workdir) for each training stage; evaluate(run, eval_config,
-  samplers) -> result (jaxllm.eval.suites.evaluate); tokenizer_fn(config, workdir) trains the
+  shared) -> result (jaxllm.eval.suites.evaluate); tokenizer_fn(config, workdir) trains the
   tokenizer; report_fn(workdir) writes the report at the end.
   """
   if jax.process_count() > 1:
@@ -199,11 +198,11 @@ def run(config, workdir, trainers: Mapping[str, Callable], evaluate: Callable,
                         "to config.stages.")
       tok = ml_collections.ConfigDict(config.tokenizer.to_dict())
       tok.input = paths.shards
-      tokenizer_fn(tok, paths.tokenizer)
+      tokenizer_fn(tok, paths.of("tokenizer"))
     elif stage == "eval":
       run_eval(config, paths, evaluate)
     else:
-      trainers[stage](stage_config(config, stage, paths), getattr(paths, stage))
+      trainers[stage](stage_config(config, stage, paths), paths.of(stage))
     seconds = time.perf_counter() - start
     done = is_complete(config, stage, paths)
     _record(paths, stage, seconds=round(seconds, 1), complete=done)

@@ -11,7 +11,6 @@ import dataclasses
 import difflib
 import inspect
 import itertools
-import json
 import math
 import os
 import re
@@ -32,6 +31,7 @@ from ml_collections import config_flags
 from ml_collections.config_flags import config_path
 
 from jaxllm import config as config_lib
+from jaxllm.train import metrics as metrics_lib
 from jaxllm.errors import ConfigError, UserError
 
 # The stage script of each configs/ folder.
@@ -95,7 +95,7 @@ def load_module(path: str | Path) -> ModuleType:
   if not Path(path).is_file():
     raise ConfigError(f"--config={path}: no such file; give a config file such as "
                       "configs/pretrain/tiny.py.")
-  return config_lib.load_config_module(path)
+  return config_lib.import_file(path)
 
 
 def _call(module: ModuleType, path: Path, name: str, arg: str | None) -> Any:
@@ -306,27 +306,12 @@ def plan(config: str, workdir: str | Path, script: str | None = None,
   return sweep, points
 
 
-def _records(workdir: str | Path) -> list[dict[str, Any]]:
-  """WORKDIR/metrics.jsonl's complete lines."""
-  path = Path(workdir) / "metrics.jsonl"
-  if not path.is_file():
-    return []
-  out = []
-  for line in path.read_text().splitlines():
-    try:
-      record = json.loads(line)
-    except ValueError:
-      continue  # a line cut off by a killed run
-    if isinstance(record, dict) and "step" in record:
-      out.append(record)
-  return out
-
-
 def result(workdir: str | Path, metric: str,
            mode: str = "last") -> tuple[float, int] | None:
   """(value, step) of `metric` in WORKDIR/metrics.jsonl: the last logged value (mode 'last'),
   or the lowest ('min') or highest ('max') over the run; None if it was never logged."""
-  found = [(float(r[metric]), int(r["step"])) for r in _records(workdir) if metric in r]
+  found = [(float(r[metric]), int(r["step"])) for r in metrics_lib.read_metrics(workdir)
+           if metric in r]
   if not found:
     return None
   if mode == "last":
@@ -341,12 +326,12 @@ def is_complete(workdir: str | Path, num_steps: int | None) -> bool:
   """Whether WORKDIR/metrics.jsonl has logged the final step."""
   if num_steps is None:
     return False
-  return any(int(r["step"]) >= num_steps for r in _records(workdir))
+  return any(int(r["step"]) >= num_steps for r in metrics_lib.read_metrics(workdir))
 
 
 def metric_names(workdirs: Sequence[str | Path]) -> list[str]:
   """Every metric logged by any of the runs."""
-  return sorted({k for w in workdirs for r in _records(w) for k in r} - {"step"})
+  return sorted({k for w in workdirs for r in metrics_lib.read_metrics(w) for k in r} - {"step"})
 
 
 def best_mode(metric: str, mode: str = "auto") -> str:

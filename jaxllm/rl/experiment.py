@@ -22,7 +22,7 @@ import numpy as np
 from jaxllm import config as config_lib
 from jaxllm.data import inputs, readers, world
 from jaxllm.errors import ConfigError, UserError
-from jaxllm.eval import pass_at_k, qa
+from jaxllm.eval import qa
 from jaxllm.inference import runs
 from jaxllm.inference.sampler import Sampler
 from jaxllm.inference.scoring import RewardScorer
@@ -122,15 +122,10 @@ def held_out_eval(config, tokenizer, policy_: Policy, rewards: rewards_lib.Rewar
              "reward_model": "eval/reward_model_score"}[name]
       out[key] = float(np.mean(values))
     if e.pass_k and "correct" in rewards.components and all("answer" in r for r in records):
-      n = e.pass_samples
-      sampled = qa.reply_to(smp, tokenizer, [c for c in conversations for _ in range(n)],
-                            max_new_tokens=config.rl.max_new_tokens, batch_size=e.batch_size,
-                            temperature=config.rl.temperature, seed=config.seed)
-      right = [rewards_lib.correct(reply, str(r["answer"]), style) > 0
-               for r, reply in zip([r for r in records for _ in range(n)], sampled)]
-      grouped = np.array(right).reshape(len(records), n)
-      out[f"eval/pass@{e.pass_k}"] = pass_at_k.mean_pass_at_k(grouped, e.pass_k)
-      out["eval/sample_accuracy"] = float(grouped.mean())
+      out[f"eval/pass@{e.pass_k}"], out["eval/sample_accuracy"] = qa.sampled_pass_at_k(
+          smp, tokenizer, conversations, [r["answer"] for r in records], n=e.pass_samples,
+          k=e.pass_k, temperature=config.rl.temperature, seed=config.seed,
+          max_new_tokens=config.rl.max_new_tokens, batch_size=e.batch_size, style=style)
     return out
   return (evaluate,)
 

@@ -14,6 +14,8 @@ import pathlib
 
 import numpy as np
 
+from jaxllm.train import metrics as metrics_lib
+
 EVAL_KEYS = ("eval/qa_accuracy", "eval/reward_model_score", "eval/format", "eval/sample_accuracy")
 ROLLOUT_KEYS = ("rollout/reward_mean", "rollout/accuracy", "rollout/reward_reward_model",
                 "rollout/response_length", "rollout/kl_ref")
@@ -64,8 +66,7 @@ def _noise(p: float, n: float | None) -> float:
 def write(workdir) -> dict:
   """Summarises WORKDIR/metrics.jsonl into WORKDIR/rl_report.json; returns the summary."""
   workdir = pathlib.Path(workdir)
-  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines() if l]
-  summary = summarize(lines)
+  summary = summarize(metrics_lib.read_metrics(workdir))
   (workdir / "rl_report.json").write_text(json.dumps(summary, indent=1) + "\n")
   return summary
 

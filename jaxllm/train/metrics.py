@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 
+from jaxllm.errors import UserError
 from jaxllm.models.config import ModelConfig
 
 # Dense bf16 peak FLOP/s per chip (vendor datasheets). MFU is reported against these; pass
@@ -53,6 +54,26 @@ def add_std(values: dict[str, float]) -> dict[str, float]:
     mean = values.get(key[:-3])
     if mean is not None:
       out[key[:-3] + "_std"] = math.sqrt(max(out.pop(key) - mean * mean, 0.0))
+  return out
+
+
+def read_metrics(workdir) -> list[dict[str, Any]]:
+  """WORKDIR/metrics.jsonl as the MetricWriter wrote it, one dict per line ([] when absent).
+
+  A last line cut off by a killed run is left out; any other unreadable line is an error.
+  """
+  path = Path(workdir) / "metrics.jsonl"
+  if not path.is_file():
+    return []
+  lines = path.read_text().splitlines()
+  out = []
+  for n, line in enumerate(lines, 1):
+    try:
+      out.append(json.loads(line))
+    except ValueError:
+      if n < len(lines):
+        raise UserError(f"{path}:{n} is not a JSON object; the file was edited or damaged "
+                        "(delete the line, or the run directory to start over).") from None
   return out
 
 

@@ -23,7 +23,7 @@ def ctx():
   config = suites.default_config()
   run = ml_collections.ConfigDict()
   c = suites.Context(run=run, config=config, stage="sft",
-                     data={"eval": {"sft": records}}, samplers={})
+                     data={"eval": {"sft": records}}, shared={})
   c.cache["qa"] = ["2 + 3 = 5.\nThe answer is 5.",  # right, well formed
                    "Ada lives in the town of Riga. The answer is Riga",  # right, no final period
                    "I don't know.",  # right refusal

@@ -1,6 +1,5 @@
 """experiments/train_tokenizer.py as a user runs it: files written and loadable, clear errors."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,6 +7,7 @@ import sys
 import pytest
 import transformers
 
+from jaxllm import config as config_lib
 from jaxllm.data.tokenizer import Tokenizer
 from tests.data.test_tokenizer import varied_corpus
 from tests.helpers import ROOT
@@ -58,9 +58,7 @@ def test_trains_writes_loadable_files_and_reports_heldout_compression(tmp_path, 
 
 
 def test_config_argument_sets_size_and_kind():
-  spec = importlib.util.spec_from_file_location("bpe", ROOT / "configs/tokenizer/bpe.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_lib.import_file(ROOT / "configs/tokenizer/bpe.py")
   assert "python experiments/train_tokenizer.py" in module.__doc__
   config = module.get_config("vocab_size=1000,kind=unigram")
   assert (config.vocab_size, config.kind) == (1000, "unigram")

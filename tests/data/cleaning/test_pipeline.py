@@ -2,11 +2,11 @@
 
 import dataclasses
 import gzip
-import importlib.util
 import json
 
 import pytest
 
+from jaxllm import config as config_lib
 from jaxllm.data import readers
 from jaxllm.data.cleaning import pipeline
 from jaxllm.errors import ConfigError
@@ -19,10 +19,7 @@ PAGE = ("<html><body><nav>Home | About</nav><article>"
 
 
 def _config(tmp_path, **overrides):
-  spec = importlib.util.spec_from_file_location("clean", ROOT / "configs/data/clean.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("workers=1")
+  c = config_lib.load_config_file(ROOT / "configs/data/clean.py", "workers=1")
   c.input = f"{tmp_path}/in/*"
   c.separator = "\\n\\n"
   blocklist = tmp_path / "blocklist.txt"
