@@ -9,14 +9,18 @@ NORMS = ("rms", "layer")
 MLPS = ("swiglu", "gelu")
 POSITIONS = ("rope", "learned")
 REMAT_POLICIES = ("none", "full", "save_dots")
-ROPE_SCALINGS = ("none", "llama3")
+ROPE_SCALINGS = ("none", "llama3", "linear")
 ATTENTION_IMPLS = ("xla", "cudnn", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Shape and options of a decoder-only transformer (Llama and GPT-2 families)."""
+  """Shape and options of a decoder-only transformer.
+
+  Covers the Llama 2/3, Mistral, Qwen2/2.5, Qwen3 and GPT-2 families (jaxllm/interop maps
+  their Hugging Face configs to this one).
+  """
 
   vocab_size: int = 320
   num_layers: int = 2
@@ -31,12 +35,15 @@ class ModelConfig:
   mlp: str = "swiglu"  # swiglu (Llama) | gelu (GPT-2)
   position: str = "rope"  # rope (Llama) | learned (GPT-2)
   rope_theta: float = 10_000.0
-  rope_scaling: str = "none"  # none | llama3 (Llama 3.1 frequency scaling)
+  rope_scaling: str = "none"  # none | llama3 (Llama 3.1) | linear (positions / factor)
   rope_scaling_factor: float = 8.0
   rope_low_freq_factor: float = 1.0
   rope_high_freq_factor: float = 4.0
   rope_original_max_len: int = 8192
   use_bias: bool = False  # biases on every dense layer and norm (GPT-2)
+  qkv_bias: bool = False  # biases on the query, key and value projections only (Qwen2)
+  qk_norm: bool = False  # RMSNorm over head_dim on queries and keys before rope (Qwen3)
+  sliding_window: int = 0  # > 0: a token sees itself and the window - 1 before it (Mistral)
   tie_embeddings: bool = True
   causal: bool = True
   dropout_rate: float = 0.0
@@ -96,6 +103,15 @@ class ModelConfig:
           f"rotary embeddings need an even head dim, got {self.resolved_head_dim}; "
           "change config.model.head_dim (or d_model / num_heads)."
       )
+    if self.sliding_window < 0:
+      raise ConfigError(f"config.model.sliding_window={self.sliding_window} must be >= 0 "
+                        "(0: full causal attention).")
+    if self.qk_norm and self.norm != "rms":
+      raise ConfigError("config.model.qk_norm=True needs config.model.norm='rms' (Qwen3's q/k "
+                        "norms are RMSNorms); set one or the other.")
+    if self.rope_scaling != "none" and self.rope_scaling_factor <= 0:
+      raise ConfigError(f"config.model.rope_scaling_factor={self.rope_scaling_factor} must be "
+                        "positive.")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ConfigError(f"config.model.dropout_rate={self.dropout_rate} must be in [0, 1).")
 

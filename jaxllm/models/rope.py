@@ -1,4 +1,4 @@
-"""Rotary position embeddings (RoPE), with Llama 3 frequency scaling."""
+"""Rotary position embeddings (RoPE), with Llama 3 and linear frequency scaling."""
 
 import math
 
@@ -28,6 +28,8 @@ def inverse_frequencies(cfg: ModelConfig) -> np.ndarray:
   if cfg.rope_scaling == "llama3":
     inv_freq = llama3_scale(inv_freq, cfg.rope_scaling_factor, cfg.rope_low_freq_factor,
                             cfg.rope_high_freq_factor, cfg.rope_original_max_len)
+  elif cfg.rope_scaling == "linear":  # position interpolation: every angle divided by factor
+    inv_freq = inv_freq / cfg.rope_scaling_factor
   return inv_freq
 
 

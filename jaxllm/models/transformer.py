@@ -47,6 +47,7 @@ class Linear(nn.Module):
   in_dims: int = 1
   out_dtype: Any = None  # e.g. float32 logits from bf16 inputs (accumulator precision)
   lora: LoraConfig | None = None
+  bias: bool | None = None  # None: cfg.use_bias
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
@@ -56,7 +57,7 @@ class Linear(nn.Module):
                         cfg.param_dtype)
     y = jnp.tensordot(x.astype(cfg.dtype), kernel.astype(cfg.dtype), axes=self.in_dims,
                       preferred_element_type=self.out_dtype)
-    if cfg.use_bias:
+    if cfg.use_bias if self.bias is None else self.bias:
       bias = self.param("bias", _zeros(self.names[self.in_dims:]), self.out_shape,
                         cfg.param_dtype)
       y = y + bias.astype(cfg.dtype)
@@ -106,11 +107,15 @@ def attention_implementation(cfg: ModelConfig) -> str:
 
 
 def cache_attention_mask(kv_mask_bs: jnp.ndarray, cache_index: jnp.ndarray,
-                         num_queries: int) -> jnp.ndarray:
-  """[B, 1, T, S]: query t (at cache slot cache_index + t) sees valid slots up to its own."""
+                         num_queries: int, sliding_window: int = 0) -> jnp.ndarray:
+  """[B, 1, T, S]: query t (at cache slot cache_index + t) sees valid slots up to its own
+  (and, with a sliding window, only the window - 1 slots before it; a row's valid slots are
+  contiguous, so slot distance is token distance)."""
   slots_s = jnp.arange(kv_mask_bs.shape[1])
   query_slots_t = cache_index + jnp.arange(num_queries)
   causal_ts = slots_s[None, :] <= query_slots_t[:, None]
+  if sliding_window:
+    causal_ts &= slots_s[None, :] > query_slots_t[:, None] - sliding_window
   return kv_mask_bs[:, None, None, :] & causal_ts[None, None]
 
 
@@ -132,12 +137,13 @@ class Attention(nn.Module):
     n, k, h = cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
     std = cfg.init_std
     linear = functools.partial(Linear, cfg=cfg, lora=self.lora)
-    q_btnh = linear((n, h), ("embed", "heads", "head_dim"), std=std, name="q")(x_btd,
-                                                                            deterministic)
-    k_btkh = linear((k, h), ("embed", "kv_heads", "head_dim"), std=std, name="k")(x_btd,
-                                                                               deterministic)
-    v_btkh = linear((k, h), ("embed", "kv_heads", "head_dim"), std=std, name="v")(x_btd,
-                                                                               deterministic)
+    qkv = functools.partial(linear, std=std, bias=cfg.use_bias or cfg.qkv_bias)
+    q_btnh = qkv((n, h), ("embed", "heads", "head_dim"), name="q")(x_btd, deterministic)
+    k_btkh = qkv((k, h), ("embed", "kv_heads", "head_dim"), name="k")(x_btd, deterministic)
+    v_btkh = qkv((k, h), ("embed", "kv_heads", "head_dim"), name="v")(x_btd, deterministic)
+    if cfg.qk_norm:  # per head, over head_dim, before rope
+      q_btnh = make_norm(cfg, "q_norm")(q_btnh)
+      k_btkh = make_norm(cfg, "k_norm")(k_btkh)
     if cfg.position == "rope":
       inv_freq = rope.inverse_frequencies(cfg)
       q_btnh = rope.apply_rope(q_btnh, positions_bt, inv_freq)
@@ -149,6 +155,7 @@ class Attention(nn.Module):
       # Logits and softmax run in float32 inside dot_product_attention; GQA is native there.
       out_btnh = jax.nn.dot_product_attention(
           q_btnh, k_btkh, v_btkh, mask=attention_mask(segment_ids_bt), is_causal=cfg.causal,
+          local_window_size=(cfg.sliding_window - 1, 0) if cfg.sliding_window else None,
           implementation=attention_implementation(cfg))
     else:
       k_bskh, v_bskh = cache
@@ -159,7 +166,7 @@ class Attention(nn.Module):
       k_bskh = _constrain(k_bskh, ("act_batch", "act_len", "act_kv_heads", None))
       v_bskh = _constrain(v_bskh, ("act_batch", "act_len", "act_kv_heads", None))
       cache = (k_bskh, v_bskh)
-      mask = cache_attention_mask(kv_mask_bs, cache_index, x_btd.shape[1])
+      mask = cache_attention_mask(kv_mask_bs, cache_index, x_btd.shape[1], cfg.sliding_window)
       out_btnh = jax.nn.dot_product_attention(q_btnh, k_bskh.astype(q_btnh.dtype),
                                               v_bskh.astype(q_btnh.dtype), mask=mask,
                                               implementation="xla")
