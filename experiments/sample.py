@@ -4,13 +4,14 @@
   python experiments/sample.py --workdir=RUN --prompt="What is 3 + 4?" --chat --temperature=0
 
 --chat wraps the prompt in the chat template as a user turn (for SFT runs); otherwise the
-prompt is plain text after BOS. --temperature=0 is greedy decoding.
+prompt is plain text after BOS (when the tokenizer has one). --temperature=0 is greedy decoding.
 """
 
 from absl import flags
 
 from jaxllm import cli
 from jaxllm.data import chat
+from jaxllm.errors import UserError
 from jaxllm.inference import runs, sampler
 
 FLAGS = flags.FLAGS
@@ -33,10 +34,13 @@ def main(argv):
   if FLAGS.chat:
     ids, _ = chat.render_chat(tok, [{"role": "user", "content": FLAGS.prompt}],
                               add_generation_prompt=True)
-    stops = [tok.token_id(chat.IM_END)]
+    stops = chat.stop_ids(tok)
   else:
-    ids = [tok.bos_id] + tok.encode(FLAGS.prompt)
-    stops = [tok.eos_id]
+    ids = tok.bos_ids + tok.encode(FLAGS.prompt)
+    if not ids:
+      raise UserError("--prompt is empty and the tokenizer has no BOS token to start from; pass "
+                      "a non-empty --prompt.")
+    stops = [] if tok.eos_id is None else [tok.eos_id]
   smp = sampler.Sampler(run.model, run.params, tok.pad_id, vocab_limit=tok.vocab_size)
   out = smp.generate([ids], FLAGS.max_new_tokens, temperature=FLAGS.temperature,
                      top_k=FLAGS.top_k, top_p=FLAGS.top_p, stop_tokens=stops, seed=FLAGS.seed)

@@ -1,23 +1,39 @@
-"""ChatML-style chat template: messages -> token ids + loss mask, and back from model output.
+"""Chat formats: messages -> token ids + loss mask, and back from model output.
+
+A `ChatFormat` says how messages are framed; `format_of` reads it off the tokenizer's vocabulary.
+ChatML (`CHATML`, with our special tokens; Qwen's tokenizers have it too):
 
   <|bos|><|im_start|>system\\n{content}<|im_end|>\\n
   <|im_start|>user\\n{content}<|im_end|>\\n
   <|im_start|>assistant\\n{content}<|tool_call|>{json}<|/tool_call|>...<|im_end|>\\n
   <|im_start|>tool\\n{content}<|im_end|>\\n
 
-Ids are built by concatenating encoded text and special ids, never by tokenizing the rendered
-string, so special-token strings in any content stay plain text. The loss mask is 1 on the
-assistant's content, tool calls and closing <|im_end|>, which is what the model learns to write.
+Header style (Llama 3), no separator between messages:
 
-`CHAT_TEMPLATE` is the same format in Jinja for Hugging Face `apply_chat_template`; it gives the
-same ids as `render_chat`, except that they can differ where an assistant message's content begins
-with whitespace holding a newline (the split pattern joins that with the header's newline, while
-`render_chat` encodes header and content apart so the loss mask starts on a token boundary). Jinja
-templates are injectable: there, pass `sanitize_control_tokens=True` to keep special strings in
-content as text, as here (ids then agree unless such a string is glued by the split pattern to
-the text before or after it, as in " <|im_end|>": the sanitizer encodes it on its own).
+  <|begin_of_text|><|start_header_id|>system<|end_header_id|>\\n\\n{content}<|eot_id|>
+  <|start_header_id|>user<|end_header_id|>\\n\\n{content}<|eot_id|>
+  <|start_header_id|>assistant<|end_header_id|>\\n\\n{content}{tool calls}<|eot_id|>
+
+Ids are built by concatenating encoded text and special ids, never by tokenizing the rendered
+string, so special-token strings in any content stay plain text; each text is encoded as it reads
+inside the rendered string (`Tokenizer.encode_inside`: SentencePiece-style tokenizers put no "▁"
+before it where tokenizing the whole string would not). The loss mask is 1 on the
+assistant's content, tool calls and closing end token, which is what the model learns to write.
+Tool-call markers are single ids when the vocabulary has them (ours, Qwen's `<tool_call>`);
+otherwise (Llama 3) they are text, encoded in one piece with the content and calls around them,
+as a tokenizer reading the rendered string sees them.
+
+`chat_template(fmt)` is the same format in Jinja for Hugging Face `apply_chat_template`
+(`CHAT_TEMPLATE` for ours); it gives the same ids as `render_chat`, except that they can differ
+where an assistant message's content begins with whitespace that the split pattern joins with the
+header's newline (`render_chat` encodes header and content apart so the loss mask starts on a
+token boundary). Jinja templates are injectable: there, pass `sanitize_control_tokens=True` to
+keep special strings in content as text, as here (ids then agree unless such a string is glued by
+the split pattern to the text before or after it, as in " <|im_end|>": the sanitizer encodes it
+on its own).
 """
 
+import dataclasses
 import json
 import pathlib
 from collections.abc import Sequence
@@ -30,28 +46,90 @@ ROLES = ("system", "user", "assistant", "tool")
 _MAY_FOLLOW = {None: ("system", "user"), "system": ("user",), "user": ("assistant",),
                "assistant": ("user", "tool"), "tool": ("assistant", "tool")}
 
-CHAT_TEMPLATE = """\
-{{- bos_token }}
-{%- for message in messages %}
-{%- if message['role'] == 'assistant' %}
-{{- '<|im_start|>assistant\\n' }}
-{%- generation %}
-{{- message['content'] }}
-{%- for call in message['tool_calls'] | default([]) %}
-{{- '<|tool_call|>' + ({'name': call['name'], 'arguments': call['arguments']} | tojson) }}
-{{- '<|/tool_call|>' }}
-{%- endfor %}
-{{- '<|im_end|>' }}
-{%- endgeneration %}
-{{- '\\n' }}
-{%- else %}
-{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}
-{%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-{{- '<|im_start|>assistant\\n' }}
-{%- endif %}
-"""
+START_HEADER, END_HEADER, EOT = "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
+HEADER_TOKENS = (START_HEADER, END_HEADER, EOT)  # a vocabulary with all three: header style
+CHATML_TOKENS = (IM_START, IM_END)
+# Tool-call markers, the first pair the vocabulary holds (else the first, as text): ours, Qwen's.
+TOOL_CALL_PAIRS = ((TOOL_CALL, TOOL_CALL_END), ("<tool_call>", "</tool_call>"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatFormat:
+  """How messages are framed: ChatML when `header_end` is None, else header style (Llama 3).
+
+  ChatML message:  start + "{role}{header_sep}{content}" + end + separator
+  Header style:    start + "{role}" + header_end + "{header_sep}{content}" + end + separator
+
+  `bos` (None: none) opens the conversation once. An assistant message's content is followed by
+  its tool calls, each `tool_call` + JSON + `tool_call_end`. bos, start, header_end and end are
+  special tokens; the tool-call markers are tokens or plain text; header_sep and separator text.
+  """
+  bos: str | None
+  start: str
+  header_end: str | None
+  header_sep: str
+  end: str
+  separator: str
+  tool_call: str
+  tool_call_end: str
+
+
+CHATML = ChatFormat(bos=BOS, start=IM_START, header_end=None, header_sep="\n", end=IM_END,
+                    separator="\n", tool_call=TOOL_CALL, tool_call_end=TOOL_CALL_END)
+LLAMA3 = ChatFormat(bos="<|begin_of_text|>", start=START_HEADER, header_end=END_HEADER,
+                    header_sep="\n\n", end=EOT, separator="", tool_call=TOOL_CALL,
+                    tool_call_end=TOOL_CALL_END)
+
+
+def _jinja_string(text: str) -> str:
+  """`text` as a single-quoted Jinja string literal."""
+  return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def chat_template(fmt: ChatFormat) -> str:
+  """`fmt` as a Jinja chat template for Hugging Face `apply_chat_template`.
+
+  The assistant's content, tool calls and end token sit in `{% generation %}`, so
+  `return_assistant_tokens_mask=True` gives render_chat's loss mask. BOS comes from the
+  tokenizer's `bos_token` (left out when `fmt.bos` is None).
+  """
+  def out(expression: str) -> str:
+    return "{{- " + expression + " }}"
+
+  if fmt.header_end is None:
+    assistant_head = _jinja_string(f"{fmt.start}assistant{fmt.header_sep}")
+    role_head = f"{_jinja_string(fmt.start)} + message['role'] + {_jinja_string(fmt.header_sep)}"
+  else:
+    assistant_head = _jinja_string(f"{fmt.start}assistant{fmt.header_end}{fmt.header_sep}")
+    role_head = (f"{_jinja_string(fmt.start)} + message['role'] + "
+                 f"{_jinja_string(fmt.header_end + fmt.header_sep)}")
+  call = "({'name': call['name'], 'arguments': call['arguments']} | tojson)"
+  lines = [out("bos_token")] if fmt.bos is not None else []
+  lines += [
+      "{%- for message in messages %}",
+      "{%- if message['role'] == 'assistant' %}",
+      out(assistant_head),
+      "{%- generation %}",
+      out("message['content']"),
+      "{%- for call in message['tool_calls'] | default([]) %}",
+      out(f"{_jinja_string(fmt.tool_call)} + {call}"),
+      out(_jinja_string(fmt.tool_call_end)),
+      "{%- endfor %}",
+      out(_jinja_string(fmt.end)),
+      "{%- endgeneration %}",
+      *([out(_jinja_string(fmt.separator))] if fmt.separator else []),
+      "{%- else %}",
+      out(f"{role_head} + message['content'] + {_jinja_string(fmt.end + fmt.separator)}"),
+      "{%- endif %}",
+      "{%- endfor %}",
+      "{%- if add_generation_prompt %}",
+      out(assistant_head),
+      "{%- endif %}",
+  ]
+  return "\n".join(lines) + "\n"
+
+
+CHAT_TEMPLATE = chat_template(CHATML)
 
 
 class ToolCallError(ValueError):
@@ -123,37 +201,115 @@ def validate_messages(messages: Sequence[dict], *, add_generation_prompt: bool =
                     "add_generation_prompt=False).")
 
 
+def _token_name(tokenizer: Tokenizer, token_id: int | None) -> str | None:
+  """The string of a special token id (None stays None)."""
+  return None if token_id is None else tokenizer.hf_tokenizer.id_to_token(token_id)
+
+
+def _has(tokenizer: Tokenizer, token: str) -> bool:
+  """Whether `token` is one token of the vocabulary."""
+  return tokenizer.hf_tokenizer.token_to_id(token) is not None
+
+
+def _detect(tokenizer: Tokenizer) -> ChatFormat | None:
+  """The chat format of the tokenizer's vocabulary, None when it supports none."""
+  bos = _token_name(tokenizer, tokenizer.bos_id)
+  tool_call, tool_call_end = next(
+      (pair for pair in TOOL_CALL_PAIRS if all(_has(tokenizer, t) for t in pair)),
+      TOOL_CALL_PAIRS[0])
+  if all(_has(tokenizer, t) for t in HEADER_TOKENS):
+    return dataclasses.replace(LLAMA3, bos=bos, tool_call=tool_call, tool_call_end=tool_call_end)
+  if all(_has(tokenizer, t) for t in CHATML_TOKENS):
+    return dataclasses.replace(CHATML, bos=bos, tool_call=tool_call, tool_call_end=tool_call_end)
+  return None
+
+
+def format_of(tokenizer: Tokenizer) -> ChatFormat:
+  """The chat format of the tokenizer's vocabulary: header style when it has all of
+  <|start_header_id|>, <|end_header_id|> and <|eot_id|> (Llama 3), else ChatML.
+
+  BOS is the tokenizer's BOS token (None when it has none, as Qwen's). The tool-call markers are
+  the first pair of TOOL_CALL_PAIRS the vocabulary holds, else ours as text.
+  """
+  fmt = _detect(tokenizer)
+  if fmt is None:
+    missing = [t for t in CHATML_TOKENS if not _has(tokenizer, t)]
+    raise UserError(f"the tokenizer's vocabulary ({tokenizer.vocab_size} ids) lacks "
+                    f"{' and '.join(missing)} for ChatML and is not header style (that needs "
+                    f"{', '.join(HEADER_TOKENS)}); train it with the default special_tokens, or "
+                    "import a Hugging Face tokenizer with "
+                    "jaxllm.interop.hf_tokenizer.import_tokenizer, which adds the ChatML tokens.")
+  return fmt
+
+
+def stop_ids(tokenizer: Tokenizer) -> list[int]:
+  """The ids that end an assistant turn: the format's end token, then EOS when it differs (a base
+  model may end with EOS instead)."""
+  end = tokenizer.token_id(format_of(tokenizer).end)
+  return [end] + ([tokenizer.eos_id] if tokenizer.eos_id not in (None, end) else [])
+
+
+def _marker(tokenizer: Tokenizer, marker: str) -> int | str:
+  """A tool-call marker's id when it is a token, else its text."""
+  token_id = tokenizer.hf_tokenizer.token_to_id(marker)
+  return marker if token_id is None else token_id
+
+
+def _encode_parts(tokenizer: Tokenizer, parts: Sequence[str | int]) -> list[int]:
+  """Ids of `parts`, which follow other text: an int is an id; adjacent strings are encoded as
+  one text."""
+  ids, text, after_special = [], "", False
+  for part in [*parts, None]:  # None: the end
+    if isinstance(part, str):
+      text += part
+      continue
+    ids += tokenizer.encode_inside(text, after_special=after_special) if text else []
+    ids += [] if part is None else [part]
+    text, after_special = "", True
+  return ids
+
+
 def render_chat(tokenizer: Tokenizer, messages: Sequence[dict], *,
                 add_generation_prompt: bool = False) -> tuple[list[int], list[int]]:
-  """(ids, loss_mask): the conversation in ChatML, mask 1 on what the assistant writes."""
+  """(ids, loss_mask): the conversation in the tokenizer's chat format (`format_of`), mask 1 on
+  what the assistant writes."""
   validate_messages(messages, add_generation_prompt=add_generation_prompt)
-  special = {t: tokenizer.token_id(t) for t in (BOS, IM_START, IM_END, TOOL_CALL, TOOL_CALL_END)}
+  fmt = format_of(tokenizer)
+  start, end = tokenizer.token_id(fmt.start), tokenizer.token_id(fmt.end)
+  tool_call, tool_call_end = (_marker(tokenizer, m) for m in (fmt.tool_call, fmt.tool_call_end))
   ids, mask = [], []
 
   def add(piece: list[int], learned: int) -> None:
     ids.extend(piece)
     mask.extend([learned] * len(piece))
 
-  newline = tokenizer.encode("\n")
-  assistant_header = tokenizer.encode("assistant\n")
-  add([special[BOS]], 0)
+  def encode(text: str) -> list[int]:  # every other text follows a special token
+    return tokenizer.encode_inside(text, after_special=True)
+
+  def opening(role: str) -> tuple[list[int], str]:
+    """The ids opening a `role` message, and the text that goes before its content."""
+    if fmt.header_end is None:
+      return [start], f"{role}{fmt.header_sep}"
+    return [start, *encode(role), tokenizer.token_id(fmt.header_end)], fmt.header_sep
+
+  separator = encode(fmt.separator) if fmt.separator else []
+  add([] if fmt.bos is None else [tokenizer.token_id(fmt.bos)], 0)
   for message in messages:
-    add([special[IM_START]], 0)
+    head, text = opening(message["role"])
+    add(head, 0)
     if message["role"] == "assistant":
-      add(assistant_header, 0)
-      add(tokenizer.encode(message["content"]), 1)
+      add(encode(text), 0)
+      body = [message["content"]]
       for call in message.get("tool_calls", []):
-        add([special[TOOL_CALL]], 1)
-        add(tokenizer.encode(tool_call_json(call)), 1)
-        add([special[TOOL_CALL_END]], 1)
-      add([special[IM_END]], 1)
-    else:  # header and content in one piece, as a tokenizer reading the rendered string sees it
-      add(tokenizer.encode(f"{message['role']}\n{message['content']}"), 0)
-      add([special[IM_END]], 0)
-    add(newline, 0)
+        body += [tool_call, tool_call_json(call), tool_call_end]
+      add(_encode_parts(tokenizer, body + [end]), 1)
+    else:  # header text and content in one piece, as a tokenizer reading the rendered string sees it
+      add(encode(text + message["content"]), 0)
+      add([end], 0)
+    add(separator, 0)
   if add_generation_prompt:
-    add([special[IM_START]], 0)
-    add(assistant_header, 0)
+    head, text = opening("assistant")
+    add(head + encode(text), 0)
   return ids, mask
 
 
@@ -171,41 +327,39 @@ def _parse_call(raw: str, index: int) -> dict:
   return call
 
 
-def parse_assistant(text: str) -> tuple[str, list[dict]]:
-  """(content, tool_calls) of assistant text as render_chat writes it; ToolCallError if malformed.
+def parse_assistant(text: str, fmt: ChatFormat = CHATML) -> tuple[str, list[dict]]:
+  """(content, tool_calls) of assistant text as render_chat writes it in `fmt`; ToolCallError if
+  malformed.
 
-  `text` is the decoded assistant turn (special tokens kept), with or without the final
-  <|im_end|>. Whitespace between tool calls is allowed; any other text after the first call is
-  an error, as is an unclosed or stray tool-call token.
+  `text` is the decoded assistant turn (special tokens kept), with or without the final end token
+  (<|im_end|> in ChatML). Whitespace between tool calls is allowed; any other text after the
+  first call is an error, as is an unclosed or stray tool-call marker.
   """
-  text = text.removesuffix(IM_END)
-  content, opened, rest = text.partition(TOOL_CALL)
-  if TOOL_CALL_END in content:
-    raise ToolCallError(f"{TOOL_CALL_END} without an opening {TOOL_CALL}.", 0)
+  opening, closing = fmt.tool_call, fmt.tool_call_end
+  text = text.removesuffix(fmt.end)
+  content, opened, rest = text.partition(opening)
+  if closing in content:
+    raise ToolCallError(f"{closing} without an opening {opening}.", 0)
   calls = []
   while opened:
     index = len(calls)
-    raw, closed, rest = rest.partition(TOOL_CALL_END)
-    if not closed or TOOL_CALL in raw:
-      raise ToolCallError(f"tool call {index} is not closed with {TOOL_CALL_END}: "
-                          f"{raw.partition(TOOL_CALL)[0]!r}.", index)
+    raw, closed, rest = rest.partition(closing)
+    if not closed or opening in raw:
+      raise ToolCallError(f"tool call {index} is not closed with {closing}: "
+                          f"{raw.partition(opening)[0]!r}.", index)
     calls.append(_parse_call(raw, index))
     rest = rest.lstrip()
-    opened = rest.startswith(TOOL_CALL)
+    opened = rest.startswith(opening)
     if rest and not opened:
       raise ToolCallError(f"text after tool call {index}: {rest[:80]!r}; content goes before the "
                           "first tool call.", index + 1)
-    rest = rest.removeprefix(TOOL_CALL)
+    rest = rest.removeprefix(opening)
   return content, calls
 
 
-def _token_name(tokenizer: Tokenizer, token_id: int | None) -> str | None:
-  """The string of a special token id (None stays None)."""
-  return None if token_id is None else tokenizer.hf_tokenizer.id_to_token(token_id)
-
-
 def save_pretrained(tokenizer: Tokenizer, directory) -> pathlib.Path:
-  """Writes tokenizer.json + tokenizer_config.json (special tokens, CHAT_TEMPLATE) for transformers.
+  """Writes tokenizer.json + tokenizer_config.json (special tokens, the chat template of
+  `format_of(tokenizer)`, none when it has no chat tokens) for transformers.
 
   `transformers.AutoTokenizer.from_pretrained(directory)` then loads it, and its
   `apply_chat_template` gives `render_chat`'s ids (see the module docstring for the one exception).
@@ -213,16 +367,16 @@ def save_pretrained(tokenizer: Tokenizer, directory) -> pathlib.Path:
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   tokenizer.save(directory / "tokenizer.json")
+  fmt = _detect(tokenizer)
   config = {
       "tokenizer_class": "PreTrainedTokenizerFast",
       "bos_token": _token_name(tokenizer, tokenizer.bos_id),
       "eos_token": _token_name(tokenizer, tokenizer.eos_id),
       "pad_token": _token_name(tokenizer, tokenizer.pad_id),
       "clean_up_tokenization_spaces": False,
-      "chat_template": CHAT_TEMPLATE,
+      "chat_template": None if fmt is None else chat_template(fmt),
   }
   (directory / "tokenizer_config.json").write_text(
       json.dumps({k: v for k, v in config.items() if v is not None}, indent=2, ensure_ascii=False)
       + "\n", encoding="utf-8")
   return directory
-

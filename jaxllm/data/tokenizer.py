@@ -18,7 +18,12 @@ pairs to be found, and the tests compare both paths on varied text and random Un
 Special tokens (`SPECIAL_TOKENS`) are never produced from text: `encode` treats their strings as
 plain text on both paths, so user content cannot inject them; code that needs one asks
 `token_id`. `<|im_start|>`/`<|im_end|>` frame chat messages and `<|tool_call|>`/`<|/tool_call|>`
-enclose one JSON tool call in an assistant message (see jaxllm/data/chat.py).
+enclose one JSON tool call in an assistant message (see jaxllm/data/chat.py); `add_special_tokens`
+adds such tokens to an imported tokenizer (jaxllm/interop/hf_tokenizer.py).
+
+`encode_inside` encodes a text that sits inside a longer input (a chat message, after a special
+token or after other text) as tokenizing the whole input would; it differs from `encode` only for
+SentencePiece-style tokenizers (Llama 2, Mistral, our Unigram), which put a "▁" before a text.
 """
 
 import json
@@ -132,6 +137,57 @@ def _replace_surrogates(text: str) -> str:
   return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def _without_prefix(spec: dict, *, only_first: bool) -> dict | None:
+  """`spec` without the "▁" a SentencePiece-style tokenizer puts before a text
+  (a Prepend normalizer, a Metaspace pre-tokenizer's prepend_scheme); with `only_first`, without
+  only a Metaspace "first" prefix (which goes before the start of the whole input, so never
+  after a special token). None when that changes nothing."""
+  changed = False
+
+  def normalizer(entry):
+    nonlocal changed
+    if entry and entry["type"] == "Prepend" and not only_first:
+      changed = True
+      return None
+    if entry and entry["type"] == "Sequence":
+      kept = [normalizer(e) for e in entry["normalizers"]]
+      return {**entry, "normalizers": [e for e in kept if e is not None]}
+    return entry
+
+  def pre_tokenizer(entry):
+    nonlocal changed
+    if entry and entry["type"] == "Metaspace":
+      scheme = entry.get("prepend_scheme", "always" if entry.get("add_prefix_space") else "never")
+      if scheme == "first" or (scheme == "always" and not only_first):
+        changed = True
+        return {**{k: v for k, v in entry.items() if k != "add_prefix_space"},
+                "prepend_scheme": "never"}
+    if entry and entry["type"] == "Sequence":
+      return {**entry, "pretokenizers": [pre_tokenizer(e) for e in entry["pretokenizers"]]}
+    return entry
+
+  variant = {**spec, "normalizer": normalizer(spec.get("normalizer")),
+             "pre_tokenizer": pre_tokenizer(spec.get("pre_tokenizer"))}
+  return variant if changed else None
+
+
+def _load_variant(spec: dict | None) -> tokenizers.Tokenizer | None:
+  """The tokenizer of a `_without_prefix` spec (None stays None)."""
+  if spec is None:
+    return None
+  hf = tokenizers.Tokenizer.from_str(json.dumps(spec))
+  hf.encode_special_tokens = True
+  return hf
+
+
+def _hf_encode(hf: tokenizers.Tokenizer, text: str) -> list[int]:
+  """Ids of `text` from a `tokenizers` tokenizer, lone surrogates as U+FFFD."""
+  try:
+    return hf.encode(text, add_special_tokens=False).ids
+  except TypeError:  # tokenizers rejects strings with lone surrogates
+    return hf.encode(_replace_surrogates(text), add_special_tokens=False).ids
+
+
 def _token_content(value) -> str | None:
   """A tokenizer_config.json token entry (string or {"content": ...}) -> its string."""
   return value.get("content") if isinstance(value, dict) else value
@@ -145,11 +201,24 @@ class Tokenizer:
     self._hf = hf
     self._hf.encode_special_tokens = True  # special strings in text are plain text
     self._names = {"bos_token": bos_token, "eos_token": eos_token, "pad_token": pad_token}
-    self._fast = _tiktoken_encoding(json.loads(hf.to_str()))
+    self._update()
+
+  def _update(self) -> None:
+    """Sets the fast path, vocab_size and the special ids from the wrapped tokenizer."""
+    hf, names = self._hf, self._names
+    spec = json.loads(hf.to_str())
+    self._fast = _tiktoken_encoding(spec)
+    # For encode_inside: the tokenizer of a text right after a special token, and right after
+    # other text (None: self._hf's ids).
+    after_special = _without_prefix(spec, only_first=True)
+    after_text = _without_prefix(spec, only_first=False)
+    self._after_text = _load_variant(after_text)
+    self._after_special = (self._after_text if after_special == after_text
+                           else _load_variant(after_special))
     self.vocab_size: int = hf.get_vocab_size(with_added_tokens=True)
-    self.bos_id = None if bos_token is None else hf.token_to_id(bos_token)
-    self.eos_id = None if eos_token is None else hf.token_to_id(eos_token)
-    self.pad_id = None if pad_token is None else hf.token_to_id(pad_token)
+    self.bos_id = None if names["bos_token"] is None else hf.token_to_id(names["bos_token"])
+    self.eos_id = None if names["eos_token"] is None else hf.token_to_id(names["eos_token"])
+    self.pad_id = None if names["pad_token"] is None else hf.token_to_id(names["pad_token"])
 
   def __getstate__(self) -> dict:  # tokenizers does not pickle encode_special_tokens
     return {"tokenizer_json": self._hf.to_str(), **self._names}
@@ -159,7 +228,11 @@ class Tokenizer:
 
   @classmethod
   def from_file(cls, path) -> "Tokenizer":
-    """Loads a tokenizer.json, or a directory holding one (and maybe a tokenizer_config.json)."""
+    """Loads a tokenizer.json, or a directory holding one (and maybe a tokenizer_config.json).
+
+    The config's bos_token, eos_token and pad_token name the special tokens (our own names when
+    there is no config); a config without a pad token pads with the EOS token.
+    """
     path = pathlib.Path(path)
     names = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}
     if path.is_dir():
@@ -171,6 +244,8 @@ class Tokenizer:
           raise UserError(f"{config_path}:{e.lineno}: invalid JSON ({e.msg}); fix or delete the "
                           "file.") from e
         names = {k: _token_content(config[k]) if k in config else v for k, v in names.items()}
+        if _token_content(config.get("pad_token")) is None:  # pad with EOS, as Hugging Face
+          names["pad_token"] = names["eos_token"]  # does (padding is always masked)
       path = path / "tokenizer.json"
     if not path.is_file():
       raise UserError(f"{path}: no such tokenizer file; pass a tokenizer.json or the directory "
@@ -181,6 +256,11 @@ class Tokenizer:
       raise UserError(f"{path}: not a Hugging Face tokenizer.json ({e}); re-create it with "
                       "experiments/train_tokenizer.py or use the file a model ships.") from e
     return cls(hf, **names)
+
+  @property
+  def bos_ids(self) -> list[int]:
+    """[bos_id], or [] for a tokenizer without a BOS token (Qwen): what starts a document."""
+    return [] if self.bos_id is None else [self.bos_id]
 
   @property
   def uses_tiktoken(self) -> bool:
@@ -201,6 +281,22 @@ class Tokenizer:
     self._hf.save(str(path))
     return path
 
+  def add_special_tokens(self, tokens: Sequence[str]) -> list[str]:
+    """Adds the `tokens` not yet in the vocabulary as special tokens; returns those added.
+
+    They get the next ids after every existing one, in order, and `vocab_size` grows; like every
+    special token, their strings in text still encode as plain text, so no text encodes
+    differently. A model using this tokenizer needs its embedding grown to `vocab_size`.
+    """
+    tokens = list(tokens)
+    if not all(isinstance(t, str) and t for t in tokens):
+      raise UserError(f"special tokens {tokens!r} must be non-empty strings.")
+    new = [t for t in dict.fromkeys(tokens) if self._hf.token_to_id(t) is None]
+    if new:
+      self._hf.add_special_tokens(new)
+      self._update()
+    return new
+
   def token_id(self, token: str) -> int:
     """The id of a special or regular token."""
     token_id = self._hf.token_to_id(token)
@@ -216,10 +312,18 @@ class Tokenizer:
     """
     if self._fast is not None:
       return self._fast.encode_ordinary(text)
-    try:
-      return self._hf.encode(text, add_special_tokens=False).ids
-    except TypeError:  # tokenizers rejects strings with lone surrogates
-      return self._hf.encode(_replace_surrogates(text), add_special_tokens=False).ids
+    return _hf_encode(self._hf, text)
+
+  def encode_inside(self, text: str, *, after_special: bool) -> list[int]:
+    """Ids of `text` inside a longer input, right after a special token or right after other
+    text: what tokenizing the whole input gives for it (where it starts on a token boundary).
+
+    The same as `encode`, except for SentencePiece-style tokenizers, which put a "▁" before a
+    text: after other text never, and after a special token not when they put it only before
+    the start of the input (Metaspace "first", Llama's in transformers 5).
+    """
+    hf = self._after_special if after_special else self._after_text
+    return self.encode(text) if hf is None else _hf_encode(hf, text)
 
   def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
     """`encode` for each text (one Python loop on the fast path: quicker than tiktoken's pool)."""

@@ -72,7 +72,7 @@ def evaluate_perplexity(model, params: Any, tokenizer: Tokenizer, texts: Iterabl
     for text in texts:
       num_texts += 1
       total_bytes += len(text.encode("utf-8"))
-      yield from windows([tokenizer.bos_id] + tokenizer.encode(text), seq_len)
+      yield from windows(tokenizer.bos_ids + tokenizer.encode(text), seq_len)
 
   for batch in _batches(pieces(), batch_size, seq_len, tokenizer.pad_id):
     total_nll += float(np.sum(np.asarray(nll_sum(params, batch), np.float64)))

@@ -46,12 +46,13 @@ def memorization(sampler: Sampler, tokenizer: Tokenizer, texts: Sequence[str], *
   for text in texts:
     if len(prompts) == documents:
       break
-    ids = [tokenizer.bos_id] + tokenizer.encode(text)
-    if len(ids) < 1 + prefix_tokens + continuation_tokens:
+    ids = tokenizer.bos_ids + tokenizer.encode(text)
+    head = len(tokenizer.bos_ids) + prefix_tokens  # BOS (if any) and the prefix
+    if len(ids) < head + continuation_tokens:
       too_short += 1
       continue
-    prompts.append(ids[:1 + prefix_tokens])
-    targets.append(ids[1 + prefix_tokens:1 + prefix_tokens + continuation_tokens])
+    prompts.append(ids[:head])
+    targets.append(ids[head:head + continuation_tokens])
   if not prompts:
     return {"rate": None, "mean_matching_tokens": None, "documents": 0, "too_short": too_short}
   matching = []
@@ -92,13 +93,14 @@ def read_templates(path) -> list[dict]:
 def continuation_logprobs(model, params, tokenizer: Tokenizer,
                           pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
   """log p(continuation | BOS + context) for each (context, continuation) pair (float64 [N]);
-  the two parts are encoded separately, so the continuation's tokens are exactly its own."""
+  the two parts are encoded separately, so the continuation's tokens are exactly its own. A
+  tokenizer without BOS (Qwen) puts nothing before the context."""
   @jax.jit
   def score(params, tokens, target_mask):
     logits = model.apply({"params": params}, tokens[:, :-1])
     return preference.sequence_logprobs(logits, tokens[:, 1:], target_mask[:, 1:])
 
-  encoded = [([tokenizer.bos_id] + tokenizer.encode(context), tokenizer.encode(continuation))
+  encoded = [(tokenizer.bos_ids + tokenizer.encode(context), tokenizer.encode(continuation))
              for context, continuation in pairs]
   out = np.zeros((len(encoded),), np.float64)
   for start in range(0, len(encoded), batch_size):

@@ -46,7 +46,7 @@ def _generate_replies(sampler: Sampler, tokenizer: Tokenizer, prompts: Sequence[
                       seed: int = 0) -> list[str]:
   """Continuations of token prompts (greedy at temperature 0), decoded without the stop
   tokens; batch i samples with seed + i."""
-  ends = [tokenizer.token_id(chat.IM_END), tokenizer.eos_id]
+  ends = chat.stop_ids(tokenizer)
   replies = []
   for start in range(0, len(prompts), batch_size):
     out = sampler.generate(prompts[start:start + batch_size], max_new_tokens,

@@ -1,11 +1,13 @@
 """One assistant turn with tool calls: sample, run the tool, feed its result back, continue.
 
-    messages + generation prompt --sample until <|im_end|> or <|/tool_call|>-->
+    messages + generation prompt --sample until the end token or the tool-call end-->
       tool call? -> assistant message with the call, tool message with the result -> again
       else       -> the final assistant message
 
-A call that cannot be read, or names an unknown tool, becomes a tool message starting with
-"error:" that the model sees on its next round; nothing raises.
+Markers and end token are the tokenizer's chat format's (jaxllm/data/chat.py). Where the
+tool-call end is text, not one token (Llama 3), sampling runs to the end token and a turn whose
+text ends with a call asks for it. A call that cannot be read, or names an unknown tool, becomes a
+tool message starting with "error:" that the model sees on its next round; nothing raises.
 """
 
 import dataclasses
@@ -36,36 +38,42 @@ def respond(sampler: Sampler, tokenizer: Tokenizer, messages: Sequence[dict],
   assistant's answer. After max_tool_rounds calls, tool calls are no longer run."""
   history = list(messages)
   added: list[dict] = []
-  im_end = tokenizer.token_id(chat.IM_END)
-  call_end = tokenizer.token_id(chat.TOOL_CALL_END)
-  ends = [im_end, tokenizer.eos_id]  # a base model may end with EOS instead
+  fmt = chat.format_of(tokenizer)
+  ends = chat.stop_ids(tokenizer)  # the end token, and EOS: a base model may end with it instead
+  # A tool-call end that is one token stops sampling; one written as text ends the turn instead.
+  call_end = tokenizer.hf_tokenizer.token_to_id(fmt.tool_call_end)
   for round_ in range(max_tool_rounds + 1):
     ids, _ = chat.render_chat(tokenizer, history, add_generation_prompt=True)
     use_tools = tools is not None and round_ < max_tool_rounds
     out = sampler.generate([ids], settings.max_new_tokens, temperature=settings.temperature,
                            top_k=settings.top_k, top_p=settings.top_p,
-                           stop_tokens=ends + [call_end] if use_tools else ends,
-                           seed=settings.seed + round_)
+                           stop_tokens=ends + [call_end] if use_tools and call_end is not None
+                           else ends, seed=settings.seed + round_)
     completion = out.completions()[0]
+    called = use_tools and bool(completion) and completion[-1] == call_end
+    if completion and completion[-1] in ends:
+      completion = completion[:-1]
     text = tokenizer.decode(completion)  # special tokens written out
-    if not (use_tools and completion and completion[-1] == call_end):
-      content = text.removesuffix(chat.IM_END).removesuffix(tokenizer.decode(ends[1:]))
+    if use_tools and call_end is None:
+      text = text.rstrip()
+      called = text.endswith(fmt.tool_call_end)
+    if not called:
       try:  # a finished turn: keep readable calls out of the content, drop unreadable ones
-        content, _ = chat.parse_assistant(content)
+        content, _ = chat.parse_assistant(text, fmt)
       except chat.ToolCallError:
-        content = content.partition(chat.TOOL_CALL)[0]
+        content = text.partition(fmt.tool_call)[0]
       message = {"role": "assistant", "content": content.strip()}
       return added + [message]
     try:
-      content, calls = chat.parse_assistant(text)
-      call = calls[-1]
+      content, calls = chat.parse_assistant(text, fmt)
+      call = calls[0]
       result = tools.run(call)
     except chat.ToolCallError as e:
-      content = text.partition(chat.TOOL_CALL)[0]
-      call = {"name": INVALID_CALL, "arguments": {"text": text.partition(chat.TOOL_CALL)[2]
-                                                  .removesuffix(chat.TOOL_CALL_END)}}
-      result = f"error: could not read the tool call ({e}); write <|tool_call|>" \
-               '{"name": ..., "arguments": {...}}<|/tool_call|>.'
+      content = text.partition(fmt.tool_call)[0]
+      call = {"name": INVALID_CALL, "arguments": {"text": text.partition(fmt.tool_call)[2]
+                                                  .removesuffix(fmt.tool_call_end)}}
+      result = (f"error: could not read the tool call ({e}); write {fmt.tool_call}"
+                f'{{"name": ..., "arguments": {{...}}}}{fmt.tool_call_end}.')
     turn = [{"role": "assistant", "content": content.strip(), "tool_calls": [call]},
             {"role": "tool", "content": result}]
     history += turn

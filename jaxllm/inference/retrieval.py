@@ -146,7 +146,7 @@ def mean_pooled_embedder(model, params, tokenizer: Tokenizer, max_len: int = 256
   def embed(texts: Sequence[str]) -> np.ndarray:
     out = []
     for start in range(0, len(texts), batch_size):
-      chunk = [tokenizer.encode(t)[:max_len] or [tokenizer.bos_id] for t in
+      chunk = [tokenizer.encode(t)[:max_len] or tokenizer.bos_ids or [tokenizer.eos_id] for t in
                texts[start:start + batch_size]]
       length = max(8, 1 << (max(map(len, chunk)) - 1).bit_length())  # few shapes
       tokens = np.full((batch_size, length), tokenizer.pad_id, np.int32)

@@ -142,8 +142,7 @@ class RolloutSource:
           f"{len(self.records)} prompts fit in config.data.seq_len={s.seq_len} minus "
           f"config.rl.max_new_tokens={s.max_new_tokens} ({self.too_long} are longer), fewer than "
           f"the {s.prompts_per_batch} prompts per batch; raise seq_len or lower the batch.")
-    self.stops = [tokenizer.token_id(chat.IM_END)] + (
-        [tokenizer.eos_id] if tokenizer.eos_id is not None else [])
+    self.stops = chat.stop_ids(tokenizer)
     self.iteration, self.cursor = 0, 0
     self._order: tuple[int, np.ndarray | None] = (-1, None)  # (epoch, its prompt order)
     self.last_metrics: dict[str, float] = {}

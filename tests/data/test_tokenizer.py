@@ -229,7 +229,7 @@ def test_loads_a_foreign_tokenizer_on_the_hf_path(tmp_path):
   (tmp_path / "tokenizer_config.json").write_text(json.dumps(
       {"bos_token": {"content": "<|endoftext|>"}, "eos_token": "<|endoftext|>"}))
   tok = Tokenizer.from_file(tmp_path)
-  assert (tok.bos_id, tok.eos_id, tok.pad_id) == (259, 259, None)
+  assert (tok.bos_id, tok.eos_id, tok.pad_id) == (259, 259, 259)  # no pad_token: EOS pads
   spec["model"]["ignore_merges"] = True  # now tiktoken can represent it exactly
   path.write_text(json.dumps(spec))
   tok = Tokenizer.from_file(path)

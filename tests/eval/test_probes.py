@@ -17,6 +17,7 @@ from jaxllm.train.state import unbox
 
 class ByteTokenizer:
   bos_id, pad_id = 0, 1
+  bos_ids = [0]
 
   def encode(self, text):
     return [2 + b for b in text.encode()]
