@@ -19,7 +19,6 @@ import functools
 from jaxllm import cli
 from jaxllm import config as config_lib
 from jaxllm.data import inputs
-from jaxllm.errors import ConfigError
 from jaxllm.eval import qa
 from jaxllm.inference import runs
 from jaxllm.models import Transformer
@@ -35,9 +34,7 @@ from jaxllm.train import reference as reference_lib
 def run(config, workdir, hooks=()):
   """Loads the init run (policy and reference), builds the pairs and runs the one loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)
-  if not config.init.checkpoint:
-    raise ConfigError("config.init.checkpoint is empty; set it to the SFT run to align "
-                      "(--config.init.checkpoint=/tmp/jaxllm/sft).")
+  runs.require_init(config, "the SFT run (or Hugging Face model) to align")
   config_lib.validate_preference(config)
   init = runs.start_from(config, workdir)
   policy_pairs.prepare_for_run(config, workdir, init)  # with config.data.on_policy.samples > 0

@@ -31,9 +31,7 @@ from jaxllm.train import loop
 def run(config, workdir, hooks=()):
   """Loads the init run, builds the pairs and trains the reward model with the one loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)
-  if not config.init.checkpoint:
-    raise ConfigError("config.init.checkpoint is empty; set it to the SFT (or pretrained) run "
-                      "the reward model starts from (--config.init.checkpoint=/tmp/jaxllm/sft).")
+  runs.require_init(config, "the SFT (or pretrained) run the reward model starts from")
   if config.lora.rank:
     raise ConfigError(f"config.lora.rank={config.lora.rank}: reward models train every "
                       "parameter here (the score head must train with the backbone); set 0.")

@@ -20,7 +20,6 @@ import pathlib
 from jaxllm import cli
 from jaxllm import config as config_lib
 from jaxllm.data import inputs, pipeline
-from jaxllm.errors import ConfigError
 from jaxllm.eval import qa
 from jaxllm.inference import retrieval, runs
 from jaxllm.models import Transformer
@@ -48,9 +47,7 @@ def _rag_data(config, workdir, tokenizer) -> str:
 def run(config, workdir, hooks=()):
   """Loads the init run, builds the conversation data and runs the training loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)
-  if not config.init.checkpoint:
-    raise ConfigError("config.init.checkpoint is empty; set it to the pretrained run directory "
-                      "to fine-tune (--config.init.checkpoint=/tmp/jaxllm/tiny).")
+  runs.require_init(config, "the pretrained run (or Hugging Face model) to fine-tune")
   init = runs.start_from(config, workdir)
   tokenizer = init.tokenizer
   if config.data.source == "world_rag":

@@ -125,6 +125,9 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   # Pretraining from a checkpoint is continued pretraining / domain adaptation.
   c.init.checkpoint = ""
   c.init.step = -1  # its checkpoint step; -1: the latest (the run records the step it used)
+  # Or a Hugging Face model directory (config.json, safetensors, tokenizer.json) to import:
+  # its architecture replaces config.model (dtype, remat, scan_layers and attention_impl stay).
+  c.init.hf_path = ""
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.initialize = False

@@ -1,7 +1,10 @@
 """A trained run directory, loaded for inference: config, model, params and tokenizer.
 
-A run directory is what a training script writes: config.json (how to build the model),
-checkpoints/ (orbax) and tokenizer.json (or config.data.tokenizer naming one). A reward-model
+A run directory is what a training script (or experiments/convert.py --hf_to_jaxllm) writes:
+config.json (how to build the model), checkpoints/ (orbax) and tokenizer.json (with
+tokenizer_config.json naming its special tokens; or config.data.tokenizer naming a file).
+A stage starts from a run directory (config.init.checkpoint) or from a Hugging Face model
+directory (config.init.hf_path), see `start_from`. A reward-model
 run (its config has a `reward` section) loads as a RewardModel, any other as a Transformer (a
 PPO run's policy without its value head).
 """
@@ -15,15 +18,19 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxllm.data import chat
 from jaxllm.data.tokenizer import Tokenizer
-from jaxllm.errors import UserError
+from jaxllm.errors import ConfigError, UserError
+from jaxllm.interop import hf_config, hf_models, hf_tokenizer, hf_weights
 from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
 from jaxllm.models.config import ModelConfig
 from jaxllm.models.lora import LoraConfig, LoraModel
 from jaxllm.models.reward import PolicyWithValue, RewardModel
+from jaxllm.parallel import mesh as mesh_lib
+from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.train import checkpoint as ckpt_lib
-from jaxllm.train.state import init_params_fn, unbox
+from jaxllm.train.state import init_params_fn, params_shardings, unbox
 
 
 @dataclasses.dataclass
@@ -44,9 +51,12 @@ def read_config(workdir) -> ml_collections.ConfigDict:
 
 
 def run_tokenizer(workdir, config) -> Tokenizer:
-  """WORKDIR/tokenizer.json, else the file config.data.tokenizer names."""
+  """WORKDIR/tokenizer.json (+ tokenizer_config.json), else the file config.data.tokenizer
+  names."""
   path = pathlib.Path(workdir) / "tokenizer.json"
-  if not path.is_file():
+  if path.is_file():
+    return Tokenizer.from_file(workdir)
+  else:
     named = config.get("data", {}).get("tokenizer", "")
     if not named or not pathlib.Path(named).is_file():
       raise UserError(f"{path} does not exist and config.data.tokenizer={named!r} is not a file; "
@@ -110,6 +120,10 @@ def load_run(workdir, step: int | None = None) -> Run:
     params = params["backbone"]
   elif lora is None:
     params, step = _restore(workdir, model, step)
+  elif config.init.get("hf_path"):  # LoRA on an imported model: merge into the import
+    base_params = hf_weights.load_params(config.init.hf_path, model.cfg)
+    adapters, step = _restore(workdir, LoraModel(model.clone(lora=lora)), step)
+    params = lora_lib.merge(base_params, adapters, lora)
   else:
     base_dir = config.init.checkpoint
     if not base_dir or not (pathlib.Path(base_dir) / "checkpoints").is_dir():
@@ -122,26 +136,67 @@ def load_run(workdir, step: int | None = None) -> Run:
   return Run(config, model, params, run_tokenizer(workdir, config), step)
 
 
+def init_source(config) -> str:
+  """What a stage starts from: config.init.checkpoint or config.init.hf_path ('' for neither)."""
+  checkpoint, hf_path = config.init.checkpoint, config.init.get("hf_path", "")
+  if checkpoint and hf_path:
+    raise ConfigError(f"config.init.checkpoint={checkpoint!r} and config.init.hf_path="
+                      f"{hf_path!r} are both set; a run starts from one of them.")
+  return checkpoint or hf_path
+
+
+def require_init(config, what: str) -> None:
+  """ConfigError unless the stage has an init run or HF model (`what` names a suitable one)."""
+  if not init_source(config):
+    raise ConfigError(f"config.init.checkpoint and config.init.hf_path are empty; set one to "
+                      f"{what} (--config.init.checkpoint=RUN_DIR or "
+                      "--config.init.hf_path=HF_MODEL_DIR).")
+
+
+def _start_from_hf(config) -> Run:
+  """Imports config.init.hf_path with its params placed on the run's mesh (each device reads its
+  own block), its architecture written into config.model (dtype, remat, scan_layers ... stay).
+  The vocabulary is padded to a multiple of 128 and of its mesh axes (the sampler never picks
+  the padding ids: it samples below the tokenizer's size)."""
+  hf_path = config.init.hf_path
+  tokenizer, _ = hf_tokenizer.import_tokenizer(hf_path)
+  options = {k: config.model[k] for k in hf_config.RUN_OPTIONS if k in config.model}
+  mesh = mesh_lib.make_mesh(config.mesh)
+  rules = sharding_lib.rules_from_config(config.mesh.rules)
+  shardings = lambda cfg: params_shardings(Transformer(cfg), mesh, rules, 8)
+  cfg, params = hf_models.import_model(hf_path, tokenizer, shardings,
+                                       hf_models.mesh_vocab_multiple(mesh, rules), **options)
+  for key, value in dataclasses.asdict(cfg).items():
+    config.model[key] = value
+  config.init.step = 0
+  return Run(config, Transformer(cfg), params, tokenizer, 0)
+
+
 def start_from(config, workdir) -> Run | None:
-  """Fine-tuning set-up from config.init.checkpoint (None when it is empty).
+  """Fine-tuning set-up from config.init.checkpoint or config.init.hf_path (None when both
+  are empty).
 
   Loads that run (params only: the optimizer starts fresh), copies its model config into
   `config.model` (the checkpoint fixes the shapes) and records the step it used in
-  `config.init.step`; process 0 copies its tokenizer to WORKDIR/tokenizer.json.
+  `config.init.step`; process 0 writes its tokenizer to WORKDIR (tokenizer.json and
+  tokenizer_config.json). A Hugging Face directory is imported with its chat format mapped to
+  ours (jaxllm/interop), its params placed directly on the run's mesh.
   """
-  if not config.init.checkpoint:
+  if not init_source(config):
     return None
-  init = load_run(config.init.checkpoint,
-                  None if config.init.step < 0 else config.init.step)
-  if is_reward_run(init.config):
-    raise UserError(f"config.init.checkpoint={config.init.checkpoint!r} is a reward-model run; "
-                    "start from a language model (a pretraining or SFT run).")
-  for key, value in init.config.model.items():
-    config.model[key] = value
-  config.init.step = init.step
+  if config.init.get("hf_path"):
+    init = _start_from_hf(config)
+  else:
+    init = load_run(config.init.checkpoint,
+                    None if config.init.step < 0 else config.init.step)
+    if is_reward_run(init.config):
+      raise UserError(f"config.init.checkpoint={config.init.checkpoint!r} is a reward-model "
+                      "run; start from a language model (a pretraining or SFT run).")
+    for key, value in init.config.model.items():
+      config.model[key] = value
+    config.init.step = init.step
   if jax.process_index() == 0:
-    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
-    init.tokenizer.save(pathlib.Path(workdir) / "tokenizer.json")
+    chat.save_pretrained(init.tokenizer, workdir)
   return init
 
 

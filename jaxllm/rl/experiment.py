@@ -177,9 +177,7 @@ def run(config, workdir, hooks=(), rewards: rewards_lib.Rewards | None = None):
   `rewards` (a rewards.Rewards of your own functions) replaces config.rl.rewards.
   """
   mesh_lib.maybe_initialize_distributed(config.distributed)
-  if not config.init.checkpoint:
-    raise ConfigError("config.init.checkpoint is empty; set it to the SFT run to improve "
-                      "(--config.init.checkpoint=/tmp/jaxllm/sft).")
+  runs.require_init(config, "the SFT run (or Hugging Face model) to improve")
   if jax.process_count() > 1:
     raise ConfigError("RL runs in one process (any number of local devices); the rollouts "
                       "are not yet split across processes.")

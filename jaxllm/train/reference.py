@@ -90,7 +90,7 @@ def for_run(config, workdir, model, params: Any, tokenizer) -> Callable[[Sequenc
   on the run's mesh; batches of config.train.batch_size / microbatches pairs."""
   def table(sources: Sequence[Any]) -> dict[str, float]:
     seq_len = config.data.seq_len
-    settings = {"init": config.init.checkpoint, "step": config.init.step, "seq_len": seq_len,
+    settings = {"init": config.init.checkpoint or config.init.get("hf_path", ""), "step": config.init.step, "seq_len": seq_len,
                 "vocab_size": tokenizer.vocab_size,
                 "sources": [[s.name, s.split, len(s)] for s in sources]}
 
