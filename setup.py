@@ -28,6 +28,7 @@ setup(
         "rensa>=0.5",  # MinHash signatures for near-dedup
         "bm25s>=0.3.16",  # BM25 retrieval for RAG
         "pystemmer>=3.1",  # Snowball stemming for BM25 queries and passages
+        "safetensors>=0.4",  # Hugging Face checkpoints, read slice by slice (jaxllm/interop)
         "numpy>=1.26",
         "absl-py>=2.1",
         "tensorboardX>=2.6",
@@ -37,8 +38,9 @@ setup(
     ],
     extras_require={
         # torch (CPU) and transformers: parity with Hugging Face models and tokenizers;
-        # jinja2 for transformers' chat templates; hypothesis for property tests.
-        "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.23", "jinja2>=3.1.6",
-                 "hypothesis>=6.100"],
+        # jinja2 for transformers' chat templates; hypothesis for property tests; pytest-xdist
+        # runs the suite in two workers (-n 2).
+        "test": ["pytest>=8", "pytest-xdist>=3.8", "torch==2.13.0", "transformers>=5.23",
+                 "jinja2>=3.1.6", "hypothesis>=6.100"],
     },
 )
