@@ -74,6 +74,10 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   # change): e.g. --config.data.world_sizes.preferences=10000 for more preference pairs.
   c.data.world_sizes = ml_collections.ConfigDict(
       {"sft": 2000, "preferences": 1000, "rl": 1000, "kb_questions": 500})
+  # One text file as a token stream instead of `source`: split 90/10 into train/validation,
+  # random windows of seq_len per batch (nanoGPT's data path; jaxllm/data/stream.py).
+  c.data.path = ""
+  c.data.tokenizer_kind = "bpe"  # for data.path: bpe | char (one id per character)
   c.data.tokenizer = ""  # a tokenizer.json; empty: train a byte-level BPE -> WORKDIR/tokenizer.json
   c.data.tokenizer_vocab_size = 1024
   c.data.tokenizer_train_docs = 200_000  # per dataset, the first records of the train split

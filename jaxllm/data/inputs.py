@@ -12,7 +12,7 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
-from jaxllm.data import pipeline, preferences, sources
+from jaxllm.data import pipeline, preferences, sources, stream
 from jaxllm.data import tokenizer as tokenizer_lib
 from jaxllm.errors import ConfigError
 from jaxllm.parallel import mesh as mesh_lib
@@ -92,6 +92,43 @@ def tokenizer(data_config: ml_collections.ConfigDict, workdir,
   # deterministic, so processes with their own disks train the same tokenizer).
   mesh_lib.process_zero_first(lambda: not path.exists(), train_and_save, "tokenizer")
   return tokenizer_lib.Tokenizer.from_file(path)
+
+
+def stream_tokenizer(data_config: ml_collections.ConfigDict, workdir) -> tokenizer_lib.Tokenizer:
+  """The tokenizer of a config.data.path run: config.data.tokenizer, else one made from the file
+  by config.data.tokenizer_kind ("char": one id per character, as nanoGPT's shakespeare_char;
+  "bpe": byte-level BPE of tokenizer_vocab_size), saved to WORKDIR/tokenizer.json."""
+  d = data_config
+  if d.tokenizer:
+    return tokenizer_lib.Tokenizer.from_file(d.tokenizer)
+  if d.tokenizer_kind not in ("char", "bpe"):
+    raise ConfigError(f"config.data.tokenizer_kind={d.tokenizer_kind!r} is not 'char' or 'bpe'.")
+  path = pathlib.Path(workdir) / "tokenizer.json"
+
+  def make_and_save():
+    text = stream.read_text(d.path)
+    tok = (stream.char_tokenizer(text) if d.tokenizer_kind == "char" else
+           tokenizer_lib.train_tokenizer([text], vocab_size=d.tokenizer_vocab_size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(path)
+  mesh_lib.process_zero_first(lambda: not path.exists(), make_and_save, "tokenizer")
+  return tokenizer_lib.Tokenizer.from_file(path)
+
+
+def stream_train_and_eval(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer):
+  """(train iterator, eval-batches function) over config.data.path as one token stream: the
+  first 90% trains, the rest validates, random windows of seq_len (jaxllm/data/stream.py)."""
+  t = config.train
+  train, validation = stream.split_tokens(stream.encode_file(config.data.path, tokenizer))
+  print(f"data: {config.data.path} -> {len(train):,} train and {len(validation):,} validation "
+        "tokens", flush=True)
+  rows = t.batch_size // jax.process_count()
+  train_iter = stream.RandomWindows(train, rows, config.data.seq_len, config.seed)
+
+  def eval_batches():
+    return stream.eval_windows(validation, rows // t.microbatches, config.data.seq_len,
+                               t.eval_batches, config.seed)
+  return train_iter, eval_batches
 
 
 def pipeline_config(config: ml_collections.ConfigDict, **overrides) -> pipeline.PipelineConfig:
