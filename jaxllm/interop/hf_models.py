@@ -116,8 +116,8 @@ def export(params: dict, cfg: ModelConfig, tokenizer: Tokenizer | None, dst, *,
            max_shard_bytes: int = 5 * 2**30) -> pathlib.Path:
   """Writes an HF directory transformers loads: config.json, safetensors, tokenizer files and
   generation_config.json. `family` defaults to the one cfg matches (hf_config.family_of)."""
-  if dtype not in hf_weights._DTYPES:
-    raise UserError(f"dtype={dtype!r} is not one of {sorted(hf_weights._DTYPES)}.")
+  if dtype not in hf_weights.DTYPES:
+    raise UserError(f"dtype={dtype!r} is not one of {sorted(hf_weights.DTYPES)}.")
   ids = {}
   if tokenizer is not None:
     ids = dict(bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)

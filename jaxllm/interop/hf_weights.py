@@ -40,7 +40,7 @@ from jaxllm.train.state import init_params_fn, unbox
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
-_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,7 +279,7 @@ def load_params(directory, cfg: ModelConfig, shardings: Any = None) -> dict:
     raise UserError(f"{directory}: the embedding has {hf_vocab} rows but the model config "
                     f"vocab_size={cfg.vocab_size}; it must be at least the checkpoint's.")
   abstract = _abstract_params(cfg)
-  dtype = _DTYPES[cfg.param_dtype]
+  dtype = DTYPES[cfg.param_dtype]
   used = set()
   params: dict = {}
   for path, leaf in _leaves(abstract):
@@ -324,7 +324,7 @@ def _host(x) -> np.ndarray:
 
 def to_hf_tensors(params: dict, cfg: ModelConfig, dtype: str = "float32") -> dict[str, np.ndarray]:
   """HF name -> tensor for our params (the inverse of load_params), one param at a time."""
-  out_dtype = _DTYPES[dtype]
+  out_dtype = DTYPES[dtype]
   tensors = tensor_map(cfg)
   parts: dict[str, list] = {}
   for path, value in _leaves(params):
