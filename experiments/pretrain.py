@@ -25,16 +25,15 @@ def run(config, workdir, hooks=()):
   init = runs.start_from(config, workdir)  # continued pretraining: its params and tokenizer
   if config.data.path:  # one text file as a token stream (nanoGPT's data path)
     tokenizer = init.tokenizer if init else inputs.stream_tokenizer(config.data, workdir)
-    inputs.check_vocab(config, tokenizer.vocab_size)
-    model_cfg = config_lib.validate(config)
-    train_iter, eval_batches = inputs.stream_train_and_eval(config, tokenizer)
+    make_inputs = lambda: inputs.stream_train_and_eval(config, tokenizer)
   else:
     train_sources, weights = inputs.open_sources(config.data, "text", "train", workdir)
     tokenizer = init.tokenizer if init else inputs.tokenizer(config.data, workdir, train_sources)
-    inputs.check_vocab(config, tokenizer.vocab_size)
-    model_cfg = config_lib.validate(config)
-    train_iter, eval_batches = inputs.train_and_eval(
+    make_inputs = lambda: inputs.train_and_eval(
         config, workdir, "text", pipeline.text_example(tokenizer), train_sources, weights)
+  inputs.check_vocab(config, tokenizer.vocab_size)
+  model_cfg = config_lib.validate(config)
+  train_iter, eval_batches = make_inputs()
   loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss)
   try:
     return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter, eval_batches,

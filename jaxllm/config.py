@@ -148,11 +148,7 @@ def accelerator_pretrain_config(size: str, arg: str | None, seq_len: int,
   `arg` takes steps, batch and seq_len, e.g. 'steps=1000,batch=256,seq_len=1024'.
   """
   args = parse_arg(arg, steps=10_000, batch=batch, seq_len=seq_len)
-  c = pretrain_config(size)
-  c.model.dtype = "bfloat16"
-  c.model.scan_layers = True
-  c.model.remat = "save_dots"
-  c.model.attention_impl = "auto"  # cuDNN flash attention on GPU
+  c = on_accelerators(pretrain_config(size), remat="save_dots")
   c.data.seq_len = args.seq_len
   c.data.tokenizer_vocab_size = 32768
   c.data.num_workers = 4
@@ -163,6 +159,16 @@ def accelerator_pretrain_config(size: str, arg: str | None, seq_len: int,
   c.train.checkpoint_every = 1000
   c.optimizer.lr = 6e-4
   c.optimizer.warmup_steps = min(2000, args.steps // 10)
+  return c
+
+
+def on_accelerators(c: ml_collections.ConfigDict, remat: str) -> ml_collections.ConfigDict:
+  """`c` set for GPU/TPU: bfloat16 compute (float32 params), scanned layers with `remat`,
+  cuDNN flash attention on GPU, FSDP over every device."""
+  c.model.dtype = "bfloat16"
+  c.model.scan_layers = True
+  c.model.remat = remat
+  c.model.attention_impl = "auto"
   c.mesh.data = 1
   c.mesh.fsdp = -1
   return c

@@ -17,11 +17,8 @@ from jaxllm import config as config_lib
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=1000, rank=16, seq_len=2048, batch=32)
-  c = config_lib.sft_config("tiny")  # the architecture comes from the imported config.json
-  c.model.dtype = "bfloat16"
-  c.model.scan_layers = True
-  c.model.remat = "full"
-  c.model.attention_impl = "auto"  # cuDNN flash attention on GPU
+  # The architecture comes from the imported config.json; these are how to run it.
+  c = config_lib.on_accelerators(config_lib.sft_config("tiny"), remat="full")
   c.data.source = "world"
   c.data.seq_len = args.seq_len
   c.lora.rank = args.rank
@@ -36,6 +33,4 @@ def get_config(arg=None):
   c.optimizer.warmup_steps = min(50, args.steps // 10)
   c.optimizer.weight_decay = 0.0
   c.eval.qa_source = ""  # the world's questions say little about a real model; off
-  c.mesh.data = 1
-  c.mesh.fsdp = -1
   return c

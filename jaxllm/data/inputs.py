@@ -78,19 +78,28 @@ def tokenizer(data_config: ml_collections.ConfigDict, workdir,
   d = data_config
   if d.tokenizer:
     return tokenizer_lib.Tokenizer.from_file(d.tokenizer)
-  path = pathlib.Path(workdir) / "tokenizer.json"
 
   def texts():
     for source in train_sources:
       for i in range(min(len(source), d.tokenizer_train_docs)):
         yield source[i]["text"]
-  def train_and_save():
-    tok = tokenizer_lib.train_tokenizer(texts(), kind="bpe", vocab_size=d.tokenizer_vocab_size)
+  return _workdir_tokenizer(workdir, lambda: tokenizer_lib.train_tokenizer(
+      texts(), kind="bpe", vocab_size=d.tokenizer_vocab_size))
+
+
+def _workdir_tokenizer(workdir, make: Callable[[], tokenizer_lib.Tokenizer]
+                       ) -> tokenizer_lib.Tokenizer:
+  """WORKDIR/tokenizer.json, made by `make()` and saved there unless it exists.
+
+  Process 0 makes it first; on a shared workdir the others load its file (making is
+  deterministic, so processes with their own disks make the same tokenizer).
+  """
+  path = pathlib.Path(workdir) / "tokenizer.json"
+
+  def make_and_save():
     path.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(path)
-  # Process 0 trains first; on a shared workdir the others load its file (training is
-  # deterministic, so processes with their own disks train the same tokenizer).
-  mesh_lib.process_zero_first(lambda: not path.exists(), train_and_save, "tokenizer")
+    make().save(path)
+  mesh_lib.process_zero_first(lambda: not path.exists(), make_and_save, "tokenizer")
   return tokenizer_lib.Tokenizer.from_file(path)
 
 
@@ -103,16 +112,13 @@ def stream_tokenizer(data_config: ml_collections.ConfigDict, workdir) -> tokeniz
     return tokenizer_lib.Tokenizer.from_file(d.tokenizer)
   if d.tokenizer_kind not in ("char", "bpe"):
     raise ConfigError(f"config.data.tokenizer_kind={d.tokenizer_kind!r} is not 'char' or 'bpe'.")
-  path = pathlib.Path(workdir) / "tokenizer.json"
 
-  def make_and_save():
+  def make():
     text = stream.read_text(d.path)
-    tok = (stream.char_tokenizer(text) if d.tokenizer_kind == "char" else
-           tokenizer_lib.train_tokenizer([text], vocab_size=d.tokenizer_vocab_size))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(path)
-  mesh_lib.process_zero_first(lambda: not path.exists(), make_and_save, "tokenizer")
-  return tokenizer_lib.Tokenizer.from_file(path)
+    if d.tokenizer_kind == "char":
+      return stream.char_tokenizer(text)
+    return tokenizer_lib.train_tokenizer([text], vocab_size=d.tokenizer_vocab_size)
+  return _workdir_tokenizer(workdir, make)
 
 
 def stream_train_and_eval(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer):

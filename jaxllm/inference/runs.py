@@ -30,7 +30,7 @@ from jaxllm.models.reward import PolicyWithValue, RewardModel
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.train import checkpoint as ckpt_lib
-from jaxllm.train.state import init_params_fn, params_shardings, unbox
+from jaxllm.train.state import init_params_fn, unbox
 
 
 @dataclasses.dataclass
@@ -56,13 +56,11 @@ def run_tokenizer(workdir, config) -> Tokenizer:
   path = pathlib.Path(workdir) / "tokenizer.json"
   if path.is_file():
     return Tokenizer.from_file(workdir)
-  else:
-    named = config.get("data", {}).get("tokenizer", "")
-    if not named or not pathlib.Path(named).is_file():
-      raise UserError(f"{path} does not exist and config.data.tokenizer={named!r} is not a file; "
-                      "copy the run's tokenizer.json into the run directory.")
-    path = pathlib.Path(named)
-  return Tokenizer.from_file(path)
+  named = config.get("data", {}).get("tokenizer", "")
+  if not named or not pathlib.Path(named).is_file():
+    raise UserError(f"{path} does not exist and config.data.tokenizer={named!r} is not a file; "
+                    "copy the run's tokenizer.json into the run directory.")
+  return Tokenizer.from_file(named)
 
 
 def _model_config(config) -> ModelConfig:
@@ -163,8 +161,7 @@ def _start_from_hf(config) -> Run:
   options = {k: config.model[k] for k in hf_config.RUN_OPTIONS if k in config.model}
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = sharding_lib.rules_from_config(config.mesh.rules)
-  shardings = lambda cfg: params_shardings(Transformer(cfg), mesh, rules, 8)
-  cfg, params = hf_models.import_model(hf_path, tokenizer, shardings,
+  cfg, params = hf_models.import_model(hf_path, tokenizer, mesh, rules,
                                        hf_models.mesh_vocab_multiple(mesh, rules), **options)
   for key, value in dataclasses.asdict(cfg).items():
     config.model[key] = value

@@ -62,15 +62,16 @@ def mesh_vocab_multiple(mesh, rules) -> int:
   return math.lcm(128, math.prod(mesh.shape[a] for a in axes))
 
 
-def import_model(src, tokenizer: Tokenizer | None = None, shardings_fn=None,
-                 vocab_multiple: int = 1, **run_options: Any) -> tuple[ModelConfig, dict]:
+def import_model(src, tokenizer: Tokenizer | None = None, mesh=None,
+                 rules=sharding_lib.DEFAULT_RULES, vocab_multiple: int = 1,
+                 **run_options: Any) -> tuple[ModelConfig, dict]:
   """(ModelConfig, params) of the HF model in `src` (vocab_size as in `model_config`).
 
-  shardings_fn(cfg) -> a NamedSharding tree for the params places every param directly on the
-  mesh (each device reads only its block); without it they land on the default device.
+  With a `mesh`, every param is placed directly with its sharding under `rules` (each device
+  reads only its block); without one they land on the default device.
   """
   cfg = model_config(src, tokenizer, vocab_multiple, **run_options)
-  shardings = None if shardings_fn is None else shardings_fn(cfg)
+  shardings = None if mesh is None else params_shardings(Transformer(cfg), mesh, rules, 8)
   return cfg, hf_weights.load_params(src, cfg, shardings)
 
 
@@ -88,9 +89,7 @@ def import_run(src, dst, **run_options: Any) -> pathlib.Path:
   tokenizer, added = hf_tokenizer.import_tokenizer(src)
   # Spread over every device (FSDP) as it is read, so the import fits where the model does.
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1}))
-  rules = sharding_lib.DEFAULT_RULES
-  shardings = lambda cfg: params_shardings(Transformer(cfg), mesh, rules, 8)
-  cfg, params = import_model(src, tokenizer, shardings, **run_options)
+  cfg, params = import_model(src, tokenizer, mesh, **run_options)
   config = config_lib.pretrain_config("tiny")
   config.model = ml_collections.ConfigDict(dataclasses.asdict(cfg))
   config.data.tokenizer = ""

@@ -28,6 +28,7 @@ from typing import Any
 import jax
 import ml_dtypes
 import numpy as np
+from flax import traverse_util
 from jax.experimental import multihost_utils
 from safetensors import safe_open
 from safetensors.numpy import save_file
@@ -239,26 +240,6 @@ def _abstract_params(cfg: ModelConfig) -> dict:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
 
 
-def _leaves(tree: dict, prefix=()) -> Iterator[tuple[tuple[str, ...], Any]]:
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      yield from _leaves(value, prefix + (key,))
-    else:
-      yield prefix + (key,), value
-
-
-def _set(tree: dict, path: tuple[str, ...], value) -> None:
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  tree[path[-1]] = value
-
-
-def _get(tree: dict, path: tuple[str, ...]):
-  for key in path:
-    tree = tree[key]
-  return tree
-
-
 def _layer_path(path: tuple[str, ...], layer: int) -> tuple[str, ...]:
   """A scanned param path ("layers", ...) -> the unscanned path of one layer."""
   return (f"layer_{layer}",) + path[1:]
@@ -278,11 +259,11 @@ def load_params(directory, cfg: ModelConfig, shardings: Any = None) -> dict:
   if hf_vocab > cfg.vocab_size:
     raise UserError(f"{directory}: the embedding has {hf_vocab} rows but the model config "
                     f"vocab_size={cfg.vocab_size}; it must be at least the checkpoint's.")
-  abstract = _abstract_params(cfg)
   dtype = DTYPES[cfg.param_dtype]
+  placements = {} if shardings is None else traverse_util.flatten_dict(shardings)
   used = set()
   params: dict = {}
-  for path, leaf in _leaves(abstract):
+  for path, leaf in traverse_util.flatten_dict(_abstract_params(cfg)).items():
     layers = range(cfg.num_layers) if cfg.scan_layers and path[0] == "layers" else None
     shape = leaf.shape[1:] if layers is not None else leaf.shape
     per_layer = ([tensors[_layer_path(path, i)] for i in layers] if layers is not None
@@ -304,15 +285,15 @@ def load_params(directory, cfg: ModelConfig, shardings: Any = None) -> dict:
     if shardings is None:
       value = jax.numpy.asarray(block(tuple(slice(None) for _ in leaf.shape)))
     else:
-      value = jax.make_array_from_callback(leaf.shape, _get(shardings, path), block)
-    _set(params, path, value)
+      value = jax.make_array_from_callback(leaf.shape, placements[path], block)
+    params[path] = value
   unused = sorted(n for n in set(ckpt.weight_map) - used if not _ignorable(n)
                   and not (n.endswith("lm_head.weight") and cfg.tie_embeddings))
   if unused:
     raise UserError(f"{directory}: the checkpoint holds tensors this config.json's model does not "
                     f"use: {unused[:6]}{' ...' if len(unused) > 6 else ''}; the weights and "
                     "config.json disagree.")
-  return params
+  return traverse_util.unflatten_dict(params)
 
 
 def _host(x) -> np.ndarray:
@@ -327,7 +308,7 @@ def to_hf_tensors(params: dict, cfg: ModelConfig, dtype: str = "float32") -> dic
   out_dtype = DTYPES[dtype]
   tensors = tensor_map(cfg)
   parts: dict[str, list] = {}
-  for path, value in _leaves(params):
+  for path, value in traverse_util.flatten_dict(params).items():
     value = _host(value)
     stacked = cfg.scan_layers and path[0] == "layers"
     per_layer = [(_layer_path(path, i), value[i]) for i in range(cfg.num_layers)] if stacked \

@@ -70,12 +70,18 @@ def test_import_cli_gives_a_run_that_samples_and_evaluates(qwen, tmp_path):
   sample = run_script("sample.py", f"--workdir={tmp_path / 'run'}", "--prompt=What is 2 + 3?",
                       "--chat", "--temperature=0", "--max_new_tokens=6")
   assert sample.returncode == 0, sample.stderr
-  (tmp_path / "held_out.txt").write_text("Greta Park works as a baker. She lives in Oslo.\n")
+  text = "Greta Park works as a baker. She lives in Oslo."
+  (tmp_path / "held_out.txt").write_text(text)
   config = suites.default_config()
   config.suites = ("lm",)
   config.lm.texts = str(tmp_path / "held_out.txt")
   result = suites.evaluate(run, config)  # what evaluate.py runs
-  assert result["stage"] == "pretrain" and result["suites"]["lm"]["bits_per_byte"] > 0
+  ids = run.tokenizer.encode(text)  # Qwen has no BOS: every token after the first is scored
+  with torch.no_grad():
+    logp = torch.log_softmax(hf(torch.tensor([ids])).logits[0, :-1], dim=-1)
+  nll = -logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].mean().item()
+  assert result["stage"] == "pretrain" and result["suites"]["lm"]["tokens"] == len(ids) - 1
+  assert result["suites"]["lm"]["perplexity"] == pytest.approx(np.exp(nll), rel=1e-4)
 
   again = run_script("convert.py", "--hf_to_jaxllm", str(directory), str(tmp_path / "run"))
   assert again.returncode == 2 and "import into a new directory" in again.stderr
