@@ -97,6 +97,9 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.train.batch_size = 16  # global, in sequences
   c.train.microbatches = 1  # gradient accumulation steps per batch
   c.train.z_loss = 0.0
+  # > 0: the cross-entropy runs over pieces of this many positions, never holding the whole
+  # float32 [batch, seq_len, vocab] logits (jaxllm/objectives/lm.py); must divide data.seq_len.
+  c.train.loss_chunk = 0
   c.train.log_every = 10
   c.train.eval_every = 100
   c.train.eval_at_start = False  # also evaluate the initial params (step 0) of a fresh run
@@ -106,6 +109,19 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.train.async_checkpointing = True
   c.train.max_nonfinite_in_row = 20
   c.train.peak_flops_per_device = 0.0  # 0: look up the device in jaxllm/train/metrics.py
+  # XLA options for the compiled train and eval steps: "auto" (the measured-fastest for the
+  # backend, jaxllm/train/step.py), "" (XLA's defaults) or "xla_name=value,xla_name=value".
+  c.train.xla_options = "auto"
+
+  # experiments/benchmark.py: timed train steps after compiling and warm-up, then the sampler.
+  c.benchmark = ml_collections.ConfigDict()
+  c.benchmark.steps = 20
+  c.benchmark.warmup = 5
+  c.benchmark.sampler = True
+  c.benchmark.sample_batch = 8
+  c.benchmark.prompt_len = 128
+  c.benchmark.new_tokens = 128
+  c.benchmark.repeats = 5
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.lr = 3e-4
@@ -409,6 +425,10 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
   if model_cfg.position == "learned" and d.seq_len > model_cfg.max_seq_len:
     raise ConfigError(f"config.data.seq_len={d.seq_len} exceeds config.model.max_seq_len="
                       f"{model_cfg.max_seq_len} (learned positions); lower one or raise the other.")
+  chunk = t.get("loss_chunk", 0)
+  if chunk < 0 or (chunk and d.seq_len % chunk):
+    raise ConfigError(f"config.train.loss_chunk={chunk} must divide config.data.seq_len="
+                      f"{d.seq_len}; pick a divisor, or 0 for the whole logits at once.")
   if config.optimizer.schedule not in ("cosine", "linear", "constant"):
     raise ConfigError(f"config.optimizer.schedule={config.optimizer.schedule!r} is not one of "
                       "cosine, linear, constant.")

@@ -10,7 +10,7 @@ MLPS = ("swiglu", "gelu")
 POSITIONS = ("rope", "learned")
 REMAT_POLICIES = ("none", "full", "save_dots")
 ROPE_SCALINGS = ("none", "llama3", "linear")
-ATTENTION_IMPLS = ("xla", "cudnn", "auto")
+ATTENTION_IMPLS = ("xla", "cudnn", "splash", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -50,7 +50,7 @@ class ModelConfig:
   init_std: float = 0.02
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
-  attention_impl: str = "xla"  # xla | cudnn (GPU flash attention) | auto
+  attention_impl: str = "xla"  # xla | cudnn (GPU flash) | splash (TPU Pallas flash) | auto
   remat: str = "none"  # none | full | save_dots
   scan_layers: bool = False
 

@@ -13,10 +13,52 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
-from jaxllm.models import rope
+from jaxllm.models import rope, splash
 from jaxllm.models.config import ModelConfig
 from jaxllm.models.lora import LoraConfig
+
+
+def dense(x, kernel, in_dims: int = 1, out_dtype=None):
+  """jnp.tensordot(x, kernel, in_dims): x [..., *in] times kernel [*in, *out] -> [..., *out].
+
+  Values and gradients are those of tensordot; only the weight gradient is written so that the
+  operand the compiler may transpose (the left one of its dot) is the narrower of x and the
+  output gradient. XLA:CPU copies that operand into a transposed layout, fused into whatever
+  produced it; for a wide GELU output that fused copy cost more than all of a layer's matmuls
+  (docs/benchmarks.md). GPU and TPU compilers fold the transposition into the matmul either way.
+  The output is named "dense" for remat policies (a custom-gradient call is not a dot to them).
+  """
+  return checkpoint_name(_dense(x, kernel, in_dims, out_dtype), "dense")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _dense(x, kernel, in_dims, out_dtype):
+  return jnp.tensordot(x, kernel, axes=in_dims, preferred_element_type=out_dtype)
+
+
+def _dense_fwd(x, kernel, in_dims, out_dtype):
+  return _dense(x, kernel, in_dims, out_dtype), (x, kernel)
+
+
+def _dense_bwd(in_dims, out_dtype, residuals, g):
+  x, kernel = residuals
+  lead = x.ndim - in_dims  # batch-like dims, summed over in the kernel gradient
+  out_dims = kernel.ndim - in_dims
+  dot = functools.partial(jax.lax.dot_general, preferred_element_type=out_dtype)
+  dx = dot(g, kernel, ((tuple(range(lead, g.ndim)), tuple(range(in_dims, kernel.ndim))),
+                       ((), ())))
+  rows = (tuple(range(lead)),) * 2
+  if math.prod(x.shape[lead:]) <= math.prod(g.shape[lead:]):
+    dk = dot(x, g, (rows, ((), ())))
+  else:  # [*out, *in], then back to the kernel's order
+    dk = jnp.transpose(dot(g, x, (rows, ((), ()))),
+                       tuple(range(out_dims, kernel.ndim)) + tuple(range(out_dims)))
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_dense.defvjp(_dense_fwd, _dense_bwd)
 
 
 def _init(std: float, names: tuple[str | None, ...]):
@@ -55,8 +97,7 @@ class Linear(nn.Module):
     in_shape = x.shape[-self.in_dims:]
     kernel = self.param("kernel", _init(self.std, self.names), in_shape + self.out_shape,
                         cfg.param_dtype)
-    y = jnp.tensordot(x.astype(cfg.dtype), kernel.astype(cfg.dtype), axes=self.in_dims,
-                      preferred_element_type=self.out_dtype)
+    y = dense(x.astype(cfg.dtype), kernel.astype(cfg.dtype), self.in_dims, self.out_dtype)
     if cfg.use_bias if self.bias is None else self.bias:
       bias = self.param("bias", _zeros(self.names[self.in_dims:]), self.out_shape,
                         cfg.param_dtype)
@@ -76,9 +117,8 @@ class Linear(nn.Module):
     b = self.variable("lora", "b", lambda: _zeros((None,) + self.names[self.in_dims:])(
         self.make_rng("params"), (lora.rank,) + self.out_shape, cfg.param_dtype)).value
     x = nn.Dropout(lora.dropout, deterministic=deterministic, name="lora_dropout")(x)
-    xa = jnp.tensordot(x.astype(cfg.dtype), a.astype(cfg.dtype), axes=self.in_dims)
-    return lora.scale * jnp.tensordot(xa, b.astype(cfg.dtype), axes=1,
-                                      preferred_element_type=self.out_dtype)
+    xa = dense(x.astype(cfg.dtype), a.astype(cfg.dtype), self.in_dims)
+    return lora.scale * dense(xa, b.astype(cfg.dtype), 1, self.out_dtype)
 
 
 def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
@@ -98,12 +138,17 @@ def attention_mask(segment_ids_bt: jnp.ndarray | None) -> jnp.ndarray | None:
   return segment_ids_bt[:, None, :, None] == segment_ids_bt[:, None, None, :]
 
 
-def attention_implementation(cfg: ModelConfig) -> str:
-  """'auto' picks cuDNN flash attention on GPU in 16-bit compute, XLA elsewhere."""
+def attention_implementation(cfg: ModelConfig, seq_len: int) -> str:
+  """'auto' picks cuDNN flash attention on GPU in 16-bit compute, the Pallas splash kernel on
+  TPU (for sequence lengths it tiles: multiples of 128), XLA elsewhere."""
   if cfg.attention_impl != "auto":
     return cfg.attention_impl
-  gpu = jax.default_backend() == "gpu"
-  return "cudnn" if gpu and cfg.dtype in ("bfloat16", "float16") else "xla"
+  backend = jax.default_backend()
+  if backend == "gpu" and cfg.dtype in ("bfloat16", "float16"):
+    return "cudnn"
+  if backend == "tpu" and splash.block_size(seq_len) is not None:
+    return "splash"
+  return "xla"
 
 
 def cache_attention_mask(kv_mask_bs: jnp.ndarray, cache_index: jnp.ndarray,
@@ -151,12 +196,16 @@ class Attention(nn.Module):
     q_btnh = _constrain(q_btnh, ("act_batch", "act_len", "act_heads", None))
     k_btkh = _constrain(k_btkh, ("act_batch", "act_len", "act_kv_heads", None))
     v_btkh = _constrain(v_btkh, ("act_batch", "act_len", "act_kv_heads", None))
-    if cache is None:
+    impl = attention_implementation(cfg, x_btd.shape[1])
+    if cache is None and impl == "splash":
+      out_btnh = splash.splash_attention(q_btnh, k_btkh, v_btkh, segment_ids_bt, cfg.causal,
+                                         cfg.sliding_window)
+    elif cache is None:
       # Logits and softmax run in float32 inside dot_product_attention; GQA is native there.
       out_btnh = jax.nn.dot_product_attention(
           q_btnh, k_btkh, v_btkh, mask=attention_mask(segment_ids_bt), is_causal=cfg.causal,
           local_window_size=(cfg.sliding_window - 1, 0) if cfg.sliding_window else None,
-          implementation=attention_implementation(cfg))
+          implementation=impl)
     else:
       k_bskh, v_bskh = cache
       k_bskh = jax.lax.dynamic_update_slice_in_dim(k_bskh, k_btkh.astype(k_bskh.dtype),
@@ -223,7 +272,10 @@ class Block(nn.Module):
 
 _REMAT_POLICIES = {
     "full": None,  # save nothing, recompute the whole block
-    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    # matmul outputs without batch dims (projections, not attention scores), as named by dense()
+    "save_dots": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        jax.checkpoint_policies.save_only_these_names("dense")),
 }
 
 
@@ -258,7 +310,8 @@ class Transformer(nn.Module):
     if cfg.position == "learned":
       pos_embed = nn.Embed(cfg.max_seq_len, cfg.d_model, dtype=cfg.dtype,
                            param_dtype=cfg.param_dtype,
-                           embedding_init=_init(0.01, ("position", "embed")), name="pos_embed")
+                           embedding_init=_init(cfg.init_std, ("position", "embed")),
+                           name="pos_embed")
       x_btd = x_btd + pos_embed(positions_bt)
     x_btd = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x_btd)
     x_btd = _constrain(x_btd, ("act_batch", "act_len", "act_embed"))
@@ -298,9 +351,8 @@ class Transformer(nn.Module):
       raise ValueError(f"Transformer.output={self.output!r} is not 'logits' or 'hidden'.")
     # Logits leave the matmul in float32 (the accumulator's precision), for a float32 loss.
     if cfg.tie_embeddings:
-      logits_btv = jnp.einsum("btd,vd->btv", hidden_btd.astype(cfg.dtype),
-                              embed.embedding.astype(cfg.dtype),
-                              preferred_element_type=jnp.float32)
+      logits_btv = dense(hidden_btd.astype(cfg.dtype), embed.embedding.astype(cfg.dtype).T, 1,
+                         jnp.float32)
     else:
       head_cfg = dataclasses.replace(cfg, use_bias=False)
       logits_btv = Linear((cfg.vocab_size,), ("embed", "vocab"), head_cfg, cfg.init_std,

@@ -79,6 +79,10 @@ def check_mesh_fits(config, mesh, model_cfg: ModelConfig, minibatches: int = 1) 
     raise ConfigError(
         f"config.model.attention_impl='cudnn' needs a GPU and 16-bit compute (backend "
         f"{jax.default_backend()!r}, config.model.dtype={model_cfg.dtype!r}); use 'auto'.")
+  if impl == "splash" and (jax.default_backend() != "tpu" or config.data.seq_len % 128):
+    raise ConfigError(
+        f"config.model.attention_impl='splash' needs a TPU and config.data.seq_len a multiple "
+        f"of 128 (backend {jax.default_backend()!r}, seq_len {config.data.seq_len}); use 'auto'.")
 
 
 def evaluate(eval_step, params, batches: Iterable[dict], mesh, frozen=None) -> dict[str, float]:
@@ -178,10 +182,13 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
          f"{jax.process_count()} processes")
 
     replicated = NamedSharding(mesh, P())
+    options = step_lib.xla_options(tc.get("xla_options", "auto"))
     step_fn = jax.jit(step_lib.make_train_step(loss_fn, model, tx, schedule, tc.microbatches,
                                                epochs, minibatches),
-                      out_shardings=(shardings, replicated), donate_argnums=(0,))
-    eval_fn = jax.jit(step_lib.make_eval_step(loss_fn, model), out_shardings=replicated)
+                      out_shardings=(shardings, replicated), donate_argnums=(0,),
+                      compiler_options=options)
+    eval_fn = jax.jit(step_lib.make_eval_step(loss_fn, model), out_shardings=replicated,
+                      compiler_options=options)
 
     flops_per_token = metrics_lib.train_flops_per_token(model_cfg, seq_len)
     peak = tc.peak_flops_per_device or metrics_lib.peak_flops_per_device(jax.devices()[0].device_kind)

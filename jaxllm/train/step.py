@@ -11,7 +11,33 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxllm.errors import ConfigError
+
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+# XLA options that made the train step faster on a backend (docs/benchmarks.md): on CPU the
+# YNNPACK library fusions ran the step's matmuls and reductions slower than XLA's own emitters
+# (nanoGPT's Shakespeare configuration: 42.9 -> 36.7 ms per step).
+AUTO_XLA_OPTIONS = {"cpu": {"xla_cpu_experimental_ynn_fusion_type": ""}}
+
+
+def xla_options(spec: str, backend: str | None = None) -> dict[str, str]:
+  """compiler_options for jax.jit from config.train.xla_options.
+
+  "auto": AUTO_XLA_OPTIONS for the backend; "": none; otherwise "name=value,name=value" with
+  names of XLA debug options (e.g. xla_cpu_enable_fast_math=true).
+  """
+  if spec == "auto":
+    return dict(AUTO_XLA_OPTIONS.get(backend or jax.default_backend(), {}))
+  options = {}
+  for item in filter(None, (part.strip() for part in spec.split(","))):
+    name, eq, value = item.partition("=")
+    if not eq or not name.startswith("xla_"):
+      raise ConfigError(
+          f"config.train.xla_options: {item!r} is not name=value with an XLA option name "
+          "(xla_...); write e.g. 'xla_cpu_enable_fast_math=true', or 'auto' or ''.")
+    options[name.strip()] = value.strip()
+  return options
 
 
 def split_microbatches(batch: dict[str, jax.Array], num: int) -> dict[str, jax.Array]:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxllm.models import Transformer, get_size, rope
+from jaxllm.models import Transformer, get_size, rope, transformer
 from jaxllm.models.config import ModelConfig
 from jaxllm.errors import ConfigError
 
@@ -163,3 +163,45 @@ def test_config_errors_name_the_fields():
     ModelConfig.from_dict(dict(norm="batch"))
   with pytest.raises(ConfigError, match="unknown field.*num_layer"):
     ModelConfig.from_dict(dict(num_layer=2))
+
+
+@pytest.mark.parametrize("x_shape,k_shape,in_dims", [
+    ((3, 5, 8), (8, 16), 1),  # wider output: the kernel gradient contracts x's transpose
+    ((3, 5, 16), (16, 8), 1),  # wider input: it contracts the output gradient's transpose
+    ((3, 5, 4, 6), (4, 6, 8), 2),  # attention output projection: two input dims
+    ((3, 5, 8), (8, 2, 6), 1),  # q projection: two output dims
+])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dense_equals_tensordot_in_value_and_gradient(x_shape, k_shape, in_dims, dtype):
+  kx, kk = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(kx, x_shape).astype(dtype)
+  kernel = jax.random.normal(kk, k_shape).astype(dtype)
+  out_dtype = jnp.float32  # like the logits: float32 out of 16-bit inputs
+  plain = lambda x, k: jnp.sum(jnp.sin(jax.lax.dot_general(
+      x, k, ((tuple(range(x.ndim - in_dims, x.ndim)), tuple(range(in_dims))), ((), ())),
+      preferred_element_type=out_dtype)))
+  ours = lambda x, k: jnp.sum(jnp.sin(transformer.dense(x, k, in_dims, out_dtype)))
+  assert ours(x, kernel) == plain(x, kernel)
+  for g_plain, g_ours in zip(jax.grad(plain, (0, 1))(x, kernel), jax.grad(ours, (0, 1))(x, kernel)):
+    assert g_ours.dtype == g_plain.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(g_ours, np.float32), np.asarray(g_plain, np.float32))
+
+
+def test_save_dots_remat_saves_what_it_saves_with_plain_matmuls(monkeypatch):
+  """dense() is a custom-gradient call, not a dot, to remat policies: its "dense" name keeps
+  save_dots saving the projection outputs, exactly as with jnp.tensordot."""
+  from jax._src.ad_checkpoint import saved_residuals
+
+  def saved(remat):
+    cfg = dataclasses.replace(LLAMA, remat=remat, scan_layers=True)
+    model, params = _init(cfg)
+    tokens = _tokens((2, 16), cfg.vocab_size)
+    return sorted(r[0].shape for r in saved_residuals(
+        lambda p: jnp.sum(model.apply({"params": p}, tokens)), params))
+
+  ours = {remat: saved(remat) for remat in ("full", "save_dots")}
+  monkeypatch.setattr(transformer, "dense", lambda x, k, in_dims=1, out_dtype=None: (
+      jnp.tensordot(x, k, in_dims, preferred_element_type=out_dtype)))
+  plain = {remat: saved(remat) for remat in ("full", "save_dots")}
+  assert ours == plain
+  assert len(ours["save_dots"]) > len(ours["full"])

@@ -95,6 +95,7 @@ def test_data_position_from_another_batch_size_is_refused(tiny_config, tmp_path)
     ("vocab_size", 1025, "tensor", "vocab_size=1025 is not divisible by config.mesh.tensor=2"),
     ("d_model", 36, "fsdp", "d_model=36 is not divisible by config.mesh.fsdp=8"),
     ("attention_impl", "cudnn", None, "attention_impl='cudnn' needs a GPU"),
+    ("attention_impl", "splash", None, "attention_impl='splash' needs a TPU"),
 ])
 def test_mesh_and_backend_mismatches_name_the_fields(tiny_config, tmp_path, field, value, axis,
                                                      message):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxllm import config as config_lib
+from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer, get_size
 from jaxllm.objectives import lm
 from jaxllm.parallel import make_mesh, global_batch, rules_from_config
@@ -180,3 +181,32 @@ def test_epochs_and_minibatches_are_sequential_updates_on_shuffled_minibatches()
   assert losses[-1] < losses[0]
   for a, b in zip(jax.tree.leaves(got["params"]), jax.tree.leaves(want["params"])):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+def test_xla_options_parse_and_auto_picks_the_backend_defaults():
+  assert step_lib.xla_options("auto", "cpu") == {"xla_cpu_experimental_ynn_fusion_type": ""}
+  assert step_lib.xla_options("auto", "tpu") == {}
+  assert step_lib.xla_options("") == {}
+  assert step_lib.xla_options(" xla_cpu_enable_fast_math=true, xla_a=1 ") == {
+      "xla_cpu_enable_fast_math": "true", "xla_a": "1"}
+  with pytest.raises(ConfigError, match=r"config.train.xla_options: 'fast_math' is not"):
+    step_lib.xla_options("fast_math")
+
+
+def test_step_with_auto_xla_options_equals_the_default_compile():
+  """The CPU options change how XLA emits the step, not what it computes."""
+  config = config_lib.pretrain_config("tiny")
+  model = Transformer(CFG)
+  tx = optimizer_lib.make_optimizer(config.optimizer, 100)
+  state = state_lib.create_state(model, tx, jax.random.key(0), None, 16)
+  batches = [{k: jnp.asarray(v) for k, v in _batch(seed=s).items()} for s in range(3)]
+  losses = {}
+  for spec in ("", "auto"):
+    step = jax.jit(step_lib.make_train_step(lm.lm_loss, model, tx),
+                   compiler_options=step_lib.xla_options(spec))
+    s, out = state, []
+    for b in batches:
+      s, metrics = step(s, b, jax.random.key(1))
+      out.append(float(metrics["loss"]))
+    losses[spec] = out
+  np.testing.assert_allclose(losses["auto"], losses[""], rtol=1e-5)
