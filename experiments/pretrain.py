@@ -34,7 +34,8 @@ def run(config, workdir, hooks=()):
   inputs.check_vocab(config, tokenizer.vocab_size)
   model_cfg = config_lib.validate(config)
   train_iter, eval_batches = make_inputs()
-  loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss)
+  loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss,
+                              chunk=config.train.loss_chunk)
   try:
     return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter, eval_batches,
                       init_params=init.params if init else None, hooks=hooks)

@@ -57,7 +57,8 @@ def run(config, workdir, hooks=()):
   train_iter, eval_batches = inputs.train_and_eval(
       config, workdir, "conversations",
       pipeline.chat_example(tokenizer, config.data.messages_field))
-  loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss)
+  loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss,
+                              chunk=config.train.loss_chunk)
   evals = qa.training_eval(config, model_cfg, tokenizer, lora)
   try:
     if lora is None:  # full fine-tuning: every param trains, starting from the init run's
