@@ -57,7 +57,7 @@ def report(r: dict) -> str:
       "MFU          " + (f"{t['mfu']:.1%} of {t['peak_flops_per_device'] / 1e12:.0f} TFLOP/s per "
                          "device" if "mfu" in t else
                          "n/a (unknown peak: set config.train.peak_flops_per_device)"),
-      f"memory       " + (f"device peak {t['device_peak_bytes'] / 2**30:.2f} GiB, "
+      "memory       " + (f"device peak {t['device_peak_bytes'] / 2**30:.2f} GiB, "
                           if "device_peak_bytes" in t else "")
       + f"host peak RSS {t['host_peak_rss_bytes'] / 2**30:.2f} GiB",
   ]

@@ -425,7 +425,7 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
   if model_cfg.position == "learned" and d.seq_len > model_cfg.max_seq_len:
     raise ConfigError(f"config.data.seq_len={d.seq_len} exceeds config.model.max_seq_len="
                       f"{model_cfg.max_seq_len} (learned positions); lower one or raise the other.")
-  chunk = t.get("loss_chunk", 0)
+  chunk = t.loss_chunk
   if chunk < 0 or (chunk and d.seq_len % chunk):
     raise ConfigError(f"config.train.loss_chunk={chunk} must divide config.data.seq_len="
                       f"{d.seq_len}; pick a divisor, or 0 for the whole logits at once.")

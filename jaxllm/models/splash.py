@@ -8,8 +8,6 @@ and wrapped in shard_map over the mesh axes the activations are split on (the ke
 custom call the SPMD partitioner cannot split). `interpret=True` runs it on any backend (tests).
 """
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -49,7 +47,6 @@ def splash_attention(q_btnh: jax.Array, k_btkh: jax.Array, v_btkh: jax.Array,
   the window - 1 tokens before it. T must be a multiple of 128 (block_size).
   """
   b, t, n, h = q_btnh.shape
-  kv_heads = k_btkh.shape[2]
   if block_size(t) is None:
     raise ValueError(f"splash attention needs a sequence length divisible by 128, got {t}; "
                      "set config.model.attention_impl='xla' or change config.data.seq_len.")

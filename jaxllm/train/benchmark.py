@@ -19,7 +19,6 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxllm import config as config_lib
 from jaxllm.inference import sampler as sampler_lib
@@ -31,7 +30,6 @@ from jaxllm.train import loop as loop_lib
 from jaxllm.train import metrics as metrics_lib
 from jaxllm.train import optimizer as optimizer_lib
 from jaxllm.train import state as state_lib
-from jaxllm.train import step as step_lib
 
 
 def spread(seconds: list[float]) -> dict[str, float]:
@@ -80,17 +78,15 @@ def benchmark_train(config, steps: int, warmup: int) -> tuple[dict[str, Any], An
   loop_lib.check_mesh_fits(config, mesh, model_cfg)
   rules = sharding_lib.rules_from_config(config.mesh.rules)
   tx = optimizer_lib.make_optimizer(config.optimizer, tc.num_steps)
-  loss_fn = functools.partial(lm.lm_loss, z_loss=tc.z_loss, chunk=tc.get("loss_chunk", 0))
+  loss_fn = functools.partial(lm.lm_loss, z_loss=tc.z_loss, chunk=tc.loss_chunk)
   results: dict[str, Any] = {}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     _, shardings = state_lib.state_shardings(model, tx, mesh, rules, seq_len)
     state = state_lib.create_state(model, tx, jax.random.key(config.seed), shardings, seq_len)
     batch = sharding_lib.global_batch(
         synthetic_batch(config, model_cfg.vocab_size, np.random.default_rng(config.seed)), mesh)
-    step = jax.jit(step_lib.make_train_step(loss_fn, model, tx, None, tc.microbatches),
-                   out_shardings=(shardings, NamedSharding(mesh, P())),
-                   donate_argnums=(0,),
-                   compiler_options=step_lib.xla_options(tc.get("xla_options", "auto")))
+    schedule = optimizer_lib.learning_rate_schedule(config.optimizer, tc.num_steps)
+    step = loop_lib.jit_train_step(config, loss_fn, model, tx, schedule, shardings, mesh)
     rng = jax.random.key(1)
     start = time.perf_counter()
     compiled = step.lower(state, batch, rng).compile()
@@ -108,8 +104,8 @@ def benchmark_train(config, steps: int, warmup: int) -> tuple[dict[str, Any], An
   tokens = tc.batch_size * seq_len
   step_s = spread(seconds)
   flops_per_token = metrics_lib.train_flops_per_token(model_cfg, seq_len)
-  peak = tc.peak_flops_per_device or metrics_lib.peak_flops_per_device(
-      jax.devices()[0].device_kind)
+  peak = metrics_lib.peak_flops_per_device(jax.devices()[0].device_kind,
+                                           tc.peak_flops_per_device)
   results.update(
       step_seconds=step_s, tokens_per_step=tokens,
       tokens_per_second=tokens / step_s["median"],

@@ -13,6 +13,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxllm.errors import ConfigError, UserError
+from jaxllm.models import splash
 from jaxllm.models.config import ModelConfig
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
@@ -79,10 +80,22 @@ def check_mesh_fits(config, mesh, model_cfg: ModelConfig, minibatches: int = 1) 
     raise ConfigError(
         f"config.model.attention_impl='cudnn' needs a GPU and 16-bit compute (backend "
         f"{jax.default_backend()!r}, config.model.dtype={model_cfg.dtype!r}); use 'auto'.")
-  if impl == "splash" and (jax.default_backend() != "tpu" or config.data.seq_len % 128):
+  if impl == "splash" and (jax.default_backend() != "tpu"
+                           or splash.block_size(config.data.seq_len) is None):
     raise ConfigError(
         f"config.model.attention_impl='splash' needs a TPU and config.data.seq_len a multiple "
         f"of 128 (backend {jax.default_backend()!r}, seq_len {config.data.seq_len}); use 'auto'.")
+
+
+def jit_train_step(config, loss_fn: Callable, model, tx, schedule, shardings, mesh,
+                   updates_per_step: tuple[int, int] = (1, 1)):
+  """The jitted train step a run uses: state donated and kept on `shardings`, metrics
+  replicated, compiled with config.train.xla_options."""
+  epochs, minibatches = updates_per_step
+  step = step_lib.make_train_step(loss_fn, model, tx, schedule, config.train.microbatches,
+                                  epochs, minibatches)
+  return jax.jit(step, out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=(0,),
+                 compiler_options=step_lib.xla_options(config.train.xla_options))
 
 
 def evaluate(eval_step, params, batches: Iterable[dict], mesh, frozen=None) -> dict[str, float]:
@@ -181,17 +194,15 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
          f"{jax.device_count()} {jax.devices()[0].platform} devices, "
          f"{jax.process_count()} processes")
 
-    replicated = NamedSharding(mesh, P())
-    options = step_lib.xla_options(tc.get("xla_options", "auto"))
-    step_fn = jax.jit(step_lib.make_train_step(loss_fn, model, tx, schedule, tc.microbatches,
-                                               epochs, minibatches),
-                      out_shardings=(shardings, replicated), donate_argnums=(0,),
-                      compiler_options=options)
-    eval_fn = jax.jit(step_lib.make_eval_step(loss_fn, model), out_shardings=replicated,
-                      compiler_options=options)
+    step_fn = jit_train_step(config, loss_fn, model, tx, schedule, shardings, mesh,
+                             updates_per_step)
+    eval_fn = jax.jit(step_lib.make_eval_step(loss_fn, model),
+                      out_shardings=NamedSharding(mesh, P()),
+                      compiler_options=step_lib.xla_options(tc.xla_options))
 
     flops_per_token = metrics_lib.train_flops_per_token(model_cfg, seq_len)
-    peak = tc.peak_flops_per_device or metrics_lib.peak_flops_per_device(jax.devices()[0].device_kind)
+    peak = metrics_lib.peak_flops_per_device(jax.devices()[0].device_kind,
+                                             tc.peak_flops_per_device)
     tokens_per_step = tc.batch_size * seq_len * sequences_per_row * epochs
     step = int(jax.device_get(state["step"]))
     pending = None  # (step, metrics) of the previous step, read after the next is dispatched

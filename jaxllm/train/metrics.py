@@ -24,8 +24,11 @@ PEAK_FLOPS_BF16 = {
 }
 
 
-def peak_flops_per_device(device_kind: str) -> float | None:
-  """Peak bf16 FLOP/s for a jax device_kind string, or None if unknown (e.g. CPU)."""
+def peak_flops_per_device(device_kind: str, override: float = 0.0) -> float | None:
+  """Peak bf16 FLOP/s for a jax device_kind string, or None if unknown (e.g. CPU); `override`
+  (config.train.peak_flops_per_device) wins when positive."""
+  if override:
+    return override
   for key, value in PEAK_FLOPS_BF16.items():  # ordered so that longer names match first
     if key in device_kind:
       return value

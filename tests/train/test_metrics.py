@@ -42,3 +42,4 @@ def test_peak_flops_lookup_by_device_kind():
   assert peak_flops_per_device("TPU v5 lite") == 197e12
   assert peak_flops_per_device("TPU v5p") == 459e12
   assert peak_flops_per_device("cpu") is None
+  assert peak_flops_per_device("cpu", override=3e11) == 3e11
