@@ -83,14 +83,18 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.data.tokenizer_train_docs = 200_000  # per dataset, the first records of the train split
   c.data.seq_len = 128
   c.data.packing = "first_fit"  # first_fit | best_fit
-  c.data.packing_bins = 0  # rows packed at a time; 0: the per-process batch size
+  c.data.packing_bins = 0  # rows packed at a time; 0: the rows of one data shard's batch
   c.data.prefetch = 2  # batches prepared ahead on a thread
   c.data.read_threads = 0  # threads reading and tokenizing records ahead (0: in line, fastest
   #                          here with a fast tokenizer; see docs/benchmarks.md)
   c.data.num_workers = 0  # >0: grain worker processes (tokenizing, packing) instead of a thread
-  # True: each process reads its shard of the records. False: every process reads all and keeps
-  # its rows of each global batch, so batches do not depend on the number of processes.
+  # True: each process reads only the records of its data shards. False: every process reads
+  # all and keeps its rows of each global batch.
   c.data.shard_by_process = True
+  # Data shards (each its own stream, batch_size / shards rows of every batch); 0: one per
+  # process. Fixed, the batches do not depend on the number of processes, and a checkpoint
+  # resumes on any process count that divides it (jaxllm/data/pipeline.py).
+  c.data.shards = 0
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 200

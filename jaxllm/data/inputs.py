@@ -143,7 +143,8 @@ def pipeline_config(config: ml_collections.ConfigDict, **overrides) -> pipeline.
       "seq_len": d.seq_len, "batch_size": t.batch_size, "seed": config.seed,
       "packing": d.packing, "packing_bins": d.packing_bins, "prefetch": d.prefetch,
       "read_threads": d.read_threads, "num_workers": d.num_workers,
-      "shard_by_process": d.shard_by_process, "process_index": jax.process_index(),
+      "shard_by_process": d.shard_by_process, "shards": d.shards,
+      "process_index": jax.process_index(),
       "process_count": jax.process_count()}
   return pipeline.PipelineConfig(**{**values, **overrides})
 

@@ -1,14 +1,20 @@
 """grain input pipelines: shard, shuffle, tokenize, split, pack, batch, prefetch; exact resume.
 
     records (one random-access source per dataset, weighted mixture)
-      -> this process's shard (records p, p + P, p + 2P, ...)
+      -> one data shard s of S (records s, s + S, s + 2S, ...); S = config.data.shards, or one
+         per process; a process reads the S / P shards s = p * S / P, ...
       -> shuffle (a fresh seeded order each epoch) and repeat
       -> to_example: record -> {"tokens": [n], "loss_mask": [n]}  (pretraining text or chat)
       -> shift and split: inputs/targets/loss_mask pieces of at most seq_len tokens; a long
          document becomes several rows, nothing is truncated
       -> mixture of the datasets by weight
       -> pack pieces into rows of seq_len (first-fit or best-fit) with segment ids and positions
-      -> batch of batch_size / process_count rows -> prefetch
+      -> batch of batch_size / S rows per shard; this process's shards side by side
+         (batch_size / P rows) -> prefetch
+
+Each shard is its own stream, so the global batch (every shard's rows in shard order) depends on
+S, not on the process count P: with config.data.shards fixed, a run on 1, 2 or S processes sees
+the same batches, and a checkpoint's data position (one per shard) restores on another P.
 
 With packing="rows" the examples are fixed-shape rows already (preference pairs,
 jaxllm/data/preferences.py): they skip the split and pack steps and are batched as they come.
@@ -123,40 +129,48 @@ class PipelineConfig:
   num_epochs: int | None = None  # None: repeat forever
   weights: tuple[float, ...] = ()  # one per source; empty: equal
   packing: str = "first_fit"  # first_fit | best_fit | rows (examples are rows already)
-  packing_bins: int = 0  # 0: the per-process batch size
+  packing_bins: int = 0  # 0: the rows of one shard's batch
   process_index: int = 0
   process_count: int = 1
-  # False: every process reads the whole stream and keeps its rows of each global batch, so the
-  # batches do not depend on the process count (reproducible across topologies; costs each
-  # process the tokenizing of all data). True: each process reads only its shard of records.
+  # True: each process reads only its data shards' records. False: every process reads the whole
+  # stream and keeps its rows of each global batch (costs each process the tokenizing of all
+  # data). Either way the batches do not depend on the process count when `shards` is fixed.
   shard_by_process: bool = True
+  shards: int = 0  # data shards (shard_by_process); 0: one per process
   prefetch: int = 2  # batches prefetched on a thread (0: none)
   num_workers: int = 0  # >0: grain worker processes for tokenizing and packing
   read_threads: int = 0  # threads reading and tokenizing records ahead (0: in line)
 
 
-def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
-          config: PipelineConfig) -> grain.IterDataset:
-  """The grain dataset of per-process batches (see the module docstring)."""
-  c = config
+def shard_layout(c: PipelineConfig) -> tuple[range, int, int]:
+  """(the data shards this process reads, the number of shards, rows per shard per batch)."""
   if c.batch_size % c.process_count:
     raise ConfigError(f"config.train.batch_size={c.batch_size} is not divisible by the "
                       f"{c.process_count} processes; change it.")
-  if c.packing not in PACKINGS:
-    raise ConfigError(f"config.data.packing={c.packing!r} is not one of {PACKINGS}.")
+  if not c.shard_by_process:
+    return range(1), 1, c.batch_size
+  count = c.shards or c.process_count
+  if c.shards < 0 or count % c.process_count:
+    raise ConfigError(f"config.data.shards={c.shards} must be a positive multiple of the "
+                      f"{c.process_count} processes (or 0: one shard per process).")
+  if c.batch_size % count:
+    raise ConfigError(f"config.train.batch_size={c.batch_size} is not divisible by the {count} "
+                      "data shards (config.data.shards); change one of them.")
+  per_process = count // c.process_count
+  first = c.process_index * per_process
+  return range(first, first + per_process), count, c.batch_size // count
+
+
+def _shard(sources: Sequence[Any], to_example: Callable[[dict], Example], c: PipelineConfig,
+           shard: int, count: int, rows: int) -> grain.IterDataset:
+  """Batches of `rows` rows from records shard, shard + count, ... of every source."""
   weights = c.weights or (1.0,) * len(sources)
-  if len(weights) != len(sources) or min(weights) <= 0:
-    raise ConfigError(f"config.data.weights={list(c.weights)} must hold one positive weight "
-                      f"per dataset ({len(sources)}).")
-  local_batch = c.batch_size // c.process_count
-  shard, num_shards = (c.process_index, c.process_count) if c.shard_by_process else (0, 1)
-  rows = local_batch if c.shard_by_process else c.batch_size
   pieces = []
   for i, source in enumerate(sources):
-    ds = grain.MapDataset.source(source)[shard::num_shards]
+    ds = grain.MapDataset.source(source)[shard::count]
     if len(ds) == 0:
       raise ConfigError(f"dataset {i} has {len(source)} records, too few to give each of the "
-                        f"{num_shards} processes one; add data.")
+                        f"{count} data shards one; add data or lower config.data.shards.")
     if c.shuffle:
       ds = ds.shuffle(seed=c.seed + i)
     ds = ds.repeat(c.num_epochs).map(to_example)
@@ -170,8 +184,57 @@ def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
     length = {"inputs": c.seq_len, "targets": c.seq_len, "loss_mask": c.seq_len}
     ds = pack(ds, length_struct=length, num_packing_bins=c.packing_bins or rows,
               seed=c.seed, shuffle_bins=c.shuffle).map(_to_row)
-  ds = ds.batch(rows, drop_remainder=c.num_epochs is None)
+  return ds.batch(rows, drop_remainder=c.num_epochs is None)
+
+
+class _ShardsIterator(grain.DatasetIterator):
+  """The next batch of every shard, rows side by side; state = each shard's position."""
+
+  def __init__(self, parents, shards: range):
+    super().__init__(parents)
+    self._shards = shards
+
+  def __next__(self) -> Example:
+    batches = [next(parent) for parent in self._parents]
+    if len(batches) == 1:
+      return batches[0]
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+  def get_state(self) -> dict:
+    return {"shards": {str(s): p.get_state() for s, p in zip(self._shards, self._parents)}}
+
+  def set_state(self, state: dict) -> None:
+    for s, parent in zip(self._shards, self._parents):
+      parent.set_state(state["shards"][str(s)])
+
+
+class _ShardsDataset(grain.IterDataset):
+  def __init__(self, parents: list[grain.IterDataset], shards: range):
+    super().__init__(parents)
+    self._shards = shards
+
+  def __iter__(self) -> _ShardsIterator:
+    return _ShardsIterator([p.__iter__() for p in self._parents], self._shards)
+
+
+def _check(sources: Sequence[Any], c: PipelineConfig) -> None:
+  if c.packing not in PACKINGS:
+    raise ConfigError(f"config.data.packing={c.packing!r} is not one of {PACKINGS}.")
+  weights = c.weights or (1.0,) * len(sources)
+  if len(weights) != len(sources) or min(weights) <= 0:
+    raise ConfigError(f"config.data.weights={list(c.weights)} must hold one positive weight "
+                      f"per dataset ({len(sources)}).")
+
+
+def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
+          config: PipelineConfig) -> grain.IterDataset:
+  """The grain dataset of per-process batches (see the module docstring)."""
+  c = config
+  _check(sources, c)
+  shards, count, rows = shard_layout(c)
+  ds = _ShardsDataset([_shard(sources, to_example, c, s, count, rows) for s in shards], shards)
   if not c.shard_by_process:
+    local_batch = c.batch_size // c.process_count
     first = c.process_index * local_batch
     ds = ds.map(lambda batch: {k: v[first:first + local_batch] for k, v in batch.items()})
   if c.num_workers > 0:
@@ -184,17 +247,23 @@ def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
 
 
 def settings(sources: Sequence[Any], config: PipelineConfig) -> dict:
-  """What fixes the batches: the sources (name, split, length) and the pipeline config."""
+  """What fixes the batches: the sources (name, split, length), the pipeline config and the
+  number of data shards. The process layout counts only with worker processes, whose position
+  is per process; otherwise every shard's position is saved and any layout can take it."""
   what = [[getattr(s, "name", type(s).__name__), getattr(s, "split", ""), len(s)]
           for s in sources]
-  fixed = {k: v for k, v in dataclasses.asdict(config).items()
-           if k not in ("prefetch", "read_threads")}  # these do not change the order
+  ignored = ("prefetch", "read_threads")  # these do not change the order
+  if config.num_workers == 0:
+    ignored += ("process_index", "process_count")
+  fixed = {k: v for k, v in dataclasses.asdict(config).items() if k not in ignored}
+  fixed["shards"] = shard_layout(config)[1]
   return json.loads(json.dumps({"sources": what, **fixed}))
 
 
 _FIELD_NAMES = {"batch_size": "config.train.batch_size", "seed": "config.seed",
                 "sources": "config.data.source", "weights": "config.data.source weights",
-                "process_index": "the process index", "process_count": "the process count"}
+                "process_index": "the process index", "process_count": "the process count",
+                "shards": "config.data.shards (0 = one per process)"}
 
 
 class Batches:
@@ -202,6 +271,9 @@ class Batches:
 
   The state records the settings that fix the batches; restoring into a pipeline with other
   settings is refused with the fields that differ, since it would silently read other data.
+  Without worker processes the state is {"settings", "shards": {shard: position}}: the union of
+  the states of all processes restores on any number of processes that divides the shards
+  (see checkpoint.restore).
   """
 
   def __init__(self, sources: Sequence[Any], to_example: Callable[[dict], Example],
@@ -209,6 +281,7 @@ class Batches:
     self.config = config
     self._iter = iter(build(sources, to_example, config))
     self._settings = settings(sources, config)
+    self._shards = shard_layout(config)[0]
 
   def __iter__(self) -> "Batches":
     return self
@@ -217,7 +290,10 @@ class Batches:
     return next(self._iter)
 
   def get_state(self) -> dict:
-    return {"settings": self._settings, "grain": self._iter.get_state()}
+    state = self._iter.get_state()
+    if self.config.num_workers > 0:
+      return {"settings": self._settings, "grain": state}
+    return {"settings": self._settings, "shards": state["shards"]}
 
   def set_state(self, state: dict) -> None:
     saved = state.get("settings", {})
@@ -226,7 +302,15 @@ class Batches:
     if changed:
       raise ConfigError("the checkpoint's data position was written with other data settings ("
                         + "; ".join(changed) + "); restore them or start in a new --workdir.")
-    self._iter.set_state(state["grain"])
+    if self.config.num_workers > 0:
+      self._iter.set_state(state["grain"])
+      return
+    missing = [s for s in self._shards if str(s) not in state["shards"]]
+    if missing:
+      raise ConfigError(f"the checkpoint has no data position for shards {missing} of "
+                        f"config.data.shards={self._settings['shards']}; it is incomplete, "
+                        "start in a new --workdir.")
+    self._iter.set_state({"shards": {str(s): state["shards"][str(s)] for s in self._shards}})
 
   def close(self) -> None:
     """Stops prefetch threads or worker processes."""
@@ -237,25 +321,35 @@ class Batches:
 
 def padded_batches(sources: Sequence[Any], to_example: Callable[[dict], Example],
                    config: PipelineConfig, max_batches: int) -> list[Example]:
-  """Exactly `max_batches` batches of one unshuffled pass; once the data runs out, rows are
-  padding (loss_mask 0), so every process evaluates the same number of batches."""
+  """Exactly `max_batches` batches of one unshuffled pass; once a shard's data runs out, its
+  rows are padding (loss_mask 0), so every process evaluates the same number of batches."""
   c = dataclasses.replace(config, shuffle=False, num_epochs=1, prefetch=0, num_workers=0)
-  local_batch = c.batch_size // c.process_count
-  it = iter(build(sources, to_example, c))
-  out = []
-  for _ in range(max_batches):
-    batch = next(it, None)
-    if batch is None:
-      if out:
-        batch = {k: np.zeros((0,) + v.shape[1:], v.dtype) for k, v in out[0].items()}
-      elif c.packing == "rows":  # zero rows shaped like the examples
-        batch = {k: np.zeros((0,) + np.shape(v), np.asarray(v).dtype)
-                 for k, v in to_example(sources[0][0]).items()}
-      else:
-        batch = _empty_batch(local_batch, c.seq_len)
-    pad = local_batch - len(next(iter(batch.values())))
-    out.append({k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
-                for k, v in batch.items()})
+  _check(sources, c)
+  shards, count, rows = shard_layout(c)
+  columns = []
+  for shard in shards:
+    it = iter(_shard(sources, to_example, c, shard, count, rows))
+    column = []
+    for _ in range(max_batches):
+      batch = next(it, None)
+      if batch is None:
+        if column:
+          batch = {k: np.zeros((0,) + v.shape[1:], v.dtype) for k, v in column[0].items()}
+        elif c.packing == "rows":  # zero rows shaped like the examples
+          batch = {k: np.zeros((0,) + np.shape(v), np.asarray(v).dtype)
+                   for k, v in to_example(sources[0][0]).items()}
+        else:
+          batch = _empty_batch(rows, c.seq_len)
+      pad = rows - len(next(iter(batch.values())))
+      column.append({k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+                     for k, v in batch.items()})
+    columns.append(column)
+  out = [{k: np.concatenate([col[i][k] for col in columns]) for k in columns[0][i]}
+         for i in range(max_batches)]
+  if not c.shard_by_process:
+    local_batch = c.batch_size // c.process_count
+    first = c.process_index * local_batch
+    out = [{k: v[first:first + local_batch] for k, v in b.items()} for b in out]
   return out
 
 

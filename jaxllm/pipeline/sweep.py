@@ -308,9 +308,11 @@ def plan(config: str, workdir: str | Path, script: str | None = None,
 
 def result(workdir: str | Path, metric: str,
            mode: str = "last") -> tuple[float, int] | None:
-  """(value, step) of `metric` in WORKDIR/metrics.jsonl: the last logged value (mode 'last'),
-  or the lowest ('min') or highest ('max') over the run; None if it was never logged."""
-  found = [(float(r[metric]), int(r["step"])) for r in metrics_lib.read_metrics(workdir)
+  """(value, step) of `metric` in WORKDIR/metrics.jsonl (perf.jsonl for timings): the last
+  logged value (mode 'last'), or the lowest ('min') or highest ('max') over the run; None if it
+  was never logged."""
+  name = "perf.jsonl" if metric.startswith(metrics_lib.TIMING_PREFIXES) else "metrics.jsonl"
+  found = [(float(r[metric]), int(r["step"])) for r in metrics_lib.read_metrics(workdir, name)
            if metric in r]
   if not found:
     return None
@@ -331,7 +333,8 @@ def is_complete(workdir: str | Path, num_steps: int | None) -> bool:
 
 def metric_names(workdirs: Sequence[str | Path]) -> list[str]:
   """Every metric logged by any of the runs."""
-  return sorted({k for w in workdirs for r in metrics_lib.read_metrics(w) for k in r} - {"step"})
+  return sorted({k for w in workdirs for name in ("metrics.jsonl", "perf.jsonl")
+                 for r in metrics_lib.read_metrics(w, name) for k in r} - {"step"})
 
 
 def best_mode(metric: str, mode: str = "auto") -> str:

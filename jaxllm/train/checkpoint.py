@@ -41,15 +41,39 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:
-  """(state on the shardings carried by `abstract_state`, this process's data position)."""
+  """(state on the shardings carried by `abstract_state`, this process's data position).
+
+  The state is resharded onto whatever mesh `abstract_state` describes. A checkpoint written by
+  another number of processes restores when the data positions are per shard (a "shards" dict,
+  jaxllm/data/pipeline.py): this process gets the union of every writer's shards.
+  """
   out = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
   processes = out["data"]["processes"]
-  if len(processes) != jax.process_count():
-    raise ConfigError(f"checkpoint step {step} was written by {len(processes)} processes and this "
-                      f"run has {jax.process_count()}; each process's data position is saved, so "
-                      "resume with the same number of processes or start in a new --workdir.")
-  return out["state"], processes[jax.process_index()]
+  if len(processes) == jax.process_count():
+    return out["state"], processes[jax.process_index()]
+  merged = merge_shard_positions(processes)
+  if merged is None:
+    raise ConfigError(
+        f"checkpoint step {step} was written by {len(processes)} processes and this run has "
+        f"{jax.process_count()}; its data positions are per process (a text-file stream, RL "
+        "prompts, or config.data.num_workers > 0), so resume with the same number of processes "
+        "or start in a new --workdir.")
+  return out["state"], merged
+
+
+def merge_shard_positions(positions: list[dict]) -> dict | None:
+  """One data position holding every process's shards, or None when they are not per shard
+  or disagree on anything but their shards."""
+  if not all(isinstance(p.get("shards"), dict) for p in positions):
+    return None
+  rest = [{k: v for k, v in p.items() if k != "shards"} for p in positions]
+  if any(r != rest[0] for r in rest):
+    return None
+  shards = {}
+  for p in positions:
+    shards.update(p["shards"])
+  return {**rest[0], "shards": shards}
 
 
 def restore_params(directory: str | Path, abstract_params: Any, step: int | None = None) -> Any:

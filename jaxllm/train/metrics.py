@@ -60,12 +60,13 @@ def add_std(values: dict[str, float]) -> dict[str, float]:
   return out
 
 
-def read_metrics(workdir) -> list[dict[str, Any]]:
-  """WORKDIR/metrics.jsonl as the MetricWriter wrote it, one dict per line ([] when absent).
+def read_metrics(workdir, name: str = "metrics.jsonl") -> list[dict[str, Any]]:
+  """WORKDIR/metrics.jsonl (or `name`: "perf.jsonl") as the MetricWriter wrote it, one dict per
+  line ([] when absent).
 
   A last line cut off by a killed run is left out; any other unreadable line is an error.
   """
-  path = Path(workdir) / "metrics.jsonl"
+  path = Path(workdir) / name
   if not path.is_file():
     return []
   lines = path.read_text().splitlines()
@@ -80,35 +81,53 @@ def read_metrics(workdir) -> list[dict[str, Any]]:
   return out
 
 
+TIMING_PREFIXES = ("perf/", "time/")
+
+
 class MetricWriter:
-  """Appends one JSON object per call to WORKDIR/metrics.jsonl and writes TensorBoard scalars."""
+  """Appends one JSON object per call to WORKDIR/metrics.jsonl and writes TensorBoard scalars.
+
+  Timings ("perf/...", "time/...": step seconds, tokens/s, MFU, rollout phases) go to
+  WORKDIR/perf.jsonl instead, so that metrics.jsonl holds only what the seed decides: two runs
+  with the same config and seed write byte-identical metrics.jsonl files on CPU.
+  """
 
   def __init__(self, workdir: str | Path, enabled: bool = True):
     self.enabled = enabled
     self.path = Path(workdir) / "metrics.jsonl"
+    self.perf_path = Path(workdir) / "perf.jsonl"
     self._tb = None
     if enabled:
       from tensorboardX import SummaryWriter  # lazy: heavy import
       self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
 
   def truncate_after(self, step: int) -> int:
-    """Drops lines logged after `step` (they belong to steps a resume will redo); returns count."""
-    if not self.enabled or not self.path.exists():
+    """Drops lines logged after `step` (they belong to steps a resume will redo); returns how
+    many metrics.jsonl lines went."""
+    if not self.enabled:
       return 0
-    lines = self.path.read_text().splitlines()
-    kept = [l for l in lines if _step_of(l) is not None and _step_of(l) <= step]
-    self.path.write_text("".join(l + "\n" for l in kept))
-    return len(lines) - len(kept)
+    dropped = 0
+    for path in (self.path, self.perf_path):
+      if path.exists():
+        lines = path.read_text().splitlines()
+        kept = [l for l in lines if _step_of(l) is not None and _step_of(l) <= step]
+        path.write_text("".join(l + "\n" for l in kept))
+        if path == self.path:
+          dropped = len(lines) - len(kept)
+    return dropped
 
   def write(self, step: int, values: dict[str, Any]) -> None:
     if not self.enabled:
       return
-    record = {"step": int(step)}
+    records = {self.path: {"step": int(step)}, self.perf_path: {"step": int(step)}}
     for k, v in values.items():
       v = float(v)
-      record[k] = v if math.isfinite(v) else str(v)
-    with self.path.open("a") as f:
-      f.write(json.dumps(record) + "\n")
+      path = self.perf_path if k.startswith(TIMING_PREFIXES) else self.path
+      records[path][k] = v if math.isfinite(v) else str(v)
+    for path, record in records.items():
+      if len(record) > 1 or (path == self.path and not values):
+        with path.open("a") as f:
+          f.write(json.dumps(record) + "\n")
     for k, v in values.items():
       self._tb.add_scalar(k, float(v), int(step))
 

@@ -191,3 +191,89 @@ def test_worker_processes_resume_exactly():
   for want, have in zip(expected, got):
     for key in want:
       np.testing.assert_array_equal(want[key], have[key])
+
+
+def _global_batches(docs, n, process_count, **kw):
+  """The first n global batches: every process's rows, in process order."""
+  to_example = pipeline.text_example(CharTokenizer())
+  its = [pipeline.Batches([docs], to_example, _config(batch_size=8, process_index=p,
+                                                      process_count=process_count, **kw))
+         for p in range(process_count)]
+  out = [{k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+         for parts in ([next(it) for it in its] for _ in range(n))]
+  return out, its
+
+
+def test_fixed_data_shards_give_the_same_batches_on_any_process_count():
+  docs = _docs(90)
+  one, _ = _global_batches(docs, 6, 1, shards=4)
+  for count in (2, 4):
+    many, _ = _global_batches(docs, 6, count, shards=4)
+    for want, got in zip(one, many):
+      for key in want:
+        np.testing.assert_array_equal(want[key], got[key])
+  default_two, _ = _global_batches(docs, 1, 2)  # shards=0: one per process, as before
+  two_shards, _ = _global_batches(docs, 1, 1, shards=2)
+  np.testing.assert_array_equal(default_two[0]["inputs"], two_shards[0]["inputs"])
+
+
+def test_data_positions_of_two_processes_resume_in_one_and_back():
+  """The checkpoint's union of per-shard positions restores on another process count."""
+  from jaxllm.train.checkpoint import merge_shard_positions
+  docs = _docs(90)
+  to_example = pipeline.text_example(CharTokenizer())
+  _, two = _global_batches(docs, 5, 2, shards=2)
+  saved = [json.loads(json.dumps(it.get_state())) for it in two]
+  expected = [{k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+              for parts in ([next(it) for it in two] for _ in range(4))]
+  merged = merge_shard_positions(saved)
+  one = pipeline.Batches([docs], to_example, _config(batch_size=8, shards=2))
+  one.set_state(merged)
+  for want in expected:
+    got = next(one)
+    for key in want:
+      np.testing.assert_array_equal(want[key], got[key])
+  back = [pipeline.Batches([docs], to_example, _config(batch_size=8, shards=2,
+                                                      process_index=p, process_count=2))
+          for p in range(2)]
+  state = json.loads(json.dumps(one.get_state()))
+  for it in back:
+    it.set_state(state)
+  want = next(one)
+  parts = [next(it) for it in back]
+  got = {k: np.concatenate([part[k] for part in parts]) for k in want}
+  for key in want:
+    np.testing.assert_array_equal(want[key], got[key])
+  assert merge_shard_positions([{"step": 1}, {"step": 1}]) is None  # per-process positions
+  assert merge_shard_positions([{"settings": 1, "shards": {}},
+                                {"settings": 2, "shards": {}}]) is None
+  with pytest.raises(ConfigError, match=r"no data position for shards \[1\]"):
+    one.set_state({**merged, "shards": {"0": merged["shards"]["0"]}})
+  with pytest.raises(ConfigError, match=r"config.data.shards \(0 = one per process\): 2 in the "
+                                        "checkpoint, 4 now"):
+    pipeline.Batches([docs], to_example, _config(batch_size=8, shards=4)).set_state(merged)
+
+
+def test_data_shard_counts_are_checked():
+  to_example = pipeline.text_example(CharTokenizer())
+  with pytest.raises(ConfigError, match="config.data.shards=3 must be a positive multiple of "
+                                        "the 2 processes"):
+    pipeline.build([_docs()], to_example, _config(shards=3, process_count=2))
+  with pytest.raises(ConfigError, match="config.train.batch_size=4 is not divisible by the 8 "
+                                        "data shards"):
+    pipeline.build([_docs()], to_example, _config(shards=8))
+  with pytest.raises(ConfigError, match="too few to give each of the 8 data shards one"):
+    pipeline.build([_docs(5)], to_example, _config(shards=8, batch_size=8))
+
+
+def test_padded_eval_batches_do_not_depend_on_the_process_count():
+  docs = _docs(30)
+  to_example = pipeline.text_example(CharTokenizer())
+  one = pipeline.padded_batches([docs], to_example, _config(batch_size=8, shards=2), 6)
+  two = [pipeline.padded_batches([docs], to_example, _config(
+      batch_size=8, shards=2, process_index=p, process_count=2), 6) for p in range(2)]
+  for i, want in enumerate(one):
+    for key in want:
+      np.testing.assert_array_equal(want[key], np.concatenate([two[0][i][key], two[1][i][key]]))
+  total = sum(len(d["text"]) + 1 for d in docs)
+  assert sum(b["loss_mask"].sum() for b in one) == total

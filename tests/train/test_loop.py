@@ -31,7 +31,10 @@ def test_run_directory_contract(tiny_config, tmp_path):
   evals = [m for m in metrics if "eval/loss" in m]
   assert [m["step"] for m in evals] == [5, 10]
   assert evals[-1]["eval/loss"] < evals[0]["eval/loss"]
-  assert "perf/tokens_per_second" in metrics[-2] or "perf/tokens_per_second" in metrics[-1]
+  assert not any(k.startswith("perf/") for m in metrics for k in m)  # timings: perf.jsonl
+  perf = read_metrics(tmp_path, "perf.jsonl")
+  assert [m["step"] for m in perf] == list(range(2, 11))  # from the first timed window on
+  assert all(m["perf/tokens_per_second"] > 0 and m["perf/step_seconds"] > 0 for m in perf)
   # A later stage restores just the params of the newest checkpoint.
   model = Transformer(ModelConfig.from_dict(tiny_config.model))
   abstract = state_lib.unbox(jax.eval_shape(state_lib.init_params_fn(model, 8), jax.random.key(0)))

@@ -4,7 +4,7 @@ FLOPs accounting behind MFU."""
 import pytest
 
 from jaxllm.errors import UserError
-from jaxllm.train.metrics import read_metrics
+from jaxllm.train.metrics import MetricWriter, read_metrics
 
 
 def test_read_metrics_drops_only_a_cut_off_last_line(tmp_path):
@@ -14,6 +14,21 @@ def test_read_metrics_drops_only_a_cut_off_last_line(tmp_path):
   (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
   with pytest.raises(UserError, match=r"metrics.jsonl:2 is not a JSON object"):
     read_metrics(tmp_path)
+
+
+def test_timings_go_to_perf_jsonl_and_resume_truncates_both(tmp_path):
+  writer = MetricWriter(tmp_path)
+  for step in (1, 2, 3):
+    writer.write(step, {"train/loss": 1.0 / step, "perf/tokens_per_second": 100.0 * step,
+                        "time/sample_seconds": 0.5})
+  writer.write(3, {"eval/loss": float("nan")})
+  writer.close()
+  assert read_metrics(tmp_path) == [{"step": 1, "train/loss": 1.0}, {"step": 2, "train/loss": 0.5},
+                                    {"step": 3, "train/loss": 1 / 3}, {"step": 3, "eval/loss": "nan"}]
+  assert [m["perf/tokens_per_second"] for m in read_metrics(tmp_path, "perf.jsonl")] == [
+      100.0, 200.0, 300.0]
+  assert MetricWriter(tmp_path).truncate_after(1) == 3
+  assert len(read_metrics(tmp_path)) == len(read_metrics(tmp_path, "perf.jsonl")) == 1
 
 
 def test_train_flops_per_token_matches_a_hand_count():

@@ -1,0 +1,102 @@
+"""Two real JAX processes on this machine (gloo collectives) train like one process with the
+same devices, each reading only its data shards; their checkpoint resumes in one process."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from jaxllm.models.config import ModelConfig
+from jaxllm.models.transformer import Transformer
+from jaxllm.train import checkpoint, state as state_lib
+from tests.helpers import ROOT, read_metrics
+
+# FSDP over all 8 devices, so each process holds and writes half of every parameter.
+ARGS = ["--config=configs/pretrain/tiny.py", "--config.train.num_steps=6",
+        "--config.train.log_every=1", "--config.train.checkpoint_every=3",
+        "--config.train.eval_every=3", "--config.train.batch_size=8", "--config.data.seq_len=32",
+        "--config.data.shards=2", "--config.mesh.data=1", "--config.mesh.fsdp=-1"]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _pretrain(workdir, devices: int, *extra) -> subprocess.Popen:
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu")
+  return subprocess.Popen([sys.executable, "experiments/pretrain.py", f"--workdir={workdir}",
+                           *ARGS, *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _two_processes(workdir) -> list[subprocess.Popen]:
+  port = _free_port()
+  return [_pretrain(workdir, 4, "--config.distributed.initialize=True",
+                    f"--config.distributed.coordinator_address=localhost:{port}",
+                    "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}")
+          for i in range(2)]
+
+
+def _finish(procs) -> list[str]:
+  outs = []
+  for p in procs:
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    outs.append(out)
+  return outs
+
+
+def _losses(workdir) -> dict[str, dict[int, float]]:
+  out = {"train": {}, "eval": {}}
+  for m in read_metrics(workdir):
+    for kind in out:
+      if f"{kind}/loss" in m:
+        out[kind][m["step"]] = m[f"{kind}/loss"]
+  return out
+
+
+def _final_params(workdir) -> list[np.ndarray]:
+  cfg = ModelConfig.from_dict(json.loads((workdir / "config.json").read_text())["model"])
+  abstract = state_lib.unbox(jax.eval_shape(
+      state_lib.init_params_fn(Transformer(cfg), 32), jax.random.key(0)))
+  params = checkpoint.restore_params(workdir / "checkpoints", abstract)
+  return [np.asarray(x) for x in jax.tree.leaves(params)]
+
+
+def test_two_processes_train_like_one_and_hand_over_to_one(tmp_path):
+  two, one = tmp_path / "two", tmp_path / "one"
+  outs = _finish(_two_processes(two) + [_pretrain(one, 8)])
+  assert "8 cpu devices, 2 processes" in outs[0]
+  assert "8 cpu devices, 1 processes" in outs[2]
+
+  # Every step's loss, the evals and the final parameters: the same global batches (two data
+  # shards, one per process there, both in one process here) give the same training. Only the
+  # order of the cross-process gradient sums may differ, hence the tolerance.
+  assert sorted(_losses(two)["train"]) == list(range(1, 7))
+  for kind in ("train", "eval"):
+    assert _losses(two)[kind].keys() == _losses(one)[kind].keys()
+    np.testing.assert_allclose(list(_losses(two)[kind].values()),
+                               list(_losses(one)[kind].values()), rtol=1e-5)
+  for a, b in zip(_final_params(two), _final_params(one)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+  # The two processes' step-3 checkpoint (each wrote its half of every parameter and its data
+  # shard's position) restores in one process on 8 devices and continues to the same end.
+  losses, params = _losses(two)["train"], _final_params(two)
+  shutil.rmtree(two / "checkpoints" / "6")
+  out = _finish([_pretrain(two, 8)])[0]
+  assert f"resumed from {two / 'checkpoints'} at step 3" in out
+  assert "8 cpu devices, 1 processes" in out
+  resumed = _losses(two)["train"]
+  assert [resumed[s] for s in (1, 2, 3)] == [losses[s] for s in (1, 2, 3)]
+  np.testing.assert_allclose(list(resumed.values()), list(losses.values()), rtol=1e-5)
+  for a, b in zip(_final_params(two), params):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
