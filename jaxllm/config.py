@@ -113,6 +113,9 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.train.async_checkpointing = True
   c.train.max_nonfinite_in_row = 20
   c.train.peak_flops_per_device = 0.0  # 0: look up the device in jaxllm/train/metrics.py
+  # Memory a device may use, checked against the compiled step before the first step
+  # (jaxllm/train/memory.py); 0: the device's limit (CPU: host memory / local devices).
+  c.train.device_memory_gib = 0.0
   # XLA options for the compiled train and eval steps: "auto" (the measured-fastest for the
   # backend, jaxllm/train/step.py), "" (XLA's defaults) or "xla_name=value,xla_name=value".
   c.train.xla_options = "auto"

@@ -103,10 +103,9 @@ def import_run(src, dst, **run_options: Any) -> pathlib.Path:
     (dst / "import.json").write_text(json.dumps(
         {"source": str(pathlib.Path(src).absolute()), "family": hf_config.family_of(cfg),
          "added_tokens": added, "vocab_size": cfg.vocab_size}, indent=2) + "\n")
-  manager = ckpt_lib.make_manager(dst / "checkpoints", keep=1, async_save=False)
-  ckpt_lib.save(manager, 0, {"params": params}, {})
-  manager.wait_until_finished()
-  manager.close()
+  checkpoints = ckpt_lib.Checkpoints(dst / "checkpoints", keep=1, async_save=False)
+  checkpoints.save(0, {"params": params}, {})
+  checkpoints.close()
   return dst
 
 

@@ -1,6 +1,21 @@
-"""Orbax checkpoints of the train state and the data iterator position."""
+"""Orbax checkpoints of the train state and the data iterator position, with integrity checks.
 
+Orbax writes each step into a temporary folder and renames it when every process has finished,
+then deletes the steps beyond `keep`: so the newest complete checkpoint is never removed before
+a newer one is complete, and a run killed mid-save leaves only a temporary folder that is never
+read. On top of that, `Checkpoints` seals every finished step with a manifest (size and SHA-256
+of each file, MANIFEST in the step folder, written by process 0 off the training thread) and
+`Checkpoints.restore_latest` checks it: a truncated or altered checkpoint is moved to
+WORKDIR/checkpoints_damaged/ with a warning and the run falls back to the previous good one.
+"""
+
+import concurrent.futures
+import hashlib
 import json
+import os
+import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +24,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from jaxllm.errors import ConfigError
+from jaxllm.errors import ConfigError, UserError
+
+MANIFEST = "jaxllm_manifest.json"
+# Errors of reading damaged files (tensorstore status codes, cut-off JSON), as opposed to a
+# checkpoint that does not fit the config (orbax's structure and shape errors), which are raised.
+_DAMAGE_MARKERS = ("DATA_LOSS", "OUT_OF_RANGE", "Error decoding", "Unterminated string",
+                   "Expecting value", "Expecting ',' delimiter", "Extra data")
 
 
 def make_manager(directory: str | Path, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
@@ -76,15 +97,168 @@ def merge_shard_positions(positions: list[dict]) -> dict | None:
   return {**rest[0], "shards": shards}
 
 
+# -- integrity --
+
+def _digest(path: Path) -> str:
+  h = hashlib.sha256()
+  with path.open("rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def write_manifest(step_dir: Path) -> bool:
+  """Records the size and SHA-256 of every file of a finished step; False if the step is gone
+  (deleted by the manager meanwhile)."""
+  try:
+    files = {str(p.relative_to(step_dir)): {"size": p.stat().st_size, "sha256": _digest(p)}
+             for p in sorted(step_dir.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    tmp = step_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"files": files}, indent=0) + "\n")
+    os.replace(tmp, step_dir / MANIFEST)
+    return True
+  except FileNotFoundError:
+    return False
+
+
+def check_manifest(step_dir: Path) -> str | None:
+  """What is wrong with a step folder against its manifest, or None. A step without a manifest
+  (the run stopped between the save and the sealing) passes; its restore is still guarded."""
+  path = step_dir / MANIFEST
+  if not path.exists():
+    return None
+  try:
+    files = json.loads(path.read_text())["files"]
+  except (ValueError, KeyError, TypeError):
+    return f"{path} is unreadable"
+  for name, want in files.items():
+    file = step_dir / name
+    if not file.is_file():
+      return f"{file} is missing"
+    if file.stat().st_size != want["size"]:
+      return f"{file} has {file.stat().st_size} bytes, {want['size']} were written"
+    if _digest(file) != want["sha256"]:
+      return f"{file} differs from what was written (SHA-256 mismatch)"
+  return None
+
+
+def is_damage(error: Exception) -> bool:
+  """Whether a restore failed on damaged files rather than on a checkpoint that does not fit."""
+  return isinstance(error, (json.JSONDecodeError, EOFError)) or any(
+      marker in str(error) for marker in _DAMAGE_MARKERS)
+
+
+def _agree(flag: bool) -> bool:
+  """True in every process if it is True in any."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
+class Checkpoints:
+  """A run's checkpoints: the orbax manager, sealing of finished steps, and restore with
+  fallback past damaged steps. Use `save`, `restore_latest`, `close`."""
+
+  def __init__(self, directory: str | Path, keep: int, async_save: bool = True,
+               log=lambda message: print(message, file=sys.stderr, flush=True)):
+    self.directory = Path(directory).absolute()
+    self.manager = make_manager(self.directory, keep, async_save)
+    self._log = log
+    self._unsealed: list[int] = []
+    self._pool = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="seal")
+                  if jax.process_index() == 0 else None)
+    self._sealing: list[concurrent.futures.Future] = []
+
+  def save(self, step: int, state: Any, data_state: dict) -> None:
+    """Starts saving `step` (returns once device arrays are copied). The orbax save first waits
+    for the previous one, so every earlier step is complete here and gets sealed."""
+    save(self.manager, step, state, data_state)
+    self._seal(self._unsealed)
+    self._unsealed = [step]
+
+  def _seal(self, steps: list[int]) -> None:
+    if self._pool is not None:
+      for step in steps:
+        self._sealing.append(self._pool.submit(write_manifest, self.directory / str(step)))
+
+  def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
+    """(step, state, data position) of the newest good checkpoint, or None if there is none.
+    Damaged steps are moved to checkpoints_damaged/ (never deleted) with a warning; if every
+    step was damaged, a UserError says so (running again then starts from step 0)."""
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for step in steps:
+      problem = check_manifest(self.directory / str(step)) if jax.process_index() == 0 else None
+      damaged = _agree(problem is not None)
+      if not damaged:
+        try:
+          state, data_state = restore(self.manager, step, abstract_state)
+        except Exception as e:  # noqa: BLE001  (only damage is handled; the rest re-raised)
+          if not is_damage(e):
+            raise
+          problem = f"{type(e).__name__}: {str(e)[:300]}"
+          damaged = True
+        if not _agree(damaged):
+          return step, state, data_state
+      self._set_aside(step, problem)
+    if steps:
+      raise UserError(f"every checkpoint in {self.directory} was damaged (steps {steps}); they "
+                      f"are in {self._aside_dir()}. Run the same command again to start over "
+                      "from step 0, or restore them from a copy.")
+    return None
+
+  def _aside_dir(self) -> Path:
+    return self.directory.with_name(self.directory.name + "_damaged")
+
+  def _set_aside(self, step: int, problem: str | None) -> None:
+    aside = self._aside_dir() / f"{step}-{time.time_ns()}"
+    if jax.process_index() == 0:
+      aside.parent.mkdir(parents=True, exist_ok=True)
+      shutil.move(str(self.directory / str(step)), aside)
+      self._log(f"warning: checkpoint step {step} is damaged ({problem or 'in another process'}); "
+                f"moved to {aside} and falling back to the previous checkpoint.")
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"jaxllm-set-aside-{step}")
+    self.manager.reload()
+
+  def wait_until_finished(self) -> None:
+    self.manager.wait_until_finished()
+    self._seal(self._unsealed)
+    self._unsealed = []
+    for future in self._sealing:
+      future.result()
+    self._sealing = []
+
+  def close(self) -> None:
+    """Waits for the last save and its seal, then closes the manager."""
+    try:
+      self.wait_until_finished()
+    finally:
+      if self._pool is not None:
+        self._pool.shutdown()
+      self.manager.close()
+
+
 def restore_params(directory: str | Path, abstract_params: Any, step: int | None = None) -> Any:
   """Params only from a run's checkpoints (for fine-tuning from a pretrained run)."""
   manager = ocp.CheckpointManager(Path(directory).absolute(), item_names=("state", "data"))
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint found in {directory}")
+  problem = check_manifest(Path(directory).absolute() / str(step))
+  if problem is not None:
+    raise UserError(f"checkpoint step {step} of {directory} is damaged: {problem}. Resume that "
+                    "run once (it sets the damaged step aside and falls back), or name another "
+                    "step.")
   abstract = {"params": abstract_params}
-  out = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.PyTreeRestore(item=abstract, restore_args=ocp.checkpoint_utils
-                                   .construct_restore_args(abstract), partial_restore=True)))
-  manager.close()
+  try:
+    out = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(item=abstract, restore_args=ocp.checkpoint_utils
+                                     .construct_restore_args(abstract), partial_restore=True)))
+  except Exception as e:  # noqa: BLE001
+    if is_damage(e):
+      raise UserError(f"checkpoint step {step} of {directory} is damaged ({str(e)[:300]}); "
+                      "resume that run once, or name another step.") from e
+    raise
+  finally:
+    manager.close()
   return out["state"]["params"]

@@ -18,6 +18,7 @@ from jaxllm.models.config import ModelConfig
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.train import checkpoint as ckpt_lib
+from jaxllm.train import memory as memory_lib
 from jaxllm.train import metrics as metrics_lib
 from jaxllm.train import optimizer as optimizer_lib
 from jaxllm.train import state as state_lib
@@ -163,16 +164,15 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
     stack.callback(preemption.close)  # last: a second SIGTERM cannot cut the final save short
     writer = metrics_lib.MetricWriter(workdir, enabled=main)
     stack.callback(writer.close)
-    manager = ckpt_lib.make_manager(workdir / "checkpoints", tc.keep_checkpoints,
-                                    tc.async_checkpointing)
-    stack.callback(manager.close)
-    stack.callback(manager.wait_until_finished)
+    checkpoints = ckpt_lib.Checkpoints(workdir / "checkpoints", tc.keep_checkpoints,
+                                       tc.async_checkpointing, log=lambda m: _log(main, m))
+    stack.callback(checkpoints.close)
     stack.enter_context(jax.set_mesh(mesh))
     stack.enter_context(nn.logical_axis_rules(rules))
     abstract_state, shardings = state_lib.state_shardings(model, tx, mesh, rules, seq_len)
-    latest = manager.latest_step()
-    if latest is not None:
-      state, data_state = ckpt_lib.restore(manager, latest, abstract_state)
+    restored = checkpoints.restore_latest(abstract_state)
+    if restored is not None:
+      latest, state, data_state = restored
       train_iter.set_state(data_state)
       dropped = writer.truncate_after(latest)
       _log(main, f"resumed from {workdir / 'checkpoints'} at step {latest}"
@@ -206,6 +206,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
     tokens_per_step = tc.batch_size * seq_len * sequences_per_row * epochs
     step = int(jax.device_get(state["step"]))
     pending = None  # (step, metrics) of the previous step, read after the next is dispatched
+    compiled = None
     window_start, window_steps = None, 0
 
     def finish(step_done: int, metrics: dict) -> None:
@@ -250,7 +251,13 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       else:
         local = next(train_iter)
       batch = sharding_lib.global_batch(local, mesh)
-      state, metrics = step_fn(state, batch, train_rng, frozen)
+      if compiled is None:  # compiled ahead of the first step, to check its memory first
+        compiled = step_fn.lower(state, batch, train_rng, frozen).compile()
+        _log(main, memory_lib.check(compiled, tc.device_memory_gib))
+      try:
+        state, metrics = compiled(state, batch, train_rng, frozen)
+      except TypeError:  # a batch of another shape: let jit compile for it
+        state, metrics = step_fn(state, batch, train_rng, frozen)
       step += 1
       for hook in hooks:
         hook(step)
@@ -260,11 +267,11 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
         jax.block_until_ready(metrics)  # first step includes compilation: time from here on
         window_start, window_steps = time.perf_counter(), -1
       pending = (step, metrics)
-      preempted = preemption.requested() or manager.reached_preemption(step)
+      preempted = preemption.requested() or checkpoints.manager.reached_preemption(step)
       if step % tc.checkpoint_every == 0 or step == tc.num_steps or preempted:
         finish(*pending)
         pending = None
-        ckpt_lib.save(manager, step, state, train_iter.get_state())
+        checkpoints.save(step, state, train_iter.get_state())
       if (eval_batches is not None or evals) and (step % tc.eval_every == 0
                                                    or step == tc.num_steps):
         if pending is not None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -36,9 +37,20 @@ def _last_step(workdir):
   return max(steps, default=0)
 
 
-def test_sigterm_from_outside_then_same_command_is_bit_identical(tmp_path):
-  full = tmp_path / "full"
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  """The uninterrupted run the interrupted ones must equal."""
+  full = tmp_path_factory.mktemp("full")
   subprocess.run(_cmd(full), cwd=ROOT, env=_env(), check=True, capture_output=True)
+  return full
+
+
+def _evals(workdir):
+  return [m for m in read_metrics(workdir) if "eval/loss" in m]
+
+
+def test_sigterm_from_outside_then_same_command_is_bit_identical(full_run, tmp_path):
+  full = full_run
 
   part = tmp_path / "part"
   proc = subprocess.Popen(_cmd(part), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
@@ -63,14 +75,48 @@ def test_sigterm_from_outside_then_same_command_is_bit_identical(tmp_path):
   assert rerun.returncode == 0, rerun.stderr
   assert f"resumed from {part / 'checkpoints'} at step {interrupted_at}" in rerun.stdout
   assert train_losses(part) == train_losses(full)  # every step, bit for bit
-  evals = lambda d: [m for m in read_metrics(d) if "eval/loss" in m]
-  assert evals(part) == evals(full)
+  assert _evals(part) == _evals(full)
+
+
+def test_sigkill_at_a_random_point_then_same_command_is_bit_identical(full_run, tmp_path):
+  """kill -9 at a random step and moment (saves every 3 steps, asynchronous, so the kill may
+  land inside one): the rerun resumes from the newest complete checkpoint, redoes only the
+  steps after it, and ends bit-identical to the uninterrupted run."""
+  seed = random.randrange(10**6)
+  rng = random.Random(seed)
+  kill_after, delay = rng.randint(4, 34), rng.uniform(0.0, 0.05)
+  part = tmp_path / "part"
+  every3 = "--config.train.checkpoint_every=3"
+  proc = subprocess.Popen(_cmd(part, every3), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while _last_step(part) < kill_after:
+    assert proc.poll() is None, f"seed {seed}: the run ended before the kill"
+    assert time.time() < deadline
+    time.sleep(0.002)
+  time.sleep(delay)
+  proc.kill()
+  proc.wait()
+  complete = [int(p.name) for p in (part / "checkpoints").iterdir()
+              if p.name.isdigit()] if (part / "checkpoints").exists() else []
+  newest = max(complete, default=0)
+  assert newest <= _last_step(part) < 40, f"seed {seed}"
+
+  rerun = subprocess.run(_cmd(part, every3), cwd=ROOT, env=_env(), capture_output=True, text=True)
+  assert rerun.returncode == 0, f"seed {seed}: {rerun.stdout}{rerun.stderr}"
+  if newest:
+    assert f"at step {newest}" in rerun.stdout, f"seed {seed}: {rerun.stdout}"
+  assert "damaged" not in rerun.stdout, f"seed {seed}: {rerun.stdout}"
+  assert train_losses(part) == train_losses(full_run), f"seed {seed}"
+  assert _evals(part) == _evals(full_run), f"seed {seed}"
 
 
 @pytest.mark.parametrize("override,message", [
     ("--config.model.num_kv_heads=3", "num_heads=4 is not divisible by config.model.num_kv_heads=3"),
     ("--config.mesh.tensor=3", "config.mesh"),
     ("--config.data.source=nowhere/*.jsonl", "input glob 'nowhere/*.jsonl' matches no files"),
+    ("--config.train.device_memory_gib=0.0001", "it would run out of memory. Lower it with "
+     "--config.model.remat=full"),
 ])
 def test_user_errors_print_one_line_and_exit_2(tmp_path, override, message):
   result = subprocess.run(_cmd(tmp_path, override), cwd=ROOT, env=_env(), capture_output=True,

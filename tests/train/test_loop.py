@@ -1,4 +1,5 @@
-"""The generic loop: run directory contract, exact resume after SIGTERM, divergence stop."""
+"""The generic loop: run directory contract, exact resume after SIGTERM or from the checkpoint
+before a damaged one, divergence stop."""
 
 import os
 import signal
@@ -7,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxllm.errors import ConfigError
+from jaxllm.errors import ConfigError, UserError
 from jaxllm.models import ModelConfig, Transformer
 from jaxllm.train import checkpoint, loop
 from jaxllm.train import state as state_lib
@@ -70,6 +71,36 @@ def test_rerun_after_finish_is_a_no_op(tiny_config, tmp_path):
   assert int(again["step"]) == 10
   for a, b in zip(_params(first), _params(again)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_damaged_latest_checkpoint_is_set_aside_and_the_run_redoes_its_steps(
+    tiny_config, tmp_path, capsys):
+  first = pretrain.run(tiny_config, tmp_path)  # checkpoints at 5 and 10
+  losses = train_losses(tmp_path)
+  largest = max((p for p in (tmp_path / "checkpoints" / "10").rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  largest.write_bytes(largest.read_bytes()[:100])  # truncated, as by a full disk
+  capsys.readouterr()
+  again = pretrain.run(tiny_config, tmp_path)
+  out = capsys.readouterr().out
+  assert "warning: checkpoint step 10 is damaged" in out and "at step 5" in out
+  assert [p.name.split("-")[0] for p in (tmp_path / "checkpoints_damaged").iterdir()] == ["10"]
+  assert train_losses(tmp_path) == losses
+  for a, b in zip(_params(first), _params(again)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_the_memory_guard_stops_before_the_first_step(tiny_config, tmp_path, capsys):
+  pretrain.run(tiny_config, tmp_path / "fits")
+  line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("memory per"))
+  used_mib = float(line.split(": ")[1].split(" MiB")[0])
+  assert 0 < used_mib < 100 and "temporaries" in line and " GiB" in line  # of the host's share
+  tiny_config.train.device_memory_gib = used_mib / 2 / 1024
+  with pytest.raises(UserError, match=r"needs .* MiB per device .*remat=full .*microbatches"
+                                      r".*mesh.fsdp=-1"):
+    pretrain.run(tiny_config, tmp_path / "too_big")
+  assert not read_metrics(tmp_path / "too_big")
+  assert not any((tmp_path / "too_big" / "checkpoints").iterdir())
 
 
 def test_divergence_stops_with_a_clear_message(tiny_config, tmp_path):
