@@ -1,5 +1,11 @@
-"""Entry-point helper: user errors print one clear line and exit 2, without a traceback."""
+"""Entry-point helper: user errors print one clear line and exit 2, without a traceback.
 
+That covers the command line too: a flag or `--config.a.b=value` override of the wrong type, a
+field the config does not have, a config file that cannot be loaded.
+"""
+
+import difflib
+import re
 import sys
 from typing import Callable
 
@@ -9,6 +15,84 @@ from ml_collections import config_flags
 from jaxllm.errors import UserError
 
 
+def fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def _config_file(argv: list[str]) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def unknown_override(config, argv: list[str]) -> str | None:
+  """The first `--config.a.b=value` whose path the config lacks, said with its fix."""
+  for arg in argv:
+    match = re.match(r"--config\.([\w.]+)(=|$)", arg)
+    if not match:
+      continue
+    node, walked = config, "config"
+    for key in match.group(1).split("."):
+      fields = list(node.keys()) if hasattr(node, "keys") else []
+      if key not in fields:
+        close = difflib.get_close_matches(key, fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        listed = f"; its fields: {', '.join(sorted(fields))}" if fields else ""
+        return (f"{arg.split('=')[0]}: {walked} has no field {key!r}{hint}{listed}.")
+      node, walked = node[key], f"{walked}.{key}"
+  return None
+
+
+def _explain_override_error(argv: list[str], error: Exception) -> str:
+  path = _config_file(argv)
+  if path:
+    try:
+      from jaxllm import config as config_lib  # pylint: disable=import-outside-toplevel
+      file, _, arg = path.partition(":")
+      config = config_lib.import_file(file).get_config(*([arg] if arg else []))
+      found = unknown_override(config, argv)
+      if found:
+        return found
+    except Exception:  # noqa: BLE001  (only for the message; fall through to the generic one)
+      pass
+  return f"a --config override names no field of the config ({error})."
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with one-line errors and exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [l for l in str(e).splitlines() if l.strip()]
+    if isinstance(e.__context__, UserError) or "Traceback" in str(e):
+      # An error raised by the config file's get_config: its own last line says it.
+      fail(f"{lines[0].split(': ')[0]}: {lines[-1].split(': ', 1)[-1]}")
+    fail(lines[0] + " (see --helpfull for the flags).")
+  except (KeyError, AttributeError) as e:
+    fail(_explain_override_error(argv, e))
+  except UserError as e:
+    fail(str(e))
+  except OSError as e:
+    message = _config_load_error(e)
+    if message is None:
+      raise
+    fail(message)
+  return []
+
+
+def _config_load_error(error: OSError) -> str | None:
+  """ml_collections defers a config file's load error to the first use of the config."""
+  if "config file" not in str(error) and "Configuration is not available" not in str(error):
+    return None
+  reason = [l.strip() for l in str(error).splitlines() if l.strip()][-1]
+  return (f"--config: the config file cannot be loaded ({reason}); give a file such as "
+          "configs/pretrain/tiny.py.")
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   def wrapped(argv):
     if not flags.FLAGS["verbosity"].present:
@@ -16,9 +100,13 @@ def run(main: Callable[[list[str]], None]) -> None:
     try:
       main(argv)
     except UserError as e:
-      print(f"error: {e}", file=sys.stderr, flush=True)
-      sys.exit(2)
-  app.run(wrapped)
+      fail(str(e))
+    except OSError as e:
+      message = _config_load_error(e)
+      if message is None:
+        raise
+      fail(message)
+  app.run(wrapped, flags_parser=parse_flags)
 
 
 def run_stage(run_fn: Callable, config_help: str) -> None:

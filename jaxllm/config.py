@@ -27,7 +27,16 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
       raise ConfigError(f"config argument {item!r}: expected key=value with key in "
                         f"{sorted(defaults)}.")
     kind = type(defaults[key])
-    out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    if kind is bool:
+      if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise ConfigError(f"config argument {item!r}: {key} takes true or false.")
+      out[key] = value.lower() in ("1", "true", "yes")
+      continue
+    try:
+      out[key] = kind(value)
+    except ValueError:
+      raise ConfigError(f"config argument {item!r}: {key} takes a {kind.__name__}, such as "
+                        f"{key}={defaults[key]}.") from None
   return out
 
 

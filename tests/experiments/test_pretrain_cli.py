@@ -117,6 +117,14 @@ def test_sigkill_at_a_random_point_then_same_command_is_bit_identical(full_run, 
     ("--config.data.source=nowhere/*.jsonl", "input glob 'nowhere/*.jsonl' matches no files"),
     ("--config.train.device_memory_gib=0.0001", "it would run out of memory. Lower it with "
      "--config.model.remat=full"),
+    ("--config.train.num_steps=abc", "flag --config.train.num_steps=abc: invalid literal for int"),
+    ("--config.trian.num_steps=3", "--config.trian.num_steps: config has no field 'trian' (did you "
+     "mean 'train'?)"),
+    ("--config.train.nonexistent=1", "config.train has no field 'nonexistent'; its fields: "),
+    ("--config=configs/pretrain/nope.py", "--config: the config file cannot be loaded ([Errno 2] No "
+     "such file"),
+    ("--config=configs/pretrain/llama_125m.py:steps=x", "config argument 'steps=x': steps takes a "
+     "int"),
 ])
 def test_user_errors_print_one_line_and_exit_2(tmp_path, override, message):
   result = subprocess.run(_cmd(tmp_path, override), cwd=ROOT, env=_env(), capture_output=True,
