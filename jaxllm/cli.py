@@ -74,23 +74,21 @@ def parse_flags(argv: list[str]) -> list[str]:
     fail(lines[0] + " (see --helpfull for the flags).")
   except (KeyError, AttributeError) as e:
     fail(_explain_override_error(argv, e))
-  except UserError as e:
-    fail(str(e))
-  except OSError as e:
-    message = _config_load_error(e)
-    if message is None:
-      raise
-    fail(message)
+  except (UserError, OSError) as e:
+    _fail_for_user_error(e)
   return []
 
 
-def _config_load_error(error: OSError) -> str | None:
-  """ml_collections defers a config file's load error to the first use of the config."""
+def _fail_for_user_error(error: Exception) -> None:
+  """Exits 2 with the message of a UserError or of a config file that cannot be loaded
+  (ml_collections defers that error to the first use of the config); re-raises anything else."""
+  if isinstance(error, UserError):
+    fail(str(error))
   if "config file" not in str(error) and "Configuration is not available" not in str(error):
-    return None
+    raise error
   reason = [l.strip() for l in str(error).splitlines() if l.strip()][-1]
-  return (f"--config: the config file cannot be loaded ({reason}); give a file such as "
-          "configs/pretrain/tiny.py.")
+  fail(f"--config: the config file cannot be loaded ({reason}); give a file such as "
+       "configs/pretrain/tiny.py.")
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -99,13 +97,8 @@ def run(main: Callable[[list[str]], None]) -> None:
       logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
       main(argv)
-    except UserError as e:
-      fail(str(e))
-    except OSError as e:
-      message = _config_load_error(e)
-      if message is None:
-        raise
-      fail(message)
+    except (UserError, OSError) as e:
+      _fail_for_user_error(e)
   app.run(wrapped, flags_parser=parse_flags)
 
 
