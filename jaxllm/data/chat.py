@@ -318,7 +318,7 @@ def _parse_call(raw: str, index: int) -> dict:
   try:
     call = json.loads(raw)
   except json.JSONDecodeError as e:
-    raise ToolCallError(f"tool call {index}: invalid JSON ({e.msg} at column {e.colno}) in "
+    raise ToolCallError(f"tool call {index}: invalid JSON ({e.msg}, column {e.colno}) in "
                         f"{raw!r}.", index) from e
   if (not isinstance(call, dict) or set(call) != {"name", "arguments"}
       or not isinstance(call["name"], str) or not isinstance(call["arguments"], dict)):

@@ -108,7 +108,7 @@ def iter_jsonl(path, counts: ReadCounts, *,
           obj = json.loads(line)
           problem = None if isinstance(obj, dict) else f"got a JSON {type(obj).__name__}"
         except json.JSONDecodeError as e:
-          problem = f"invalid JSON ({e.msg} at column {e.colno})"
+          problem = f"invalid JSON ({e.msg}, column {e.colno})"
         if problem is None:
           yield line_no, obj
         elif skip_malformed:

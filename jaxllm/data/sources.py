@@ -35,7 +35,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from jaxllm.data import readers
+from jaxllm.data import chat, readers
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.parallel import mesh as mesh_lib
 
@@ -78,14 +78,23 @@ def _in_validation(record_id: str, fraction: float) -> bool:
   return zlib.crc32(record_id.encode()) % 100_000 < fraction * 100_000
 
 
-def _check_messages(messages: Any, where: str) -> str:
+def _check_messages(messages: Any, where: str, field: str = "messages") -> str:
   if not isinstance(messages, list) or not messages:
-    raise UserError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects.")
+    got = "it is missing" if messages is None else f"got {json.dumps(messages)[:120]}"
+    raise UserError(f"{where}: {field!r} must be a non-empty list of {{role, content}} objects; "
+                    f"{got}.")
   for i, m in enumerate(messages):
     if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(
         m.get("content"), str):
-      raise UserError(f"{where}: messages[{i}] must be an object with 'role' in {_ROLES} and a "
+      raise UserError(f"{where}: {field}[{i}] must be an object with 'role' in {_ROLES} and a "
                       f"string 'content'; got {json.dumps(m)[:120]}.")
+  if field == "prompt" and messages[-1]["role"] not in ("user", "tool"):
+    raise UserError(f"{where}: a prompt given as messages must end with a user or tool "
+                    f"message, not {messages[-1]['role']!r}; the replies follow it.")
+  try:  # tool calls, role order: what render_chat would refuse later, without file:line
+    chat.validate_messages(messages)
+  except UserError as e:
+    raise UserError(f"{where}: in {field!r}, {e}") from e
   return json.dumps(messages, ensure_ascii=False)
 
 
@@ -98,10 +107,7 @@ def _structured(kind: str, obj: dict, where: str) -> dict[str, str] | None:
     obj = dict(obj)
     prompt, margin = obj.pop("prompt", None), obj.pop("margin", None)
     if isinstance(prompt, list):
-      _check_messages(prompt, where)
-      if prompt[-1]["role"] not in ("user", "tool"):
-        raise UserError(f"{where}: a prompt given as messages must end with a user or tool "
-                        f"message, not {prompt[-1]['role']!r}; the replies follow it.")
+      _check_messages(prompt, where, "prompt")
     elif not isinstance(prompt, str):
       raise UserError(f"{where}: field 'prompt' must be a string or a list of messages for "
                       f"preferences records; got {type(prompt).__name__}.")
@@ -115,8 +121,9 @@ def _structured(kind: str, obj: dict, where: str) -> dict[str, str] | None:
     if kind == "rl_prompts" and name == "answer" and isinstance(value, (int, float)):
       value = str(value)
     if not isinstance(value, str):
+      got = "it is missing" if name not in obj else f"got {type(value).__name__}"
       raise UserError(f"{where}: field {name!r} must be a string for {kind} records "
-                      f"(fields: {', '.join(_FIELDS[kind][:-1])}); got {type(value).__name__}.")
+                      f"(fields: {', '.join(_FIELDS[kind][:-1])}); {got}.")
     out[name] = value
   return out
 
@@ -269,9 +276,21 @@ def _download_and_prepare(builder, manual_dir: str = "") -> None:
   except AssertionError as e:  # TFDS refuses to write a split without examples
     if "No examples were yielded" not in str(e):
       raise
-    raise UserError(f"{builder.info.full_name}: {e}; the input holds no records for that split "
+    config = builder.builder_config
+    inputs = (", ".join(config.train_files + config.validation_files)
+              if isinstance(config, LocalFiles) else builder.info.full_name)
+    raise UserError(f"{inputs}: {str(e).rstrip('.')}; the input holds no records for that split "
                     "(check the files, config.data.eval_fraction or config.data.eval_input)."
                     ) from e
+
+
+def _data_source(builder, split: str):
+  """The split's ArrayRecord source; UserError naming a prepared shard that is gone."""
+  for path in builder.info.splits[split].filepaths:
+    if not path.exists():
+      raise UserError(f"{path}: a prepared shard of {builder.info.full_name} is missing; delete "
+                      f"{builder.data_dir} so the dataset is prepared again.")
+  return builder.as_data_source(split)
 
 
 def _local_builder(kind: str, train_files: Sequence[pathlib.Path],
@@ -357,7 +376,7 @@ def open_source(spec: str, kind: str, split: str, *, data_dir, eval_input: str =
     raise ConfigError(f"{spec!r} has no {split!r} split: hold out documents with "
                       "config.data.eval_fraction > 0 or give config.data.eval_input.")
   name = f"{builder.name}/{builder.builder_config.name}"  # loads again as "tfds:" + name
-  return Source(name, kind, split, builder.as_data_source(split), _decoder(kind, text_field),
+  return Source(name, kind, split, _data_source(builder, split), _decoder(kind, text_field),
                 counts)
 
 
@@ -376,5 +395,5 @@ def _catalog_source(name: str, kind: str, split: str, data_dir: pathlib.Path, te
   if split not in builder.info.splits:
     raise ConfigError(f"'tfds:{name}' has splits {sorted(builder.info.splits)}, not {split!r}; "
                       "set config.data.train_split / eval_split.")
-  return Source(name, kind, split, builder.as_data_source(split),
+  return Source(name, kind, split, _data_source(builder, split),
                 _decoder(kind, text_field, local=False), {})
