@@ -26,6 +26,7 @@ settings that fix the order, and restoring into a pipeline that differs is refus
 """
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -234,9 +235,7 @@ def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
   shards, count, rows = shard_layout(c)
   ds = _ShardsDataset([_shard(sources, to_example, c, s, count, rows) for s in shards], shards)
   if not c.shard_by_process:
-    local_batch = c.batch_size // c.process_count
-    first = c.process_index * local_batch
-    ds = ds.map(lambda batch: {k: v[first:first + local_batch] for k, v in batch.items()})
+    ds = ds.map(functools.partial(_own_rows, c))
   if c.num_workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app
       flags.FLAGS.mark_as_parsed()
@@ -346,11 +345,14 @@ def padded_batches(sources: Sequence[Any], to_example: Callable[[dict], Example]
     columns.append(column)
   out = [{k: np.concatenate([col[i][k] for col in columns]) for k in columns[0][i]}
          for i in range(max_batches)]
-  if not c.shard_by_process:
-    local_batch = c.batch_size // c.process_count
-    first = c.process_index * local_batch
-    out = [{k: v[first:first + local_batch] for k, v in b.items()} for b in out]
-  return out
+  return out if c.shard_by_process else [_own_rows(c, b) for b in out]
+
+
+def _own_rows(c: PipelineConfig, batch: Example) -> Example:
+  """This process's rows of a global batch (shard_by_process=False: every process reads all)."""
+  local_batch = c.batch_size // c.process_count
+  first = c.process_index * local_batch
+  return {k: v[first:first + local_batch] for k, v in batch.items()}
 
 
 def _empty_batch(rows: int, seq_len: int) -> Example:

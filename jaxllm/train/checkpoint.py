@@ -27,10 +27,9 @@ from jax.experimental import multihost_utils
 from jaxllm.errors import ConfigError, UserError
 
 MANIFEST = "jaxllm_manifest.json"
-# Errors of reading damaged files (tensorstore status codes, cut-off JSON), as opposed to a
-# checkpoint that does not fit the config (orbax's structure and shape errors), which are raised.
-_DAMAGE_MARKERS = ("DATA_LOSS", "OUT_OF_RANGE", "Error decoding", "Unterminated string",
-                   "Expecting value", "Expecting ',' delimiter", "Extra data")
+# tensorstore's status codes for damaged or cut-off files, as opposed to a checkpoint that does
+# not fit the config (orbax's structure and shape errors), which are raised.
+_DAMAGE_MARKERS = ("DATA_LOSS", "OUT_OF_RANGE")
 
 
 def make_manager(directory: str | Path, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
@@ -144,7 +143,7 @@ def check_manifest(step_dir: Path) -> str | None:
 
 def is_damage(error: Exception) -> bool:
   """Whether a restore failed on damaged files rather than on a checkpoint that does not fit."""
-  return isinstance(error, (json.JSONDecodeError, EOFError)) or any(
+  return isinstance(error, json.JSONDecodeError) or any(
       marker in str(error) for marker in _DAMAGE_MARKERS)
 
 
