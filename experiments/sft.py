@@ -8,7 +8,8 @@
 The init run gives the params (a fresh optimizer state), the model config and the tokenizer
 (copied into WORKDIR). Conversations are rendered with the ChatML template and packed with
 segment ids, so examples never attend to each other. With config.lora.rank > 0 only the
-adapters train and are checkpointed; the init run's params stay frozen (load_run merges them).
+adapters train and are checkpointed; the init run's params stay frozen (load_run merges them);
+config.lora.base_quant="int8" holds them as int8 weights (QLoRA-style; configs/sft/tiny_qlora.py).
 Every eval step also answers held-out questions greedily (eval/qa_accuracy).
 Running again with the same --workdir resumes from its newest checkpoint.
 """
@@ -19,6 +20,7 @@ import pathlib
 
 from jaxllm import cli
 from jaxllm import config as config_lib
+from jaxllm.compress import quantize
 from jaxllm.data import inputs, pipeline
 from jaxllm.eval import qa
 from jaxllm.inference import retrieval, runs
@@ -59,15 +61,17 @@ def run(config, workdir, hooks=()):
       pipeline.chat_example(tokenizer, config.data.messages_field))
   loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss,
                               chunk=config.train.loss_chunk)
-  evals = qa.training_eval(config, model_cfg, tokenizer, lora)
+  evals = qa.training_eval(config, quantize.float_config(model_cfg), tokenizer, lora)
   try:
     if lora is None:  # full fine-tuning: every param trains, starting from the init run's
       return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter,
                         eval_batches, init_params=init.params, hooks=hooks, evals=evals)
-    # LoRA: fresh adapters are the trained params; the init run's params stay frozen.
-    model = lora_lib.LoraModel(Transformer(model_cfg, lora=lora))
+    # LoRA: fresh adapters are the trained params; the init run's params stay frozen, as int8
+    # with config.lora.base_quant="int8" or when the init run is quantized (QLoRA).
+    base_cfg, base = quantize.frozen_base(init.params, model_cfg, config.lora.base_quant)
+    model = lora_lib.LoraModel(Transformer(base_cfg, lora=lora))
     return loop.train(config, workdir, model, loss_fn, train_iter, eval_batches, hooks=hooks,
-                      frozen_params=init.params, evals=evals)
+                      frozen_params=base, evals=evals)
   finally:
     train_iter.close()
 

@@ -11,7 +11,7 @@ from typing import Any
 import ml_collections
 
 from jaxllm.errors import ConfigError
-from jaxllm.models.config import ModelConfig, get_size
+from jaxllm.models.config import QUANTS, ModelConfig, get_size
 from jaxllm.models.lora import DEFAULT_TARGETS as DEFAULT_LORA_TARGETS
 from jaxllm.objectives import policy as policy_lib
 from jaxllm.objectives.preference import LOSS_TYPES, REFERENCES
@@ -149,6 +149,9 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-8
   c.optimizer.weight_decay = 0.1
   c.optimizer.clip_norm = 1.0
+  # Regex over param paths ('layer_0/mlp/up/kernel'): entries zero at the start stay zero
+  # (pruning masks kept through a recovery fine-tune; jaxllm/train/optimizer.py keep_zeros).
+  c.optimizer.keep_zeros = ""
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1: all remaining devices
@@ -226,6 +229,9 @@ def sft_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.lora.dropout = 0.0
   c.lora.targets = DEFAULT_LORA_TARGETS  # regex over layer paths, e.g. 'layer_0/attn/q'
   c.lora.rslora = False  # scale alpha / sqrt(rank) instead of alpha / rank
+  # "int8": the frozen base is held as int8 weights (QLoRA-style, jaxllm/compress/quantize.py);
+  # a quantized init run (experiments/quantize.py) is an int8 base whatever this says.
+  c.lora.base_quant = "none"
   # Greedy answers to held-out questions at every eval step (jaxllm/eval/qa.py).
   c.eval = ml_collections.ConfigDict()
   c.eval.qa_source = "world"  # "world": the world's eval SFT conversations; a .jsonl; "" = off
@@ -431,6 +437,13 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
   """Checks the fields that do not depend on the devices; returns the model config."""
   model_cfg = ModelConfig.from_dict(config.model)
   t, d = config.train, config.data
+  lora = config.get("lora")
+  if lora is not None and lora.get("base_quant", "none") not in QUANTS:
+    raise ConfigError(f"config.lora.base_quant={lora.base_quant!r} is not one of {QUANTS}.")
+  if model_cfg.quant != "none" and (lora is None or lora.rank == 0):
+    raise ConfigError(
+        f"config.model.quant={model_cfg.quant!r}: quantized weights cannot be trained; "
+        "fine-tune LoRA adapters over them (config.lora.rank > 0), or start from the float run.")
   for name in ("num_steps", "batch_size", "microbatches", "log_every", "eval_every",
                "checkpoint_every", "keep_checkpoints", "max_nonfinite_in_row"):
     if t[name] <= 0:

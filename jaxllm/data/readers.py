@@ -192,3 +192,9 @@ def iter_documents(path, counts: ReadCounts, *, text_field: str = "text",
     doc = Document(piece.strip(), doc_id)
     if _emit(doc, counts):
       yield doc
+
+
+def read_texts(globs: str | Sequence[str]) -> list[str]:
+  """The documents' texts of comma-separated globs of .txt / .jsonl(.gz) / .html files."""
+  counts = ReadCounts()
+  return [d.text for path in expand_inputs(globs) for d in iter_documents(path, counts)]

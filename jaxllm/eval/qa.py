@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxllm.compress import quantize
 from jaxllm.data import chat, readers, world
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import ConfigError
@@ -218,7 +219,8 @@ def training_eval(config, model_cfg, tokenizer, lora=None) -> tuple:
   smp = Sampler(Transformer(model_cfg), None, tokenizer.pad_id, vocab_limit=tokenizer.vocab_size)
 
   def evaluate(params, frozen):
-    smp.params = params if lora is None else lora_lib.merge(frozen, params, lora)
+    smp.params = (params if lora is None else
+                  lora_lib.merge(quantize.as_float(frozen, model_cfg), params, lora))
     result = conversation_accuracy(smp, tokenizer, records,
                                    max_new_tokens=config.eval.max_new_tokens,
                                    batch_size=config.eval.batch_size)

@@ -161,16 +161,9 @@ def _mean(values) -> float | None:
   return float(np.mean(values)) if values else None
 
 
-def _read_texts(globs: str) -> list[str]:
-  """The documents of comma-separated globs of .txt / .jsonl(.gz) / .html files."""
-  counts = readers.ReadCounts()
-  return [d.text for path in readers.expand_inputs(globs)
-          for d in readers.iter_documents(path, counts)]
-
-
 def lm_suite(ctx: Context) -> dict:
   c = ctx.config.lm
-  texts = _read_texts(c.texts) if c.texts else ctx.data["eval"]["pretrain"]
+  texts = readers.read_texts(c.texts) if c.texts else ctx.data["eval"]["pretrain"]
   seq_len = c.seq_len or ctx.run.config.data.seq_len
   out = perplexity.evaluate_perplexity(ctx.run.model, ctx.run.params, ctx.tokenizer, texts,
                                        seq_len=seq_len, batch_size=ctx.config.batch_size)
@@ -292,7 +285,7 @@ def reward_suite(ctx: Context) -> dict:
 
 def memorization_suite(ctx: Context) -> dict:
   c = ctx.config.memorization
-  seen = _read_texts(c.texts) if c.texts else ctx.data["train"]["pretrain"]
+  seen = readers.read_texts(c.texts) if c.texts else ctx.data["train"]["pretrain"]
   common = dict(prefix_tokens=c.prefix_tokens, continuation_tokens=c.continuation_tokens,
                 documents=c.documents, batch_size=ctx.config.batch_size)
   train = probes.memorization(ctx.sampler(), ctx.tokenizer, seen, **common)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxllm.compress import quantize
 from jaxllm.data import chat
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import ConfigError, UserError
@@ -91,8 +92,9 @@ def is_reward_run(config) -> bool:
 
 
 def has_value_head(config) -> bool:
-  """A PPO run: its checkpoints hold PolicyWithValue params (the LM is params["backbone"])."""
-  return config.get("rl", {}).get("advantage") == "gae"
+  """A PPO run: its checkpoints hold PolicyWithValue params (the LM is params["backbone"]);
+  not its compressed copy (experiments/quantize.py), which holds the LM's params only."""
+  return config.get("rl", {}).get("advantage") == "gae" and "compressed" not in config
 
 
 def reward_model(config, model_cfg) -> RewardModel:
@@ -121,7 +123,7 @@ def load_run(workdir, step: int | None = None) -> Run:
   elif config.init.get("hf_path"):  # LoRA on an imported model: merge into the import
     base_params = hf_weights.load_params(config.init.hf_path, model.cfg)
     adapters, step = _restore(workdir, LoraModel(model.clone(lora=lora)), step)
-    params = lora_lib.merge(base_params, adapters, lora)
+    params = lora_lib.merge(_base_as_trained(base_params, model.cfg, config), adapters, lora)
   else:
     base_dir = config.init.checkpoint
     if not base_dir or not (pathlib.Path(base_dir) / "checkpoints").is_dir():
@@ -130,8 +132,14 @@ def load_run(workdir, step: int | None = None) -> Run:
                       f"{pathlib.Path(workdir) / 'config.json'} to point at it.")
     base = load_run(base_dir, None if config.init.step < 0 else config.init.step)
     adapters, step = _restore(workdir, LoraModel(model.clone(lora=lora)), step)
-    params = lora_lib.merge(base.params, adapters, lora)
+    params = lora_lib.merge(_base_as_trained(base.params, model.cfg, config), adapters, lora)
   return Run(config, model, params, run_tokenizer(workdir, config), step)
+
+
+def _base_as_trained(params, cfg: ModelConfig, config) -> Any:
+  """A LoRA run's base params as its adapters saw them: through int8 for QLoRA, in float32."""
+  cfg, params = quantize.frozen_base(params, cfg, config.lora.get("base_quant", "none"))
+  return quantize.as_float(params, cfg)
 
 
 def init_source(config) -> str:
@@ -202,3 +210,20 @@ def _latest_step(checkpoints: pathlib.Path) -> int:
   if not steps:
     raise FileNotFoundError(f"no step directories in {checkpoints}")
   return max(steps)
+
+
+def save_run(dst, config: ml_collections.ConfigDict, params: Any, tokenizer: Tokenizer,
+             step: int) -> pathlib.Path:
+  """Writes `params` as a run directory load_run reads: config.json, the tokenizer, and
+  checkpoints/STEP (params only). Refuses a directory that has checkpoints already."""
+  dst = pathlib.Path(dst)
+  if (dst / "checkpoints").exists():
+    raise UserError(f"{dst / 'checkpoints'} exists; write into a new directory (or delete it).")
+  if jax.process_index() == 0:
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    chat.save_pretrained(tokenizer, dst)
+  checkpoints = ckpt_lib.Checkpoints(dst / "checkpoints", keep=1, async_save=False)
+  checkpoints.save(step, {"params": params}, {})
+  checkpoints.close()
+  return dst

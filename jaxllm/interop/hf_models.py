@@ -21,6 +21,7 @@ import jax
 import ml_collections
 
 from jaxllm import config as config_lib
+from jaxllm.compress import quantize
 from jaxllm.data import chat
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import UserError
@@ -163,11 +164,13 @@ def _check_reloaded_tokenizer(tokenizer: Tokenizer, dst: pathlib.Path, model_typ
 
 def export_run(workdir, dst, *, step: int | None = None, family: str | None = None,
                dtype: str = "float32", max_shard_bytes: int = 5 * 2**30) -> pathlib.Path:
-  """export() of a run's newest (or given) checkpoint; a LoRA run is merged into its base."""
+  """export() of a run's newest (or given) checkpoint; a LoRA run is merged into its base, an
+  int8 run (experiments/quantize.py) is dequantized (transformers reads float weights)."""
   from jaxllm.inference import runs  # runs imports this module (HF init)
   run = runs.load_run(workdir, step)
   if runs.is_reward_run(run.config):
     raise UserError(f"{workdir} is a reward-model run; only language models export to a Hugging "
                     "Face CausalLM directory.")
-  return export(run.params, run.model.cfg, run.tokenizer, dst, family=family, dtype=dtype,
-                max_shard_bytes=max_shard_bytes)
+  params = quantize.as_float(run.params, run.model.cfg)
+  return export(params, quantize.float_config(run.model.cfg), run.tokenizer, dst, family=family,
+                dtype=dtype, max_shard_bytes=max_shard_bytes)

@@ -12,6 +12,7 @@ REMAT_POLICIES = ("none", "full", "save_dots")
 ROPE_SCALINGS = ("none", "llama3", "linear")
 ATTENTION_IMPLS = ("xla", "cudnn", "splash", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
+QUANTS = ("none", "int8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,9 @@ class ModelConfig:
   attention_impl: str = "xla"  # xla | cudnn (GPU flash) | splash (TPU Pallas flash) | auto
   remat: str = "none"  # none | full | save_dots
   scan_layers: bool = False
+  # "int8": weight-only int8 kernels and embedding with float32 scales per output channel
+  # (jaxllm/compress/quantize.py); for inference and as the frozen base of QLoRA.
+  quant: str = "none"
 
   @property
   def resolved_head_dim(self) -> int:
@@ -81,7 +85,7 @@ class ModelConfig:
     for name, options in [("norm", NORMS), ("mlp", MLPS), ("position", POSITIONS),
                           ("remat", REMAT_POLICIES), ("rope_scaling", ROPE_SCALINGS),
                           ("attention_impl", ATTENTION_IMPLS), ("dtype", DTYPES),
-                          ("param_dtype", DTYPES)]:
+                          ("param_dtype", DTYPES), ("quant", QUANTS)]:
       choice(name, options)
     for name in ["vocab_size", "num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim",
                  "max_seq_len"]:

@@ -69,6 +69,10 @@ def _zeros(names: tuple[str | None, ...]):
   return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
 
 
+def _ones(names: tuple[str | None, ...]):
+  return nn.with_logical_partitioning(nn.initializers.ones_init(), names)
+
+
 def _constrain(x, names):
   return nn.with_logical_constraint(x, names)
 
@@ -79,7 +83,8 @@ class Linear(nn.Module):
   `names` are the logical axes of the kernel; the bias takes the output ones. When `lora`
   targets this layer's path, a low-rank update is added from the "lora" collection:
   y += (alpha / r) * (dropout(x) . a) . b, with a: in_shape + (r,) and b: (r,) + out_shape
-  (jaxllm/models/lora.py).
+  (jaxllm/models/lora.py). With cfg.quant="int8" the kernel is int8 and a float32 "scale" of
+  shape out_shape multiplies the output (weight-only quantization, jaxllm/compress/quantize.py).
   """
 
   out_shape: tuple[int, ...]
@@ -95,9 +100,15 @@ class Linear(nn.Module):
   def __call__(self, x, deterministic: bool = True):
     cfg = self.cfg
     in_shape = x.shape[-self.in_dims:]
-    kernel = self.param("kernel", _init(self.std, self.names), in_shape + self.out_shape,
-                        cfg.param_dtype)
-    y = dense(x.astype(cfg.dtype), kernel.astype(cfg.dtype), self.in_dims, self.out_dtype)
+    if cfg.quant == "int8":  # y = (x . q) * scale: one float32 scale per output channel
+      kernel = self.param("kernel", _zeros(self.names), in_shape + self.out_shape, jnp.int8)
+      scale = self.param("scale", _ones(self.names[self.in_dims:]), self.out_shape, jnp.float32)
+      y = dense(x.astype(cfg.dtype), kernel.astype(cfg.dtype), self.in_dims, self.out_dtype)
+      y = (y.astype(jnp.float32) * scale).astype(y.dtype)
+    else:
+      kernel = self.param("kernel", _init(self.std, self.names), in_shape + self.out_shape,
+                          cfg.param_dtype)
+      y = dense(x.astype(cfg.dtype), kernel.astype(cfg.dtype), self.in_dims, self.out_dtype)
     if cfg.use_bias if self.bias is None else self.bias:
       bias = self.param("bias", _zeros(self.names[self.in_dims:]), self.out_shape,
                         cfg.param_dtype)
@@ -119,6 +130,22 @@ class Linear(nn.Module):
     x = nn.Dropout(lora.dropout, deterministic=deterministic, name="lora_dropout")(x)
     xa = dense(x.astype(cfg.dtype), a.astype(cfg.dtype), self.in_dims)
     return lora.scale * dense(xa, b.astype(cfg.dtype), 1, self.out_dtype)
+
+
+class QuantizedEmbed(nn.Module):
+  """Token embedding held as int8 rows [V, D] with one float32 scale per row [V]."""
+
+  cfg: ModelConfig
+
+  def setup(self):
+    names = ("vocab", "embed")
+    self.embedding = self.param("embedding", _zeros(names), (self.cfg.vocab_size,
+                                                             self.cfg.d_model), jnp.int8)
+    self.scale = self.param("scale", _ones(names[:1]), (self.cfg.vocab_size,), jnp.float32)
+
+  def __call__(self, tokens_bt):
+    rows_btd = jnp.take(self.embedding, tokens_bt, axis=0).astype(jnp.float32)
+    return (rows_btd * jnp.take(self.scale, tokens_bt, axis=0)[..., None]).astype(self.cfg.dtype)
 
 
 def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
@@ -304,8 +331,12 @@ class Transformer(nn.Module):
     cfg = self.cfg
     if positions_bt is None:
       positions_bt = jnp.broadcast_to(jnp.arange(tokens_bt.shape[1]), tokens_bt.shape)
-    embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                     embedding_init=_init(cfg.init_std, ("vocab", "embed")), name="embed")
+    if cfg.quant == "int8":
+      embed = QuantizedEmbed(cfg, name="embed")
+    else:
+      embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype,
+                       param_dtype=cfg.param_dtype,
+                       embedding_init=_init(cfg.init_std, ("vocab", "embed")), name="embed")
     x_btd = embed(tokens_bt)
     if cfg.position == "learned":
       pos_embed = nn.Embed(cfg.max_seq_len, cfg.d_model, dtype=cfg.dtype,
@@ -353,6 +384,8 @@ class Transformer(nn.Module):
     if cfg.tie_embeddings:
       logits_btv = dense(hidden_btd.astype(cfg.dtype), embed.embedding.astype(cfg.dtype).T, 1,
                          jnp.float32)
+      if cfg.quant == "int8":  # the table's per-row scales are the head's per-output ones
+        logits_btv = logits_btv * embed.scale
     else:
       head_cfg = dataclasses.replace(cfg, use_bias=False)
       logits_btv = Linear((cfg.vocab_size,), ("embed", "vocab"), head_cfg, cfg.init_std,

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxllm.compress import quantize
 from jaxllm.errors import ConfigError
 from jaxllm.models.lora import LoraModel
 from jaxllm.models.transformer import dense
@@ -79,7 +80,7 @@ def chunked_lm_sums(hidden_btd: jax.Array, head_dv: jax.Array, targets_bt: jax.A
 def output_head(model, params) -> jax.Array:
   """The [D, V] projection that turns the model's final hidden state into logits (param
   dtype): the tied embedding, transposed, or lm_head's kernel. For a LoRA model, the frozen
-  base's (the head must not be adapted)."""
+  base's (the head must not be adapted), dequantized when that base is int8."""
   cfg = model.cfg
   if isinstance(model, LoraModel):
     if model.lora.targets_path(("lm_head",)):
@@ -88,8 +89,14 @@ def output_head(model, params) -> jax.Array:
                         "config.lora.targets or set config.train.loss_chunk=0.")
     params = model.base
   if cfg.tie_embeddings:
-    return params["embed"]["embedding"].T
-  return params["lm_head"]["kernel"]
+    head = params["embed"]
+    if cfg.quant == "int8":  # an int8 (QLoRA) base: one scale per vocabulary row
+      return quantize.dequantize_array(head["embedding"], head["scale"], (1,)).T
+    return head["embedding"].T
+  head = params["lm_head"]
+  if cfg.quant == "int8":
+    return quantize.dequantize_array(head["kernel"], head["scale"], (0,))
+  return head["kernel"]
 
 
 def hidden_model(model):

@@ -189,7 +189,8 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
     if frozen is not None:
       num_frozen = state_lib.count_params(frozen)
       described = (f"{num_params:,} trainable parameters, {num_frozen:,} frozen "
-                   f"(trainable = {num_params / num_frozen:.2%} of frozen)")
+                   f"({state_lib.param_bytes(frozen) / 2**20:,.2f} MiB; trainable = "
+                   f"{num_params / num_frozen:.2%} of frozen)")
     _log(main, f"model: {described}; mesh {dict(mesh.shape)}; "
          f"{jax.device_count()} {jax.devices()[0].platform} devices, "
          f"{jax.process_count()} processes")

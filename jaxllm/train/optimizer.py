@@ -1,6 +1,11 @@
 """AdamW with global-norm clipping and a learning-rate schedule, from config.optimizer."""
 
+import re
+from typing import Any, NamedTuple
+
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxllm.errors import ConfigError
@@ -39,12 +44,41 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(is_decayed, params)
 
 
+class KeepZerosState(NamedTuple):
+  masks: Any  # per param: a bool array (True: may change), or a scalar True when not targeted
+
+
+def keep_zeros(targets: str) -> optax.GradientTransformation:
+  """Entries of the params whose path matches `targets` (a regex over 'layer_0/mlp/up/kernel')
+  that are zero when the optimizer starts get no update, so they stay exactly zero: pruning
+  masks kept through fine-tuning. The masks are optimizer state, so checkpoints keep them."""
+  def init(params):
+    def mask(path, p):
+      name = "/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+      if not re.search(targets, name):
+        return jnp.ones((), bool)
+      if isinstance(p, nn.meta.AxisMetadata):  # logically partitioned: the mask is too
+        return p.replace_boxed(p.unbox(apply_constraint=False) != 0)
+      return p != 0
+    is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+    return KeepZerosState(jax.tree_util.tree_map_with_path(mask, params, is_leaf=is_box))
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, m: jnp.where(m, u, jnp.zeros((), u.dtype)), updates,
+                        state.masks), state
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(opt_config, num_steps: int) -> optax.GradientTransformation:
-  """clip_by_global_norm -> AdamW(schedule, b1, b2, eps, weight_decay on matrices)."""
+  """clip_by_global_norm -> AdamW(schedule, b1, b2, eps, weight_decay on matrices), then
+  keep_zeros(opt_config.keep_zeros) when set."""
   chain = []
   if opt_config.clip_norm > 0:
     chain.append(optax.clip_by_global_norm(opt_config.clip_norm))
   chain.append(optax.adamw(learning_rate_schedule(opt_config, num_steps), b1=opt_config.b1,
                            b2=opt_config.b2, eps=opt_config.eps,
                            weight_decay=opt_config.weight_decay, mask=decay_mask))
+  if opt_config.get("keep_zeros"):
+    chain.append(keep_zeros(opt_config.keep_zeros))
   return optax.chain(*chain)

@@ -77,3 +77,8 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Ar
 
 def count_params(params: Any) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def param_bytes(params: Any) -> int:
+  """Bytes the params take in memory (int8 weights count one byte each)."""
+  return sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(params))

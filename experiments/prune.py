@@ -1,0 +1,120 @@
+"""Magnitude-prune a trained run (global unstructured or 2:4), then fine-tune it to recover with
+the pruning masks kept.
+
+  python experiments/prune.py --config=configs/prune/tiny.py --workdir=/tmp/jaxllm/pruned \\
+      --config.init.checkpoint=/tmp/jaxllm/tiny
+  python experiments/prune.py --config=configs/prune/tiny.py:structure=2:4 --workdir=DIR \\
+      --config.init.checkpoint=RUN
+
+1. One-shot curve: held-out perplexity of the init run's params pruned at every sparsity of
+   config.prune.sweep (and 2:4), without fine-tuning.
+2. The params pruned at config.prune.sparsity (config.prune.structure) are fine-tuned for
+   config.train.num_steps on the pretraining data by the training loop; the zeros stay zero
+   (config.optimizer.keep_zeros). With config.prune.recover=False the pruned params are written
+   as they are.
+3. WORKDIR/prune.json (the curve, the pruned and recovered perplexities, the sparsity the final
+   params really have) and WORKDIR/sparsity.png (perplexity against sparsity).
+WORKDIR is a run directory: sample.py and evaluate.py take it as --workdir.
+Running again with the same --workdir resumes the fine-tune from its newest checkpoint.
+"""
+
+import functools
+import json
+import pathlib
+
+import jax
+
+from jaxllm import cli
+from jaxllm import config as config_lib
+from jaxllm.compress import compare, prune
+from jaxllm.data import inputs, pipeline
+from jaxllm.errors import ConfigError
+from jaxllm.eval import perplexity
+from jaxllm.inference import runs
+from jaxllm.models import Transformer
+from jaxllm.objectives import lm
+from jaxllm.parallel import mesh as mesh_lib
+from jaxllm.train import loop
+
+
+def _check(config) -> None:
+  p = config.prune
+  if p.structure not in prune.STRUCTURES:
+    raise ConfigError(f"config.prune.structure={p.structure!r} is not one of {prune.STRUCTURES}.")
+  if not 0.0 < p.sparsity < 1.0:
+    raise ConfigError(f"config.prune.sparsity={p.sparsity} must be in (0, 1).")
+  if p.structure == "2:4" and p.sparsity != 0.5:
+    raise ConfigError(f"config.prune.structure='2:4' removes exactly half of the weights; set "
+                      f"config.prune.sparsity=0.5 (it is {p.sparsity}).")
+  if p.targets != config.optimizer.keep_zeros:
+    raise ConfigError("config.optimizer.keep_zeros must equal config.prune.targets, or the "
+                      "fine-tune would regrow pruned weights; override config.prune.targets only.")
+
+
+def run(config, workdir, hooks=()):
+  """Prunes the init run, fine-tunes with the masks kept, and writes the report and plot."""
+  mesh_lib.maybe_initialize_distributed(config.distributed)
+  runs.require_init(config, "the trained run to prune")
+  init = runs.start_from(config, workdir)
+  p = config.prune
+  _check(config)
+  model_cfg = config_lib.validate(config)
+  model = Transformer(model_cfg)
+  tokenizer = init.tokenizer
+  texts = compare.held_out_texts(config, p.eval_texts, p.eval_documents)
+  seq_len = config.data.seq_len
+  sweep = [float(s) for s in str(p.sweep).split(",") if s.strip()]
+  points = compare.one_shot_curve(model, init.params, model_cfg, tokenizer, texts, seq_len, sweep,
+                                  p.targets)
+  masks = prune.magnitude_masks(init.params, model_cfg, p.sparsity, p.structure, p.targets)
+  pruned = prune.apply_masks(init.params, masks)
+  ppl = lambda params: perplexity.evaluate_perplexity(model, params, tokenizer, texts,
+                                                      seq_len=seq_len)["perplexity"]
+  report = {"init": {"checkpoint": config.init.checkpoint, "step": config.init.step},
+            "structure": p.structure, "targets": p.targets, "one_shot": points,
+            "pruned": {**prune.sparsity_of(pruned, p.targets), "perplexity": ppl(pruned)}}
+  recovered = []
+  if p.recover:
+    train_sources, weights = inputs.open_sources(config.data, "text", "train", workdir)
+    train_iter, eval_batches = inputs.train_and_eval(
+        config, workdir, "text", pipeline.text_example(tokenizer), train_sources, weights)
+    loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss,
+                                chunk=config.train.loss_chunk)
+    try:
+      state = loop.train(config, workdir, model, loss_fn, train_iter, eval_batches,
+                         init_params=pruned, hooks=hooks)
+    finally:
+      train_iter.close()
+    final = jax.device_get(state["params"])
+    report["recovered"] = {**prune.sparsity_of(final, p.targets), "perplexity": ppl(final),
+                           "steps": config.train.num_steps}
+    recovered.append({"structure": p.structure, "steps": config.train.num_steps,
+                      "sparsity": report["recovered"]["targeted"],
+                      "perplexity": report["recovered"]["perplexity"]})
+  else:
+    config.compressed = {"method": f"magnitude pruning, {p.structure}",
+                         "source": config.init.checkpoint, "step": config.init.step}
+    runs.save_run(workdir, config, pruned, tokenizer, 0)
+  if jax.process_index() == 0:
+    out = pathlib.Path(workdir)
+    (out / "prune.json").write_text(json.dumps(report, indent=1) + "\n")
+    compare.plot_sparsity(points, recovered, out / "sparsity.png",
+                          f"magnitude pruning of {config.init.checkpoint}")
+    _summary(report)
+  return report
+
+
+def _summary(report: dict) -> None:
+  for point in report["one_shot"]:
+    if "perplexity" in point:
+      print(f"one-shot {point['structure']:>12} sparsity {point['sparsity']:.2f}: "
+            f"perplexity {point['perplexity']:.3f}")
+  for key in ("pruned", "recovered"):
+    if key in report:
+      r = report[key]
+      print(f"{key}: {r['targeted']:.2%} of {r['targeted_weights']:,} targeted weights zero, "
+            f"held-out perplexity {r['perplexity']:.3f}")
+
+
+if __name__ == "__main__":
+  cli.run_stage(run, "Config file (see configs/prune/).")

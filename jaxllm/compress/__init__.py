@@ -1,0 +1,1 @@
+"""Compression of trained models: int8 weight-only quantization, magnitude pruning."""
