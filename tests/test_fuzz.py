@@ -2,7 +2,6 @@
 model tool calls, the calculator tool, the config argument parser and the command-line override
 check. Each either gives its result or its documented error, never anything else."""
 
-import json
 
 import ml_collections
 import pytest

@@ -106,13 +106,16 @@ def test_prompt_and_padding_never_count(tok, params):
   batch = _batch(tok)
   assert not batch["truncated"].any()
   rc, rr = preference.reference_logps(params, batch, Transformer(CFG))
-  for i, pair in enumerate(PAIRS):
-    for side, got in (("chosen", rc[i]), ("rejected", rr[i])):
-      ids, prompt_len = preferences.render_reply(tok, pair["prompt"], pair[side])
-      logits = Transformer(CFG).apply({"params": params}, jnp.asarray([ids[:-1]]))
-      logp = jax.nn.log_softmax(logits[0])
-      want = sum(float(logp[t - 1, ids[t]]) for t in range(prompt_len, len(ids)))
-      assert float(got) == pytest.approx(want, rel=1e-5)
+  # One forward pass over every sequence alone, right-padded: a causal model's logits at a
+  # position do not depend on the padding after it.
+  rows = [(preferences.render_reply(tok, pair["prompt"], pair[side]), got)
+          for i, pair in enumerate(PAIRS) for side, got in (("chosen", rc[i]), ("rejected", rr[i]))]
+  width = max(len(ids) for (ids, _), _ in rows)
+  inputs = jnp.asarray([ids[:-1] + [0] * (width - len(ids)) for (ids, _), _ in rows])
+  logp = jax.nn.log_softmax(jax.jit(Transformer(CFG).apply)({"params": params}, inputs))
+  for r, ((ids, prompt_len), got) in enumerate(rows):
+    want = sum(float(logp[r, t - 1, ids[t]]) for t in range(prompt_len, len(ids)))
+    assert float(got) == pytest.approx(want, rel=1e-5)
   # Other padding ids and extra all-padding pairs change nothing.
   noisy = dict(batch, chosen_tokens=jnp.where(batch["chosen_valid"] > 0,
                                               batch["chosen_tokens"], 7))
@@ -169,11 +172,14 @@ def test_reward_loss_lm_weight_adds_the_chosen_token_mean_nll(tok):
   plain, _ = reward.reward_loss(params, batch, None, model)
   loss, m = reward.reward_loss(params, batch, None, model, lm_weight=0.5)
   # By hand: the LM's log-prob of each chosen reply token given everything before it.
+  # The rows' real tokens come first, so one causal pass over the padded rows serves.
+  logps = jax.nn.log_softmax(jax.jit(Transformer(CFG).apply)({"params": lm_params},
+                                                             batch["chosen_tokens"]))
   nll = []
   for i in range(len(PAIRS)):
     n = int(batch["chosen_valid"][i].sum())
-    ids = batch["chosen_tokens"][i, :n]
-    logp = jax.nn.log_softmax(Transformer(CFG).apply({"params": lm_params}, ids[None])[0])
+    assert np.all(np.asarray(batch["chosen_valid"][i, :n]) > 0)
+    ids, logp = batch["chosen_tokens"][i, :n], logps[i]
     mask = np.asarray(batch["chosen_loss_mask"][i, 1:n])
     token = np.asarray(logp[np.arange(n - 1), ids[1:]])
     nll.append(-(token * mask).sum() / mask.sum())
