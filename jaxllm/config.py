@@ -209,6 +209,48 @@ def on_accelerators(c: ml_collections.ConfigDict, remat: str) -> ml_collections.
   return c
 
 
+def mlm_config(size: str = "tiny") -> ml_collections.ConfigDict:
+  """Masked-LM (BERT / RoBERTa) pretraining: a bidirectional model and the masking rates
+  (jaxllm/objectives/mlm.py); the run's tokenizer gets the mask token as a special token."""
+  c = pretrain_config(size)
+  c.model.causal = False
+  c.benchmark.sampler = False  # experiments/benchmark.py: nothing to sample from a masked LM
+  c.mlm = ml_collections.ConfigDict()
+  c.mlm.mask_rate = 0.15  # of the eligible tokens (real, not special), chosen for the loss
+  c.mlm.mask_token_prob = 0.8  # of the chosen: replaced by mask_token
+  c.mlm.random_token_prob = 0.1  # of the chosen: replaced by a random regular token
+  c.mlm.mask_token = "<|mask|>"  # trained into the tokenizer, or added to a given one
+  c.mlm.eval_seed = 0  # eval masks with this fixed key: eval numbers compare across steps
+  return c
+
+
+def validate_mlm(config: ml_collections.ConfigDict) -> None:
+  """An mlm section needs a bidirectional model, and a bidirectional model an mlm section."""
+  m, causal = config.get("mlm"), config.model.get("causal", True)
+  if m is None:
+    if not causal:
+      raise ConfigError("config.model.causal=False (bidirectional attention) is only trained by "
+                        "masked LM, which needs a config.mlm section; set config.model.causal="
+                        "True or start from jaxllm.config.mlm_config (configs/pretrain/"
+                        "mlm_tiny.py).")
+    return
+  if causal:
+    raise ConfigError("config.mlm (masked LM) needs config.model.causal=False: a causal model "
+                      "cannot see the tokens after a masked one; set --config.model.causal=False.")
+  for name in ("mask_rate", "mask_token_prob", "random_token_prob"):
+    if not 0.0 <= m[name] <= 1.0:
+      raise ConfigError(f"config.mlm.{name}={m[name]} must be in [0, 1].")
+  if m.mask_rate == 0.0:
+    raise ConfigError("config.mlm.mask_rate=0.0 chooses no token to predict; set it in (0, 1] "
+                      "(BERT: 0.15).")
+  if m.mask_token_prob + m.random_token_prob > 1.0:
+    raise ConfigError(f"config.mlm.mask_token_prob={m.mask_token_prob} + config.mlm."
+                      f"random_token_prob={m.random_token_prob} exceeds 1; the rest of the "
+                      "chosen tokens stay unchanged (BERT: 0.8 + 0.1).")
+  if not m.mask_token:
+    raise ConfigError("config.mlm.mask_token is empty; name the special token, e.g. '<|mask|>'.")
+
+
 def sft_config(size: str = "tiny") -> ml_collections.ConfigDict:
   """Supervised fine-tuning on conversations: the pretraining fields, chat data, RAG data."""
   c = pretrain_config(size)
@@ -461,4 +503,5 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
   if config.optimizer.schedule not in ("cosine", "linear", "constant"):
     raise ConfigError(f"config.optimizer.schedule={config.optimizer.schedule!r} is not one of "
                       "cosine, linear, constant.")
+  validate_mlm(config)
   return model_cfg

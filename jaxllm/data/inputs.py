@@ -70,10 +70,13 @@ def open_sources(data_config: ml_collections.ConfigDict, kind: str, split: str,
 
 
 def tokenizer(data_config: ml_collections.ConfigDict, workdir,
-              train_sources: list[sources.Source]) -> tokenizer_lib.Tokenizer:
+              train_sources: list[sources.Source],
+              extra_special_tokens: tuple[str, ...] = ()) -> tokenizer_lib.Tokenizer:
   """config.data.tokenizer, or a byte-level BPE trained on the training text (saved in workdir).
 
   A run that resumes reloads WORKDIR/tokenizer.json rather than training again.
+  A trained one also holds `extra_special_tokens` (a masked-LM run's mask token), within
+  tokenizer_vocab_size.
   """
   d = data_config
   if d.tokenizer:
@@ -84,7 +87,8 @@ def tokenizer(data_config: ml_collections.ConfigDict, workdir,
       for i in range(min(len(source), d.tokenizer_train_docs)):
         yield source[i]["text"]
   return _workdir_tokenizer(workdir, lambda: tokenizer_lib.train_tokenizer(
-      texts(), kind="bpe", vocab_size=d.tokenizer_vocab_size))
+      texts(), kind="bpe", vocab_size=d.tokenizer_vocab_size,
+      special_tokens=tokenizer_lib.SPECIAL_TOKENS + tuple(extra_special_tokens)))
 
 
 def _workdir_tokenizer(workdir, make: Callable[[], tokenizer_lib.Tokenizer]

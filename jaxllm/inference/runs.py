@@ -102,19 +102,33 @@ def reward_model(config, model_cfg) -> RewardModel:
   return RewardModel(model_cfg, lm_head=config.reward.get("lm_weight", 0.0) > 0)
 
 
-def load_run(workdir, step: int | None = None) -> Run:
+def require_causal(config, workdir) -> None:
+  """UserError naming the run when it is a masked LM (bidirectional): sampling, chat,
+  perplexity, export and fine-tuning all read next-token predictions it does not make."""
+  if not config.get("model", {}).get("causal", True):
+    raise UserError(f"{workdir} is a masked-LM run (config.model.causal=False: bidirectional "
+                    "attention), which cannot predict next tokens to sample, chat, score or "
+                    "fine-tune; use a causal run (pretrained without an mlm section).")
+
+
+def load_run(workdir, step: int | None = None, *, bidirectional_ok: bool = False) -> Run:
   """The newest (or given) checkpoint's params, on the default device, float32 as saved.
 
   A LoRA run's checkpoints hold its adapters only: they are merged into the params of the run
   it started from (config.init.checkpoint at config.init.step), so the result is a plain model.
+  A masked-LM run (config.model.causal=False) is refused unless `bidirectional_ok`.
   """
   config = read_config(workdir)
+  if not bidirectional_ok:
+    require_causal(config, workdir)
   if is_reward_run(config):
     model = reward_model(config, _model_config(config))
     params, step = _restore(workdir, model, step)
     return Run(config, model, params, run_tokenizer(workdir, config), step)
   model = Transformer(_model_config(config))
   lora = lora_config(config)
+  if lora is not None:  # merged adapters give a float model, whatever the base was held as
+    model = Transformer(quantize.float_config(model.cfg))
   if has_value_head(config):
     params, step = _restore(workdir, PolicyWithValue(model.cfg), step)
     params = params["backbone"]
@@ -192,13 +206,14 @@ def start_from(config, workdir) -> Run | None:
   if config.init.get("hf_path"):
     init = _start_from_hf(config)
   else:
-    init = load_run(config.init.checkpoint,
-                    None if config.init.step < 0 else config.init.step)
+    init = load_run(config.init.checkpoint, None if config.init.step < 0 else config.init.step,
+                    bidirectional_ok="mlm" in config)  # continued masked-LM pretraining
     if is_reward_run(init.config):
       raise UserError(f"config.init.checkpoint={config.init.checkpoint!r} is a reward-model "
                       "run; start from a language model (a pretraining or SFT run).")
     for key, value in init.config.model.items():
-      config.model[key] = value
+      if key != "causal":  # the stage's objective sets the attention direction, not the run
+        config.model[key] = value
     config.init.step = init.step
   if jax.process_index() == 0:
     chat.save_pretrained(init.tokenizer, workdir)

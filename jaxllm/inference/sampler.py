@@ -213,6 +213,10 @@ class Sampler:
                length_buckets: Sequence[int] = tuple(b for b in POWERS_OF_TWO if b >= 16),
                max_stop_tokens: int = 8, use_cache: bool = True,
                vocab_limit: int | None = None):
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None and not cfg.causal:
+      raise UserError("the sampler decodes left to right and needs a causal model; this one is "
+                      "bidirectional (config.model.causal=False, a masked-LM run).")
     self.model, self.params, self.pad_id = model, params, pad_id
     self.use_cache, self.vocab_limit = use_cache, vocab_limit
     self.mesh, self.rules = mesh, tuple(rules)

@@ -45,8 +45,9 @@ class ModelConfig:
   qkv_bias: bool = False  # biases on the query, key and value projections only (Qwen2)
   qk_norm: bool = False  # RMSNorm over head_dim on queries and keys before rope (Qwen3)
   sliding_window: int = 0  # > 0: a token sees itself and the window - 1 before it (Mistral)
+  #                          (and after it too when causal=False)
   tie_embeddings: bool = True
-  causal: bool = True
+  causal: bool = True  # False: bidirectional (masked LM, jaxllm/objectives/mlm.py); no sampling
   dropout_rate: float = 0.0
   init_std: float = 0.02
   dtype: str = "float32"  # compute dtype

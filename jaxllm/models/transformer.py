@@ -229,9 +229,11 @@ class Attention(nn.Module):
                                          cfg.sliding_window)
     elif cache is None:
       # Logits and softmax run in float32 inside dot_product_attention; GQA is native there.
+      # causal=False: each token sees its whole segment (and a window on both sides, as splash).
+      window = cfg.sliding_window - 1
       out_btnh = jax.nn.dot_product_attention(
           q_btnh, k_btkh, v_btkh, mask=attention_mask(segment_ids_bt), is_causal=cfg.causal,
-          local_window_size=(cfg.sliding_window - 1, 0) if cfg.sliding_window else None,
+          local_window_size=(window, 0 if cfg.causal else window) if cfg.sliding_window else None,
           implementation=impl)
     else:
       k_bskh, v_bskh = cache

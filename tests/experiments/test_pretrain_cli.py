@@ -10,6 +10,9 @@ import time
 
 import pytest
 
+from jaxllm.errors import UserError
+from jaxllm.inference import runs
+from tests.experiments.conftest import run_script
 from tests.helpers import ROOT, read_metrics, train_losses
 
 ARGS = ["--config=configs/pretrain/tiny.py", "--config.train.num_steps=40",
@@ -132,3 +135,24 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path, override, message):
   assert result.returncode == 2, result.stderr
   assert message in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_masked_lm_run_trains_and_cannot_be_sampled(tmp_path):
+  """configs/pretrain/mlm_tiny.py for a few steps: its loss falls, eval is finite, and the run
+  is refused (one line naming it) by what needs a causal model: sample.py, chat.py ..."""
+  workdir = tmp_path / "mlm"
+  done = run_script("pretrain.py", "--config=configs/pretrain/mlm_tiny.py:steps=24",
+                    f"--workdir={workdir}", "--config.train.batch_size=8",
+                    "--config.data.seq_len=64", "--config.train.log_every=4",
+                    "--config.train.eval_every=24", "--config.train.checkpoint_every=24",
+                    "--config.train.eval_batches=2")
+  assert done.returncode == 0, done.stderr
+  losses = train_losses(workdir)
+  assert len(losses) == 6 and losses[24] < losses[4] - 0.5, losses
+  evals = {m["step"]: m for m in _evals(workdir)}
+  assert sorted(evals) == [0, 24]  # eval_at_start: the masked-token numbers before training
+  assert 0 < evals[24]["eval/loss"] < evals[0]["eval/loss"] < 10
+  assert 0 < evals[24]["eval/accuracy"] <= 1
+  with pytest.raises(UserError, match=f"{workdir} is a masked-LM run"):
+    runs.load_run(workdir)
+
