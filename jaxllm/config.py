@@ -505,3 +505,38 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
                       "cosine, linear, constant.")
   validate_mlm(config)
   return model_cfg
+
+
+def distill_config(size: str = "tiny") -> ml_collections.ConfigDict:
+  """Knowledge distillation (experiments/distill.py, jaxllm/objectives/distill.py): a fresh
+  student (config.model) trained on a frozen teacher run's logits and on the pretraining text,
+  with the teacher's tokenizer."""
+  c = pretrain_config(size)
+  c.model.vocab_size = 0  # 0: the teacher's (student and teacher must share the vocabulary)
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.checkpoint = ""  # the teacher: a run directory (pretraining or SFT)
+  c.teacher.step = -1  # its checkpoint step; -1: the latest (the run records the step it used)
+  c.distill = ml_collections.ConfigDict()
+  # loss = kd_weight * T^2 * KL(teacher^T || student^T) + (1 - kd_weight) * CE(data);
+  # kd_weight = 0 trains the same student on the data alone (the baseline). T 1 and 0.9 were
+  # the best measured on the world; T 2 ended worse than the data alone (docs/benchmarks.md).
+  c.distill.temperature = 1.0
+  c.distill.kd_weight = 0.9
+  return c
+
+
+def validate_distill(config: ml_collections.ConfigDict) -> None:
+  """The distillation stage's own fields, before anything is loaded."""
+  from jaxllm.objectives import distill as distill_lib  # pylint: disable=import-outside-toplevel
+  if not config.teacher.checkpoint:
+    raise ConfigError("config.teacher.checkpoint is empty; set it to the teacher's run "
+                      "directory (--config.teacher.checkpoint=RUN_DIR, e.g. a pretraining run).")
+  distill_lib.check_weights(config.distill.temperature, config.distill.kd_weight)
+  if config.init.checkpoint or config.init.get("hf_path"):
+    raise ConfigError("config.init.checkpoint / config.init.hf_path are set, but a distilled "
+                      "student starts from fresh params; the run to learn from is "
+                      "config.teacher.checkpoint. Clear config.init.")
+  if config.data.tokenizer:
+    raise ConfigError(f"config.data.tokenizer={config.data.tokenizer!r}: the student uses its "
+                      "teacher's tokenizer (config.teacher.checkpoint's tokenizer.json, copied "
+                      "into the workdir); leave config.data.tokenizer empty.")
