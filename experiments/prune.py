@@ -23,6 +23,7 @@ import json
 import pathlib
 
 import jax
+from jax.experimental import multihost_utils
 
 from jaxllm import cli
 from jaxllm import config as config_lib
@@ -85,7 +86,7 @@ def run(config, workdir, hooks=()):
                          init_params=pruned, hooks=hooks)
     finally:
       train_iter.close()
-    final = jax.device_get(state["params"])
+    final = multihost_utils.process_allgather(state["params"], tiled=True)  # every process
     report["recovered"] = {**prune.sparsity_of(final, p.targets), "perplexity": ppl(final),
                            "steps": config.train.num_steps}
     recovered.append({"structure": p.structure, "steps": config.train.num_steps,
