@@ -9,6 +9,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["jaxllm", "jaxllm.*"]),
+    package_data={"jaxllm.inference": ["label_page.html"]},  # the labeling page
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.10.2",
@@ -35,12 +36,14 @@ setup(
         "matplotlib>=3.8",  # run report and sweep plots (Agg backend, no display)
         "sacrebleu>=2.4",  # BLEU
         "rouge-score>=0.1.2",  # ROUGE-1/2/L
+        "flask>=3.1",  # the local labeling page (experiments/label.py)
     ],
     extras_require={
         # torch (CPU) and transformers: parity with Hugging Face models and tokenizers;
         # jinja2 for transformers' chat templates; hypothesis for property tests; pytest-xdist
-        # runs the suite in two workers (-n 2).
+        # runs the suite in two workers (-n 2); selenium drives headless Chromium (from apt,
+        # installed by .ci/run) through the labeling page.
         "test": ["pytest>=8", "pytest-xdist>=3.8", "torch==2.13.0", "transformers>=5.23",
-                 "jinja2>=3.1.6", "hypothesis>=6.100"],
+                 "jinja2>=3.1.6", "hypothesis>=6.100", "selenium>=4.20"],
     },
 )

@@ -1,0 +1,187 @@
+"""Collect human preferences: a local web page to rank a run's sampled responses.
+
+  python experiments/label.py --workdir=RUN --prompts=prompts.jsonl --port=8080
+  python experiments/label.py --workdir=RUN --agreement
+  python experiments/label.py --workdir=RUN --export --out=pairs.jsonl [--ties=keep]
+
+The first command samples --samples responses to each prompt of --prompts (JSONL lines
+{"prompt": str or chat messages, "id"?: str}) with the run's model, stores them in
+RUN/labels/responses.jsonl (a restart reuses them; only new prompts are sampled) and serves the
+labeling page on http://127.0.0.1:PORT (--host to change). Chat and SFT runs get the chat
+template, base (pretraining) runs plain text after BOS; --chat / --nochat decides instead.
+Judgements go to RUN/labels/judgements.jsonl (jaxllm/data/labels.py). --sample_only stops after
+sampling; --agreement prints Cohen's and Fleiss' kappa; --export writes preference pairs that
+the reward-model and DPO stages read (--config.data.source=FILE).
+"""
+
+import json
+import pathlib
+
+from absl import flags
+
+from jaxllm import cli
+from jaxllm.data import labels
+from jaxllm.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Run directory; labels go to RUN/labels/.")
+flags.DEFINE_string("prompts", None, "JSONL of prompts to sample and label (not needed once "
+                    "RUN/labels/responses.jsonl holds them).")
+flags.DEFINE_integer("samples", 4, "Responses sampled per prompt (2 to 9).")
+flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 is greedy.")
+flags.DEFINE_float("top_p", 1.0, "Keep the most likely tokens up to this probability mass.")
+flags.DEFINE_integer("max_new_tokens", 128, "Tokens to generate at most per response.")
+flags.DEFINE_integer("batch_size", 32, "Sequences sampled together.")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_bool("chat", None, "Render prompts with the chat template (default: yes unless the "
+                  "run is a base pretraining run).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.DEFINE_string("host", "127.0.0.1", "Address to serve on (127.0.0.1: this machine only).")
+flags.DEFINE_integer("port", 8080, "Port to serve on (0: any free port).")
+flags.DEFINE_bool("sample_only", False, "Sample the responses and exit without serving.")
+flags.DEFINE_bool("agreement", False, "Print inter-annotator agreement and exit.")
+flags.DEFINE_string("labelers", "", "With --agreement: comma-separated labelers (default all).")
+flags.DEFINE_bool("export", False, "Write preference pairs from the judgements and exit.")
+flags.DEFINE_string("out", None, "With --export: output file (default RUN/labels/pairs.jsonl).")
+flags.DEFINE_enum("ties", "drop", labels.TIES, "With --export: drop tied pairs, or keep them "
+                  "as both orders with margin 0.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def label_dir(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / "labels"
+
+
+def sample_items(workdir, prompts) -> tuple[list[labels.Item], dict]:
+  """(items, {"step", "chat"}): --samples responses to each (id, prompt) from the run's model,
+  the checkpoint step it used and whether prompts got the chat template."""
+  # Imported here: --export and --agreement need no model (and no JAX start-up).
+  from jaxllm.data import chat, preferences  # pylint: disable=import-outside-toplevel
+  from jaxllm.eval import suites  # pylint: disable=import-outside-toplevel
+  from jaxllm.inference import runs, sampler  # pylint: disable=import-outside-toplevel
+
+  run = runs.load_run(workdir, FLAGS.step)
+  if runs.is_reward_run(run.config):
+    raise UserError(f"--workdir={workdir} is a reward-model run, which does not generate; "
+                    "label the responses of a language model (an SFT or pretrained run).")
+  tok = run.tokenizer
+  use_chat = FLAGS.chat if FLAGS.chat is not None else suites.stage_of(run.config) != "pretrain"
+  encoded = []
+  for pid, prompt in prompts:
+    if use_chat:
+      ids, _ = chat.render_chat(tok, preferences.prompt_messages(prompt),
+                                add_generation_prompt=True)
+    else:
+      if not isinstance(prompt, str):
+        raise UserError(f"prompt {pid!r} is a list of messages but the run is labeled in plain "
+                        "text (a base run); give it as a string, or pass --chat.")
+      ids = tok.bos_ids + tok.encode(prompt)
+    encoded.append(ids)
+  stops = chat.stop_ids(tok) if use_chat else ([] if tok.eos_id is None else [tok.eos_id])
+  smp = sampler.Sampler(run.model, run.params, tok.pad_id, vocab_limit=tok.vocab_size)
+  rows = [(p, s) for p in range(len(prompts)) for s in range(FLAGS.samples)]
+  texts: dict[int, list[str]] = {p: [] for p in range(len(prompts))}
+  for start in range(0, len(rows), FLAGS.batch_size):
+    chunk = rows[start:start + FLAGS.batch_size]
+    out = smp.generate([encoded[p] for p, _ in chunk], FLAGS.max_new_tokens,
+                       temperature=FLAGS.temperature, top_p=FLAGS.top_p, stop_tokens=stops,
+                       seed=FLAGS.seed + start)
+    for (p, _), completion in zip(chunk, out.completions()):
+      if completion and completion[-1] in stops:
+        completion = completion[:-1]
+      texts[p].append(tok.decode(completion))
+    print(f"sampled {min(start + len(chunk), len(rows))}/{len(rows)} responses", flush=True)
+  items = [labels.Item(pid, prompt, tuple(texts[p])) for p, (pid, prompt) in enumerate(prompts)]
+  return items, {"step": run.step, "chat": use_chat}
+
+
+def prepare_items(workdir) -> list[labels.Item]:
+  """The items to label: stored responses, plus newly sampled ones for prompts not stored yet
+  (appended to responses.jsonl before they are served)."""
+  path = label_dir(workdir) / "responses.jsonl"
+  stored = {item.id: item for item in labels.read_items(path)}
+  if FLAGS.prompts is None:
+    if not stored:
+      raise UserError(f"{path} holds no responses yet; pass --prompts=FILE.jsonl to sample "
+                      "some.")
+    return list(stored.values())
+  if not 2 <= FLAGS.samples <= 9:
+    raise UserError(f"--samples={FLAGS.samples}: rank between 2 and 9 responses per prompt.")
+  prompts = labels.read_prompts(FLAGS.prompts)
+  for pid, prompt in prompts:
+    if pid in stored and stored[pid].prompt != prompt:
+      raise UserError(f"{FLAGS.prompts}: prompt id {pid!r} has other text than the one whose "
+                      f"responses {path} holds; give the changed prompt a new id (judgements "
+                      "name prompts by id).")
+  missing = [(pid, prompt) for pid, prompt in prompts if pid not in stored]
+  if missing:
+    new, used = sample_items(workdir, missing)
+    sampling = {"samples": FLAGS.samples, "temperature": FLAGS.temperature,
+                "top_p": FLAGS.top_p, "max_new_tokens": FLAGS.max_new_tokens,
+                "seed": FLAGS.seed, **used}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labels.cut_torn_line(path)
+    labels.append_jsonl(path, [labels.item_record(item, sampling) for item in new])
+    stored.update({item.id: item for item in new})
+  print(f"{len(prompts)} prompts: {len(prompts) - len(missing)} with stored responses, "
+        f"{len(missing)} sampled now ({path})", flush=True)
+  return [stored[pid] for pid, _ in prompts]
+
+
+def export(workdir) -> None:
+  path = label_dir(workdir) / "judgements.jsonl"
+  if not path.is_file():
+    raise UserError(f"{path} does not exist: label some prompts first.")
+  records, torn = labels.read_jsonl(path)
+  pairs, counts = labels.export_pairs(records, FLAGS.ties)
+  out = pathlib.Path(FLAGS.out) if FLAGS.out else label_dir(workdir) / "pairs.jsonl"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs),
+                 encoding="utf-8")
+  torn_note = " (a partial last line was left out)" if torn else ""
+  print(f"{counts['judgements']} rankings -> {len(pairs)} pairs in {out}: {counts['pairs']} "
+        f"strict, {counts['tied_pairs']} ties kept (both orders), {counts['ties_dropped']} ties "
+        f"dropped, {counts['identical']} pairs of identical responses left out{torn_note}",
+        flush=True)
+
+
+def main(argv):
+  del argv
+  if FLAGS.export and FLAGS.agreement:
+    raise UserError("--export and --agreement: give one of them.")
+  if FLAGS.export:
+    return export(FLAGS.workdir)
+  if FLAGS.agreement:
+    records, _ = labels.read_jsonl(label_dir(FLAGS.workdir) / "judgements.jsonl")
+    chosen = [n.strip() for n in FLAGS.labelers.split(",") if n.strip()] or None
+    print(labels.format_agreement(labels.agreement(records, chosen)))
+    return None
+  items = prepare_items(FLAGS.workdir)
+  if FLAGS.sample_only:
+    return None
+  from werkzeug import serving  # pylint: disable=import-outside-toplevel
+
+  from jaxllm.inference import labeling  # pylint: disable=import-outside-toplevel
+  store = labels.JudgementStore(label_dir(FLAGS.workdir) / "judgements.jsonl")
+  if store.torn:
+    print(f"{store.path}: a partial last line (a write cut short) was moved to "
+          f"{store.path}.torn", flush=True)
+  print(f"{len(store.records)} judgements so far in {store.path}", flush=True)
+  app = labeling.make_app(store, items, title=f"Labeling {pathlib.Path(FLAGS.workdir).name}")
+  try:
+    server = serving.make_server(FLAGS.host, FLAGS.port, app, threaded=True)
+  except OSError as e:
+    raise UserError(f"cannot serve on {FLAGS.host}:{FLAGS.port} ({e}); pick another --port.") from e
+  if FLAGS.host not in ("127.0.0.1", "localhost", "::1"):
+    print(f"warning: --host={FLAGS.host}: the page has no login; anyone who can reach this "
+          "address can read the responses and add judgements.", flush=True)
+  print(f"labeling page: http://{FLAGS.host}:{server.server_port}/ (Ctrl-C to stop)", flush=True)
+  try:
+    server.serve_forever()
+  except KeyboardInterrupt:
+    pass
+  return None
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,65 @@
+"""experiments/label.py as a user runs it: sample 2 x 2 responses once (a rerun reuses them),
+serve /api/next, export a judgements file to pairs, and a bad prompts file's one-line error."""
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+
+from jaxllm.data import labels
+from tests.experiments.conftest import child_env, run_script
+from tests.helpers import ROOT
+
+
+def test_label_samples_once_serves_exports_and_names_bad_lines(pretrained_run, tmp_path):
+  run = tmp_path / "run"  # a copy: labels/ stays out of the shared run
+  shutil.copytree(pretrained_run, run)
+  prompts = tmp_path / "prompts.jsonl"
+  prompts.write_text('{"prompt": "Greta Park works as", "id": "g"}\n'
+                     '{"prompt": "<b>The river</b>"}\n')
+  args = [f"--workdir={run}", f"--prompts={prompts}", "--samples=2", "--max_new_tokens=6"]
+  done = run_script("label.py", *args, "--sample_only")
+  assert done.returncode == 0, done.stderr
+  items = labels.read_items(run / "labels" / "responses.jsonl")
+  assert items[0].id == "g" and [len(i.responses) for i in items] == [2, 2]
+  again = run_script("label.py", *args, "--sample_only")  # stored: nothing is sampled again
+  assert "2 with stored responses, 0 sampled now" in again.stdout
+  assert labels.read_items(run / "labels" / "responses.jsonl") == items
+
+  server = subprocess.Popen([sys.executable, "experiments/label.py", *args, "--port=0"], cwd=ROOT,
+                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+  try:
+    line = ""
+    while "labeling page: " not in line:
+      line = server.stdout.readline()
+      assert line or server.poll() is None, server.stderr.read()
+    url = line.split("labeling page: ")[1].split()[0]
+    with urllib.request.urlopen(url + "api/next?labeler=ann", timeout=10) as answer:
+      served = json.load(answer)
+    assert served["item"]["id"] == "g" and served["item"]["responses"] == list(items[0].responses)
+  finally:
+    server.terminate()
+    server.wait(timeout=10)
+
+  judgements = run / "labels" / "judgements.jsonl"
+  labels.append_jsonl(judgements, [
+      labels.make_judgement(items[0], {"labeler": "ann", "ranking": [1, 0]}),
+      labels.make_judgement(items[1], {"labeler": "ann", "ranking": [[0, 1]]}),
+      labels.make_judgement(items[0], {"labeler": "bob", "ranking": [1, 0]})])
+  out = tmp_path / "pairs.jsonl"
+  exported = run_script("label.py", f"--workdir={run}", "--export", f"--out={out}",
+                        "--ties=keep")
+  assert exported.returncode == 0, exported.stderr
+  pairs = [json.loads(l) for l in out.read_text().splitlines()]
+  strict = [p for p in pairs if not p.get("tie")]
+  assert len(strict) == 2 and {p["labeler"] for p in strict} == {"ann", "bob"}
+  assert all(p["chosen"] == items[0].responses[1] for p in strict)
+  agreement = run_script("label.py", f"--workdir={run}", "--agreement")
+  assert "ann vs bob: 1 prompts" in agreement.stdout, agreement.stderr
+
+  prompts.write_text('{"prompt": "fine"}\n{"prompt": 3}\n')
+  bad = run_script("label.py", *args, "--sample_only")
+  assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+  assert f"{prompts}:2: field 'prompt'" in bad.stderr
