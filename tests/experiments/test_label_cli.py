@@ -1,5 +1,6 @@
 """experiments/label.py as a user runs it: sample 2 x 2 responses once (a rerun reuses them),
-serve /api/next, export a judgements file to pairs, and a bad prompts file's one-line error."""
+serve and judge, SIGKILL and restart without losing the judgement, export a judgements file to
+pairs, and a bad prompts file's one-line error."""
 
 import json
 import shutil
@@ -27,25 +28,31 @@ def test_label_samples_once_serves_exports_and_names_bad_lines(pretrained_run, t
   assert "2 with stored responses, 0 sampled now" in again.stdout
   assert labels.read_items(run / "labels" / "responses.jsonl") == items
 
-  server = subprocess.Popen([sys.executable, "experiments/label.py", *args, "--port=0"], cwd=ROOT,
-                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+  # Serve, judge the first prompt, SIGKILL the server: the restarted one has the judgement and
+  # serves the labeler the second prompt.
+  server, url = _serve(args)
   try:
-    line = ""
-    while "labeling page: " not in line:
-      line = server.stdout.readline()
-      assert line or server.poll() is None, server.stderr.read()
-    url = line.split("labeling page: ")[1].split()[0]
-    with urllib.request.urlopen(url + "api/next?labeler=ann", timeout=10) as answer:
-      served = json.load(answer)
+    served = _call(url + "api/next?labeler=ann")
     assert served["item"]["id"] == "g" and served["item"]["responses"] == list(items[0].responses)
+    answer = _call(url + "api/judgements", {"prompt_id": "g", "labeler": "ann",
+                                            "ranking": [1, 0], "note": "second is better"})
+    assert answer["progress"]["done"] == 1
+  finally:
+    server.kill()
+    server.wait(timeout=10)
+  judgements = run / "labels" / "judgements.jsonl"
+  stored, torn = labels.read_jsonl(judgements)
+  assert [(r["ranking"], r["note"]) for r in stored] == [([[1], [0]], "second is better")]
+  assert not torn
+  server, url = _serve(args)
+  try:
+    served = _call(url + "api/next?labeler=ann")
+    assert served["item"]["id"] == items[1].id and served["progress"]["done"] == 1
   finally:
     server.terminate()
     server.wait(timeout=10)
 
-  judgements = run / "labels" / "judgements.jsonl"
   labels.append_jsonl(judgements, [
-      labels.make_judgement(items[0], {"labeler": "ann", "ranking": [1, 0]}),
       labels.make_judgement(items[1], {"labeler": "ann", "ranking": [[0, 1]]}),
       labels.make_judgement(items[0], {"labeler": "bob", "ranking": [1, 0]})])
   out = tmp_path / "pairs.jsonl"
@@ -63,3 +70,22 @@ def test_label_samples_once_serves_exports_and_names_bad_lines(pretrained_run, t
   bad = run_script("label.py", *args, "--sample_only")
   assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
   assert f"{prompts}:2: field 'prompt'" in bad.stderr
+
+
+def _serve(args):
+  """label.py serving on a free port; (process, page URL) once it listens."""
+  server = subprocess.Popen([sys.executable, "experiments/label.py", *args, "--port=0"], cwd=ROOT,
+                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+  line = ""
+  while "labeling page: " not in line:
+    line = server.stdout.readline()
+    assert line or server.poll() is None, server.stderr.read()
+  return server, line.split("labeling page: ")[1].split()[0]
+
+
+def _call(url, body=None):
+  data = None if body is None else json.dumps(body).encode()
+  request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+  with urllib.request.urlopen(request, timeout=10) as answer:
+    return json.load(answer)
