@@ -30,7 +30,6 @@ from jaxllm.models import Transformer
 from jaxllm.models.config import ModelConfig
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
-from jaxllm.train import checkpoint as ckpt_lib
 from jaxllm.train.state import params_shardings
 
 
@@ -97,16 +96,12 @@ def import_run(src, dst, **run_options: Any) -> pathlib.Path:
   config.data.seq_len = min(config.data.seq_len, cfg.max_seq_len)
   config.init.hf_path = str(pathlib.Path(src).absolute())
   config.init.step = 0
+  from jaxllm.inference import runs  # runs imports this module (HF init)
+  runs.save_run(dst, config, params, tokenizer, 0)
   if jax.process_index() == 0:
-    dst.mkdir(parents=True, exist_ok=True)
-    (dst / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-    chat.save_pretrained(tokenizer, dst)
     (dst / "import.json").write_text(json.dumps(
         {"source": str(pathlib.Path(src).absolute()), "family": hf_config.family_of(cfg),
          "added_tokens": added, "vocab_size": cfg.vocab_size}, indent=2) + "\n")
-  checkpoints = ckpt_lib.Checkpoints(dst / "checkpoints", keep=1, async_save=False)
-  checkpoints.save(0, {"params": params}, {})
-  checkpoints.close()
   return dst
 
 
