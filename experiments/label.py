@@ -14,6 +14,7 @@ sampling; --agreement prints Cohen's and Fleiss' kappa; --export writes preferen
 the reward-model and DPO stages read (--config.data.source=FILE).
 """
 
+import contextlib
 import json
 import pathlib
 
@@ -176,10 +177,8 @@ def main(argv):
     print(f"warning: --host={FLAGS.host}: the page has no login; anyone who can reach this "
           "address can read the responses and add judgements.", flush=True)
   print(f"labeling page: http://{FLAGS.host}:{server.server_port}/ (Ctrl-C to stop)", flush=True)
-  try:
+  with contextlib.suppress(KeyboardInterrupt):
     server.serve_forever()
-  except KeyboardInterrupt:
-    pass
   return None
 
 

@@ -22,6 +22,7 @@ from jaxllm.objectives import lm, mlm
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.train import loop
 
+
 def run(config, workdir, hooks=()):
   """Builds data, tokenizer, model and loss from `config` and runs the training loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)

@@ -22,6 +22,5 @@ pass@k, format, reward-model score). Running again with the same --workdir resum
 from jaxllm import cli
 from jaxllm.rl.experiment import run
 
-
 if __name__ == "__main__":
   cli.run_stage(run, "Config file (see configs/rl/).")

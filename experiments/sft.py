@@ -30,6 +30,7 @@ from jaxllm.objectives import lm
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.train import loop
 
+
 def _rag_data(config, workdir, tokenizer) -> str:
   """Writes the world's RAG conversations to WORKDIR/rag_sft.jsonl (process 0 first)."""
   path = pathlib.Path(workdir) / "rag_sft.jsonl"

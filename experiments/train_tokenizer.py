@@ -19,7 +19,6 @@ from jaxllm.data import tokenizer as tokenizer_lib
 from jaxllm.errors import ConfigError, UserError
 
 
-
 def validate(config) -> None:
   """Checks the fields before any file is read."""
   if not config.input.strip():

@@ -7,7 +7,7 @@ field the config does not have, a config file that cannot be loaded.
 import difflib
 import re
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -67,7 +67,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    lines = [l for l in str(e).splitlines() if l.strip()]
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
     if isinstance(e.__context__, UserError) or "Traceback" in str(e):
       # An error raised by the config file's get_config: its own last line says it.
       fail(f"{lines[0].split(': ')[0]}: {lines[-1].split(': ', 1)[-1]}")
@@ -86,7 +86,7 @@ def _fail_for_user_error(error: Exception) -> None:
     fail(str(error))
   if "config file" not in str(error) and "Configuration is not available" not in str(error):
     raise error
-  reason = [l.strip() for l in str(error).splitlines() if l.strip()][-1]
+  reason = [ln.strip() for ln in str(error).splitlines() if ln.strip()][-1]
   fail(f"--config: the config file cannot be loaded ({reason}); give a file such as "
        "configs/pretrain/tiny.py.")
 

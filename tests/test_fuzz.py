@@ -5,9 +5,11 @@ check. Each either gives its result or its documented error, never anything else
 
 import ml_collections
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
-from jaxllm import cli, config as config_lib
+from jaxllm import cli
+from jaxllm import config as config_lib
 from jaxllm.data import chat
 from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 from jaxllm.errors import ConfigError, UserError
@@ -40,7 +42,7 @@ def test_parse_assistant_returns_or_raises_tool_call_error(text):
   try:
     content, parsed = chat.parse_assistant(text)
   except chat.ToolCallError as e:
-    assert 0 <= e.index
+    assert e.index >= 0
     return
   assert isinstance(content, str) and chat.TOOL_CALL not in content
   assert all(set(c) == {"name", "arguments"} for c in parsed)

@@ -1,6 +1,7 @@
 """Domain adaptation: continue pretraining a tiny run on another corpus.
 
-  python experiments/pretrain.py --config=configs/pretrain/adapt_tiny.py --workdir=/tmp/jaxllm/adapt \
+  python experiments/pretrain.py --config=configs/pretrain/adapt_tiny.py \
+      --workdir=/tmp/jaxllm/adapt \
       --config.init.checkpoint=/tmp/jaxllm/tiny
 
 It is the pretraining objective started from the run's params (fresh optimizer), model config

@@ -1,6 +1,8 @@
-"""GPT-2 small (124M parameters) on GPU/TPU: bfloat16 compute, FSDP over all devices, scanned layers.
+"""GPT-2 small (124M parameters) on GPU/TPU: bfloat16 compute, FSDP over all devices, scanned
+layers.
 
-  python experiments/pretrain.py --config=configs/pretrain/gpt2_124m.py --workdir=/tmp/jaxllm/gpt2_124m
+  python experiments/pretrain.py --config=configs/pretrain/gpt2_124m.py \
+      --workdir=/tmp/jaxllm/gpt2_124m
 
 Arguments: `--config=configs/pretrain/gpt2_124m.py:steps=1000,batch=256,seq_len=1024`.
 Data defaults to the embedded world; point it at real text with --config.data.source=GLOB

@@ -1,6 +1,7 @@
 """Llama 3 8B shapes on GPU/TPU: bfloat16 compute, FSDP over all devices, scanned layers.
 
-  python experiments/pretrain.py --config=configs/pretrain/llama3_8b.py --workdir=/tmp/jaxllm/llama3_8b
+  python experiments/pretrain.py --config=configs/pretrain/llama3_8b.py \
+      --workdir=/tmp/jaxllm/llama3_8b
 
 Arguments: `--config=configs/pretrain/llama3_8b.py:steps=1000,batch=256,seq_len=2048`.
 Data defaults to the embedded world; point it at real text with --config.data.source=GLOB

@@ -1,6 +1,7 @@
 """Llama-style 128M model on GPU/TPU: bfloat16 compute, FSDP over all devices, scanned layers.
 
-  python experiments/pretrain.py --config=configs/pretrain/llama_125m.py --workdir=/tmp/jaxllm/llama_125m
+  python experiments/pretrain.py --config=configs/pretrain/llama_125m.py \
+      --workdir=/tmp/jaxllm/llama_125m
 
 Arguments: `--config=configs/pretrain/llama_125m.py:steps=1000,batch=256,seq_len=2048`.
 Data defaults to the embedded world; point it at real text with --config.data.source=GLOB

@@ -1,6 +1,7 @@
 """Llama 3.2 1B shapes on GPU/TPU: bfloat16 compute, FSDP over all devices, scanned layers.
 
-  python experiments/pretrain.py --config=configs/pretrain/llama_1b.py --workdir=/tmp/jaxllm/llama_1b
+  python experiments/pretrain.py --config=configs/pretrain/llama_1b.py \
+      --workdir=/tmp/jaxllm/llama_1b
 
 Arguments: `--config=configs/pretrain/llama_1b.py:steps=1000,batch=256,seq_len=2048`.
 Data defaults to the embedded world; point it at real text with --config.data.source=GLOB

@@ -2,7 +2,8 @@
 run whose held-out accuracy rises over its SFT model (docs/benchmarks.md, about an hour on a
 2-core CPU).
 
-  python experiments/pretrain.py --config=configs/pretrain/tiny.py --workdir=/tmp/jaxllm/small_pre \\
+  python experiments/pretrain.py --config=configs/pretrain/tiny.py \\
+      --workdir=/tmp/jaxllm/small_pre \\
       --config.model.d_model=128 --config.model.num_layers=4 --config.model.mlp_dim=384 \\
       --config.train.num_steps=1500
   python experiments/sft.py --config=configs/sft/tiny.py --workdir=/tmp/jaxllm/small_sft \\

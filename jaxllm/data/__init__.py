@@ -1,1 +1,2 @@
-"""Data: readers, cleaning, tokenizers and chat template, TFDS sources, grain pipelines, the embedded world."""
+"""Data: readers, cleaning, tokenizers and chat template, TFDS sources, grain pipelines, the
+embedded world."""

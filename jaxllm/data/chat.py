@@ -303,7 +303,8 @@ def render_chat(tokenizer: Tokenizer, messages: Sequence[dict], *,
       for call in message.get("tool_calls", []):
         body += [tool_call, tool_call_json(call), tool_call_end]
       add(_encode_parts(tokenizer, body + [end]), 1)
-    else:  # header text and content in one piece, as a tokenizer reading the rendered string sees it
+    else:  # header text and content in one piece, as a tokenizer reading the rendered string
+      #     sees it
       add(encode(text + message["content"]), 0)
       add([end], 0)
     add(separator, 0)

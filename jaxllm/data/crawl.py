@@ -4,17 +4,17 @@ the cleaning stage has real work to do and its result can be checked against the
 Pages join the world's train documents (in order) until each has at least `min_words` words,
 under URLs of one made-up site. Every record carries metadata["planted"]:
 
-| planted          | what it is                                          | the step that should act |
-|------------------|-----------------------------------------------------|--------------------------|
-| page             | a page of world documents                           | none: kept               |
-| html             | a page served as HTML with a menu and a footer      | html: kept, as text      |
-| pii              | a page with an e-mail address and a phone number    | pii: kept, masked        |
-| duplicate        | an exact copy of an earlier page at another URL     | exact_dedup              |
-| near_duplicate   | a copy of an earlier page with a date line added    | minhash_dedup            |
-| foreign          | a paragraph in German, French or Spanish            | language                 |
-| spam             | one advertising line repeated                       | gopher_repetition        |
-| stub             | a few menu words                                    | gopher_quality           |
-| blocked_url      | a page under a URL with a banned word               | url                      |
+| planted        | what it is                                        | the step that should act |
+|----------------|---------------------------------------------------|--------------------------|
+| page           | a page of world documents                         | none: kept               |
+| html           | a page served as HTML with a menu and a footer    | html: kept, as text      |
+| pii            | a page with an e-mail address and a phone number  | pii: kept, masked        |
+| duplicate      | an exact copy of an earlier page at another URL   | exact_dedup              |
+| near_duplicate | a copy of an earlier page with a date line added  | minhash_dedup            |
+| foreign        | a paragraph in German, French or Spanish          | language                 |
+| spam           | one advertising line repeated                     | gopher_repetition        |
+| stub           | a few menu words                                  | gopher_quality           |
+| blocked_url    | a page under a URL with a banned word             | url                      |
 
 Copies always come after their original, so dedup (which keeps the first of a group) drops the
 copy. `check(records_in, kept_ids)` compares the cleaned output with the labels.
@@ -116,8 +116,9 @@ def make_crawl(documents: Sequence[str], seed: int = 0, *, min_words: int = 80,
 
 
 def check(records_in: Iterable[dict], kept_ids: Iterable[str]) -> dict:
-  """Per planted kind of records_in: pages in, kept (their ids among kept_ids) and the fraction; plus "content_kept" (kept / in over
-  the kinds that should stay) and "junk_removed" (dropped / in over the kinds that should go)."""
+  """Per planted kind of records_in: pages in, kept (their ids among kept_ids) and the
+  fraction; plus "content_kept" (kept / in over the kinds that should stay) and "junk_removed"
+  (dropped / in over the kinds that should go)."""
   planted = {r["id"]: r["metadata"]["planted"] for r in records_in}
   total = Counter(planted.values())
   kept = Counter(planted[i] for i in kept_ids if i in planted)

@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grain
-from absl import flags
 import numpy as np
+from absl import flags
 
 from jaxllm.errors import ConfigError
 

@@ -4,7 +4,7 @@ A record {"prompt", "chosen", "rejected", "margin"?} becomes one row holding bot
 the same prompt, each rendered with the chat template (jaxllm/data/chat.py) and right-padded to
 seq_len:
 
-  chosen_tokens, rejected_tokens      int32 [L]   <|bos|>...<|im_start|>assistant\\n reply <|im_end|>
+  chosen_tokens, rejected_tokens      int32 [L]   <|bos|>...assistant\\n reply <|im_end|>
   chosen_valid, rejected_valid        int32 [L]   1 on real tokens, 0 on padding
   chosen_loss_mask, rejected_loss_mask float32 [L] 1 on the reply's tokens (and its <|im_end|>)
   margin float32 [], pair_weight float32 [] (1; 0 on the padding rows of eval batches),

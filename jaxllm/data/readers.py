@@ -116,7 +116,8 @@ def iter_jsonl(path, counts: ReadCounts, *,
         else:
           raise UserError(f"{path}:{line_no}: {problem}; {_SKIP_HINT}.")
   except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt gzip, unreadable file
-    raise UserError(f"{path}:{line_no + 1}: cannot read ({e}); re-create or remove the file.") from e
+    raise UserError(f"{path}:{line_no + 1}: cannot read ({e}); re-create or remove the "
+                    "file.") from e
 
 
 def _split_txt(text: str, separator: str | None) -> list[str]:
@@ -151,7 +152,8 @@ def _emit(doc: Document, counts: ReadCounts) -> Document | None:
 
 
 def iter_documents(path, counts: ReadCounts, *, text_field: str = "text",
-                   separator: str | None = None, skip_malformed: bool = False) -> Iterator[Document]:
+                   separator: str | None = None,
+                   skip_malformed: bool = False) -> Iterator[Document]:
   """Documents of one file, by extension: .txt, .jsonl(.gz) (`text_field`), .html/.htm (raw)."""
   path = pathlib.Path(path)
   suffix = _suffix(path)

@@ -26,8 +26,8 @@ import numpy as np
 
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import UserError
-from jaxllm.objectives import preference
 from jaxllm.inference.sampler import POWERS_OF_TWO, Sampler, bucket
+from jaxllm.objectives import preference
 
 _OCCUPATIONS = ("baker", "doctor", "teacher", "farmer", "nurse", "builder")
 DEFAULT_TEMPLATES = tuple(

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxllm.data import preferences
 from jaxllm.errors import UserError
-from jaxllm.inference.sampler import POWERS_OF_TWO, mesh_context, bucket
+from jaxllm.inference.sampler import POWERS_OF_TWO, bucket, mesh_context
 
 
 def conversation_ids(tokenizer, messages: Sequence[dict]) -> list[int]:

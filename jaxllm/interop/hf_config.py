@@ -1,4 +1,5 @@
-"""Hugging Face config.json <-> ModelConfig, for the Llama, Mistral, Qwen2, Qwen3 and GPT-2 families.
+"""Hugging Face config.json <-> ModelConfig, for the Llama, Mistral, Qwen2, Qwen3 and GPT-2
+families.
 
 What each family adds to the Llama shape (RMSNorm, SwiGLU, rope, no biases):
   mistral  sliding-window attention (`sliding_window`; null in v0.2+, which is Llama-shaped)

@@ -153,8 +153,8 @@ def _check_reloaded_tokenizer(tokenizer: Tokenizer, dst: pathlib.Path, model_typ
   if differs or added or reloaded.vocab_size != tokenizer.vocab_size:
     raise UserError(f"{dst}: transformers would not tokenize the export as this run does "
                     f"(model_type {model_type!r} makes it rebuild the tokenizer; "
-                    f"{differs[:2] or added} differ); export as a family whose tokenizer.json is read "
-                    "as it is (--family=llama or mistral, where the architecture allows).")
+                    f"{differs[:2] or added} differ); export as a family whose tokenizer.json is "
+                    "read as it is (--family=llama or mistral, where the architecture allows).")
 
 
 def export_run(workdir, dst, *, step: int | None = None, family: str | None = None,

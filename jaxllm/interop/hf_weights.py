@@ -135,7 +135,7 @@ class Checkpoint:
         raise UserError(f"{index}: not a safetensors index (needs a 'weight_map'): {e}") from e
     elif (self.directory / SINGLE_FILE).is_file():
       with safe_open(self.directory / SINGLE_FILE, framework="np") as f:
-        weight_map = {name: SINGLE_FILE for name in f.keys()}
+        weight_map = {name: SINGLE_FILE for name in f.keys()}  # noqa: SIM118 (not a dict)
     else:
       found = sorted(p.name for p in self.directory.glob("*"))[:12]
       raise UserError(f"{self.directory} has neither {SINGLE_FILE} nor {INDEX_FILE} (found "

@@ -65,7 +65,8 @@ class LoraConfig:
     try:
       re.compile(c.targets)
     except re.error as e:
-      raise ConfigError(f"config.lora.targets={c.targets!r} is not a regular expression ({e}).")
+      raise ConfigError(f"config.lora.targets={c.targets!r} is not a regular expression "
+                        f"({e}).") from None
     return cls(rank=int(c.rank), alpha=float(c.alpha), dropout=float(c.dropout),
                targets=str(c.targets), rslora=bool(c.rslora))
 

@@ -21,7 +21,8 @@ from jaxllm.models.lora import LoraModel
 from jaxllm.models.transformer import dense
 
 
-def token_cross_entropy(logits_btv: jax.Array, targets_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
+def token_cross_entropy(logits_btv: jax.Array,
+                        targets_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Per-token -log p(target) and logsumexp(logits), both float32 [B, T]."""
   logits_btv = logits_btv.astype(jnp.float32)
   lse_bt = jax.nn.logsumexp(logits_btv, axis=-1)

@@ -177,7 +177,8 @@ def clipped_surrogate(logp_bt, old_logp_bt, advantages_bt, clip_low: float = 0.2
                    "dual_clip_fraction": dual_bt, "ratio": ratio_bt}
 
 
-def value_loss(values_bt, old_values_bt, returns_bt, clip: float = 0.0) -> tuple[jax.Array, jax.Array]:
+def value_loss(values_bt, old_values_bt, returns_bt,
+               clip: float = 0.0) -> tuple[jax.Array, jax.Array]:
   """Per-token 0.5 (V - R)^2, or with clip > 0 PPO's 0.5 max((V - R)^2, (V_clipped - R)^2) with
   V_clipped within clip of the rollout's value; and where the clipped term is taken."""
   unclipped_bt = jnp.square(values_bt - returns_bt)
@@ -185,7 +186,8 @@ def value_loss(values_bt, old_values_bt, returns_bt, clip: float = 0.0) -> tuple
     return 0.5 * unclipped_bt, jnp.zeros_like(unclipped_bt)
   v_clipped_bt = old_values_bt + jnp.clip(values_bt - old_values_bt, -clip, clip)
   clipped_bt = jnp.square(v_clipped_bt - returns_bt)
-  return 0.5 * jnp.maximum(unclipped_bt, clipped_bt), (clipped_bt > unclipped_bt).astype(jnp.float32)
+  was_clipped_bt = (clipped_bt > unclipped_bt).astype(jnp.float32)
+  return 0.5 * jnp.maximum(unclipped_bt, clipped_bt), was_clipped_bt
 
 
 # ---- the objective --------------------------------------------------------------------------

@@ -20,7 +20,8 @@ def resolve_axis_sizes(sizes: dict[str, int], num_devices: int) -> tuple[int, ..
   if len(free) > 1:
     raise ConfigError(f"config.mesh: only one axis may be -1, got {free}; set the others.")
   if any(v == 0 or v < -1 for v in values):
-    raise ConfigError(f"config.mesh sizes must be positive or -1, got {dict(zip(MESH_AXES, values))}.")
+    raise ConfigError(f"config.mesh sizes must be positive or -1, got "
+                      f"{dict(zip(MESH_AXES, values))}.")
   fixed = math.prod(v for v in values if v != -1)
   if free:
     if num_devices % fixed:

@@ -1,11 +1,13 @@
 """Logical axis rules, and placing parameters and batches on the mesh."""
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 # Logical axis -> mesh axes. Parameters: `embed` is split over fsdp (ZeRO-3 style), heads, mlp
 # and vocab over tensor (Megatron style). Activations (`act_*`): batch over data and fsdp.

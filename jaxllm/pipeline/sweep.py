@@ -21,9 +21,10 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import ml_collections
 from absl import flags
@@ -31,8 +32,8 @@ from ml_collections import config_flags
 from ml_collections.config_flags import config_path
 
 from jaxllm import config as config_lib
-from jaxllm.train import metrics as metrics_lib
 from jaxllm.errors import ConfigError, UserError
+from jaxllm.train import metrics as metrics_lib
 
 # The stage script of each configs/ folder.
 STAGE_SCRIPTS = {"pretrain": "pretrain.py", "sft": "sft.py", "dpo": "dpo.py",

@@ -133,7 +133,8 @@ class RolloutSource:
     if s.advantage not in policy.ADVANTAGES:
       raise ConfigError(f"config.rl.advantage={s.advantage!r} is not one of {policy.ADVANTAGES}.")
     self.settings, self.tokenizer, self.rewards = s, tokenizer, rewards
-    self.sampler, self.to_lm, self.logps_fn, self.ref_logps_fn = sampler, to_lm, logps_fn, ref_logps_fn
+    self.sampler, self.to_lm = sampler, to_lm
+    self.logps_fn, self.ref_logps_fn = logps_fn, ref_logps_fn
     self.mesh, self.chunk_rows = mesh, chunk_rows
     self.records, self.prompts, self.too_long = encode_prompts(
         tokenizer, records, s.seq_len - s.max_new_tokens)

@@ -32,7 +32,8 @@ MANIFEST = "jaxllm_manifest.json"
 _DAMAGE_MARKERS = ("DATA_LOSS", "OUT_OF_RANGE")
 
 
-def make_manager(directory: str | Path, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
+def make_manager(directory: str | Path, keep: int,
+                 async_save: bool = True) -> ocp.CheckpointManager:
   """Keeps the newest `keep` checkpoints under `directory`, one subfolder per step."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=async_save)

@@ -5,7 +5,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-
 from jaxllm.errors import UserError
 from jaxllm.models.config import ModelConfig
 
@@ -46,7 +45,8 @@ def matmul_params(cfg: ModelConfig) -> int:
 def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   """6 N + 12 L T (heads x head_dim): forward + backward, attention counted over the full T x T
   score matrix as in the PaLM paper (appendix B); N from matmul_params."""
-  return 6 * matmul_params(cfg) + 12 * cfg.num_layers * seq_len * cfg.num_heads * cfg.resolved_head_dim
+  attention = 12 * cfg.num_layers * seq_len * cfg.num_heads * cfg.resolved_head_dim
+  return 6 * matmul_params(cfg) + attention
 
 
 def add_std(values: dict[str, float]) -> dict[str, float]:
@@ -110,8 +110,8 @@ class MetricWriter:
     for path in (self.path, self.perf_path):
       if path.exists():
         lines = path.read_text().splitlines()
-        kept = [l for l in lines if _step_of(l) is not None and _step_of(l) <= step]
-        path.write_text("".join(l + "\n" for l in kept))
+        kept = [ln for ln in lines if _step_of(ln) is not None and _step_of(ln) <= step]
+        path.write_text("".join(ln + "\n" for ln in kept))
         if path == self.path:
           dropped = len(lines) - len(kept)
     return dropped

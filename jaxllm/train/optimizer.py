@@ -26,7 +26,8 @@ def learning_rate_schedule(opt_config, num_steps: int) -> optax.Schedule:
   elif opt_config.schedule == "constant":
     decay = optax.constant_schedule(lr)
   else:
-    raise ConfigError(f"config.optimizer.schedule={opt_config.schedule!r} is not one of {SCHEDULES}.")
+    raise ConfigError(f"config.optimizer.schedule={opt_config.schedule!r} is not one of "
+                      f"{SCHEDULES}.")
   if warmup <= 0:
     return decay
   warm = optax.linear_schedule(lr / warmup, lr, max(warmup - 1, 1))

@@ -22,7 +22,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxllm.data import preferences
 from jaxllm.objectives.preference import reference_logps
@@ -85,12 +86,14 @@ def load_or_compute(workdir, settings: dict, compute) -> dict[str, float]:
   return table
 
 
-def for_run(config, workdir, model, params: Any, tokenizer) -> Callable[[Sequence[Any]], dict[str, float]]:
+def for_run(config, workdir, model, params: Any,
+            tokenizer) -> Callable[[Sequence[Any]], dict[str, float]]:
   """sources -> the reference table of a run: `model` with `params` (the init run's), placed
   on the run's mesh; batches of config.train.batch_size / microbatches pairs."""
   def table(sources: Sequence[Any]) -> dict[str, float]:
     seq_len = config.data.seq_len
-    settings = {"init": config.init.checkpoint or config.init.get("hf_path", ""), "step": config.init.step, "seq_len": seq_len,
+    settings = {"init": config.init.checkpoint or config.init.get("hf_path", ""),
+                "step": config.init.step, "seq_len": seq_len,
                 "vocab_size": tokenizer.vocab_size,
                 "sources": [[s.name, s.split, len(s)] for s in sources]}
 

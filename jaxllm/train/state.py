@@ -4,7 +4,8 @@ state = {"step": int32[], "params": ..., "opt_state": ..., "nonfinite_streak": i
          "nonfinite_total": int32[]}
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

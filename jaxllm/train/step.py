@@ -5,7 +5,8 @@ are bound to the model inside the trace (`model.with_frozen(frozen)`), get no gr
 optimizer state, and are never donated.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,5 @@
-"""The crawl: pages reach min_words, junk is labelled and comes after its originals, check counts."""
+"""The crawl: pages reach min_words, junk is labelled and comes after its originals, check
+counts."""
 
 from collections import Counter
 

@@ -33,7 +33,8 @@ def test_vocab_size_zero_follows_the_tokenizer(tiny_config):
 
 def _corpus(directory, n=300):
   directory.mkdir()
-  words = "the quick brown fox jumps over a lazy dog while seven cats watch quietly".split()
+  words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven",
+           "cats", "watch", "quietly"]
   for part in range(2):
     with open(directory / f"part{part}.jsonl", "w") as f:
       for i in range(n):

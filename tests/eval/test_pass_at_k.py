@@ -8,7 +8,8 @@ import pytest
 from jaxllm.eval.pass_at_k import mean_pass_at_k, pass_at_k
 
 
-@pytest.mark.parametrize("n,c,k", [(5, 2, 1), (5, 2, 2), (5, 2, 3), (6, 1, 4), (4, 0, 2), (4, 4, 1)])
+@pytest.mark.parametrize("n,c,k", [(5, 2, 1), (5, 2, 2), (5, 2, 3), (6, 1, 4), (4, 0, 2),
+                                   (4, 4, 1)])
 def test_matches_the_share_of_k_subsets_with_a_right_sample(n, c, k):
   samples = [True] * c + [False] * (n - c)
   subsets = list(itertools.combinations(range(n), k))

@@ -1,4 +1,5 @@
-"""The eval harness: which suites apply to which run, and the qa-derived numbers on fixed replies."""
+"""The eval harness: which suites apply to which run, and the qa-derived numbers on fixed
+replies."""
 
 import ml_collections
 import pytest

@@ -59,7 +59,7 @@ def test_label_samples_once_serves_exports_and_names_bad_lines(pretrained_run, t
   exported = run_script("label.py", f"--workdir={run}", "--export", f"--out={out}",
                         "--ties=keep")
   assert exported.returncode == 0, exported.stderr
-  pairs = [json.loads(l) for l in out.read_text().splitlines()]
+  pairs = [json.loads(ln) for ln in out.read_text().splitlines()]
   strict = [p for p in pairs if not p.get("tie")]
   assert len(strict) == 2 and {p["labeler"] for p in strict} == {"ann", "bob"}
   assert all(p["chosen"] == items[0].responses[1] for p in strict)

@@ -72,7 +72,8 @@ def test_lora_dpo_on_policy_pairs_in_step_reference_noisy_annotator(pretrained_r
   assert done.returncode == 0, done.stderr
   assert "simulated annotator (noise 0.3" in done.stdout and "trainable parameters" in done.stdout
   assert not (workdir / "reference_logps.json").exists()
-  pairs = [json.loads(l) for l in (workdir / "on_policy" / "train.jsonl").read_text().splitlines()]
+  lines = (workdir / "on_policy" / "train.jsonl").read_text().splitlines()
+  pairs = [json.loads(ln) for ln in lines]
   summary = json.loads((workdir / "on_policy" / "summary.json").read_text())
   assert summary["questions"] == 6 and summary["samples"] == 12 and len(pairs) == summary["pairs"]
   assert all(p["prompt"][-1]["role"] == "user" and p["chosen"] != p["rejected"] for p in pairs)

@@ -115,7 +115,8 @@ def test_sigkill_at_a_random_point_then_same_command_is_bit_identical(full_run, 
 
 
 @pytest.mark.parametrize("override,message", [
-    ("--config.model.num_kv_heads=3", "num_heads=4 is not divisible by config.model.num_kv_heads=3"),
+    ("--config.model.num_kv_heads=3",
+     "num_heads=4 is not divisible by config.model.num_kv_heads=3"),
     ("--config.mesh.tensor=3", "config.mesh"),
     ("--config.data.source=nowhere/*.jsonl", "input glob 'nowhere/*.jsonl' matches no files"),
     ("--config.train.device_memory_gib=0.0001", "it would run out of memory. Lower it with "
@@ -124,8 +125,8 @@ def test_sigkill_at_a_random_point_then_same_command_is_bit_identical(full_run, 
     ("--config.trian.num_steps=3", "--config.trian.num_steps: config has no field 'trian' (did you "
      "mean 'train'?)"),
     ("--config.train.nonexistent=1", "config.train has no field 'nonexistent'; its fields: "),
-    ("--config=configs/pretrain/nope.py", "--config: the config file cannot be loaded ([Errno 2] No "
-     "such file"),
+    ("--config=configs/pretrain/nope.py",
+     "--config: the config file cannot be loaded ([Errno 2] No such file"),
     ("--config=configs/pretrain/llama_125m.py:steps=x", "config argument 'steps=x': steps takes a "
      "int"),
 ])

@@ -52,7 +52,8 @@ def test_rag_sft_writes_its_conversations(pretrained_run, tmp_path):
 
 def test_sft_without_init_is_a_clear_error(tmp_path):
   done = run_script("sft.py", "--config=configs/sft/tiny.py", f"--workdir={tmp_path}")
-  assert done.returncode == 2 and "config.init.checkpoint and config.init.hf_path are empty" in done.stderr
+  assert done.returncode == 2
+  assert "config.init.checkpoint and config.init.hf_path are empty" in done.stderr
 
 
 def _saved_params(checkpoint_dir):

@@ -14,8 +14,15 @@ import numpy as np
 import pytest
 import tokenizers
 import transformers
-from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
-from tokenizers import trainers
+from tokenizers import (
+  AddedToken,
+  decoders,
+  models,
+  normalizers,
+  pre_tokenizers,
+  processors,
+  trainers,
+)
 
 from jaxllm.data import chat
 from jaxllm.data.tokenizer import Tokenizer

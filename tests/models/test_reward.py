@@ -8,8 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxllm.models import Transformer, get_size
-from jaxllm.models import reward
+from jaxllm.models import Transformer, get_size, reward
 from jaxllm.train.state import unbox
 
 CFG = dataclasses.replace(get_size("tiny"), vocab_size=64, tie_embeddings=False)

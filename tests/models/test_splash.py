@@ -80,6 +80,7 @@ def test_splash_refuses_lengths_it_cannot_tile():
 def test_splash_under_a_mesh_runs_per_shard_and_matches():
   """Batch over data x fsdp and heads over tensor: shard_map gives each device its block."""
   import flax.linen as nn
+
   from jaxllm.config import DEFAULT_RULES
   from jaxllm.parallel import make_mesh, rules_from_config
   mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer, get_size, rope, transformer
 from jaxllm.models.config import ModelConfig
-from jaxllm.errors import ConfigError
 
 LLAMA = get_size("tiny")
 GPT2 = dataclasses.replace(get_size("gpt2-124m"), vocab_size=97, num_layers=2, d_model=32,
@@ -112,15 +112,17 @@ def test_llama3_rope_scaling_matches_reference_formula():
 def test_parameter_counts(name, expected):
   for scan in (False, True):
     cfg = get_size(name, scan_layers=scan)
-    shapes = jax.eval_shape(lambda r: Transformer(cfg).init(r, jnp.zeros((1, 8), jnp.int32)),
-                            jax.random.key(0))
+    shapes = jax.eval_shape(
+        lambda r, cfg=cfg: Transformer(cfg).init(r, jnp.zeros((1, 8), jnp.int32)),
+        jax.random.key(0))
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == expected
 
 
 def test_every_parameter_has_logical_axis_names():
   for cfg in (LLAMA, GPT2, dataclasses.replace(LLAMA, scan_layers=True, tie_embeddings=False)):
-    boxed = jax.eval_shape(lambda r: Transformer(cfg).init(r, jnp.zeros((1, 8), jnp.int32)),
-                           jax.random.key(0))
+    boxed = jax.eval_shape(
+        lambda r, cfg=cfg: Transformer(cfg).init(r, jnp.zeros((1, 8), jnp.int32)),
+        jax.random.key(0))
     for leaf in jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata)):
       assert isinstance(leaf, nn.LogicallyPartitioned)
       assert len(leaf.names) == leaf.value.ndim

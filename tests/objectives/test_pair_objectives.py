@@ -123,7 +123,11 @@ def test_prompt_and_padding_never_count(tok, params):
   model = WithReference(Transformer(CFG)).with_frozen(jax.tree.map(lambda x: 0.9 * x, params))
   base = _loss(params, batch, model)
   assert _loss(params, noisy, model)[0] == pytest.approx(base[0], rel=1e-6)
-  assert _loss(params, padded, model) == pytest.approx(base, rel=1e-6)
+  padded_loss, padded_metrics = _loss(params, padded, model)
+  assert padded_loss == pytest.approx(base[0], rel=1e-6)
+  assert padded_metrics.keys() == base[1].keys()
+  for key, value in base[1].items():
+    assert padded_metrics[key] == pytest.approx(value, rel=1e-6), key
 
 
 @pytest.mark.parametrize("loss_type,smoothing", [("dpo", 0.0), ("dpo", 0.2), ("dpop", 0.0),

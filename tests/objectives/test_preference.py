@@ -96,7 +96,7 @@ def test_dpop_stops_the_chosen_log_prob_falling_with_the_rejected():
   rc, rr = jnp.array([-4.0]), jnp.array([-5.0])
   for loss_fn, flat in ((lambda d: preference.dpo_loss(rc + d, rr + d, rc, rr)[0], True),
                         (lambda d: preference.dpop_loss(rc + d, rr + d, rc, rr)[0], False)):
-    grad = jax.grad(lambda d: loss_fn(d).sum())(jnp.array([-0.5]))
+    grad = jax.grad(lambda d, f=loss_fn: f(d).sum())(jnp.array([-0.5]))
     assert (abs(float(grad[0])) < 1e-7) == flat
 
 

@@ -66,7 +66,7 @@ def test_four_microbatches_equal_the_full_batch_with_uneven_assistant_lengths():
   micro = step_lib.split_microbatches(batch, 4)
   means = []
   for i in range(4):
-    mb = jax.tree.map(lambda x: x[i], micro)
+    mb = jax.tree.map(lambda x, i=i: x[i], micro)
     total, metrics = lm.lm_loss(params, mb, None, Transformer(CFG))
     means.append(float(total / metrics["weight"]))
   assert abs(np.mean(means) - full_loss) > 1e-4  # 100x the tolerance above

@@ -13,7 +13,8 @@ import numpy as np
 
 from jaxllm.models.config import ModelConfig
 from jaxllm.models.transformer import Transformer
-from jaxllm.train import checkpoint, state as state_lib
+from jaxllm.train import checkpoint
+from jaxllm.train import state as state_lib
 from tests.helpers import ROOT, read_metrics
 
 # FSDP over all 8 devices, so each process holds and writes half of every parameter.

@@ -42,7 +42,7 @@ def test_tiny_pipeline_end_to_end_then_resume(tmp_path):
   assert check["junk_removed"] == 1.0 and check["content_kept"] > 0.5
   assert (workdir / "tokenizer" / "tokenizer.json").is_file()
   for stage in TRAINING:
-    rows = [json.loads(l) for l in (workdir / stage / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(ln) for ln in (workdir / stage / "metrics.jsonl").read_text().splitlines()]
     assert any(r["step"] == 4 and "train/loss" in r for r in rows), stage
     result = json.loads((workdir / stage / "eval.json").read_text())
     assert result["step"] == 4 and result["metrics"], stage

@@ -237,8 +237,8 @@ def test_failed_points_are_recorded_and_complete_ones_skipped(tmp_path):
   assert [r["status"] for r in rows] == ["ok", "failed", "skipped"]
   assert [r["eval/loss"] for r in rows] == ["1.001", "", "0.5"]
   assert "boom: lr too high" in (out / "001-optimizer.lr=0.01" / "log.txt").read_text()
-  assert any("failed (exit 3)" in l and "boom" in l for l in lines)
-  assert any("best (min eval/loss): 002-optimizer.lr=0.002" in l for l in lines)
+  assert any("failed (exit 3)" in ln and "boom" in ln for ln in lines)
+  assert any("best (min eval/loss): 002-optimizer.lr=0.002" in ln for ln in lines)
   assert (out / "sweep.png").is_file()
 
   # Fixed: the rerun runs only the failed point (the interpreter must not start for the others).

@@ -92,7 +92,7 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_run_redoes_its_steps(
 
 def test_the_memory_guard_stops_before_the_first_step(tiny_config, tmp_path, capsys):
   pretrain.run(tiny_config, tmp_path / "fits")
-  line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("memory per"))
+  line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("memory per"))
   used_mib = float(line.split(": ")[1].split(" MiB")[0])
   assert 0 < used_mib < 100 and "temporaries" in line and " GiB" in line  # of the host's share
   tiny_config.train.device_memory_gib = used_mib / 2 / 1024

@@ -23,8 +23,9 @@ def test_timings_go_to_perf_jsonl_and_resume_truncates_both(tmp_path):
                         "time/sample_seconds": 0.5})
   writer.write(3, {"eval/loss": float("nan")})
   writer.close()
-  assert read_metrics(tmp_path) == [{"step": 1, "train/loss": 1.0}, {"step": 2, "train/loss": 0.5},
-                                    {"step": 3, "train/loss": 1 / 3}, {"step": 3, "eval/loss": "nan"}]
+  assert read_metrics(tmp_path) == [
+      {"step": 1, "train/loss": 1.0}, {"step": 2, "train/loss": 0.5},
+      {"step": 3, "train/loss": 1 / 3}, {"step": 3, "eval/loss": "nan"}]
   assert [m["perf/tokens_per_second"] for m in read_metrics(tmp_path, "perf.jsonl")] == [
       100.0, 200.0, 300.0]
   assert MetricWriter(tmp_path).truncate_after(1) == 3

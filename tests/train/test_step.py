@@ -11,7 +11,7 @@ from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer, get_size
 from jaxllm.objectives import lm
-from jaxllm.parallel import make_mesh, global_batch, rules_from_config
+from jaxllm.parallel import global_batch, make_mesh, rules_from_config
 from jaxllm.train import optimizer as optimizer_lib
 from jaxllm.train import state as state_lib
 from jaxllm.train import step as step_lib

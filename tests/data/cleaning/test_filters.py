@@ -13,7 +13,6 @@ from jaxllm.data.readers import Document
 from jaxllm.errors import ConfigError
 from tests.data.cleaning.texts import FRENCH, GERMAN, english_doc
 
-
 # The word tokens, defined by one regex (filters.split_words computes them faster).
 WORD_PATTERN = r"\w+(?:['’]\w+)*|[^\w\s]+"
 
@@ -196,7 +195,7 @@ def test_gopher_repetition_duplicated_ngrams_match_a_direct_implementation():
   rng = random.Random(2)
   f = filters.GopherRepetitionFilter(top_n_grams=())
   reasons = collections.Counter()
-  for i in range(400):
+  for _ in range(400):
     words = [f"w{rng.randrange(10 ** 6)}" for _ in range(rng.randrange(20, 120))]
     for _ in range(rng.randrange(1, 4)):  # repeat a few runs of 5 to 12 words
       start, length = rng.randrange(len(words)), rng.choice([5, 5, 6, rng.randrange(5, 13)])

@@ -38,7 +38,8 @@ def _write_inputs(tmp_path):
   a = [{"text": english_doc(0), "url": "https://news.example/a", "id": "keep-0"},
        {"text": english_doc(1), "id": "keep-1"},
        {"text": GERMAN + " " + GERMAN, "id": "german"},  # language
-       {"text": english_doc(0).replace(".", "!").replace(" the ", " The  "), "id": "dup-0"},  # exact
+       {"text": english_doc(0).replace(".", "!").replace(" the ", " The  "),  # exact
+        "id": "dup-0"},
        {"text": " ".join(near), "id": "near-1"},  # minhash dedup
        {"text": "Too short to keep.", "id": "short"},  # gopher_repetition (top_2_gram)
        {"text": english_doc(2), "url": "http://www.blocked.example/x", "id": "blocked"},  # url

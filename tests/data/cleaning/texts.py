@@ -30,9 +30,9 @@ def english_doc(seed: int, sentences: int = 12) -> str:
 
 GERMAN = ("Die Stadt liegt an einem breiten Fluss, und im Sommer kommen viele Besucher, um die "
           "alten Häuser und die Brücken zu sehen. Am Abend sitzen die Leute in den Gärten, trinken "
-          "Wein und sprechen über das Wetter, die Arbeit und ihre Familien. Im Winter ist es ruhig, "
-          "und nur wenige Geschäfte haben lange geöffnet.")
-FRENCH = ("La ville se trouve au bord d'une large rivière, et en été de nombreux visiteurs viennent "
-          "voir les vieilles maisons et les ponts. Le soir, les habitants s'assoient dans les "
-          "jardins, boivent du vin et parlent du temps, du travail et de leurs familles. En hiver, "
-          "tout est calme et peu de magasins restent ouverts tard.")
+          "Wein und sprechen über das Wetter, die Arbeit und ihre Familien. Im Winter ist es "
+          "ruhig, und nur wenige Geschäfte haben lange geöffnet.")
+FRENCH = ("La ville se trouve au bord d'une large rivière, et en été de nombreux visiteurs "
+          "viennent voir les vieilles maisons et les ponts. Le soir, les habitants s'assoient dans "
+          "les jardins, boivent du vin et parlent du temps, du travail et de leurs familles. En "
+          "hiver, tout est calme et peu de magasins restent ouverts tard.")
