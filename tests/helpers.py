@@ -3,6 +3,8 @@
 import functools
 from pathlib import Path
 
+import jax
+
 from jaxllm import config as config_lib
 from jaxllm.train.metrics import read_metrics  # noqa: F401  (tests import it from here)
 
@@ -14,6 +16,15 @@ def load_script(name: str):
   """Imports experiments/<name>.py as a module (the scripts are not a package); once, since a
   script defines absl flags."""
   return config_lib.import_file(ROOT / "experiments" / f"{name}.py")
+
+
+def scaled_gradients(loss_fn, factor: float):
+  """`loss_fn` whose loss and metrics are unchanged but whose gradients are `factor` times
+  larger: a deliberate break for tests that claim two ways of computing gradients agree."""
+  def scaled(params, batch, rng, model, **kwargs):
+    loss, metrics = loss_fn(params, batch, rng, model, **kwargs)
+    return loss + (factor - 1.0) * (loss - jax.lax.stop_gradient(loss)), metrics
+  return scaled
 
 
 def train_losses(workdir) -> dict[int, float]:

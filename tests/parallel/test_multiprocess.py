@@ -56,11 +56,13 @@ def _finish(procs) -> list[str]:
 
 
 def _losses(workdir) -> dict[str, dict[int, float]]:
-  out = {"train": {}, "eval": {}}
+  """Every logged train and eval loss, and the train gradient norm, by step."""
+  out = {"train": {}, "eval": {}, "grad_norm": {}}
+  keys = {"train": "train/loss", "eval": "eval/loss", "grad_norm": "train/grad_norm"}
   for m in read_metrics(workdir):
-    for kind in out:
-      if f"{kind}/loss" in m:
-        out[kind][m["step"]] = m[f"{kind}/loss"]
+    for kind, key in keys.items():
+      if key in m:
+        out[kind][m["step"]] = m[key]
   return out
 
 
@@ -78,11 +80,14 @@ def test_two_processes_train_like_one_and_hand_over_to_one(tmp_path):
   assert "8 cpu devices, 2 processes" in outs[0]
   assert "8 cpu devices, 1 processes" in outs[2]
 
-  # Every step's loss, the evals and the final parameters: the same global batches (two data
-  # shards, one per process there, both in one process here) give the same training. Only the
-  # order of the cross-process gradient sums may differ, hence the tolerance.
+  # Every step's loss and gradient norm, the evals and the final parameters: the same global
+  # batches (two data shards, one per process there, both in one process here) give the same
+  # training. Only the order of the cross-process gradient sums may differ, hence the tolerance.
+  # The gradient norms are what would show a wrong scale of the summed gradients (AdamW and
+  # clipping cancel a constant one in the params).
   assert sorted(_losses(two)["train"]) == list(range(1, 7))
-  for kind in ("train", "eval"):
+  assert sorted(_losses(two)["grad_norm"]) == list(range(1, 7))
+  for kind in ("train", "eval", "grad_norm"):
     assert _losses(two)[kind].keys() == _losses(one)[kind].keys()
     np.testing.assert_allclose(list(_losses(two)[kind].values()),
                                list(_losses(one)[kind].values()), rtol=1e-5)

@@ -174,6 +174,11 @@ def test_lora_sft_sharded_and_resumed_matches(tiny_config, tmp_path):
   full_losses = train_losses(tmp_path / "full")
   np.testing.assert_allclose(list(train_losses(tmp_path / "dp").values()),
                              list(full_losses.values()), rtol=2e-5)
+  # The gradients themselves (AdamW would cancel a wrong constant scale in the params).
+  grad_norms = {name: [m["train/grad_norm"] for m in read_metrics(tmp_path / name)
+                       if "train/grad_norm" in m] for name in ("full", "dp")}
+  assert len(grad_norms["full"]) == 8
+  np.testing.assert_allclose(grad_norms["dp"], grad_norms["full"], rtol=1e-5)
   assert full_losses[8] < full_losses[1]
   for a, b in zip(_params(full), _params(data_parallel)):
     np.testing.assert_allclose(a, b, atol=1e-5)

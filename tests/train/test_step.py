@@ -1,10 +1,13 @@
-"""The train step: overfitting, gradient accumulation, sharding equivalence, one compile."""
+"""The train step: overfitting, gradient accumulation and sharding give the gradients of one
+device and one batch (checked on the gradients themselves, and shown to catch a scaled one), one
+compile, non-finite skips, epochs x minibatches."""
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxllm import config as config_lib
@@ -15,6 +18,7 @@ from jaxllm.parallel import global_batch, make_mesh, rules_from_config
 from jaxllm.train import optimizer as optimizer_lib
 from jaxllm.train import state as state_lib
 from jaxllm.train import step as step_lib
+from tests.helpers import scaled_gradients
 
 CFG = get_size("tiny")
 
@@ -27,7 +31,9 @@ def _batch(batch_size=8, seq_len=16, seed=0, vocab=CFG.vocab_size):
   return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": mask}
 
 
-def _setup(mesh_sizes=None, devices=None, opt=None, microbatches=1, cfg=CFG, num_steps=100):
+def _setup(mesh_sizes=None, devices=None, opt=None, microbatches=1, cfg=CFG, num_steps=100,
+           loss_fn=lm.lm_loss, tx=None):
+  """(mesh, rules, state, jitted step): AdamW from the pretraining config unless `tx` is given."""
   config = config_lib.pretrain_config("tiny")
   if opt:
     config.optimizer.update(opt)
@@ -35,46 +41,79 @@ def _setup(mesh_sizes=None, devices=None, opt=None, microbatches=1, cfg=CFG, num
   mesh = make_mesh(mesh_config, devices=devices)
   rules = rules_from_config(config.mesh.rules)
   model = Transformer(cfg)
-  tx = optimizer_lib.make_optimizer(config.optimizer, num_steps)
+  tx = tx or optimizer_lib.make_optimizer(config.optimizer, num_steps)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     _, shardings = state_lib.state_shardings(model, tx, mesh, rules, 16)
     state = state_lib.create_state(model, tx, jax.random.key(0), shardings, 16)
-    step = jax.jit(step_lib.make_train_step(lm.lm_loss, model, tx, None, microbatches),
+    step = jax.jit(step_lib.make_train_step(loss_fn, model, tx, None, microbatches),
                    out_shardings=(shardings, None), donate_argnums=(0,))
   return mesh, rules, state, step
 
 
 def _run(mesh, rules, state, step, batches):
-  losses = []
+  """Runs the batches; returns the final state, the losses and the gradient norms."""
+  losses, grad_norms = [], []
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     for b in batches:
       state, metrics = step(state, global_batch(b, mesh), jax.random.key(1))
       losses.append(float(metrics["loss"]))
-  return state, losses
+      grad_norms.append(float(metrics["grad_norm"]))
+  return state, losses, grad_norms
+
+
+SGD_LR = 1e4  # large, so the change dwarfs the params and float32 rounding in new - old
+
+
+def _sgd_change(batch, **setup):
+  """One plain SGD step (no clipping, no decay): each param's change is -lr x gradient, so a
+  wrong scale of the gradient shows in full, unlike AdamW, which cancels any constant scale."""
+  mesh, rules, state, step = _setup(tx=optax.sgd(SGD_LR), **setup)
+  before = [np.array(x, copy=True) for x in jax.tree.leaves(state["params"])]
+  after, _, grad_norms = _run(mesh, rules, state, step, [batch])
+  change = [(np.asarray(a) - b) / SGD_LR for a, b in zip(jax.tree.leaves(after["params"]), before)]
+  return change, grad_norms[0]
+
+
+def _assert_same_gradients(got, want, rtol=1e-5):
+  """Equal gradient norms and per-parameter SGD changes, relative to their size."""
+  (got_change, got_norm), (want_change, want_norm) = got, want
+  assert got_norm == pytest.approx(want_norm, rel=rtol)
+  for g, w in zip(got_change, want_change):
+    assert np.linalg.norm(g - w) <= rtol * np.linalg.norm(w) + 1e-12
 
 
 def test_tiny_model_overfits_one_batch():
   setup = _setup(devices=jax.devices()[:1], opt=dict(lr=1e-2, warmup_steps=5, weight_decay=0.0))
   batch = _batch(batch_size=4)
-  _, losses = _run(*setup, [batch] * 150)
+  _, losses, _ = _run(*setup, [batch] * 150)
   assert losses[0] > 5.0  # log(320) = 5.77 at init
   assert losses[-1] < 0.1, losses[-10:]
 
 
 def test_gradient_accumulation_four_microbatches_equals_full_batch():
   batch = _batch()
-  full = _run(*_setup(devices=jax.devices()[:1]), [batch])
-  accum = _run(*_setup(devices=jax.devices()[:1], microbatches=4), [batch])
-  np.testing.assert_allclose(full[1], accum[1], rtol=1e-6)
+  one_device = {"devices": jax.devices()[:1]}
+  _assert_same_gradients(_sgd_change(batch, microbatches=4, **one_device),
+                         _sgd_change(batch, **one_device))
+  # Two AdamW steps: the loss, the gradient norm and the params.
+  full = _run(*_setup(**one_device), [batch, _batch(seed=1)])
+  accum = _run(*_setup(microbatches=4, **one_device), [batch, _batch(seed=1)])
+  np.testing.assert_allclose(accum[1], full[1], rtol=1e-6)
+  np.testing.assert_allclose(accum[2], full[2], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(full[0]["params"]), jax.tree.leaves(accum[0]["params"])):
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+SHARDED = {"data": 1, "fsdp": 4, "tensor": 2}
 
 
 def test_fsdp4_tensor2_on_8_devices_equals_one_device():
   assert jax.device_count() == 8, "conftest sets 8 fake CPU devices"
   batch = _batch()
+  _assert_same_gradients(_sgd_change(batch, mesh_sizes=SHARDED),
+                         _sgd_change(batch, devices=jax.devices()[:1]))
   one = _run(*_setup(devices=jax.devices()[:1]), [batch, _batch(seed=1)])
-  mesh, rules, state, step = _setup({"data": 1, "fsdp": 4, "tensor": 2})
+  mesh, rules, state, step = _setup(SHARDED)
   q_kernel = state["params"]["layer_0"]["attn"]["q"]["kernel"]  # logical (embed, heads, head_dim)
   assert q_kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
   assert q_kernel.addressable_shards[0].data.shape == (CFG.d_model // 4, CFG.num_heads // 2,
@@ -85,8 +124,22 @@ def test_fsdp4_tensor2_on_8_devices_equals_one_device():
   assert mu.sharding.spec == q_kernel.sharding.spec
   sharded = _run(mesh, rules, state, step, [batch, _batch(seed=1)])
   np.testing.assert_allclose(sharded[1], one[1], atol=1e-5)
+  np.testing.assert_allclose(sharded[2], one[2], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(sharded[0]["params"]), jax.tree.leaves(one[0]["params"])):
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [4.0, 1.001])
+@pytest.mark.parametrize("side", [{"microbatches": 4, "devices": jax.devices()[:1]},
+                                  {"mesh_sizes": SHARDED}], ids=["accumulated", "sharded"])
+def test_the_equality_checks_fail_on_scaled_gradients(side, factor):
+  """The two tests above compare gradients, not AdamW updates: the accumulated or sharded side
+  with its gradients scaled by 4 (or by 1.001) while its loss stays the same fails them."""
+  batch = _batch()
+  want = _sgd_change(batch, devices=jax.devices()[:1])
+  got = _sgd_change(batch, loss_fn=scaled_gradients(lm.lm_loss, factor), **side)
+  with pytest.raises(AssertionError):
+    _assert_same_gradients(got, want)
 
 
 def test_step_compiles_once():
@@ -107,12 +160,12 @@ def test_non_finite_loss_skips_the_update_and_is_counted():
   before = jax.tree.map(np.asarray, state["params"])
   bad = _batch()
   bad["loss_mask"] = bad["loss_mask"] * np.float32("nan")
-  state, _ = _run(mesh, rules, state, step, [bad, bad])
+  state, _, _ = _run(mesh, rules, state, step, [bad, bad])
   assert int(state["nonfinite_streak"]) == 2 and int(state["nonfinite_total"]) == 2
   assert int(state["step"]) == 2
   for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(before)):
     np.testing.assert_array_equal(a, b)
-  state, losses = _run(mesh, rules, state, step, [_batch()])
+  state, losses, _ = _run(mesh, rules, state, step, [_batch()])
   assert np.isfinite(losses[0]) and int(state["nonfinite_streak"]) == 0
   assert int(state["nonfinite_total"]) == 2
 
