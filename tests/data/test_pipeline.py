@@ -1,4 +1,6 @@
-"""grain pipeline: packing keeps every token once, long documents split, exact resume, sharding."""
+"""grain pipeline: packing keeps every token once, long documents split, exact resume, sharding,
+and shuffling: a seeded order unlike the file's, another each epoch and seed, every record once
+per epoch."""
 
 import collections
 import json
@@ -277,3 +279,45 @@ def test_padded_eval_batches_do_not_depend_on_the_process_count():
       np.testing.assert_array_equal(want[key], np.concatenate([two[0][i][key], two[1][i][key]]))
   total = sum(len(d["text"]) + 1 for d in docs)
   assert sum(b["loss_mask"].sum() for b in one) == total
+
+
+def _record_order(n, shards=0, **kw):
+  """The record ids in the order the batches hold them (rows packing: one record per row)."""
+  records = [{"id": i} for i in range(n)]
+  to_example = lambda r: {"id": np.int32(r["id"])}
+  cfg = _config(packing="rows", prefetch=0, shards=shards, **kw)
+  return np.concatenate([b["id"] for b in pipeline.build([records], to_example, cfg)])
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_shuffling_reorders_each_epoch_and_seed_and_keeps_every_record_once(shards):
+  n, epochs = 48, 3
+  order = _record_order(n, shards, seed=3, num_epochs=epochs)
+  assert len(order) == n * epochs
+  # Each data shard s reads records s, s + shards, ...: follow each shard's own stream.
+  for s in range(shards):
+    stream = order[order % shards == s]
+    per_epoch = stream.reshape(epochs, n // shards)
+    file_order = np.arange(s, n, shards)
+    for epoch in per_epoch:
+      np.testing.assert_array_equal(np.sort(epoch), file_order)  # each record once an epoch
+      assert np.mean(epoch != file_order) > 0.75, epoch  # far from the file order
+    assert all(not np.array_equal(per_epoch[i], per_epoch[j])  # a new order every epoch
+               for i in range(epochs) for j in range(i))
+  other_seed = _record_order(n, shards, seed=4, num_epochs=1)
+  assert np.mean(other_seed != order[:n]) > 0.75
+  assert sorted(other_seed.tolist()) == list(range(n))
+  np.testing.assert_array_equal(_record_order(n, shards, seed=3, num_epochs=1), order[:n])
+  # The control: without shuffle, every shard reads its records in file order.
+  unshuffled = _record_order(n, shards, seed=3, num_epochs=1, shuffle=False)
+  for s in range(shards):
+    np.testing.assert_array_equal(unshuffled[unshuffled % shards == s], np.arange(s, n, shards))
+
+
+def test_training_pipelines_shuffle_with_the_run_seed():
+  from jaxllm import config as config_lib
+  from jaxllm.data import inputs
+  c = config_lib.pretrain_config("tiny")
+  c.seed = 11
+  cfg = inputs.pipeline_config(c)
+  assert cfg.shuffle and cfg.seed == 11

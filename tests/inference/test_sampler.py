@@ -1,4 +1,6 @@
-"""KV-cache sampler: equal to recomputation and to teacher forcing, filters, stops, buckets."""
+"""KV-cache sampler: equal to recomputation and to teacher forcing, filters, stops, buckets; the
+sampling distribution at temperatures 0.7 and 1.5 with top-k and top-p against Hugging Face's
+warpers (temperature, top-k, top-p) written out in numpy; stop tokens end rows exactly there."""
 
 import dataclasses
 
@@ -101,20 +103,91 @@ def test_top_k_top_p_never_sample_outside_the_kept_set(top_k, top_p):
   np.testing.assert_allclose(np.asarray(raw), raw_expected, atol=1e-6)
 
 
+def _hf_logprobs(logits, temperature, top_k, top_p):
+  """log-probs of Hugging Face's sampling distribution for one row, in float64 numpy: the
+  TemperatureLogitsWarper (divide), TopKLogitsWarper (drop scores below the k-th largest) and
+  TopPLogitsWarper (sort ascending, drop the tokens whose cumulative probability is <= 1 - top_p,
+  always keep the most likely) in that order; -inf where a token is filtered out. Also the
+  smallest distance of a cumulative probability from 1 - top_p (to avoid knife edges)."""
+  scores = np.asarray(logits, np.float64) / temperature
+  if top_k > 0:
+    kth = np.sort(scores)[::-1][min(top_k, len(scores)) - 1]
+    scores = np.where(scores < kth, -np.inf, scores)
+  margin = np.inf
+  if top_p < 1.0:
+    ascending = np.argsort(scores, kind="stable")
+    probs = np.exp(scores[ascending] - scores.max())
+    cumulative = np.cumsum(probs / probs.sum())
+    remove = cumulative <= 1.0 - top_p
+    remove[-1] = False
+    margin = np.min(np.abs(cumulative - (1.0 - top_p)))
+    scores[ascending[remove]] = -np.inf
+  kept = np.isfinite(scores)
+  top = scores[kept].max()
+  logp = np.where(kept, scores - top - np.log(np.sum(np.exp(scores[kept] - top))), -np.inf)
+  return logp, margin
+
+
+FILTERS = [(0, 0.6), (10, 0.9), (5, 1.0), (0, 0.95), (25, 0.3)]
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.5])
+@pytest.mark.parametrize("top_k,top_p", FILTERS)
+def test_sampling_distribution_matches_hugging_face_warpers_at_temperature(temperature, top_k,
+                                                                           top_p):
+  rng = np.random.default_rng(1)
+  logits = (rng.normal(size=(6, 48)) * 2.5).astype(np.float32)
+  got = np.asarray(jax.nn.log_softmax(sampler_lib.sampling_logits(
+      jnp.asarray(logits), jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p)),
+      axis=-1))
+  for row in range(len(logits)):
+    want, margin = _hf_logprobs(logits[row], temperature, top_k, top_p)
+    assert margin > 1e-4  # no cumulative probability within float32 rounding of 1 - top_p
+    kept = np.isfinite(want)
+    np.testing.assert_array_equal(got[row] > -1e20, kept, err_msg=f"row {row}")
+    np.testing.assert_allclose(got[row][kept], want[kept], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.7, 0, 0.6), (1.5, 12, 0.8)])
+def test_sampled_tokens_follow_the_tempered_filtered_distribution(temperature, top_k, top_p):
+  rng = np.random.default_rng(2)
+  logits = (rng.normal(size=(40,)) * 2.0).astype(np.float32)
+  want, margin = _hf_logprobs(logits, temperature, top_k, top_p)
+  assert margin > 1e-4
+  rows = 4000
+  tokens, logp, raw = sampler_lib._pick(
+      jnp.broadcast_to(jnp.asarray(logits), (rows, 40)), jax.random.key(11), jnp.arange(rows), 2,
+      jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p))
+  tokens = np.asarray(tokens)
+  assert np.isfinite(want[tokens]).all()  # nothing outside the kept set
+  np.testing.assert_allclose(np.asarray(logp), want[tokens], rtol=1e-5, atol=1e-5)
+  probs = np.exp(want)
+  freq = np.bincount(tokens, minlength=40) / rows  # within about 4.5 standard errors
+  assert np.all(np.abs(freq - probs) <= 4.5 * np.sqrt(probs * (1 - probs) / rows) + 1e-9)
+  raw_want = logits.astype(np.float64) - logits.max()
+  raw_want -= np.log(np.sum(np.exp(raw_want)))  # the model's own distribution: no temperature
+  np.testing.assert_allclose(np.asarray(raw), raw_want[tokens], rtol=1e-5, atol=1e-5)
+
+
 def test_stop_tokens_end_rows_exactly_there_and_max_new_tokens_per_row():
   model, params = _model()
   smp = sampler_lib.Sampler(model, params, PAD)
   free = smp.generate(PROMPTS, 12, temperature=0.0)
-  stop = int(free.tokens[0, 4])  # row 0 stops at its first occurrence of this token
-  first = int(np.flatnonzero(free.tokens[0] == stop)[0])
-  out = smp.generate(PROMPTS, 12, temperature=0.0, stop_tokens=[stop])
-  assert out.lengths[0] == first + 1 and out.stopped[0]
-  assert out.tokens[0, first] == stop and (out.tokens[0, first + 1:] == PAD).all()
-  assert (out.raw_logprobs[0, first + 1:] == 0).all()
-  for b in (1, 2):  # rows without that token run to max_new_tokens
-    if stop not in free.tokens[b]:
-      assert out.lengths[b] == 12 and not out.stopped[b]
-      assert (out.tokens[b] == free.tokens[b]).all()
+  # Greedy decoding with stop tokens repeats the free run token for token until a stop, so
+  # stop tokens taken from that run are certain to come: row 0 stops by step 4, row 2 by step 6,
+  # and row 1, which holds neither, runs to max_new_tokens.
+  stops = [int(free.tokens[0, 4]), int(free.tokens[2, 6])]
+  out = smp.generate(PROMPTS, 12, temperature=0.0, stop_tokens=stops)
+  hits = [np.flatnonzero(np.isin(free.tokens[b], stops)) for b in range(len(PROMPTS))]
+  assert [len(h) > 0 for h in hits] == [True, False, True]  # the case covers both outcomes
+  assert hits[0][0] <= 4 and hits[2][0] <= 6
+  for b in range(len(PROMPTS)):
+    n = int(hits[b][0]) + 1 if len(hits[b]) else 12  # the stop token counts in the length
+    assert out.lengths[b] == n and out.stopped[b] == bool(len(hits[b])), b
+    np.testing.assert_array_equal(out.tokens[b, :n], free.tokens[b, :n])
+    assert (out.tokens[b, n:] == PAD).all() and (out.raw_logprobs[b, n:] == 0).all()
+    np.testing.assert_allclose(out.raw_logprobs[b, :n], free.raw_logprobs[b, :n], atol=1e-6)
+  assert out.tokens[0, out.lengths[0] - 1] in stops and out.tokens[2, out.lengths[2] - 1] in stops
   per_row = smp.generate(PROMPTS, [3, 0, 7], temperature=0.0)
   assert per_row.lengths.tolist() == [3, 0, 7] and per_row.tokens.shape == (3, 7)
   assert (per_row.tokens[0, :3] == free.tokens[0, :3]).all()

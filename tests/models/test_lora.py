@@ -1,8 +1,12 @@
 """LoRA: zero-initialised adapters leave the model unchanged, merging is exact, counts follow the
-formula, only the adapters train (the base is frozen and has no optimizer state)."""
+formula, only the adapters train (the base is frozen and has no optimizer state), and one adapted
+layer of the model computes x W (+ bias) + (alpha / r) x A B (alpha / sqrt(r) with rsLoRA),
+written out in numpy from the param arrays."""
 
 import dataclasses
+import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +16,7 @@ from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer, get_size
 from jaxllm.models import lora as lora_lib
+from jaxllm.models.transformer import Linear
 from jaxllm.objectives import lm
 from jaxllm.train import optimizer as optimizer_lib
 from jaxllm.train import step as step_lib
@@ -163,3 +168,60 @@ def test_only_the_adapters_train_and_hold_optimizer_state():
   for before, after in zip(jax.tree.leaves(base_copy), jax.tree.leaves(base)):
     np.testing.assert_array_equal(before, after)  # frozen: untouched, not donated
   assert all(np.any(p["b"]) for p in _adapter_pairs(state["params"]))
+
+
+def _layer_inputs_and_outputs(bound_model, adapters, tokens, paths):
+  """{path: (x, y)} of the Linear layers at `paths` (e.g. ('layer_1', 'attn', 'q')) in one
+  compiled forward pass."""
+  @jax.jit
+  def run(adapters, tokens):
+    seen = {}
+
+    def spy(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      module = context.module
+      if (isinstance(module, Linear) and context.method_name == "__call__"
+          and tuple(module.path) in paths):
+        seen[tuple(module.path)] = (args[0], out)
+      return out
+
+    with nn.intercept_methods(spy):
+      bound_model.apply({"params": adapters}, tokens)
+    return seen
+
+  seen = run(adapters, tokens)
+  assert set(seen) == set(paths)
+  return {p: tuple(np.asarray(v, np.float64) for v in xy) for p, xy in seen.items()}
+
+
+@pytest.mark.parametrize("rslora", [False, True], ids=["alpha_over_r", "rslora"])
+@pytest.mark.parametrize("name,paths", [
+    ("llama", [("layer_1", "attn", "q"), ("layer_0", "mlp", "down")]),
+    ("gpt2", [("layer_1", "mlp", "up")])])  # with a bias
+def test_adapted_layer_output_is_xw_plus_scaled_xab(name, paths, rslora):
+  cfg = CASES[name]
+  rank, alpha = 4, 6.0
+  lora = lora_lib.LoraConfig(rank=rank, alpha=alpha, rslora=rslora)
+  shapes = _base_and_adapters(cfg, lora, shapes_only=True)
+  rng = np.random.default_rng(0)  # random values (numpy: no per-leaf compiles); a, b nonzero
+  fill = lambda tree: jax.tree.map(
+      lambda x: jnp.asarray(rng.normal(size=x.shape) * 0.3, jnp.float32), tree)
+  base, model, adapters = fill(shapes[0]), shapes[1], fill(shapes[2])
+  seen = _layer_inputs_and_outputs(model.with_frozen(base), adapters, _tokens(cfg, seed=8), paths)
+  scale = alpha / (math.sqrt(rank) if rslora else rank)  # 3 or 1.5
+  for path in paths:
+    x, y = seen[path]
+    layer, adapter = base, adapters
+    for key in path:
+      layer, adapter = layer[key], adapter[key]
+    w, a, b = (np.asarray(v, np.float64) for v in (layer["kernel"], adapter["a"], adapter["b"]))
+    assert np.any(a) and np.any(b)
+    in_dims = a.ndim - 1  # a: in_shape + (r,); b: (r,) + out_shape
+    plain = np.tensordot(x, w, in_dims)
+    if "bias" in layer:
+      plain = plain + np.asarray(layer["bias"], np.float64)
+    low_rank = np.tensordot(np.tensordot(x, a, in_dims), b, 1)
+    assert np.abs(scale * low_rank).max() > 0.1 * np.abs(plain).max()  # the adapter matters
+    want = plain + scale * low_rank
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(),
+                               err_msg="/".join(path))

@@ -1,4 +1,5 @@
-"""Chunked cross-entropy: the same loss, metrics and gradients as the whole-logits loss."""
+"""Chunked cross-entropy: the same loss, metrics and gradients as the whole-logits loss; the
+z-loss, whole and chunked, against cross-entropy + c * logsumexp^2 written out with jax.numpy."""
 
 import dataclasses
 
@@ -100,3 +101,38 @@ def test_chunked_logits_keep_the_batch_sharding():
     sharded = global_batch({k: np.asarray(v) for k, v in batch.items()}, mesh)
     loss = jax.jit(lambda p, b: lm.lm_loss(p, b, None, model, chunk=8)[0])(params, sharded)
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def _reference_lm_sums(logits_btv, targets_bt, mask_bt, z_loss):
+  """(sum of cross-entropy + z_loss * logsumexp^2, sum of logsumexp^2) over masked tokens, from
+  the logits with plain jax.numpy: logsumexp as max + log(sum(exp(logits - max)))."""
+  logits_btv = logits_btv.astype(jnp.float32)
+  top_bt = jnp.max(logits_btv, axis=-1)
+  lse_bt = top_bt + jnp.log(jnp.sum(jnp.exp(logits_btv - top_bt[..., None]), axis=-1))
+  target_bt = jnp.take_along_axis(logits_btv, targets_bt[..., None], axis=-1)[..., 0]
+  mask_bt = mask_bt.astype(jnp.float32)
+  loss = jnp.sum(((lse_bt - target_bt) + z_loss * lse_bt ** 2) * mask_bt)
+  return loss, jnp.sum(lse_bt ** 2 * mask_bt)
+
+
+@pytest.mark.parametrize("chunk", [0, 8], ids=["whole", "chunk8"])
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "lm_head"])
+def test_z_loss_adds_c_times_logsumexp_squared_per_masked_token(tie, chunk):
+  cfg = dataclasses.replace(CFG, tie_embeddings=tie)
+  model = Transformer(cfg)
+  params, batch = _params(model, cfg), _batch(cfg)
+  # Larger weights move logsumexp away from log(vocab), so its square is not a near-constant.
+  params = jax.tree.map(lambda x: x * 3.0, params)
+  logits = model.apply({"params": params}, batch["inputs"])
+  c = 0.05
+  want, want_z = _reference_lm_sums(logits, batch["targets"], batch["loss_mask"], c)
+  want_nll, _ = _reference_lm_sums(logits, batch["targets"], batch["loss_mask"], 0.0)
+  assert float(want - want_nll) > 0.1 * float(want_nll)  # the z term is far above rtol
+  loss, metrics = lm.lm_loss(params, batch, None, model, z_loss=c, chunk=chunk)
+  np.testing.assert_allclose(loss, want, rtol=1e-5)
+  np.testing.assert_allclose(metrics["z_loss"], want_z, rtol=1e-5)
+  np.testing.assert_allclose(metrics["nll"], want_nll, rtol=1e-5)
+  np.testing.assert_allclose(metrics["weight"], jnp.sum(batch["loss_mask"]), rtol=0)
+  plain, plain_metrics = lm.lm_loss(params, batch, None, model, chunk=chunk)
+  np.testing.assert_allclose(plain, want_nll, rtol=1e-5)
+  assert "z_loss" not in plain_metrics
