@@ -107,7 +107,11 @@ def test_exported_pairs_read_as_preference_source(tmp_path):
   assert {r["chosen"] for r in records} >= {"r2", "t0", "s1"}
   for record in records:
     row = to_row(record)
-    assert row["margin"] == 0.0 and row["chosen_valid"].sum() > 0
+    assert row["margin"] == 0.0 and row["truncated"] == 0.0
+    for side in ("chosen", "rejected"):  # each row holds the pair's own prompt and reply
+      ids, _ = preferences.render_reply(tok, record["prompt"], record[side])
+      assert row[f"{side}_valid"].sum() == len(ids)
+      assert row[f"{side}_tokens"][:len(ids)].tolist() == ids
 
 
 def test_kappa_values_against_hand_computed_ones():

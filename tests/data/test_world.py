@@ -9,7 +9,6 @@ import random
 import re
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import pytest
@@ -117,10 +116,8 @@ def test_same_seed_same_world_on_any_hash_seed_and_other_seed_differs():
   assert out.stdout.strip() == _digest(a)
 
 
-def test_default_world_is_fast_and_has_the_requested_sizes():
-  start = time.perf_counter()
+def test_default_world_has_the_requested_sizes():
   d = world.generate(0)
-  assert time.perf_counter() - start < 2.0
   s = world.WorldSizes()
   assert len(d["world"]["people"]) == s.people and len(d["world"]["towns"]) == s.towns
   pretrain = (s.people * s.bios_per_person + s.towns * s.docs_per_town + s.market_docs

@@ -32,12 +32,13 @@ def pretrained_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def reward_run(pretrained_run, tmp_path_factory):
-  """A reward model trained briefly from the pretrained run (4 steps, one eval)."""
+  """A reward model trained briefly from the pretrained run (4 steps; eval at steps 0 and 4)."""
   workdir = tmp_path_factory.mktemp("reward") / "rm"
   done = run_script("reward_model.py", "--config=configs/reward/tiny.py:steps=4",
                     f"--workdir={workdir}", f"--config.init.checkpoint={pretrained_run}",
                     "--config.optimizer.lr=1e-3", "--config.train.log_every=2",
                     "--config.train.eval_every=4", "--config.train.checkpoint_every=4",
-                    "--config.train.eval_batches=2", "--config.train.batch_size=8")
+                    "--config.train.eval_batches=2", "--config.train.batch_size=8",
+                    "--config.train.eval_at_start=True")
   assert done.returncode == 0, done.stderr
   return workdir

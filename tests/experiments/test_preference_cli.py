@@ -4,8 +4,11 @@ simulated annotator, loading and scoring the reward model, and clear errors."""
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from jaxllm.data import preferences
 from jaxllm.inference import runs
 from jaxllm.inference.scoring import RewardScorer
 from jaxllm.models.reward import RewardModel
@@ -19,16 +22,26 @@ SHORT = ["--config.train.log_every=2", "--config.train.eval_every=4",
 
 def test_reward_model_trains_loads_and_scores(pretrained_run, reward_run, tmp_path):
   workdir = reward_run
-  evals = [m for m in read_metrics(workdir) if "eval/accuracy" in m]
-  assert len(evals) == 1 and 0.0 <= evals[0]["eval/accuracy"] <= 1.0
-  assert {"eval/margin", "eval/rewards/chosen", "eval/rewards/chosen_std",
-          "eval/rewards/rejected_std"} <= set(evals[0])
+  evals = {m["step"]: m for m in read_metrics(workdir) if "eval/accuracy" in m}
+  assert sorted(evals) == [0, 4]  # the fresh score head, then after 4 steps
+  for m in evals.values():
+    assert m["eval/margin"] == pytest.approx(
+        m["eval/rewards/chosen"] - m["eval/rewards/rejected"], abs=1e-6)
+  # Four steps lower the Bradley-Terry loss on held-out pairs (too few to move the accuracy
+  # reliably: tests/objectives/test_pair_objectives.py shows a reward model learning a pattern).
+  assert evals[4]["eval/loss"] < evals[0]["eval/loss"] - 0.01, evals
   run = runs.load_run(workdir)
   assert isinstance(run.model, RewardModel) and "lm_head" not in run.params["backbone"]
   conversation = [{"role": "user", "content": "What is 2 + 2?"},
                   {"role": "assistant", "content": "The answer is 4."}]
-  scores = RewardScorer(run.model, run.tokenizer, 96)(run.params, [conversation] * 3)
-  assert scores.shape == (3,) and np.all(np.isfinite(scores)) and np.ptp(scores) < 1e-5
+  wrong = conversation[:1] + [{"role": "assistant", "content": "The answer is 5."}]
+  scores = RewardScorer(run.model, run.tokenizer, 96)(run.params, [conversation] * 3 + [wrong])
+  # The scorer's reward is the model's on the rendered conversation, read at its last token,
+  # whatever the batch's padding; another reply gets another reward.
+  ids, _ = preferences.render_reply(run.tokenizer, conversation[:1], conversation[1]["content"])
+  alone = float(run.model.apply({"params": run.params}, jnp.asarray([ids]))[0])
+  np.testing.assert_allclose(scores[:3], alone, rtol=1e-5, atol=1e-6)
+  assert abs(scores[3] - alone) > 1e-4
   # A reward model is not a policy to align; LoRA reward models are refused.
   refused = run_script("dpo.py", "--config=configs/dpo/tiny.py:steps=1",
                        f"--workdir={tmp_path / 'x'}", f"--config.init.checkpoint={workdir}")

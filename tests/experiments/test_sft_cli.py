@@ -8,7 +8,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxllm.data import world
+from jaxllm.eval import qa as qa_lib
 from jaxllm.inference import runs
+from jaxllm.inference.sampler import Sampler
 from tests.experiments.conftest import run_script
 from tests.helpers import read_metrics
 from tests.models.test_lora import trainable_formula
@@ -24,11 +27,20 @@ def test_sft_from_a_pretrained_run(pretrained_run, tmp_path):
                     FEW_QUESTIONS)
   assert done.returncode == 0, done.stderr
   qa = [m for m in read_metrics(workdir) if "eval/qa_accuracy" in m]
-  assert len(qa) == 1 and 0.0 <= qa[0]["eval/qa_accuracy"] <= 1.0
-  assert {"eval/qa_accuracy_arithmetic", "eval/qa_accuracy_fact"} <= set(qa[0])
+  assert len(qa) == 1 and qa[0]["step"] == 12
+  # The eval in the loop is the standalone eval of the saved step: the same 8 held-out
+  # questions, one accuracy overall and one per kind.
+  config = json.loads((workdir / "config.json").read_text())
+  records = world.generate(config["data"]["world_seed"])["eval"]["sft"][:8]
+  run = runs.load_run(workdir)
+  smp = Sampler(run.model, run.params, run.tokenizer.pad_id, vocab_limit=run.tokenizer.vocab_size)
+  want = qa_lib.conversation_accuracy(smp, run.tokenizer, records, max_new_tokens=96)
+  assert set(want["by_kind"]) == {"arithmetic", "fact"}
+  logged = {k: v for k, v in qa[0].items() if k.startswith("eval/qa_")}
+  assert logged == {"eval/qa_accuracy": want["accuracy"],
+                    **{f"eval/qa_accuracy_{k}": v for k, v in want["by_kind"].items()}}
   tokenizer = (workdir / "tokenizer.json").read_bytes()
   assert tokenizer == (pretrained_run / "tokenizer.json").read_bytes()
-  config = json.loads((workdir / "config.json").read_text())
   assert config["model"] == json.loads((pretrained_run / "config.json").read_text())["model"]
   losses = [m["train/loss"] for m in read_metrics(workdir) if "train/loss" in m]
   assert len(losses) == 3 and losses[-1] < losses[0]

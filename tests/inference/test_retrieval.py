@@ -114,7 +114,11 @@ def test_dense_retrieval_from_the_models_pooled_hidden_states(kb, tok):
   params = unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
   embed = retrieval.mean_pooled_embedder(model, params, tok, batch_size=4)
   vectors = embed([p["text"] for p in kb[:10]])
-  assert vectors.shape == (10, 64) and np.isfinite(vectors).all()
+  assert vectors.shape == (10, 64)
+  # A text's vector is the mean of the model's final hidden states over its tokens.
+  _, hidden = model.apply({"params": params}, jnp.asarray([tok.encode(kb[0]["text"])]),
+                          return_hidden=True)
+  np.testing.assert_allclose(vectors[0], np.asarray(hidden[0]).mean(0), atol=1e-5)
   # Batching and padding do not change a text's vector.
   np.testing.assert_allclose(embed([kb[3]["text"]])[0], vectors[3], atol=1e-5)
   index = retrieval.DenseIndex.build(kb[:10], embed)

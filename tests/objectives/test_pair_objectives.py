@@ -1,11 +1,13 @@
 """The preference and reward objectives on batches of pair rows with a real model: DPO at
 policy == reference is log 2 with zero margins (in-step, precomputed, LoRA), precomputed and
-in-step references agree, padding and prompt never count, a step moves chosen above rejected,
-and padding pairs carry no weight."""
+in-step references agree, SimPO and ORPO are their formulas on the policy's log-probs alone,
+padding and prompt never count, a step moves chosen above rejected, padding pairs carry no
+weight, and a reward model trained on pairs learns a pattern that holds on pairs it never saw."""
 
 import dataclasses
 import functools
 import math
+import random
 
 import jax
 import jax.numpy as jnp
@@ -93,10 +95,21 @@ def test_a_lora_policy_uses_its_base_as_the_reference(tok, params):
   np.testing.assert_allclose(_loss(moved, _batch(tok), model)[0], want[0], rtol=1e-5)
 
 
-def test_reference_free_losses_need_no_reference(tok, params):
-  for loss_type in ("simpo", "orpo"):
-    loss, m = _loss(params, _batch(tok), Transformer(CFG), loss_type=loss_type, beta=2.0)
-    assert math.isfinite(loss) and "rewards/accuracy" in m
+def test_reference_free_losses_are_their_formulas_on_the_policy_logprobs_alone(tok, params):
+  batch = _batch(tok)
+  sums = np.asarray(preference.reference_logps(params, batch, Transformer(CFG)), np.float64)
+  counts = np.stack([np.asarray(batch[f"{side}_loss_mask"])[:, 1:].sum(-1)
+                     for side in ("chosen", "rejected")])
+  pc, pr = sums / counts  # token-mean log-probs of each reply
+  log_sigmoid = lambda x: -np.logaddexp(0.0, -x)
+  log_odds = lambda p: p - np.log(-np.expm1(p))
+  want = {"simpo": -log_sigmoid(2.0 * (pc - pr) - 0.5),  # beta 2, gamma 0.5
+          "orpo": -pc - 2.0 * log_sigmoid(log_odds(pc) - log_odds(pr))}  # lambda = beta = 2
+  for loss_type, losses in want.items():
+    loss, m = _loss(params, batch, Transformer(CFG), loss_type=loss_type, beta=2.0)
+    assert loss == pytest.approx(losses.mean(), rel=1e-5), loss_type
+    assert m["rewards/accuracy"] == pytest.approx(np.mean(pc > pr)), loss_type
+    assert m["logps/chosen"] == pytest.approx(pc.mean(), rel=1e-5), loss_type
   with pytest.raises(ValueError, match="frozen params"):
     _loss(params, _batch(tok), Transformer(CFG), loss_type="ipo")
 
@@ -189,3 +202,64 @@ def test_reward_loss_lm_weight_adds_the_chosen_token_mean_nll(tok):
     nll.append(-(token * mask).sum() / mask.sum())
   assert float(m["nll_chosen"]) == pytest.approx(sum(nll), rel=1e-4)
   assert float(loss) == pytest.approx(float(plain) + 0.5 * sum(nll), rel=1e-4)
+
+
+# Reward-model pairs of one easy pattern: the chosen reply holds MARKER where the rejected one
+# holds another word; the other words, their order and the prompt vary from pair to pair.
+MARKER = "please"
+FILLERS = ["apple", "river", "stone", "cloud", "green", "quiet", "table", "music", "paper",
+           "light", "window", "garden", "yellow", "bread"]
+
+
+def _marker_pairs(seed: int, n: int) -> list[dict]:
+  rng = random.Random(seed)
+  pairs = []
+  for _ in range(n):
+    words = rng.sample(FILLERS, 4)
+    at, other = rng.randrange(5), rng.choice([w for w in FILLERS if w not in words])
+    pairs.append({"prompt": f"Say something ({rng.randrange(100)})",
+                  "chosen": " ".join(words[:at] + [MARKER] + words[at:]),
+                  "rejected": " ".join(words[:at] + [other] + words[at:])})
+  return pairs
+
+
+REWARD_LR = 3e-4  # with 0 nothing is learned and the test below fails (checked)
+
+
+def test_reward_model_training_raises_the_margin_and_generalises_to_unseen_pairs(tok):
+  """Bradley-Terry steps on 16 fixed pairs raise r(chosen) - r(rejected) on them, and held-out
+  pairs of the same pattern (other words, order, prompts) go from chance to ranked right."""
+  train, held_out = _batch(tok, _marker_pairs(0, 16), 96), _batch(tok, _marker_pairs(1, 16), 96)
+  seen = {(p["chosen"], p["rejected"]) for p in _marker_pairs(0, 16)}
+  assert not seen & {(p["chosen"], p["rejected"]) for p in _marker_pairs(1, 16)}
+  assert not train["truncated"].any() and not held_out["truncated"].any()
+  model = reward_lib.RewardModel(CFG)
+  params = unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+  tx = optax.adam(REWARD_LR)
+  step = jax.jit(step_lib.make_train_step(reward.reward_loss, model, tx))
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+           "nonfinite_streak": jnp.zeros((), jnp.int32),
+           "nonfinite_total": jnp.zeros((), jnp.int32)}
+
+  @jax.jit
+  def margins(p, batch):  # r(chosen) - r(rejected) per pair
+    apply = lambda side: model.apply({"params": p}, batch[f"{side}_tokens"],
+                                     batch[f"{side}_valid"])
+    return apply("chosen") - apply("rejected")
+
+  def mean_margin_and_accuracy(p, batch):
+    m = np.asarray(margins(p, batch))
+    return float(m.mean()), float((m > 0).mean())
+
+  train_margin0, _ = mean_margin_and_accuracy(params, train)
+  _, held_out_accuracy0 = mean_margin_and_accuracy(params, held_out)
+  for _ in range(6):
+    state, metrics = step(state, train, jax.random.key(0))
+    assert metrics["skipped"] == 0
+  train_margin, _ = mean_margin_and_accuracy(state["params"], train)
+  _, held_out_accuracy = mean_margin_and_accuracy(state["params"], held_out)
+  print(f"train margin {train_margin0:.3f} -> {train_margin:.3f}, held-out accuracy "
+        f"{held_out_accuracy0:.3f} -> {held_out_accuracy:.3f}")
+  assert train_margin > train_margin0 + 0.5
+  assert held_out_accuracy0 <= 0.75  # the untrained model does not already know the pattern
+  assert held_out_accuracy >= 0.9 and held_out_accuracy >= held_out_accuracy0 + 0.25
