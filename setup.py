@@ -11,7 +11,7 @@ setup(
     long_description=pathlib.Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["jaxllm", "jaxllm.*"]),
-    package_data={"jaxllm.inference": ["label_page.html"]},  # the labeling page
+    package_data={"jaxllm.labeling": ["page.html"]},  # the labeling page
     python_requires=">=3.11",
     # Each dependency is either a tested range with an upper bound (its next minor or major
     # release has broken APIs this code uses, so a new one is tested here before the bound

@@ -21,7 +21,7 @@ import jax
 
 from jaxllm import cli
 from jaxllm import config as config_lib
-from jaxllm.data import chat, inputs, pipeline
+from jaxllm.data import batching, chat, inputs
 from jaxllm.errors import UserError
 from jaxllm.inference import runs
 from jaxllm.models import Transformer
@@ -57,12 +57,12 @@ def run(config, workdir, hooks=()):
     config.model.vocab_size = teacher.model.cfg.vocab_size
   inputs.check_vocab(config, tokenizer.vocab_size)
   model_cfg = config_lib.validate(config)
-  model = distill.WithTeacher(Transformer(model_cfg), teacher.model)
+  model = distill.with_teacher(Transformer(model_cfg), teacher.model)
   if config.data.path:  # one text file as a token stream
     train_iter, eval_batches = inputs.stream_train_and_eval(config, tokenizer)
   else:
     train_iter, eval_batches = inputs.train_and_eval(config, workdir, "text",
-                                                     pipeline.text_example(tokenizer))
+                                                     batching.text_example(tokenizer))
   loss_fn = functools.partial(distill.distill_loss, temperature=config.distill.temperature,
                               kd_weight=config.distill.kd_weight, z_loss=config.train.z_loss,
                               chunk=config.train.loss_chunk)

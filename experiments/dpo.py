@@ -23,12 +23,11 @@ from jaxllm.eval import qa
 from jaxllm.inference import runs
 from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
-from jaxllm.models.reference import WithReference
+from jaxllm.models.frozen import WithFrozen
 from jaxllm.objectives import preference
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.rl import policy_pairs
-from jaxllm.train import loop
-from jaxllm.train import reference as reference_lib
+from jaxllm.train import loop, reference_logps
 
 
 def run(config, workdir, hooks=()):
@@ -44,7 +43,7 @@ def run(config, workdir, hooks=()):
   p = config.preference
   needs_reference = p.loss not in preference.REFERENCE_FREE
   precomputed = needs_reference and p.reference == "precomputed"
-  table = (reference_lib.for_run(config, workdir, Transformer(model_cfg), init.params, tokenizer)
+  table = (reference_logps.for_run(config, workdir, Transformer(model_cfg), init.params, tokenizer)
            if precomputed else None)
   train_iter, eval_batches = inputs.preference_pairs(config, workdir, tokenizer, table)
   loss_fn = functools.partial(
@@ -56,7 +55,7 @@ def run(config, workdir, hooks=()):
     model, init_params, frozen = (lora_lib.LoraModel(Transformer(model_cfg, lora=lora)), None,
                                   init.params)
   elif needs_reference and not precomputed:  # the policy trains beside a frozen reference copy
-    model, init_params, frozen = WithReference(Transformer(model_cfg)), init.params, init.params
+    model, init_params, frozen = WithFrozen(Transformer(model_cfg)), init.params, init.params
   else:
     model, init_params, frozen = Transformer(model_cfg), init.params, None
   try:

@@ -9,7 +9,7 @@ The first command samples --samples responses to each prompt of --prompts (JSONL
 RUN/labels/responses.jsonl (a restart reuses them; only new prompts are sampled) and serves the
 labeling page on http://127.0.0.1:PORT (--host to change). Chat and SFT runs get the chat
 template, base (pretraining) runs plain text after BOS; --chat / --nochat decides instead.
-Judgements go to RUN/labels/judgements.jsonl (jaxllm/data/labels.py). --sample_only stops after
+Judgements go to RUN/labels/judgements.jsonl (jaxllm/labeling/store.py). --sample_only stops after
 sampling; --agreement prints Cohen's and Fleiss' kappa; --export writes preference pairs that
 the reward-model and DPO stages read (--config.data.source=FILE).
 """
@@ -21,8 +21,9 @@ import pathlib
 from absl import flags
 
 from jaxllm import cli
-from jaxllm.data import labels
 from jaxllm.errors import UserError
+from jaxllm.labeling import agreement
+from jaxllm.labeling import store as labels
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory; labels go to RUN/labels/.")
@@ -155,14 +156,14 @@ def main(argv):
   if FLAGS.agreement:
     records, _ = labels.read_jsonl(label_dir(FLAGS.workdir) / "judgements.jsonl")
     chosen = [n.strip() for n in FLAGS.labelers.split(",") if n.strip()] or None
-    print(labels.format_agreement(labels.agreement(records, chosen)))
+    print(agreement.format_agreement(agreement.agreement(records, chosen)))
     return None
   items = prepare_items(FLAGS.workdir)
   if FLAGS.sample_only:
     return None
   from werkzeug import serving  # pylint: disable=import-outside-toplevel
 
-  from jaxllm.inference import labeling  # pylint: disable=import-outside-toplevel
+  from jaxllm.labeling import app as labeling  # pylint: disable=import-outside-toplevel
   store = labels.JudgementStore(label_dir(FLAGS.workdir) / "judgements.jsonl")
   if store.torn:
     print(f"{store.path}: a partial last line (a write cut short) was moved to "

@@ -9,7 +9,7 @@ evaluation of every stage and a report with plots.
 Each stage writes its own run directory under WORKDIR (the same files its own script writes:
 experiments/pretrain.py, sft.py, reward_model.py, dpo.py, rl.py) and is skipped when complete,
 so running the command again resumes where it stopped. Then WORKDIR/report.md and its plots.
-See jaxllm/pipeline/stages.py for what each stage reads and writes.
+See jaxllm/workflow/pipeline.py for what each stage reads and writes.
 """
 
 import pathlib
@@ -17,8 +17,9 @@ import pathlib
 from jaxllm import cli
 from jaxllm import config as config_lib
 from jaxllm.eval import suites
-from jaxllm.pipeline import report, stages
 from jaxllm.rl import experiment as rl_experiment
+from jaxllm.workflow import pipeline as stages
+from jaxllm.workflow import report
 
 HERE = pathlib.Path(__file__).resolve().parent
 

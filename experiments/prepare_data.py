@@ -13,7 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from jaxllm import cli
-from jaxllm.data.cleaning import pipeline
+from jaxllm.data.cleaning import runner
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (see configs/data/).",
@@ -24,7 +24,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  print(pipeline.summary_table(pipeline.run(FLAGS.config, FLAGS.workdir)))
+  print(runner.summary_table(runner.run(FLAGS.config, FLAGS.workdir)))
 
 
 if __name__ == "__main__":

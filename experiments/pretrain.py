@@ -15,7 +15,7 @@ import functools
 
 from jaxllm import cli
 from jaxllm import config as config_lib
-from jaxllm.data import inputs, pipeline
+from jaxllm.data import batching, inputs
 from jaxllm.inference import runs
 from jaxllm.models import Transformer
 from jaxllm.objectives import lm, mlm
@@ -37,7 +37,7 @@ def run(config, workdir, hooks=()):
     tokenizer = init.tokenizer if init else inputs.tokenizer(config.data, workdir, train_sources,
                                                              specials)
     make_inputs = lambda: inputs.train_and_eval(
-        config, workdir, "text", pipeline.text_example(tokenizer), train_sources, weights)
+        config, workdir, "text", batching.text_example(tokenizer), train_sources, weights)
   tokenizer.add_special_tokens(specials)  # a given or inherited tokenizer may lack them
   inputs.check_vocab(config, tokenizer.vocab_size)
   model_cfg = config_lib.validate(config)

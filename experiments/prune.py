@@ -27,10 +27,10 @@ from jax.experimental import multihost_utils
 
 from jaxllm import cli
 from jaxllm import config as config_lib
-from jaxllm.compress import compare, prune
-from jaxllm.data import inputs, pipeline
+from jaxllm.compress import prune
+from jaxllm.data import batching, inputs
 from jaxllm.errors import ConfigError
-from jaxllm.eval import perplexity
+from jaxllm.eval import compression, perplexity
 from jaxllm.inference import runs
 from jaxllm.models import Transformer
 from jaxllm.objectives import lm
@@ -62,11 +62,11 @@ def run(config, workdir, hooks=()):
   model_cfg = config_lib.validate(config)
   model = Transformer(model_cfg)
   tokenizer = init.tokenizer
-  texts = compare.held_out_texts(config, p.eval_texts, p.eval_documents)
+  texts = compression.held_out_texts(config, p.eval_texts, p.eval_documents)
   seq_len = config.data.seq_len
   sweep = [float(s) for s in str(p.sweep).split(",") if s.strip()]
-  points = compare.one_shot_curve(model, init.params, model_cfg, tokenizer, texts, seq_len, sweep,
-                                  p.targets)
+  points = compression.one_shot_curve(model, init.params, model_cfg, tokenizer, texts, seq_len,
+                                      sweep, p.targets)
   masks = prune.magnitude_masks(init.params, model_cfg, p.sparsity, p.structure, p.targets)
   pruned = prune.apply_masks(init.params, masks)
   ppl = lambda params: perplexity.evaluate_perplexity(model, params, tokenizer, texts,
@@ -78,7 +78,7 @@ def run(config, workdir, hooks=()):
   if p.recover:
     train_sources, weights = inputs.open_sources(config.data, "text", "train", workdir)
     train_iter, eval_batches = inputs.train_and_eval(
-        config, workdir, "text", pipeline.text_example(tokenizer), train_sources, weights)
+        config, workdir, "text", batching.text_example(tokenizer), train_sources, weights)
     loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss,
                                 chunk=config.train.loss_chunk)
     try:
@@ -99,7 +99,7 @@ def run(config, workdir, hooks=()):
   if jax.process_index() == 0:
     out = pathlib.Path(workdir)
     (out / "prune.json").write_text(json.dumps(report, indent=1) + "\n")
-    compare.plot_sparsity(points, recovered, out / "sparsity.png",
+    compression.plot_sparsity(points, recovered, out / "sparsity.png",
                           f"magnitude pruning of {config.init.checkpoint}")
     _summary(report)
   return report

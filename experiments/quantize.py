@@ -17,8 +17,9 @@ import pathlib
 from absl import flags
 
 from jaxllm import cli
-from jaxllm.compress import compare, quantize
+from jaxllm.compress import quantize
 from jaxllm.errors import UserError
+from jaxllm.eval import compression
 from jaxllm.inference import runs
 from jaxllm.models import Transformer
 from jaxllm.train.state import param_bytes
@@ -54,18 +55,18 @@ def main(argv):
                        "source": str(pathlib.Path(FLAGS.workdir).absolute()), "step": run.step}
   out = runs.save_run(FLAGS.out, config, qparams, run.tokenizer, run.step)
 
-  texts = compare.held_out_texts(run.config, FLAGS.texts, FLAGS.max_texts)
+  texts = compression.held_out_texts(run.config, FLAGS.texts, FLAGS.max_texts)
   seq_len = run.config.data.seq_len
   report = {
       "source": str(FLAGS.workdir), "step": run.step,
       "bytes": {"float32": param_bytes(run.params), "int8": param_bytes(qparams)},
-      **compare.perplexities({"float32": (run.model, run.params), "int8": (qmodel, qparams)},
+      **compression.perplexities({"float32": (run.model, run.params), "int8": (qmodel, qparams)},
                              run.tokenizer, texts, seq_len),
   }
   report["bytes"]["saved_fraction"] = 1 - report["bytes"]["int8"] / report["bytes"]["float32"]
   report["perplexity_change"] = report["int8"]["perplexity"] / report["float32"]["perplexity"] - 1
   if FLAGS.prompts:
-    report["greedy"] = compare.greedy_agreement(run.model, run.params, qmodel, qparams,
+    report["greedy"] = compression.greedy_agreement(run.model, run.params, qmodel, qparams,
                                                 run.tokenizer, texts[:FLAGS.prompts])
   (out / "quantize.json").write_text(json.dumps(report, indent=1) + "\n")
   b = report["bytes"]

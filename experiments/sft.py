@@ -21,7 +21,7 @@ import pathlib
 from jaxllm import cli
 from jaxllm import config as config_lib
 from jaxllm.compress import quantize
-from jaxllm.data import inputs, pipeline
+from jaxllm.data import batching, inputs
 from jaxllm.eval import qa
 from jaxllm.inference import retrieval, runs
 from jaxllm.models import Transformer
@@ -59,7 +59,7 @@ def run(config, workdir, hooks=()):
   lora = lora_lib.LoraConfig.from_config(config.lora)
   train_iter, eval_batches = inputs.train_and_eval(
       config, workdir, "conversations",
-      pipeline.chat_example(tokenizer, config.data.messages_field))
+      batching.chat_example(tokenizer, config.data.messages_field))
   loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss,
                               chunk=config.train.loss_chunk)
   evals = qa.training_eval(config, quantize.float_config(model_cfg), tokenizer, lora)

@@ -5,7 +5,7 @@
       --workdir=/tmp/jaxllm/lr_sweep --set=train.eval_every=100 --metric=eval/accuracy
 
 The config file's get_sweep() returns a list of {field path: value} dicts (see
-jaxllm/pipeline/sweep.py, grid()). Each point runs the stage script of the config's folder
+jaxllm/workflow/sweep.py, grid()). Each point runs the stage script of the config's folder
 (configs/pretrain -> experiments/pretrain.py, sft, dpo, reward -> reward_model.py, rl; or
 --script) one after another in WORKDIR/NNN-<field>=<value>, its output in log.txt there.
 --set=FIELD=VALUE (repeatable) overrides a field for every point. Running the same command
@@ -36,7 +36,7 @@ from absl import flags
 
 from jaxllm import cli
 from jaxllm.errors import UserError
-from jaxllm.pipeline import sweep
+from jaxllm.workflow import sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Config file with get_config() and get_sweep(), as PATH or "

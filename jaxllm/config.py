@@ -102,7 +102,7 @@ def pretrain_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.data.shard_by_process = True
   # Data shards (each its own stream, batch_size / shards rows of every batch); 0: one per
   # process. Fixed, the batches do not depend on the number of processes, and a checkpoint
-  # resumes on any process count that divides it (jaxllm/data/pipeline.py).
+  # resumes on any process count that divides it (jaxllm/data/batching.py).
   c.data.shards = 0
 
   c.train = ml_collections.ConfigDict()

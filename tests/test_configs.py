@@ -41,7 +41,7 @@ def test_pretrain_config_builds_model(path):
 
 
 @pytest.mark.parametrize("name", ["tiny", "small"])
-def test_pipeline_configs_hold_valid_stage_configs(name):
+def test_batching_configs_hold_valid_stage_configs(name):
   config = _load(Path(__file__).resolve().parents[1] / "configs" / "pipeline" / f"{name}.py"
                  ).get_config(None)
   assert config_lib.validate(config.pretrain).vocab_size == config.tokenizer.vocab_size

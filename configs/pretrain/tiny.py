@@ -28,5 +28,5 @@ def get_sweep(arg=None):
     python experiments/sweep.py --config=configs/pretrain/tiny.py --workdir=/tmp/jaxllm/lr
   """
   del arg  # the same points at any length
-  from jaxllm.pipeline import sweep  # pylint: disable=import-outside-toplevel
+  from jaxllm.workflow import sweep  # pylint: disable=import-outside-toplevel
   return sweep.grid(**{"optimizer.lr": [1e-3, 3e-3, 1e-2, 3e-2]})

@@ -1,4 +1,4 @@
-"""grain input pipelines: shard, shuffle, tokenize, split, pack, batch, prefetch; exact resume.
+"""Batching with grain: shard, shuffle, tokenize, split, pack, batch, prefetch; exact resume.
 
     records (one random-access source per dataset, weighted mixture)
       -> one data shard s of S (records s, s + S, s + 2S, ...); S = config.data.shards, or one
@@ -22,7 +22,7 @@ jaxllm/data/preferences.py): they skip the split and pack steps and are batched 
 Rows: inputs, targets [B, L] int32; loss_mask [B, L] float32 (0 on padding); segment_ids
 [B, L] int32 (1-based per piece, 0 = padding); positions [B, L] int32 (restart per piece).
 `Batches` wraps the grain iterator: its state (saved in the model's checkpoint) carries the
-settings that fix the order, and restoring into a pipeline that differs is refused.
+settings that fix the order, and restoring into batches built otherwise is refused.
 """
 
 import dataclasses
@@ -121,7 +121,7 @@ def _to_row(packed: dict) -> Example:
 
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig:
+class BatchingConfig:
   """What fixes the stream of batches (all of it goes into the resume fingerprint)."""
   seq_len: int
   batch_size: int  # global rows per batch
@@ -143,7 +143,7 @@ class PipelineConfig:
   read_threads: int = 0  # threads reading and tokenizing records ahead (0: in line)
 
 
-def shard_layout(c: PipelineConfig) -> tuple[range, int, int]:
+def shard_layout(c: BatchingConfig) -> tuple[range, int, int]:
   """(the data shards this process reads, the number of shards, rows per shard per batch)."""
   if c.batch_size % c.process_count:
     raise ConfigError(f"config.train.batch_size={c.batch_size} is not divisible by the "
@@ -162,7 +162,7 @@ def shard_layout(c: PipelineConfig) -> tuple[range, int, int]:
   return range(first, first + per_process), count, c.batch_size // count
 
 
-def _shard(sources: Sequence[Any], to_example: Callable[[dict], Example], c: PipelineConfig,
+def _shard(sources: Sequence[Any], to_example: Callable[[dict], Example], c: BatchingConfig,
            shard: int, count: int, rows: int) -> grain.IterDataset:
   """Batches of `rows` rows from records shard, shard + count, ... of every source."""
   weights = c.weights or (1.0,) * len(sources)
@@ -218,7 +218,7 @@ class _ShardsDataset(grain.IterDataset):
     return _ShardsIterator([p.__iter__() for p in self._parents], self._shards)
 
 
-def _check(sources: Sequence[Any], c: PipelineConfig) -> None:
+def _check(sources: Sequence[Any], c: BatchingConfig) -> None:
   if c.packing not in PACKINGS:
     raise ConfigError(f"config.data.packing={c.packing!r} is not one of {PACKINGS}.")
   weights = c.weights or (1.0,) * len(sources)
@@ -228,7 +228,7 @@ def _check(sources: Sequence[Any], c: PipelineConfig) -> None:
 
 
 def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
-          config: PipelineConfig) -> grain.IterDataset:
+          config: BatchingConfig) -> grain.IterDataset:
   """The grain dataset of per-process batches (see the module docstring)."""
   c = config
   _check(sources, c)
@@ -245,8 +245,8 @@ def build(sources: Sequence[Any], to_example: Callable[[dict], Example],
   return ds
 
 
-def settings(sources: Sequence[Any], config: PipelineConfig) -> dict:
-  """What fixes the batches: the sources (name, split, length), the pipeline config and the
+def settings(sources: Sequence[Any], config: BatchingConfig) -> dict:
+  """What fixes the batches: the sources (name, split, length), the batching config and the
   number of data shards. The process layout counts only with worker processes, whose position
   is per process; otherwise every shard's position is saved and any layout can take it."""
   what = [[getattr(s, "name", type(s).__name__), getattr(s, "split", ""), len(s)]
@@ -268,7 +268,7 @@ _FIELD_NAMES = {"batch_size": "config.train.batch_size", "seed": "config.seed",
 class Batches:
   """Iterator of this process's batches; get_state/set_state for the checkpoint.
 
-  The state records the settings that fix the batches; restoring into a pipeline with other
+  The state records the settings that fix the batches; restoring into batches with other
   settings is refused with the fields that differ, since it would silently read other data.
   Without worker processes the state is {"settings", "shards": {shard: position}}: the union of
   the states of all processes restores on any number of processes that divides the shards
@@ -276,7 +276,7 @@ class Batches:
   """
 
   def __init__(self, sources: Sequence[Any], to_example: Callable[[dict], Example],
-               config: PipelineConfig):
+               config: BatchingConfig):
     self.config = config
     self._iter = iter(build(sources, to_example, config))
     self._settings = settings(sources, config)
@@ -319,7 +319,7 @@ class Batches:
 
 
 def padded_batches(sources: Sequence[Any], to_example: Callable[[dict], Example],
-                   config: PipelineConfig, max_batches: int) -> list[Example]:
+                   config: BatchingConfig, max_batches: int) -> list[Example]:
   """Exactly `max_batches` batches of one unshuffled pass; once a shard's data runs out, its
   rows are padding (loss_mask 0), so every process evaluates the same number of batches."""
   c = dataclasses.replace(config, shuffle=False, num_epochs=1, prefetch=0, num_workers=0)
@@ -348,7 +348,7 @@ def padded_batches(sources: Sequence[Any], to_example: Callable[[dict], Example]
   return out if c.shard_by_process else [_own_rows(c, b) for b in out]
 
 
-def _own_rows(c: PipelineConfig, batch: Example) -> Example:
+def _own_rows(c: BatchingConfig, batch: Example) -> Example:
   """This process's rows of a global batch (shard_by_process=False: every process reads all)."""
   local_batch = c.batch_size // c.process_count
   first = c.process_index * local_batch

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
-from jaxllm.data import pipeline, preferences, sources, stream
+from jaxllm.data import batching, preferences, sources, stream
 from jaxllm.data import tokenizer as tokenizer_lib
 from jaxllm.errors import ConfigError
 from jaxllm.parallel import mesh as mesh_lib
@@ -141,7 +141,7 @@ def stream_train_and_eval(config: ml_collections.ConfigDict, tokenizer: tokenize
   return train_iter, eval_batches
 
 
-def pipeline_config(config: ml_collections.ConfigDict, **overrides) -> pipeline.PipelineConfig:
+def batching_config(config: ml_collections.ConfigDict, **overrides) -> batching.BatchingConfig:
   d, t = config.data, config.train
   values = {
       "seq_len": d.seq_len, "batch_size": t.batch_size, "seed": config.seed,
@@ -150,13 +150,13 @@ def pipeline_config(config: ml_collections.ConfigDict, **overrides) -> pipeline.
       "shard_by_process": d.shard_by_process, "shards": d.shards,
       "process_index": jax.process_index(),
       "process_count": jax.process_count()}
-  return pipeline.PipelineConfig(**{**values, **overrides})
+  return batching.BatchingConfig(**{**values, **overrides})
 
 
 def train_and_eval(config: ml_collections.ConfigDict, workdir, kind: str,
-                   to_example: Callable[[dict], pipeline.Example],
+                   to_example: Callable[[dict], batching.Example],
                    train_sources=None, weights=None, eval_sources=None,
-                   eval_example: Callable[[dict], pipeline.Example] | None = None):
+                   eval_example: Callable[[dict], batching.Example] | None = None):
   """(train iterator, eval-batches function) for the record kind of a stage; `eval_example`
   builds the eval rows when they differ from the training ones."""
   if train_sources is None:
@@ -165,13 +165,13 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir, kind: str,
     eval_sources, _ = open_sources(config.data, kind, "validation", workdir)
   eval_example = eval_example or to_example
   t = config.train
-  train_iter = pipeline.Batches(train_sources, to_example,
-                                pipeline_config(config, weights=weights))
-  eval_config = pipeline_config(config, batch_size=t.batch_size // t.microbatches,
+  train_iter = batching.Batches(train_sources, to_example,
+                                batching_config(config, weights=weights))
+  eval_config = batching_config(config, batch_size=t.batch_size // t.microbatches,
                                 weights=weights)
 
   def eval_batches():  # microbatch-sized, so eval fits wherever a train microbatch fits
-    return pipeline.padded_batches(eval_sources, eval_example, eval_config, t.eval_batches)
+    return batching.padded_batches(eval_sources, eval_example, eval_config, t.eval_batches)
   return train_iter, eval_batches
 
 

@@ -1,9 +1,9 @@
 """The labeling web app: one page that shows a prompt and its responses, and a JSON API.
 
 `make_app(store, items)` builds a Flask app over a JudgementStore and the items to rank
-(jaxllm/data/labels.py); it needs no model, so tests drive it with Flask's test client.
+(jaxllm/labeling/store.py); it needs no model, so tests drive it with Flask's test client.
 
-  GET  /                          the page (label_page.html, shipped with the package)
+  GET  /                          the page (page.html, shipped with the package)
   GET  /api/next?labeler=ID       {"item": {...} | null, "progress": {...}}
   GET  /api/progress?labeler=ID   {"labeler", "done", "skipped", "total"}
   POST /api/judgements            {"prompt_id", "labeler", "ranking", "note"?} -> {"ok", "progress"}
@@ -24,14 +24,15 @@ from collections.abc import Sequence
 import flask
 import markupsafe
 
-from jaxllm.data import labels
-from jaxllm.data.labels import Item, JudgementStore, LabelError
+from jaxllm.labeling import agreement as agreement_lib
+from jaxllm.labeling import store as labels
+from jaxllm.labeling.store import Item, JudgementStore, LabelError
 
-PAGE = "label_page.html"
+PAGE = "page.html"
 
 
 def page_html() -> str:
-  return importlib.resources.files("jaxllm.inference").joinpath(PAGE).read_text(encoding="utf-8")
+  return importlib.resources.files("jaxllm.labeling").joinpath(PAGE).read_text(encoding="utf-8")
 
 
 def _bad(error: LabelError):
@@ -123,6 +124,6 @@ def make_app(store: JudgementStore, items: Sequence[Item], title: str = "jaxllm 
   def agreement():
     names = flask.request.args.get("labelers", "")
     chosen = [n.strip() for n in names.split(",") if n.strip()] or None
-    return flask.jsonify(labels.agreement(store.snapshot(), chosen))
+    return flask.jsonify(agreement_lib.agreement(store.snapshot(), chosen))
 
   return app

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxllm.errors import ConfigError
+from jaxllm.models.frozen import WithFrozen
 
 # Attention q/k/v/o and the MLP (gate/up/down), the targets of QLoRA and most LoRA recipes.
 DEFAULT_TARGETS = r"(attn/(q|k|v|o)|mlp/(gate|up|down))$"
@@ -72,25 +73,19 @@ class LoraConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class LoraModel:
-  """A model whose params are its LoRA adapters; the base params are bound, frozen.
+class LoraModel(WithFrozen):
+  """A model whose params are its LoRA adapters; the frozen params are the base
+  (jaxllm/models/frozen.py).
 
   `init(rngs, tokens)` -> {"params": adapters}; `apply({"params": adapters}, ...)` runs the
   base model (bound with `with_frozen(base_params)`, e.g. inside the jitted step) plus the
-  adapters. `frozen_model` is the plain base model (its params' shapes and shardings).
+  adapters. `frozen_model` is the plain base model (its params' shapes and shardings), so
+  `frozen_apply` runs the base without adapters.
   """
-
-  model: nn.Module  # a Transformer with `lora` set
-
-  base: Any = None
 
   def __post_init__(self):
     if getattr(self.model, "lora", None) is None:
       raise ValueError("LoraModel needs a model built with lora=LoraConfig(...).")
-
-  @property
-  def cfg(self):
-    return self.model.cfg
 
   @property
   def lora(self) -> LoraConfig:
@@ -100,9 +95,6 @@ class LoraModel:
   def frozen_model(self) -> nn.Module:
     return self.model.clone(lora=None)
 
-  def with_frozen(self, base: Any) -> "LoraModel":
-    return dataclasses.replace(self, base=base)
-
   def init(self, rngs, *args, **kwargs) -> dict[str, Any]:
     variables = self.model.init(rngs, *args, **kwargs)
     if "lora" not in variables:
@@ -111,9 +103,8 @@ class LoraModel:
     return {"params": variables["lora"]}
 
   def apply(self, variables, *args, **kwargs):
-    if self.base is None:
-      raise ValueError("LoraModel.apply needs the frozen base params: with_frozen(base).")
-    return self.model.apply({"params": self.base, "lora": variables["params"]}, *args, **kwargs)
+    return self.model.apply({"params": self.bound_frozen(), "lora": variables["params"]}, *args,
+                            **kwargs)
 
 
 def _low_rank_product(a: jax.Array, b: jax.Array, kernel_ndim: int) -> jax.Array:

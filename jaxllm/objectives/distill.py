@@ -11,75 +11,39 @@ the data alone; kd_weight = 1 matches the teacher alone. The KL is the forward o
 teacher's distribution weights the log-ratio), so the student covers every token the teacher
 finds likely.
 
-`WithTeacher(student, teacher)` is a model with frozen params, as `LoraModel`: its params are
-the student's (`init`/`apply`), the teacher's params are bound inside the compiled step with
-`with_frozen(teacher_params)`, and `frozen_model` is the teacher Transformer. The training loop
-(jaxllm/train/loop.py, `frozen_params`) places them on the mesh, passes them to every step
-unchanged, gives them no optimizer state and does not checkpoint them. The loss follows the
+`with_teacher(student, teacher)` is the student with the teacher's params as its frozen params
+(jaxllm/models/frozen.py, as a LoRA base or a DPO reference): its params are the student's
+(`init`/`apply`), the teacher's are bound inside the compiled step, and `frozen_model` is the
+teacher Transformer. The training loop (jaxllm/train/loop.py, `frozen_params`) places them on
+the mesh, passes them to every step unchanged, gives them no optimizer state and does not
+checkpoint them. The loss follows the
 objective contract of jaxllm/objectives/lm.py: sums over target tokens, metrics["weight"] = their
 number; "nll" is the student's data cross-entropy (so eval/perplexity is the student's plain
 perplexity), "kl" the KL at temperature T (without T^2), "teacher_nll" the teacher's
 cross-entropy on the same tokens.
 """
 
-import dataclasses
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxllm.errors import ConfigError
+from jaxllm.models.frozen import WithFrozen
 from jaxllm.models.transformer import dense
 from jaxllm.objectives import lm
 
 
-@dataclasses.dataclass(frozen=True)
-class WithTeacher:
-  """A student model whose frozen params (bound with `with_frozen`) are its teacher's.
-
-  `init`/`apply`/`cfg` are the student's; `frozen_model` is the teacher; `teacher_apply` runs
-  the teacher on the bound params, outside the gradient.
-  """
-
-  model: nn.Module  # the student Transformer
-  teacher: nn.Module  # the teacher Transformer
-  teacher_params: Any = None
-
-  def __post_init__(self):
-    student_vocab, teacher_vocab = self.model.cfg.vocab_size, self.teacher.cfg.vocab_size
-    if student_vocab != teacher_vocab:
-      raise ConfigError(
-          f"config.model.vocab_size={student_vocab} (the student) differs from the teacher's "
-          f"model.vocab_size={teacher_vocab} (config.teacher.checkpoint's config.json); the "
-          f"losses compare logits id by id, so set config.model.vocab_size={teacher_vocab} "
-          "(or 0 for the teacher's).")
-
-  @property
-  def cfg(self):
-    return self.model.cfg
-
-  @property
-  def frozen_model(self) -> nn.Module:
-    return self.teacher
-
-  def with_frozen(self, teacher_params: Any) -> "WithTeacher":
-    return dataclasses.replace(self, teacher_params=teacher_params)
-
-  def init(self, *args, **kwargs):
-    return self.model.init(*args, **kwargs)
-
-  def apply(self, *args, **kwargs):
-    return self.model.apply(*args, **kwargs)
-
-  def teacher_apply(self, *args, teacher: nn.Module | None = None, **kwargs):
-    """The teacher (or its clone `teacher`) on the bound params, deterministic, no gradient."""
-    if self.teacher_params is None:
-      raise ValueError("WithTeacher needs the teacher's params bound: with_frozen(params) (the "
-                       "train loop does it when given frozen_params).")
-    out = (teacher or self.teacher).apply({"params": self.teacher_params}, *args,
-                                          deterministic=True, **kwargs)
-    return jax.lax.stop_gradient(out)
+def with_teacher(student: nn.Module, teacher: nn.Module) -> WithFrozen:
+  """The student, with the teacher as the module of its frozen params (jaxllm/models/frozen.py);
+  ConfigError when their vocabularies differ (the losses compare logits id by id)."""
+  student_vocab, teacher_vocab = student.cfg.vocab_size, teacher.cfg.vocab_size
+  if student_vocab != teacher_vocab:
+    raise ConfigError(
+        f"config.model.vocab_size={student_vocab} (the student) differs from the teacher's "
+        f"model.vocab_size={teacher_vocab} (config.teacher.checkpoint's config.json); the "
+        f"losses compare logits id by id, so set config.model.vocab_size={teacher_vocab} "
+        "(or 0 for the teacher's).")
+  return WithFrozen(student, frozen_module=teacher)
 
 
 def check_weights(temperature: float, kd_weight: float) -> None:
@@ -144,11 +108,11 @@ def chunked_distill_sums(student_hidden_btd: jax.Array, student_head_dv: jax.Arr
   return total
 
 
-def distill_loss(params, batch: dict[str, jax.Array], rng: jax.Array, model: WithTeacher,
+def distill_loss(params, batch: dict[str, jax.Array], rng: jax.Array, model: WithFrozen,
                  temperature: float, kd_weight: float, z_loss: float = 0.0,
                  chunk: int = 0) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The student's distillation loss on a packed LM batch (inputs, targets, loss_mask [B, T];
-  optional positions, segment_ids). `model` is a WithTeacher with its teacher bound.
+  optional positions, segment_ids). `model` is `with_teacher(...)` with the teacher's params bound.
 
   rng=None means evaluation (no dropout in the student; the teacher never has dropout).
   chunk > 0: the logits of both models are made piece by piece (chunked_distill_sums).
@@ -160,14 +124,15 @@ def distill_loss(params, batch: dict[str, jax.Array], rng: jax.Array, model: Wit
   if chunk:
     student_hidden_btd = model.model.clone(output="hidden").apply(
         {"params": params}, batch["inputs"], **inputs, **student_kwargs)
-    teacher_hidden_btd = model.teacher_apply(
-        batch["inputs"], teacher=model.teacher.clone(output="hidden"), **inputs)
-    teacher_head_dv = jax.lax.stop_gradient(lm.output_head(model.teacher, model.teacher_params))
+    teacher = model.frozen_model
+    teacher_hidden_btd = model.frozen_apply(
+        batch["inputs"], module=teacher.clone(output="hidden"), deterministic=True, **inputs)
+    teacher_head_dv = jax.lax.stop_gradient(lm.output_head(teacher, model.bound_frozen()))
     return chunked_distill_sums(student_hidden_btd, lm.output_head(model.model, params),
                                 teacher_hidden_btd, teacher_head_dv, batch["targets"],
                                 batch["loss_mask"], chunk, temperature, kd_weight, z_loss)
   student_logits_btv = model.apply({"params": params}, batch["inputs"], **inputs,
                                    **student_kwargs)
-  teacher_logits_btv = model.teacher_apply(batch["inputs"], **inputs)
+  teacher_logits_btv = model.frozen_apply(batch["inputs"], deterministic=True, **inputs)
   return distill_sums(student_logits_btv, teacher_logits_btv, batch["targets"],
                       batch["loss_mask"], temperature, kd_weight, z_loss)

@@ -88,7 +88,7 @@ def output_head(model, params) -> jax.Array:
       raise ConfigError("config.train.loss_chunk > 0 computes logits outside the model, which "
                         "cannot apply a LoRA adapter on lm_head; leave lm_head out of "
                         "config.lora.targets or set config.train.loss_chunk=0.")
-    params = model.base
+    params = model.bound_frozen()
   if cfg.tie_embeddings:
     head = params["embed"]
     if cfg.quant == "int8":  # an int8 (QLoRA) base: one scale per vocabulary row

@@ -9,7 +9,7 @@ regular (non-special) token, and the rest stay as they are. The loss is the cros
 the ORIGINAL token at the chosen positions only, so the model cannot learn to copy its input.
 Evaluation (rng=None) masks with a fixed key, so eval numbers are comparable across steps.
 
-The packed text rows of jaxllm/data/pipeline.py serve as they are: the row is `inputs` (the
+The packed text rows of jaxllm/data/batching.py serve as they are: the row is `inputs` (the
 next-token shift of `targets` plays no part), and segment ids keep attention and masking
 within each document. The loss follows the objective contract of jaxllm/objectives/lm.py:
 a sum over the chosen positions, metrics["weight"] = their number, "nll" and "accuracy" sums.

@@ -31,13 +31,13 @@ logps/rejected (SimPO and ORPO, which have no reference, report beta * pc and be
 pair rows (jaxllm/data/preferences.py). The reference log-probs come from the batch
 (`reference="precomputed"`: ref_chosen_logps, ref_rejected_logps, sums over the reply, computed
 once before training) or from a forward pass of the frozen reference in the step
-(`reference="in_step"`, see jaxllm/models/reference.py). SimPO and ORPO need none.
+(`reference="in_step"`, see jaxllm/models/frozen.py). SimPO and ORPO need none.
 """
 
 import jax
 import jax.numpy as jnp
 
-from jaxllm.models.reference import frozen_apply
+from jaxllm.models.frozen import WithFrozen
 from jaxllm.models.reward import padding_inputs
 
 LOSS_TYPES = ("dpo", "dpop", "ipo", "simpo", "orpo")
@@ -167,7 +167,10 @@ def preference_loss(params, batch: dict[str, jax.Array], rng, model, *, loss_typ
     if reference == "precomputed":
       ref = jnp.concatenate([batch["ref_chosen_logps"], batch["ref_rejected_logps"]])
     else:
-      ref = _logps(lambda *a, **k: frozen_apply(model, *a, **k), seq)
+      if not isinstance(model, WithFrozen):
+        raise ValueError("reference='in_step' runs the reference's frozen params: pass a "
+                         "WithFrozen or LoraModel model (the train loop binds frozen_params).")
+      ref = _logps(model.frozen_apply, seq)
     rc, rr = jnp.split(scale(ref), 2)
   nll_chosen = -jnp.split(sums / counts, 2)[0]  # token-mean NLL of the chosen reply
   if loss_type == "dpo":

@@ -66,7 +66,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> t
 
   The state is resharded onto whatever mesh `abstract_state` describes. A checkpoint written by
   another number of processes restores when the data positions are per shard (a "shards" dict,
-  jaxllm/data/pipeline.py): this process gets the union of every writer's shards.
+  jaxllm/data/batching.py): this process gets the union of every writer's shards.
   """
   out = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))

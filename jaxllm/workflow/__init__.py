@@ -1,1 +1,1 @@
-"""The whole pipeline: stage composition, run reports and sweeps."""
+"""The whole pipeline (stage by stage under one work directory), its report, and sweeps."""

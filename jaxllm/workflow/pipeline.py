@@ -9,7 +9,7 @@
   dpo        DPO from sft                                      -> DIR/dpo/
   rl         GRPO with verifiable rewards from dpo             -> DIR/rl/
   eval       every stage's checkpoint through the eval suites  -> DIR/<stage>/eval.json
-then DIR/report.md with plots (jaxllm/pipeline/report.py).
+then DIR/report.md with plots (jaxllm/workflow/report.py).
 
 A stage is complete when its output exists (data, tokenizer), its newest checkpoint is at
 train.num_steps (training stages), or its eval.json matches the newest checkpoint (eval);
@@ -33,7 +33,7 @@ import jax
 import ml_collections
 
 from jaxllm.data import crawl, readers, world
-from jaxllm.data.cleaning import pipeline as cleaning
+from jaxllm.data.cleaning import runner as cleaning
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.inference import runs
 

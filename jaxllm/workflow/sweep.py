@@ -42,7 +42,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 MODES = ("auto", "min", "max")
 _SETTABLE = (bool, int, float, str, tuple)  # field types a --config.KEY=VALUE flag can set
 _EXAMPLE = ('`def get_sweep(arg=None): return sweep.grid(**{"optimizer.lr": [1e-3, 3e-3]})` '
-            'with `from jaxllm.pipeline import sweep`')
+            'with `from jaxllm.workflow import sweep`')
 
 
 def grid(**axes: Sequence[Any]) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
-"""grain pipeline: packing keeps every token once, long documents split, exact resume, sharding,
-and shuffling: a seeded order unlike the file's, another each epoch and seed, every record once
-per epoch."""
+"""Batching with grain: packing keeps every token once, long documents split, exact resume,
+sharding, and shuffling: a seeded order unlike the file's, another each epoch and seed, every
+record once per epoch."""
 
 import collections
 import json
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxllm.data import pipeline
+from jaxllm.data import batching
 from jaxllm.errors import ConfigError
 
 
@@ -29,9 +29,9 @@ def _docs(n=60, seed=0, tag="a"):
 
 
 def _expected_pieces(docs, seq_len):
-  to_example = pipeline.text_example(CharTokenizer())
+  to_example = batching.text_example(CharTokenizer())
   return [tuple(p["inputs"]) + ("|",) + tuple(p["targets"])
-          for d in docs for p in pipeline.split_example(to_example(d), seq_len)]
+          for d in docs for p in batching.split_example(to_example(d), seq_len)]
 
 
 def _pieces(batches):
@@ -52,20 +52,20 @@ def _pieces(batches):
 
 
 def _config(**kw):
-  return pipeline.PipelineConfig(**{"seq_len": 16, "batch_size": 4, "seed": 3, **kw})
+  return batching.BatchingConfig(**{"seq_len": 16, "batch_size": 4, "seed": 3, **kw})
 
 
 @pytest.mark.parametrize("packing", ["first_fit", "best_fit"])
 def test_one_epoch_packs_every_piece_exactly_once(packing):
   docs = _docs()
   cfg = _config(num_epochs=1, packing=packing)
-  got = _pieces(pipeline.build([docs], pipeline.text_example(CharTokenizer()), cfg))
+  got = _pieces(batching.build([docs], batching.text_example(CharTokenizer()), cfg))
   assert collections.Counter(got) == collections.Counter(_expected_pieces(docs, 16))
 
 
 def test_long_documents_are_split_not_truncated():
   tokens = np.arange(3, 3 + 40, dtype=np.int32)
-  pieces = pipeline.split_example({"tokens": tokens, "loss_mask": np.ones(40)}, seq_len=16)
+  pieces = batching.split_example({"tokens": tokens, "loss_mask": np.ones(40)}, seq_len=16)
   assert [len(p["inputs"]) for p in pieces] == [16, 16, 7]
   np.testing.assert_array_equal(np.concatenate([p["inputs"] for p in pieces]), tokens[:-1])
   np.testing.assert_array_equal(np.concatenate([p["targets"] for p in pieces]), tokens[1:])
@@ -73,7 +73,7 @@ def test_long_documents_are_split_not_truncated():
 
 def test_loss_mask_follows_targets():
   example = {"tokens": np.array([5, 6, 7, 8]), "loss_mask": np.array([0, 0, 1, 1])}
-  (piece,) = pipeline.split_example(example, seq_len=8)
+  (piece,) = batching.split_example(example, seq_len=8)
   np.testing.assert_array_equal(piece["targets"], [6, 7, 8])
   np.testing.assert_array_equal(piece["loss_mask"], [0, 1, 1])
 
@@ -85,7 +85,7 @@ def test_chat_examples_learn_only_assistant_tokens_after_packing():
   convs = [{"messages": [{"role": "user", "content": f"q{i}"},
                          {"role": "assistant", "content": "a" * (i % 5 + 1)}]} for i in range(12)]
   cfg = _config(seq_len=64, num_epochs=1)
-  batches = list(pipeline.build([convs], pipeline.chat_example(tok), cfg))
+  batches = list(batching.build([convs], batching.chat_example(tok), cfg))
   learned = collections.Counter()
   for b in batches:
     for row in range(len(b["targets"])):
@@ -99,13 +99,13 @@ def test_chat_examples_learn_only_assistant_tokens_after_packing():
 def test_resume_gives_identical_next_batches():
   sources = [_docs(50, 0, "a"), _docs(30, 1, "b")]
   cfg = _config(weights=(2.0, 1.0), packing="best_fit")
-  to_example = pipeline.text_example(CharTokenizer())
-  run = pipeline.Batches(sources, to_example, cfg)
+  to_example = batching.text_example(CharTokenizer())
+  run = batching.Batches(sources, to_example, cfg)
   for _ in range(7):
     next(run)
   state = json.loads(json.dumps(run.get_state()))  # it goes through the checkpoint as JSON
   expected = [next(run) for _ in range(6)]
-  resumed = pipeline.Batches(sources, to_example, cfg)
+  resumed = batching.Batches(sources, to_example, cfg)
   resumed.set_state(state)
   for want, got in zip(expected, [next(resumed) for _ in range(6)]):
     for key in want:
@@ -115,17 +115,17 @@ def test_resume_gives_identical_next_batches():
 
 
 def test_restoring_other_data_settings_is_refused():
-  to_example = pipeline.text_example(CharTokenizer())
-  state = pipeline.Batches([_docs()], to_example, _config()).get_state()
-  other = pipeline.Batches([_docs()], to_example, _config(seq_len=32))
+  to_example = batching.text_example(CharTokenizer())
+  state = batching.Batches([_docs()], to_example, _config()).get_state()
+  other = batching.Batches([_docs()], to_example, _config(seq_len=32))
   with pytest.raises(ConfigError, match="config.data.seq_len: 16 in the checkpoint, 32 now"):
     other.set_state(state)
 
 
 def test_processes_get_disjoint_shards_that_cover_the_data():
   docs = _docs(41)
-  to_example = pipeline.text_example(CharTokenizer())
-  parts = [_pieces(pipeline.build([docs], to_example,
+  to_example = batching.text_example(CharTokenizer())
+  parts = [_pieces(batching.build([docs], to_example,
                                   _config(num_epochs=1, process_index=p, process_count=2)))
            for p in range(2)]
   assert not set(parts[0]) & set(parts[1])
@@ -135,20 +135,20 @@ def test_processes_get_disjoint_shards_that_cover_the_data():
 
 def test_mixture_follows_weights_and_epochs_repeat():
   a, b = _docs(40, 0, "a"), _docs(40, 1, "b")
-  to_example = pipeline.text_example(CharTokenizer())
-  ds = iter(pipeline.build([a, b], to_example, _config(weights=(3.0, 1.0))))
+  to_example = batching.text_example(CharTokenizer())
+  ds = iter(batching.build([a, b], to_example, _config(weights=(3.0, 1.0))))
   pieces = _pieces([next(ds) for _ in range(60)])
   top = [max(x for x in p if x != "|") for p in pieces]
   share_a = np.mean([t == ord("a") or 0x400 <= t < 0x800 for t in top])  # tag or fill of "a"
   assert 0.68 < share_a < 0.82, share_a
-  twice = _pieces(pipeline.build([a], to_example, _config(num_epochs=2)))
+  twice = _pieces(batching.build([a], to_example, _config(num_epochs=2)))
   assert collections.Counter(twice) == collections.Counter(_expected_pieces(a, 16) * 2)
 
 
 def test_padded_eval_batches_are_a_fixed_number():
   docs = _docs(10)
-  to_example = pipeline.text_example(CharTokenizer())
-  batches = pipeline.padded_batches([docs], to_example, _config(), max_batches=20)
+  to_example = batching.text_example(CharTokenizer())
+  batches = batching.padded_batches([docs], to_example, _config(), max_batches=20)
   assert len(batches) == 20 and all(b["inputs"].shape == (4, 16) for b in batches)
   total = sum(len(d["text"]) + 1 for d in docs)  # bos + text + eos -> len + 1 targets
   assert sum(b["loss_mask"].sum() for b in batches) == total
@@ -156,20 +156,20 @@ def test_padded_eval_batches_are_a_fixed_number():
 
 
 def test_bad_settings_name_the_field():
-  to_example = pipeline.text_example(CharTokenizer())
+  to_example = batching.text_example(CharTokenizer())
   with pytest.raises(ConfigError, match="config.data.weights"):
-    pipeline.build([_docs(), _docs()], to_example, _config(weights=(1.0,)))
+    batching.build([_docs(), _docs()], to_example, _config(weights=(1.0,)))
   with pytest.raises(ConfigError, match="config.train.batch_size"):
-    pipeline.build([_docs()], to_example, _config(process_count=3))
+    batching.build([_docs()], to_example, _config(process_count=3))
   with pytest.raises(ConfigError, match="config.data.packing"):
-    pipeline.build([_docs()], to_example, _config(packing="greedy"))
+    batching.build([_docs()], to_example, _config(packing="greedy"))
 
 
 def test_without_process_sharding_processes_split_the_same_global_batches():
   docs = _docs(40)
-  to_example = pipeline.text_example(CharTokenizer())
-  whole = iter(pipeline.build([docs], to_example, _config(shard_by_process=False)))
-  parts = [iter(pipeline.build([docs], to_example, _config(
+  to_example = batching.text_example(CharTokenizer())
+  whole = iter(batching.build([docs], to_example, _config(shard_by_process=False)))
+  parts = [iter(batching.build([docs], to_example, _config(
       shard_by_process=False, process_index=p, process_count=2))) for p in range(2)]
   for _ in range(5):
     batch, a, b = next(whole), next(parts[0]), next(parts[1])
@@ -178,15 +178,15 @@ def test_without_process_sharding_processes_split_the_same_global_batches():
 
 
 def test_worker_processes_resume_exactly():
-  to_example = pipeline.text_example(CharTokenizer())
+  to_example = batching.text_example(CharTokenizer())
   cfg = _config(num_workers=2)
-  run = pipeline.Batches([_docs(80)], to_example, cfg)
+  run = batching.Batches([_docs(80)], to_example, cfg)
   for _ in range(3):
     next(run)
   state = json.loads(json.dumps(run.get_state()))
   expected = [next(run) for _ in range(3)]
   run.close()
-  resumed = pipeline.Batches([_docs(80)], to_example, cfg)
+  resumed = batching.Batches([_docs(80)], to_example, cfg)
   resumed.set_state(state)
   got = [next(resumed) for _ in range(3)]
   resumed.close()
@@ -197,8 +197,8 @@ def test_worker_processes_resume_exactly():
 
 def _global_batches(docs, n, process_count, **kw):
   """The first n global batches: every process's rows, in process order."""
-  to_example = pipeline.text_example(CharTokenizer())
-  its = [pipeline.Batches([docs], to_example, _config(batch_size=8, process_index=p,
+  to_example = batching.text_example(CharTokenizer())
+  its = [batching.Batches([docs], to_example, _config(batch_size=8, process_index=p,
                                                       process_count=process_count, **kw))
          for p in range(process_count)]
   out = [{k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
@@ -223,19 +223,19 @@ def test_data_positions_of_two_processes_resume_in_one_and_back():
   """The checkpoint's union of per-shard positions restores on another process count."""
   from jaxllm.train.checkpoint import merge_shard_positions
   docs = _docs(90)
-  to_example = pipeline.text_example(CharTokenizer())
+  to_example = batching.text_example(CharTokenizer())
   _, two = _global_batches(docs, 5, 2, shards=2)
   saved = [json.loads(json.dumps(it.get_state())) for it in two]
   expected = [{k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
               for parts in ([next(it) for it in two] for _ in range(4))]
   merged = merge_shard_positions(saved)
-  one = pipeline.Batches([docs], to_example, _config(batch_size=8, shards=2))
+  one = batching.Batches([docs], to_example, _config(batch_size=8, shards=2))
   one.set_state(merged)
   for want in expected:
     got = next(one)
     for key in want:
       np.testing.assert_array_equal(want[key], got[key])
-  back = [pipeline.Batches([docs], to_example, _config(batch_size=8, shards=2,
+  back = [batching.Batches([docs], to_example, _config(batch_size=8, shards=2,
                                                       process_index=p, process_count=2))
           for p in range(2)]
   state = json.loads(json.dumps(one.get_state()))
@@ -253,26 +253,26 @@ def test_data_positions_of_two_processes_resume_in_one_and_back():
     one.set_state({**merged, "shards": {"0": merged["shards"]["0"]}})
   with pytest.raises(ConfigError, match=r"config.data.shards \(0 = one per process\): 2 in the "
                                         "checkpoint, 4 now"):
-    pipeline.Batches([docs], to_example, _config(batch_size=8, shards=4)).set_state(merged)
+    batching.Batches([docs], to_example, _config(batch_size=8, shards=4)).set_state(merged)
 
 
 def test_data_shard_counts_are_checked():
-  to_example = pipeline.text_example(CharTokenizer())
+  to_example = batching.text_example(CharTokenizer())
   with pytest.raises(ConfigError, match="config.data.shards=3 must be a positive multiple of "
                                         "the 2 processes"):
-    pipeline.build([_docs()], to_example, _config(shards=3, process_count=2))
+    batching.build([_docs()], to_example, _config(shards=3, process_count=2))
   with pytest.raises(ConfigError, match="config.train.batch_size=4 is not divisible by the 8 "
                                         "data shards"):
-    pipeline.build([_docs()], to_example, _config(shards=8))
+    batching.build([_docs()], to_example, _config(shards=8))
   with pytest.raises(ConfigError, match="too few to give each of the 8 data shards one"):
-    pipeline.build([_docs(5)], to_example, _config(shards=8, batch_size=8))
+    batching.build([_docs(5)], to_example, _config(shards=8, batch_size=8))
 
 
 def test_padded_eval_batches_do_not_depend_on_the_process_count():
   docs = _docs(30)
-  to_example = pipeline.text_example(CharTokenizer())
-  one = pipeline.padded_batches([docs], to_example, _config(batch_size=8, shards=2), 6)
-  two = [pipeline.padded_batches([docs], to_example, _config(
+  to_example = batching.text_example(CharTokenizer())
+  one = batching.padded_batches([docs], to_example, _config(batch_size=8, shards=2), 6)
+  two = [batching.padded_batches([docs], to_example, _config(
       batch_size=8, shards=2, process_index=p, process_count=2), 6) for p in range(2)]
   for i, want in enumerate(one):
     for key in want:
@@ -286,7 +286,7 @@ def _record_order(n, shards=0, **kw):
   records = [{"id": i} for i in range(n)]
   to_example = lambda r: {"id": np.int32(r["id"])}
   cfg = _config(packing="rows", prefetch=0, shards=shards, **kw)
-  return np.concatenate([b["id"] for b in pipeline.build([records], to_example, cfg)])
+  return np.concatenate([b["id"] for b in batching.build([records], to_example, cfg)])
 
 
 @pytest.mark.parametrize("shards", [1, 2])
@@ -314,10 +314,10 @@ def test_shuffling_reorders_each_epoch_and_seed_and_keeps_every_record_once(shar
     np.testing.assert_array_equal(unshuffled[unshuffled % shards == s], np.arange(s, n, shards))
 
 
-def test_training_pipelines_shuffle_with_the_run_seed():
+def test_training_batches_shuffle_with_the_run_seed():
   from jaxllm import config as config_lib
   from jaxllm.data import inputs
   c = config_lib.pretrain_config("tiny")
   c.seed = 11
-  cfg = inputs.pipeline_config(c)
+  cfg = inputs.batching_config(c)
   assert cfg.shuffle and cfg.seed == 11

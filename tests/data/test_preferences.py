@@ -4,7 +4,7 @@ and the pipeline's unpacked rows."""
 import numpy as np
 import pytest
 
-from jaxllm.data import pipeline, preferences
+from jaxllm.data import batching, preferences
 from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 from jaxllm.errors import ConfigError
 
@@ -112,9 +112,9 @@ def test_annotator_length_bias_and_noise():
 
 def test_pipeline_batches_pair_rows_without_packing(tok):
   source = [dict(PAIR, chosen=f"good {i}") for i in range(10)]
-  config = pipeline.PipelineConfig(seq_len=48, batch_size=4, packing="rows", prefetch=0)
-  batch = next(iter(pipeline.Batches([source], preferences.pair_example(tok, 48), config)))
+  config = batching.BatchingConfig(seq_len=48, batch_size=4, packing="rows", prefetch=0)
+  batch = next(iter(batching.Batches([source], preferences.pair_example(tok, 48), config)))
   assert batch["chosen_tokens"].shape == (4, 48) and batch["margin"].shape == (4,)
-  padded = pipeline.padded_batches([source], preferences.pair_example(tok, 48), config, 4)
+  padded = batching.padded_batches([source], preferences.pair_example(tok, 48), config, 4)
   weights = np.concatenate([b["pair_weight"] for b in padded])
   assert weights.tolist() == [1.0] * 10 + [0.0] * 6

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import urllib.request
 
-from jaxllm.data import labels
+from jaxllm.labeling import store as labels
 from tests.experiments.conftest import child_env, run_script
 from tests.helpers import ROOT
 

@@ -15,8 +15,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug import serving
 
-from jaxllm.data.labels import Item, JudgementStore
-from jaxllm.inference import labeling
+from jaxllm.labeling import app as labeling
+from jaxllm.labeling.store import Item, JudgementStore
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 ITEMS = [Item("a", "Which is kind?", ("plain answer", HOSTILE, "third & <b>bold</b>")),

@@ -79,7 +79,7 @@ def _models_and_batch(b=4, t=16):
            "targets": jnp.asarray(rng.integers(0, 128, (b, t)), jnp.int32),
            "loss_mask": jnp.asarray(rng.integers(0, 2, (b, t)), jnp.float32)}
   teacher, student = Transformer(TEACHER_CFG), Transformer(STUDENT_CFG)
-  return (distill.WithTeacher(student, teacher), _random_params(student, rng),
+  return (distill.with_teacher(student, teacher), _random_params(student, rng),
           _random_params(teacher, rng), batch)
 
 
@@ -171,7 +171,7 @@ def test_chunked_loss_equals_the_whole_logits_loss_with_its_gradient():
 
 def test_errors_name_the_fields():
   with pytest.raises(ConfigError, match=r"config.model.vocab_size=64 .*model.vocab_size=128"):
-    distill.WithTeacher(Transformer(get_size("tiny", vocab_size=64)), Transformer(TEACHER_CFG))
+    distill.with_teacher(Transformer(get_size("tiny", vocab_size=64)), Transformer(TEACHER_CFG))
   c = config_lib.distill_config("tiny")
   with pytest.raises(ConfigError, match="config.teacher.checkpoint is empty"):
     config_lib.validate_distill(c)

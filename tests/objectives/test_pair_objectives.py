@@ -20,7 +20,7 @@ from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 from jaxllm.models import Transformer, get_size
 from jaxllm.models import lora as lora_lib
 from jaxllm.models import reward as reward_lib
-from jaxllm.models.reference import WithReference
+from jaxllm.models.frozen import WithFrozen
 from jaxllm.objectives import preference, reward
 from jaxllm.train import step as step_lib
 from jaxllm.train.state import unbox
@@ -65,7 +65,7 @@ def _table(tok, params, pairs=PAIRS):
 
 
 def test_dpo_at_policy_equal_to_reference_is_log2_in_step_and_precomputed(tok, params):
-  model = WithReference(Transformer(CFG)).with_frozen(params)
+  model = WithFrozen(Transformer(CFG)).with_frozen(params)
   loss, m = _loss(params, _batch(tok), model)
   assert loss == pytest.approx(math.log(2), abs=1e-6)
   assert m["rewards/margin"] == pytest.approx(0, abs=1e-6) and m["weight"] == 1.0
@@ -133,7 +133,7 @@ def test_prompt_and_padding_never_count(tok, params):
   noisy = dict(batch, chosen_tokens=jnp.where(batch["chosen_valid"] > 0,
                                               batch["chosen_tokens"], 7))
   padded = _batch(tok, pad_rows=2)
-  model = WithReference(Transformer(CFG)).with_frozen(jax.tree.map(lambda x: 0.9 * x, params))
+  model = WithFrozen(Transformer(CFG)).with_frozen(jax.tree.map(lambda x: 0.9 * x, params))
   base = _loss(params, batch, model)
   assert _loss(params, noisy, model)[0] == pytest.approx(base[0], rel=1e-6)
   padded_loss, padded_metrics = _loss(params, padded, model)
@@ -146,7 +146,7 @@ def test_prompt_and_padding_never_count(tok, params):
 @pytest.mark.parametrize("loss_type,smoothing", [("dpo", 0.0), ("dpo", 0.2), ("dpop", 0.0),
                                                  ("ipo", 0.0), ("simpo", 0.0), ("orpo", 0.0)])
 def test_a_train_step_raises_chosen_over_rejected(tok, params, loss_type, smoothing):
-  model = WithReference(Transformer(CFG))
+  model = WithFrozen(Transformer(CFG))
   beta = {"simpo": 2.0, "orpo": 0.5}.get(loss_type, 0.1)
   loss_fn = functools.partial(preference.preference_loss, loss_type=loss_type, beta=beta,
                               label_smoothing=smoothing)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxllm.data import pipeline, world
+from jaxllm.data import batching, world
 from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 from jaxllm.models import Transformer, get_size
 from jaxllm.objectives import lm
@@ -20,8 +20,8 @@ def _sft_batch(seq_len=256, batch_size=8):
   tok = train_tokenizer(["x"], vocab_size=len(SPECIAL_TOKENS) + 256)
   convs = world.generate(0)["train"]["sft"][:40]
   assert any(c["messages"][0]["role"] == "system" for c in convs)
-  cfg = pipeline.PipelineConfig(seq_len=seq_len, batch_size=batch_size, seed=0, num_epochs=1)
-  batch = next(iter(pipeline.build([convs], pipeline.chat_example(tok), cfg)))
+  cfg = batching.BatchingConfig(seq_len=seq_len, batch_size=batch_size, seed=0, num_epochs=1)
+  batch = next(iter(batching.build([convs], batching.chat_example(tok), cfg)))
   return {k: np.asarray(v) for k, v in batch.items()}
 
 

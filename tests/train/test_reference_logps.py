@@ -1,6 +1,6 @@
-"""The DPO reference table (jaxllm/train/reference.py): every entry equals the sum of the reply's
-log-probs from one forward pass over that sequence alone, written out with plain jax, including
-the pairs of a last batch that the pairs do not fill and pairs from a second source."""
+"""The DPO reference table (jaxllm/train/reference_logps.py): every entry equals the sum of the
+reply's log-probs from one forward pass over that sequence alone, written out with plain jax,
+including the pairs of a last batch that the pairs do not fill and pairs from a second source."""
 
 import dataclasses
 
@@ -14,7 +14,7 @@ from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 from jaxllm.models import Transformer, get_size
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
-from jaxllm.train import reference
+from jaxllm.train import reference_logps
 from jaxllm.train.state import unbox
 
 CFG = dataclasses.replace(get_size("tiny"), vocab_size=len(SPECIAL_TOKENS) + 256)
@@ -70,8 +70,8 @@ def test_reference_table_holds_each_reply_logp_including_a_ragged_last_batch(tok
   rules = sharding_lib.DEFAULT_RULES
   assert (len(TRAIN) + len(VALIDATION)) % BATCH  # the last batch is not full
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    table = reference.compute_table(Transformer(CFG), params, [TRAIN, VALIDATION], tok, SEQ_LEN,
-                                    BATCH, mesh)
+    table = reference_logps.compute_table(Transformer(CFG), params, [TRAIN, VALIDATION], tok,
+                                          SEQ_LEN, BATCH, mesh)
   expected = {}
   for pair in TRAIN + VALIDATION:
     for side in preferences.SIDES:

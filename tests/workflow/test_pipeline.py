@@ -6,7 +6,7 @@ import pytest
 
 from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError
-from jaxllm.pipeline import stages
+from jaxllm.workflow import pipeline as stages
 from tests.experiments.conftest import run_script
 from tests.helpers import ROOT
 

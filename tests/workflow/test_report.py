@@ -6,8 +6,8 @@ import pytest
 
 from jaxllm import config as config_lib
 from jaxllm.models.config import ModelConfig
-from jaxllm.pipeline import report
 from jaxllm.train import metrics as metrics_lib
+from jaxllm.workflow import report
 
 
 def _write(path, obj):

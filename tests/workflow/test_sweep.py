@@ -1,4 +1,4 @@
-"""Sweeps (jaxllm/pipeline/sweep.py, experiments/sweep.py): points, commands, results, reruns."""
+"""Sweeps (jaxllm/workflow/sweep.py, experiments/sweep.py): points, commands, results, reruns."""
 
 import csv
 import json
@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 from jaxllm.errors import ConfigError, UserError
-from jaxllm.pipeline import sweep
+from jaxllm.workflow import sweep
 from tests.helpers import ROOT, read_metrics
 
 TINY = "configs/pretrain/tiny.py"
@@ -36,7 +36,7 @@ def _config_file(tmp_path, body, folder="pretrain", name="sweep_cfg.py"):
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(textwrap.dedent("""\
       from jaxllm import config as config_lib
-      from jaxllm.pipeline import sweep
+      from jaxllm.workflow import sweep
 
 
       def get_config(arg=None):

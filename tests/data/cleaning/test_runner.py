@@ -8,7 +8,7 @@ import pytest
 
 from jaxllm import config as config_lib
 from jaxllm.data import readers
-from jaxllm.data.cleaning import pipeline
+from jaxllm.data.cleaning import runner
 from jaxllm.errors import ConfigError
 from tests.data.cleaning.texts import FRENCH, GERMAN, english_doc
 from tests.helpers import ROOT
@@ -62,7 +62,7 @@ def _output(out_dir):
 
 def test_every_document_is_accounted_for(tmp_path):
   num_records = _write_inputs(tmp_path)
-  stats = pipeline.run(_config(tmp_path), tmp_path / "out")
+  stats = runner.run(_config(tmp_path), tmp_path / "out")
   steps = {s["name"]: s for s in stats["steps"]}
   assert list(steps) == ["read", "url", "html", "language", "gopher_repetition",
                          "gopher_quality", "c4_quality", "fineweb_quality", "pii", "exact_dedup",
@@ -98,13 +98,13 @@ def test_every_document_is_accounted_for(tmp_path):
   assert docs[5].metadata["extracted_from"] == "html" and "Home" not in docs[5].text
   assert json.loads((tmp_path / "out/stats.json").read_text())["steps"] == stats["steps"]
   assert not (tmp_path / "out/tmp").exists()
-  assert "minhash_dedup" in pipeline.summary_table(stats)
+  assert "minhash_dedup" in runner.summary_table(stats)
 
 
 def test_many_workers_and_shards_give_the_same_output(tmp_path):
   _write_inputs(tmp_path)
-  one = pipeline.run(_config(tmp_path, docs_per_shard=3), tmp_path / "one")
-  two = pipeline.run(_config(tmp_path, docs_per_shard=3, num_workers=2), tmp_path / "two")
+  one = runner.run(_config(tmp_path, docs_per_shard=3), tmp_path / "one")
+  two = runner.run(_config(tmp_path, docs_per_shard=3, num_workers=2), tmp_path / "two")
   assert two["workers"] == 2 and one["steps"] == two["steps"]
   docs_one, paths = _output(tmp_path / "one")
   docs_two, _ = _output(tmp_path / "two")
@@ -114,24 +114,24 @@ def test_many_workers_and_shards_give_the_same_output(tmp_path):
 
 def test_process_split_is_disjoint_and_covering(tmp_path):
   files = [f"f{i}" for i in range(7)]
-  parts = [pipeline.process_files(files, i, 3) for i in range(3)]
+  parts = [runner.process_files(files, i, 3) for i in range(3)]
   assert sorted(f for part in parts for f in part) == files and sum(map(len, parts)) == 7
   assert parts[0] == ["f0", "f3", "f6"]
 
   _write_inputs(tmp_path)
   kw = {"process_count": 2, "dedup": {"exact": False, "minhash": False, "ngram": 5, "bands": 14,
                                       "rows": 8, "seed": 1}}
-  whole = pipeline.run(_config(tmp_path, dedup=kw["dedup"]), tmp_path / "whole")
+  whole = runner.run(_config(tmp_path, dedup=kw["dedup"]), tmp_path / "whole")
   ids = []
   for i in range(2):
-    stats = pipeline.run(_config(tmp_path, process_index=i, **kw), tmp_path / "split")
+    stats = runner.run(_config(tmp_path, process_index=i, **kw), tmp_path / "split")
     assert stats["files"] == 2
     ids.append([d.id for d in _output(tmp_path / f"split/process-0000{i}-of-00002")[0]])
   assert not set(ids[0]) & set(ids[1])
   assert sorted(ids[0] + ids[1]) == sorted(d.id for d in _output(tmp_path / "whole")[0])
   assert whole["output"]["docs"] == len(ids[0] + ids[1])
 
-  idle = pipeline.run(_config(tmp_path, process_index=5, process_count=6), tmp_path / "idle")
+  idle = runner.run(_config(tmp_path, process_index=5, process_count=6), tmp_path / "idle")
   assert idle["files"] == 0 and idle["output"]["docs"] == 0
   assert _output(tmp_path / "idle/process-00005-of-00006")[0] == []
 
@@ -139,11 +139,11 @@ def test_process_split_is_disjoint_and_covering(tmp_path):
 def test_config_mistakes_name_the_field(tmp_path):
   _write_inputs(tmp_path)
   with pytest.raises(ConfigError, match="config.steps=.*'langauge'"):
-    pipeline.run(_config(tmp_path, steps=("url", "langauge")), tmp_path / "o")
+    runner.run(_config(tmp_path, steps=("url", "langauge")), tmp_path / "o")
   with pytest.raises(ConfigError, match=r"config.process_index=2 must be in \[0, "):
-    pipeline.run(_config(tmp_path, process_index=2, process_count=2), tmp_path / "o")
+    runner.run(_config(tmp_path, process_index=2, process_count=2), tmp_path / "o")
   with pytest.raises(ConfigError, match="config.input is empty"):
-    pipeline.run(_config(tmp_path, input=""), tmp_path / "o")
+    runner.run(_config(tmp_path, input=""), tmp_path / "o")
 
 
 def test_clean_documents_counts_edits_and_text_left_empty():
@@ -155,8 +155,8 @@ def test_clean_documents_counts_edits_and_text_left_empty():
     return "has_q (found q)" if "Q" in doc.text else None
 
   docs = [readers.Document(t, f"d{i}") for i, t in enumerate(["ab", "x", "same", "q", "éé"])]
-  stats = [pipeline.StepStats("shout"), pipeline.StepStats("no_x")]
-  kept = list(pipeline.clean_documents(docs, [("shout", shout), ("no_x", no_x)], stats, 1,
+  stats = [runner.StepStats("shout"), runner.StepStats("no_x")]
+  kept = list(runner.clean_documents(docs, [("shout", shout), ("no_x", no_x)], stats, 1,
                                        batch_size=2))
   assert [(d.id, d.text, n) for d, n in kept] == [("d0", "AB", 2), ("d2", "same", 4),
                                                  ("d4", "ÉÉ", 4)]
