@@ -12,28 +12,23 @@ import sys
 
 from absl import flags
 
-from jaxllm import cli
-from jaxllm.inference import assistant, retrieval, runs, sampler, tools
+from jaxllm import cli, runs
+from jaxllm.inference import assistant, retrieval, sampler, tools
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints/, tokenizer.json).")
+cli.define_run_flags()
+cli.define_sampling_flags(temperature=0.0, max_new_tokens=256)
 flags.DEFINE_string("system", "", "System prompt (tools are listed after it).")
 flags.DEFINE_string("rag_index", "", "Passages .jsonl or saved BM25 index directory.")
 flags.DEFINE_integer("rag_k", 3, "Passages to retrieve per question.")
 flags.DEFINE_integer("rag_budget", 384, "Tokens the passages and question may take at most.")
 flags.DEFINE_bool("tools", True, "Let the model call tools.")
 flags.DEFINE_bool("show_tools", False, "Print tool calls and results.")
-flags.DEFINE_float("temperature", 0.0, "Softmax temperature; 0 is greedy.")
-flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
-flags.DEFINE_float("top_p", 1.0, "Keep the most likely tokens up to this probability mass.")
-flags.DEFINE_integer("max_new_tokens", 256, "Tokens per model turn at most.")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
   del argv
-  run = runs.load_run(FLAGS.workdir)
+  run = runs.load_run(FLAGS.workdir, FLAGS.step)
   tok = run.tokenizer
   smp = sampler.Sampler(run.model, run.params, tok.pad_id, vocab_limit=tok.vocab_size)
   index = retrieval.Bm25Index.load(FLAGS.rag_index) if FLAGS.rag_index else None

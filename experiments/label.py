@@ -26,18 +26,14 @@ from jaxllm.labeling import agreement
 from jaxllm.labeling import store as labels
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory; labels go to RUN/labels/.")
+cli.define_run_flags()
+cli.define_sampling_flags(temperature=1.0, max_new_tokens=128, top_k=False)
 flags.DEFINE_string("prompts", None, "JSONL of prompts to sample and label (not needed once "
                     "RUN/labels/responses.jsonl holds them).")
 flags.DEFINE_integer("samples", 4, "Responses sampled per prompt (2 to 9).")
-flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 is greedy.")
-flags.DEFINE_float("top_p", 1.0, "Keep the most likely tokens up to this probability mass.")
-flags.DEFINE_integer("max_new_tokens", 128, "Tokens to generate at most per response.")
 flags.DEFINE_integer("batch_size", 32, "Sequences sampled together.")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_bool("chat", None, "Render prompts with the chat template (default: yes unless the "
                   "run is a base pretraining run).")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_string("host", "127.0.0.1", "Address to serve on (127.0.0.1: this machine only).")
 flags.DEFINE_integer("port", 8080, "Port to serve on (0: any free port).")
 flags.DEFINE_bool("sample_only", False, "Sample the responses and exit without serving.")
@@ -47,7 +43,6 @@ flags.DEFINE_bool("export", False, "Write preference pairs from the judgements a
 flags.DEFINE_string("out", None, "With --export: output file (default RUN/labels/pairs.jsonl).")
 flags.DEFINE_enum("ties", "drop", labels.TIES, "With --export: drop tied pairs, or keep them "
                   "as both orders with margin 0.")
-flags.mark_flags_as_required(["workdir"])
 
 
 def label_dir(workdir) -> pathlib.Path:
@@ -58,16 +53,16 @@ def sample_items(workdir, prompts) -> tuple[list[labels.Item], dict]:
   """(items, {"step", "chat"}): --samples responses to each (id, prompt) from the run's model,
   the checkpoint step it used and whether prompts got the chat template."""
   # Imported here: --export and --agreement need no model (and no JAX start-up).
+  from jaxllm import runs  # pylint: disable=import-outside-toplevel
   from jaxllm.data import chat, preferences  # pylint: disable=import-outside-toplevel
-  from jaxllm.eval import suites  # pylint: disable=import-outside-toplevel
-  from jaxllm.inference import runs, sampler  # pylint: disable=import-outside-toplevel
+  from jaxllm.inference import sampler  # pylint: disable=import-outside-toplevel
 
   run = runs.load_run(workdir, FLAGS.step)
-  if runs.is_reward_run(run.config):
+  if runs.is_reward_model(run.config):
     raise UserError(f"--workdir={workdir} is a reward-model run, which does not generate; "
                     "label the responses of a language model (an SFT or pretrained run).")
   tok = run.tokenizer
-  use_chat = FLAGS.chat if FLAGS.chat is not None else suites.stage_of(run.config) != "pretrain"
+  use_chat = FLAGS.chat if FLAGS.chat is not None else runs.model_kind(run.config) == "chat"
   encoded = []
   for pid, prompt in prompts:
     if use_chat:

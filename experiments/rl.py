@@ -9,18 +9,14 @@ trained reward model, PPO with a value head.
       --config.init.checkpoint=/tmp/jaxllm/sft
 
 Each step is one iteration: sample config.rl.group_size completions for each of
-train.batch_size / group_size prompts with the current policy, score them
-(config.rl.rewards), compute advantages (config.rl.advantage) and make rl.epochs x
-rl.minibatches updates with the clipped objective (jaxllm/objectives/policy.py). metrics.jsonl
-gets rollout/* (reward, accuracy, pass@G, length, dropped groups, sampler-vs-trainer log-prob
-difference, KL to the reference), time/* (sampling, rewards, log-probs, updates), train/* (loss,
-KL, entropy, clip fractions) and, every eval step, eval/* on held-out prompts (greedy accuracy,
-pass@k, format, reward-model score). Running again with the same --workdir resumes exactly
-(the prompt order and the sampler's keys derive from the seed and the iteration).
+train.batch_size / group_size prompts with the current policy, score them, compute advantages
+and update with the clipped objective. metrics.jsonl gets rollout/*, time/*, train/* and, every
+eval step, eval/* on held-out prompts. Running again with the same --workdir resumes exactly (the
+prompt order and the sampler's keys derive from the seed and the iteration). The stage:
+jaxllm/recipes/rl.py.
 """
 
-from jaxllm import cli
-from jaxllm.rl.experiment import run
+from jaxllm.recipes import rl
 
 if __name__ == "__main__":
-  cli.run_stage(run, "Config file (see configs/rl/).")
+  rl.main()

@@ -9,22 +9,17 @@ prompt is plain text after BOS (when the tokenizer has one). --temperature=0 is 
 
 from absl import flags
 
-from jaxllm import cli
+from jaxllm import cli, runs
 from jaxllm.data import chat
 from jaxllm.errors import UserError
-from jaxllm.inference import runs, sampler
+from jaxllm.inference import sampler
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints/, tokenizer.json).")
+cli.define_run_flags()
+cli.define_sampling_flags(temperature=1.0, max_new_tokens=128)
 flags.DEFINE_string("prompt", None, "Prompt text.")
 flags.DEFINE_bool("chat", False, "Render the prompt as a user turn of the chat template.")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 is greedy.")
-flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
-flags.DEFINE_float("top_p", 1.0, "Keep the most likely tokens up to this probability mass.")
-flags.DEFINE_integer("max_new_tokens", 128, "Tokens to generate at most.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-flags.mark_flags_as_required(["workdir", "prompt"])
+flags.mark_flag_as_required("prompt")
 
 
 def main(argv):

@@ -5,9 +5,9 @@
       --workdir=/tmp/jaxllm/lr_sweep --set=train.eval_every=100 --metric=eval/accuracy
 
 The config file's get_sweep() returns a list of {field path: value} dicts (see
-jaxllm/workflow/sweep.py, grid()). Each point runs the stage script of the config's folder
-(configs/pretrain -> experiments/pretrain.py, sft, dpo, reward -> reward_model.py, rl; or
---script) one after another in WORKDIR/NNN-<field>=<value>, its output in log.txt there.
+jaxllm/workflow/sweep.py, grid()). Each point runs the recipe the config's stage names
+(`python -m jaxllm.recipes.<config.stage>`; or --module, a module of yours with a main()) one
+after another in WORKDIR/NNN-<field>=<value>, its output in log.txt there.
 --set=FIELD=VALUE (repeatable) overrides a field for every point. Running the same command
 again skips the points whose metrics.jsonl has the final step and resumes the others.
 Then WORKDIR/sweep.csv has one row per point (its values, the last logged --metric and its
@@ -48,8 +48,8 @@ flags.DEFINE_string("metric", "eval/loss", "metrics.jsonl key to tabulate and pl
                     "logged value).")
 flags.DEFINE_enum("mode", "auto", list(sweep.MODES), "Whether the best point has the lowest or "
                   "highest metric; auto: min for losses and perplexities, else max.")
-flags.DEFINE_string("script", None, "Stage script, a name in experiments/ or a path (default: "
-                    "from the config's folder).")
+flags.DEFINE_string("module", None, "Module each point runs with python -m (default: "
+                    "jaxllm.recipes.<the config's stage>).")
 flags.DEFINE_multi_string("set", [], "FIELD=VALUE override for every point, e.g. "
                           "--set=train.num_steps=50; repeatable.")
 flags.DEFINE_string("python", sys.executable, "Python interpreter the commands run with.")
@@ -60,12 +60,12 @@ def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}; flags are written --name=value.")
   if FLAGS.dry_run:
-    _, points = sweep.plan(FLAGS.config, FLAGS.workdir, FLAGS.script, FLAGS.set, FLAGS.python)
+    _, points = sweep.plan(FLAGS.config, FLAGS.workdir, FLAGS.module, FLAGS.set, FLAGS.python)
     for point in points:
       print(shlex.join(point.argv))
     return
   sweep.run(FLAGS.config, FLAGS.workdir, metric=FLAGS.metric, mode=FLAGS.mode,
-            script=FLAGS.script, extra=FLAGS.set, python=FLAGS.python)
+            module=FLAGS.module, extra=FLAGS.set, python=FLAGS.python)
 
 
 if __name__ == "__main__":

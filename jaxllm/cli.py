@@ -1,7 +1,17 @@
-"""Entry-point helper: user errors print one clear line and exit 2, without a traceback.
+"""Entry points: user errors print one clear line and exit 2, without a traceback; and the one
+convention for flags in every script.
 
 That covers the command line too: a flag or `--config.a.b=value` override of the wrong type, a
 field the config does not have, a config file that cannot be loaded.
+
+Flags, the same in every script of experiments/:
+  --workdir=DIR          the run directory the command trains into (and resumes), or reads
+  --out=DIR              a new directory the command writes from the run in --workdir
+  --config=FILE[:ARG]    settings; every field overrides as --config.a.b=VALUE (commands that
+                         read a run default to their recipe's settings, so no file is needed)
+  --step=N               a checkpoint other than the newest
+  --temperature, --top_k, --top_p, --max_new_tokens, --seed   sampling, where a command samples
+  booleans               --name / --noname
 """
 
 import difflib
@@ -105,8 +115,8 @@ def run(main: Callable[[list[str]], None]) -> None:
 def run_stage(run_fn: Callable, config_help: str) -> None:
   """`python experiments/STAGE.py --config=FILE --workdir=DIR`: calls run_fn(config, workdir).
 
-  The flags are defined here, when the script runs, not when it is imported, so several stage
-  scripts' run() functions can be imported into one process (tests, pipelines).
+  The flags are defined here, when the script runs, not when a recipe is imported, so several
+  recipes can be imported into one process (tests, the pipeline).
   """
   config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
   flags.DEFINE_string("workdir", None, "Run directory: config, metrics, checkpoints.")
@@ -116,3 +126,43 @@ def run_stage(run_fn: Callable, config_help: str) -> None:
     del argv
     run_fn(flags.FLAGS.config, flags.FLAGS.workdir)
   run(main)
+
+
+def run_on_run(run_fn: Callable, config_file, config_help: str,
+               out_help: str | None = None) -> None:
+  """`python experiments/X.py --workdir=RUN [--out=DIR] [--step=N] [--config=FILE]`: calls
+  run_fn(config, workdir[, out], step=step) for a command that reads a trained run.
+
+  --config defaults to `config_file` (the recipe's own file, whose get_config() gives its
+  defaults), so --config.FIELD=VALUE overrides work without a config file.
+  """
+  config_flags.DEFINE_config_file("config", str(config_file), config_help, lock_config=True)
+  define_run_flags()
+  if out_help:
+    flags.DEFINE_string("out", None, out_help)
+    flags.mark_flag_as_required("out")
+
+  def main(argv):
+    del argv
+    f = flags.FLAGS
+    run_fn(f.config, f.workdir, *([f.out] if out_help else []), step=f.step)
+  run(main)
+
+
+def define_run_flags() -> None:
+  """--workdir (required) and --step: the run a command reads and its checkpoint."""
+  flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints/, "
+                      "tokenizer.json).")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+  flags.mark_flag_as_required("workdir")
+
+
+def define_sampling_flags(temperature: float, max_new_tokens: int, top_k: bool = True) -> None:
+  """--temperature, --top_p, --top_k, --max_new_tokens and --seed, named alike in every
+  command that samples (the defaults fit the command)."""
+  flags.DEFINE_float("temperature", temperature, "Softmax temperature; 0 is greedy.")
+  if top_k:
+    flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
+  flags.DEFINE_float("top_p", 1.0, "Keep the most likely tokens up to this probability mass.")
+  flags.DEFINE_integer("max_new_tokens", max_new_tokens, "Tokens to generate at most.")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")

@@ -17,7 +17,7 @@ from jaxllm import config as config_lib  # noqa: E402
 @pytest.fixture
 def tiny_config():
   """A small, fast pretraining config on the embedded world (8-way data parallel)."""
-  c = config_lib.pretrain_config("tiny")
+  c = config_lib.base_config("tiny")
   c.data.seq_len = 32
   c.train.num_steps = 10
   c.train.batch_size = 8

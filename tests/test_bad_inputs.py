@@ -200,7 +200,7 @@ def test_missing_prepared_shard_names_the_file_and_the_fix(tmp_path):
   for part in ("a", "b"):
     (tmp_path / f"{part}.jsonl").write_text("".join(
         json.dumps({"text": f"document {part}{i}"}) + "\n" for i in range(100)))
-  config = config_lib.pretrain_config("tiny")
+  config = config_lib.base_config("tiny")
   config.data.source = str(tmp_path / "*.jsonl")
   config.data.eval_fraction = 0.1
   workdir = tmp_path / "run"

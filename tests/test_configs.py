@@ -9,6 +9,7 @@ import pytest
 from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer
+from jaxllm.recipes import dpo, reward_model, rl, sft
 
 CONFIG_FILES = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.py"))
 PRETRAIN_FILES = [p for p in CONFIG_FILES if p.parent.name == "pretrain"]
@@ -41,12 +42,13 @@ def test_pretrain_config_builds_model(path):
 
 
 @pytest.mark.parametrize("name", ["tiny", "small"])
-def test_batching_configs_hold_valid_stage_configs(name):
+def test_pipeline_configs_hold_valid_stage_configs(name):
   config = _load(Path(__file__).resolve().parents[1] / "configs" / "pipeline" / f"{name}.py"
                  ).get_config(None)
   assert config_lib.validate(config.pretrain).vocab_size == config.tokenizer.vocab_size
-  config_lib.validate_preference(config.dpo)
-  config_lib.validate_rl(config.rl)
+  for stage, recipe in (("sft", sft), ("reward", reward_model), ("dpo", dpo), ("rl", rl)):
+    assert config[stage].stage == recipe.__name__.rsplit(".", 1)[1]
+    recipe.validate(config[stage])
 
 
 def test_parse_arg_types_and_errors():
@@ -57,11 +59,11 @@ def test_parse_arg_types_and_errors():
 
 
 def test_validate_names_bad_fields():
-  c = config_lib.pretrain_config("tiny")
+  c = config_lib.base_config("tiny")
   c.train.microbatches = 3
   with pytest.raises(ConfigError, match="batch_size=16.*microbatches=3"):
     config_lib.validate(c)
-  c = config_lib.pretrain_config("gpt2-124m")
+  c = config_lib.base_config("gpt2-124m")
   c.data.seq_len = 4096
   with pytest.raises(ConfigError, match="seq_len=4096.*max_seq_len=1024"):
     config_lib.validate(c)
@@ -76,21 +78,21 @@ def test_validate_names_bad_fields():
     ("sft_weight", -1.0, r"config.preference.sft_weight=-1.0 must be >= 0"),
     ("dpop_lambda", -1.0, r"config.preference.dpop_lambda=-1.0 must be >= 0"),
 ])
-def test_validate_preference_names_bad_fields(field, value, match):
-  c = config_lib.dpo_config("tiny")
+def test_dpo_validation_names_bad_fields(field, value, match):
+  c = dpo.default_config("tiny")
   (c.data if field == "packing" else c.preference)[field] = value
   with pytest.raises(ConfigError, match=match):
-    config_lib.validate_preference(c)
-  c = config_lib.dpo_config("tiny")
+    dpo.validate(c)
+  c = dpo.default_config("tiny")
   c.preference.loss, c.preference.label_smoothing = "ipo", 0.1
   with pytest.raises(ConfigError, match="applies to dpo and simpo"):
-    config_lib.validate_preference(c)
+    dpo.validate(c)
 
 
 @pytest.mark.parametrize("field", ["center_coefficient", "lm_weight"])
-def test_validate_preference_names_bad_reward_fields(field):
-  c = config_lib.reward_config("tiny")
-  config_lib.validate_preference(c)
+def test_reward_model_validation_names_bad_fields(field):
+  c = reward_model.default_config("tiny")
+  reward_model.validate(c)
   c.reward[field] = -0.5
   with pytest.raises(ConfigError, match=f"config.reward.{field}=-0.5 must be >= 0"):
-    config_lib.validate_preference(c)
+    reward_model.validate(c)

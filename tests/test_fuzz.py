@@ -128,7 +128,7 @@ def test_config_argument_parser_gives_a_config_or_a_config_error(arg):
 @given(path=st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8),
                      min_size=1, max_size=4))
 def test_command_line_override_check_finds_exactly_the_missing_fields(path):
-  config = config_lib.pretrain_config("tiny")
+  config = config_lib.base_config("tiny")
   arg = "--config." + ".".join(path) + "=1"
   node, exists = config, True
   for key in path:

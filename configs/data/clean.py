@@ -12,12 +12,12 @@ Split the input over machines with --config.process_index=i --config.process_cou
 """
 
 from jaxllm import config as config_lib
-from jaxllm.data.cleaning import runner
+from jaxllm.recipes import prepare_data
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, dedup=True, workers=0)
-  c = runner.default_config()
+  c = prepare_data.default_config()
   c.c4_quality.filter_no_terminal_punct = False  # FineWeb's setting (datatrove's default: True)
   c.dedup.exact = args.dedup
   c.dedup.minhash = args.dedup

@@ -16,11 +16,12 @@ docs/benchmarks.md "Distillation"); temperature 2 ended worse than the data alon
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import distill
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=1000)
-  c = config_lib.distill_config("tiny")
+  c = distill.default_config("tiny")
   c.model.num_layers = 2
   c.model.d_model = 32
   c.model.num_heads = 2

@@ -8,11 +8,12 @@ loss of the family (jaxllm/objectives/preference.py).
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import dpo
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=300)
-  c = config_lib.dpo_config("tiny")
+  c = dpo.default_config("tiny")
   c.train.num_steps = args.steps
   c.train.batch_size = 32
   c.train.log_every = 25

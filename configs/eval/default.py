@@ -10,12 +10,12 @@
 """
 
 from jaxllm import config as config_lib
-from jaxllm.eval import suites
+from jaxllm.recipes import evaluate
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, quick=False)
-  c = suites.default_config()
+  c = evaluate.default_config()
   if args.quick:
     c.qa.questions = 100
     c.math.questions = 100

@@ -11,11 +11,12 @@ tfds: name). `:steps=N` sets the number of steps.
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import pretrain
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=300, world_seed=1)
-  c = config_lib.pretrain_config("tiny")
+  c = pretrain.default_config("tiny")
   c.data.source = "world"
   c.data.world_seed = args.world_seed
   c.data.seq_len = 128

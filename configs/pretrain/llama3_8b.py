@@ -8,11 +8,11 @@ Data defaults to the embedded world; point it at real text with --config.data.so
 (or tfds:NAME) and --config.data.tokenizer=PATH/tokenizer.json (experiments/train_tokenizer.py).
 """
 
-from jaxllm import config as config_lib
+from jaxllm.recipes import pretrain
 
 
 def get_config(arg=None):
-  c = config_lib.accelerator_pretrain_config("llama3-8b", arg, seq_len=2048)
+  c = pretrain.accelerator_config("llama3-8b", arg, seq_len=2048)
   c.model.remat = "full"  # activations of 32 layers at 8B do not fit otherwise
   c.optimizer.lr = 3e-4
   return c

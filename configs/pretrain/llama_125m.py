@@ -8,9 +8,9 @@ Data defaults to the embedded world; point it at real text with --config.data.so
 (or tfds:NAME) and --config.data.tokenizer=PATH/tokenizer.json (experiments/train_tokenizer.py).
 """
 
-from jaxllm import config as config_lib
+from jaxllm.recipes import pretrain
 
 
 def get_config(arg=None):
-  c = config_lib.accelerator_pretrain_config("llama-125m", arg, seq_len=2048)
+  c = pretrain.accelerator_config("llama-125m", arg, seq_len=2048)
   return c

@@ -11,11 +11,12 @@ characters train, the rest validate, every batch is 12 random 64-character windo
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import pretrain
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=2000)
-  c = config_lib.pretrain_config("tiny")
+  c = pretrain.default_config("tiny")
   c.model.update(vocab_size=65, num_layers=4, d_model=128, num_heads=4, num_kv_heads=4,
                  mlp_dim=512, max_seq_len=64, norm="layer", mlp="gelu", position="learned",
                  use_bias=False, tie_embeddings=True, dropout_rate=0.0)

@@ -6,11 +6,12 @@
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import pretrain
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=1000)
-  c = config_lib.pretrain_config("tiny")
+  c = pretrain.default_config("tiny")
   c.train.num_steps = args.steps
   c.train.batch_size = 16
   c.train.log_every = 50

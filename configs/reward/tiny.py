@@ -8,11 +8,12 @@
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import reward_model
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=300)
-  c = config_lib.reward_config("tiny")
+  c = reward_model.default_config("tiny")
   c.train.num_steps = args.steps
   c.train.batch_size = 32
   c.train.log_every = 25

@@ -16,11 +16,12 @@ held-out ones (new number combinations), all of which the greedy eval answers ev
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import rl
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=210)
-  c = config_lib.rl_config("tiny")  # the model shapes come from the init run
+  c = rl.default_config("tiny")  # the model shapes come from the init run
   c.train.num_steps = args.steps
   c.train.batch_size = 256
   c.rl.group_size = 8

@@ -11,11 +11,12 @@ adapters (the base is the reference, no copy).
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import rl
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=60)
-  c = config_lib.rl_config("tiny")
+  c = rl.default_config("tiny")
   c.train.num_steps = args.steps
   c.train.batch_size = 64  # 8 prompts x 8 completions per iteration
   c.rl.group_size = 8

@@ -6,11 +6,12 @@ verifier's reward; the KL to the SFT model is a per-token penalty in the reward 
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import rl
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=60)
-  c = config_lib.rl_config("tiny")
+  c = rl.default_config("tiny")
   c.train.num_steps = args.steps
   c.train.batch_size = 64
   c.rl.group_size = 4  # completions per prompt (GAE does not compare them; more prompts)

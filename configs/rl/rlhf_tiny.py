@@ -7,11 +7,12 @@ that rises while accuracy falls (reward hacking) shows in metrics.jsonl.
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import rl
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=60)
-  c = config_lib.rl_config("tiny")
+  c = rl.default_config("tiny")
   c.train.num_steps = args.steps
   c.train.batch_size = 64
   c.rl.group_size = 8

@@ -3,7 +3,8 @@ bfloat16 compute, FSDP over every device, scanned layers with full remat, rank-1
 
   python experiments/sft.py --config=configs/sft/hf_lora.py --workdir=runs/qwen_lora \\
       --config.init.hf_path=~/models/Qwen2.5-0.5B-Instruct --config.data.source=chats.jsonl
-  python experiments/convert.py --jaxllm_to_hf runs/qwen_lora runs/qwen_lora_hf --dtype=bfloat16
+  python experiments/convert.py --workdir=runs/qwen_lora --out=runs/qwen_lora_hf \\
+      --dtype=bfloat16
 
 The params are read slice by slice onto the mesh (jaxllm/interop); `--config.init.checkpoint=RUN`
 starts from an imported run directory instead. data.source is a JSONL of {"messages": [...]}
@@ -13,12 +14,13 @@ model's own (ChatML for Qwen, headers for Llama 3) or ChatML added to a base mod
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import sft
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=1000, rank=16, seq_len=2048, batch=32)
   # The architecture comes from the imported config.json; these are how to run it.
-  c = config_lib.on_accelerators(config_lib.sft_config("tiny"), remat="full")
+  c = config_lib.on_accelerators(sft.default_config("tiny"), remat="full")
   c.data.source = "world"
   c.data.seq_len = args.seq_len
   c.lora.rank = args.rank

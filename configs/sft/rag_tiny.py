@@ -11,11 +11,12 @@ worlds, whose people the model cannot recall: it has to read.
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import sft
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=1200, other_worlds=12)
-  c = config_lib.sft_config("tiny")
+  c = sft.default_config("tiny")
   c.data.source = "world_rag"
   c.data.rag.other_worlds = args.other_worlds
   c.train.num_steps = args.steps

@@ -8,11 +8,12 @@ assistant's tokens only, packed with segment ids).
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import sft
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=600)
-  c = config_lib.sft_config("tiny")
+  c = sft.default_config("tiny")
   c.data.source = "world"
   c.train.num_steps = args.steps
   c.train.batch_size = 16

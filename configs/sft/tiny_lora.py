@@ -9,11 +9,12 @@ run's params. `:steps=N,rank=R` change the length and the rank.
 """
 
 from jaxllm import config as config_lib
+from jaxllm.recipes import sft
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg, steps=600, rank=8)
-  c = config_lib.sft_config("tiny")
+  c = sft.default_config("tiny")
   c.data.source = "world"
   c.lora.rank = args.rank
   c.lora.alpha = 2.0 * args.rank

@@ -4,7 +4,8 @@
 
 Each suite is a function (Context) -> {name: number}; `evaluate` runs the ones in
 config.suites that apply to the run (a reward model has only `reward`; a base model is asked in
-plain text) and returns {"suites": {suite: results}, "metrics": {"suite/name": number}}.
+plain text) and returns {"suites": {suite: results}, "metrics": {"suite/name": number}}. The
+config's fields, defaults and checks: jaxllm/recipes/evaluate.py.
 
 - lm: held-out perplexity and bits per byte (jaxllm/eval/perplexity.py) on the world's eval
   pretraining text, or config.lm.texts.
@@ -37,11 +38,12 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from jaxllm import runs
 from jaxllm.data import inputs, preferences, readers, world
 from jaxllm.errors import ConfigError
 from jaxllm.eval import metrics as metrics_lib
 from jaxllm.eval import perplexity, probes, qa
-from jaxllm.inference import assistant, retrieval, runs, scoring, tools
+from jaxllm.inference import assistant, retrieval, scoring, tools
 from jaxllm.inference.sampler import Sampler
 from jaxllm.rl import rewards
 
@@ -52,53 +54,14 @@ TOOL_SYSTEM = ("You are a helpful assistant. You can call these tools:\n{tools}\
                "calculator for arithmetic, then end with 'The answer is ...'.")
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Every field the harness reads (configs/eval/default.py returns this)."""
-  c = ml_collections.ConfigDict()
-  c.suites = SUITES
-  c.world_seed = -1  # -1: the run's config.data.world_seed
-  c.batch_size = 64  # prompts per sampler call
-  c.max_new_tokens = 96
-  c.lm = ml_collections.ConfigDict({"texts": "", "seq_len": 0})  # globs; 0: the run's seq_len
-  c.qa = ml_collections.ConfigDict({"questions": 200, "prompt": "auto", "shots": 3})
-  c.math = ml_collections.ConfigDict(
-      {"questions": 200, "pass_k": 4, "samples": 8, "temperature": 1.0})
-  c.tool = ml_collections.ConfigDict({"questions": 16, "max_rounds": 2})
-  # index: passages .jsonl or a saved BM25 index directory; "": BM25 over the world's documents
-  c.rag = ml_collections.ConfigDict(
-      {"questions": 100, "k": 3, "budget_tokens": 384, "index": ""})
-  c.reward = ml_collections.ConfigDict({"model": "", "pairs": 200})
-  c.memorization = ml_collections.ConfigDict(
-      {"documents": 200, "prefix_tokens": 16, "continuation_tokens": 16, "texts": ""})
-  c.bias = ml_collections.ConfigDict({"templates": ""})  # .jsonl; "": probes.DEFAULT_TEMPLATES
-  return c
-
-
 def selected(config) -> list[str]:
   """config.suites as names; "qa,format" (one string, as --config.suites=qa,format gives) too."""
   names = [config.suites] if isinstance(config.suites, str) else list(config.suites)
-  return [n.strip() for name in names for n in name.split(",") if n.strip()]
-
-
-def validate(config) -> None:
-  unknown = [s for s in selected(config) if s not in SUITES]
+  chosen = [n.strip() for name in names for n in name.split(",") if n.strip()]
+  unknown = [s for s in chosen if s not in SUITES]
   if unknown:
     raise ConfigError(f"config.suites has {unknown}; choose from {SUITES}.")
-  if config.qa.prompt not in ("auto", "chat", "plain"):
-    raise ConfigError(f"config.qa.prompt={config.qa.prompt!r}: use auto, chat or plain.")
-  if config.math.pass_k > config.math.samples:
-    raise ConfigError(f"config.math.pass_k={config.math.pass_k} needs at least as many samples "
-                      f"(config.math.samples={config.math.samples}).")
-
-
-def stage_of(config) -> str:
-  """What a run directory holds: reward, rl, dpo, sft or pretrain (from its config sections)."""
-  if runs.is_reward_run(config):
-    return "reward"
-  for stage in ("rl", "preference"):
-    if stage in config:
-      return {"preference": "dpo"}.get(stage, stage)
-  return "sft" if "lora" in config else "pretrain"
+  return chosen
 
 
 @dataclasses.dataclass
@@ -106,7 +69,7 @@ class Context:
   """One run under evaluation, with the replies the suites share."""
   run: runs.Run
   config: ml_collections.ConfigDict
-  stage: str
+  kind: str  # runs.model_kind: base, chat or reward_model
   data: dict  # world.generate(seed)
   shared: dict  # across runs: Sampler per model config (one compile per shape), reward models
   cache: dict = dataclasses.field(default_factory=dict)
@@ -118,7 +81,7 @@ class Context:
   @property
   def chat(self) -> bool:
     prompt = self.config.qa.prompt
-    return prompt == "chat" or (prompt == "auto" and self.stage != "pretrain")
+    return prompt == "chat" or (prompt == "auto" and self.kind == "chat")
 
   def sampler(self) -> Sampler:
     key = repr(self.run.model.cfg)
@@ -257,7 +220,7 @@ def rag_suite(ctx: Context) -> dict:
 
 def reward_suite(ctx: Context) -> dict:
   c = ctx.config.reward
-  if ctx.stage == "reward":
+  if ctx.kind == "reward_model":
     pairs = ctx.data["eval"]["preferences"][:c.pairs or None]
     scorer = scoring.RewardScorer(ctx.run.model, ctx.tokenizer, ctx.run.config.data.seq_len,
                                   batch_size=ctx.config.batch_size)
@@ -307,33 +270,33 @@ SUITE_FNS: dict[str, Callable[[Context], dict]] = {
     "memorization": memorization_suite, "bias": bias_suite}
 
 
-def applies(suite: str, stage: str, config) -> str | None:
-  """Why `suite` does not apply to a run of `stage` (None when it does)."""
-  if stage == "reward":
+def applies(suite: str, kind: str, config) -> str | None:
+  """Why `suite` does not apply to a run of `kind` (runs.model_kind; None when it does)."""
+  if kind == "reward_model":
     return None if suite == "reward" else "a reward model does not generate text"
   if suite == "reward" and not config.reward.model:
     return "config.reward.model is empty (a reward-model run scores the replies)"
-  if stage == "pretrain" and suite not in BASE_SUITES and config.qa.prompt != "chat":
+  if kind == "base" and suite not in BASE_SUITES and config.qa.prompt != "chat":
     return "a base model is not trained to follow the chat template"
   return None
 
 
 def evaluate(run: runs.Run, config, shared: dict | None = None) -> dict[str, Any]:
-  """Runs config.suites on `run`: {"stage", "step", "suites", "metrics", "skipped", "seconds"}.
+  """Runs config.suites on `run`: {"stage", "kind", "step", "suites", "metrics", "skipped",
+  "seconds"}.
 
   `shared` (a dict kept across calls) reuses compiled samplers and loaded reward models when
   several runs are evaluated in one process. The world is generated with the run's seed and
   sizes, so its held-out sets are the ones the run held out.
   """
-  validate(config)
   seed = config.world_seed if config.world_seed >= 0 else run.config.data.get("world_seed", 0)
-  stage = stage_of(run.config)
+  stage, kind = runs.stage_of(run.config), runs.model_kind(run.config)
   data = world.generate(seed, sizes=inputs.world_sizes(run.config.data))
-  ctx = Context(run, config, stage, data, {} if shared is None else shared)
-  out = {"stage": stage, "step": run.step, "world_seed": seed, "suites": {}, "metrics": {},
-         "skipped": {}, "seconds": {}}
+  ctx = Context(run, config, kind, data, {} if shared is None else shared)
+  out = {"stage": stage, "kind": kind, "step": run.step, "world_seed": seed, "suites": {},
+         "metrics": {}, "skipped": {}, "seconds": {}}
   for suite in selected(config):
-    reason = applies(suite, stage, config)
+    reason = applies(suite, kind, config)
     if reason:
       out["skipped"][suite] = reason
       continue

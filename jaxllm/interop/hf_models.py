@@ -1,9 +1,9 @@
-"""Whole Hugging Face model directories <-> our models and run directories.
+"""Hugging Face model directories <-> a ModelConfig and its params.
 
   import_model(SRC)               -> (ModelConfig, params), optionally placed on a mesh
-  import_run(SRC, DST)            -> DST, a run directory (config.json, checkpoints/0, tokenizer)
   export(params, cfg, tok, DST)   -> an HF directory transformers loads (AutoModelForCausalLM)
-  export_run(RUN, DST)            -> the same for a run's newest checkpoint (LoRA runs merged)
+
+Whole run directories go through jaxllm/runs.py (import_hf, export_hf).
 
 A Hugging Face directory holds config.json, model.safetensors (or shards and
 model.safetensors.index.json), tokenizer.json and tokenizer_config.json. The tokenizer's chat
@@ -11,24 +11,19 @@ format is mapped to ours on import (jaxllm/interop/hf_tokenizer.py); when that a
 the embedding (and LM head) grow to the tokenizer's size.
 """
 
-import dataclasses
 import json
 import math
 import pathlib
 from typing import Any
 
 import jax
-import ml_collections
 
-from jaxllm import config as config_lib
-from jaxllm.compress import quantize
 from jaxllm.data import chat
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import UserError
 from jaxllm.interop import hf_config, hf_tokenizer, hf_weights
 from jaxllm.models import Transformer
 from jaxllm.models.config import ModelConfig
-from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.train.state import params_shardings
 
@@ -73,36 +68,6 @@ def import_model(src, tokenizer: Tokenizer | None = None, mesh=None,
   cfg = model_config(src, tokenizer, vocab_multiple, **run_options)
   shardings = None if mesh is None else params_shardings(Transformer(cfg), mesh, rules, 8)
   return cfg, hf_weights.load_params(src, cfg, shardings)
-
-
-def import_run(src, dst, **run_options: Any) -> pathlib.Path:
-  """Writes run directory `dst` from HF directory `src`: config.json (a pretraining config with the
-  imported model), checkpoints/0 (the params, read straight into FSDP shards over every local
-  device), the mapped tokenizer and import.json (source, family, tokens added).
-
-  sample.py, chat.py and evaluate.py take it as --workdir; sft.py, dpo.py, reward_model.py and
-  rl.py as --config.init.checkpoint.
-  """
-  dst = pathlib.Path(dst)
-  if (dst / "checkpoints").exists():
-    raise UserError(f"{dst / 'checkpoints'} exists; import into a new directory (or delete it).")
-  tokenizer, added = hf_tokenizer.import_tokenizer(src)
-  # Spread over every device (FSDP) as it is read, so the import fits where the model does.
-  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1}))
-  cfg, params = import_model(src, tokenizer, mesh, **run_options)
-  config = config_lib.pretrain_config("tiny")
-  config.model = ml_collections.ConfigDict(dataclasses.asdict(cfg))
-  config.data.tokenizer = ""
-  config.data.seq_len = min(config.data.seq_len, cfg.max_seq_len)
-  config.init.hf_path = str(pathlib.Path(src).absolute())
-  config.init.step = 0
-  from jaxllm.inference import runs  # runs imports this module (HF init)
-  runs.save_run(dst, config, params, tokenizer, 0)
-  if jax.process_index() == 0:
-    (dst / "import.json").write_text(json.dumps(
-        {"source": str(pathlib.Path(src).absolute()), "family": hf_config.family_of(cfg),
-         "added_tokens": added, "vocab_size": cfg.vocab_size}, indent=2) + "\n")
-  return dst
 
 
 def export(params: dict, cfg: ModelConfig, tokenizer: Tokenizer | None, dst, *,
@@ -155,17 +120,3 @@ def _check_reloaded_tokenizer(tokenizer: Tokenizer, dst: pathlib.Path, model_typ
                     f"(model_type {model_type!r} makes it rebuild the tokenizer; "
                     f"{differs[:2] or added} differ); export as a family whose tokenizer.json is "
                     "read as it is (--family=llama or mistral, where the architecture allows).")
-
-
-def export_run(workdir, dst, *, step: int | None = None, family: str | None = None,
-               dtype: str = "float32", max_shard_bytes: int = 5 * 2**30) -> pathlib.Path:
-  """export() of a run's newest (or given) checkpoint; a LoRA run is merged into its base, an
-  int8 run (experiments/quantize.py) is dequantized (transformers reads float weights)."""
-  from jaxllm.inference import runs  # runs imports this module (HF init)
-  run = runs.load_run(workdir, step)
-  if runs.is_reward_run(run.config):
-    raise UserError(f"{workdir} is a reward-model run; only language models export to a Hugging "
-                    "Face CausalLM directory.")
-  params = quantize.as_float(run.params, run.model.cfg)
-  return export(params, quantize.float_config(run.model.cfg), run.tokenizer, dst, family=family,
-                dtype=dtype, max_shard_bytes=max_shard_bytes)

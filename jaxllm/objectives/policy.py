@@ -24,8 +24,12 @@ with eps_high > eps_low the DAPO clip-higher (Yu et al. 2025); with dual clip c 
 2020) tokens with A_t < 0 take min(l_t, -c A_t), so a huge ratio cannot blow the loss up.
 
 KL to the reference, with log-ratio d_t = ref_t - logp_t (Schulman, "Approximating KL"):
-  k1 = -d_t,  k2 = d_t^2 / 2,  k3 = exp(d_t) - d_t - 1  (unbiased, always >= 0; GRPO's)
-added to the loss as beta * k (beta = 0: the reference is never run).
+  k1 = -d_t,  k2 = d_t^2 / 2,  k3 = exp(d_t) - d_t - 1  (GRPO's; never negative)
+added to the loss as beta * k (beta = 0: the reference is never run). k1 and k3 are unbiased
+estimates of the value KL(pi || ref) on tokens sampled from pi; k2's bias is small when pi is near
+ref. As a loss their gradients differ from the value they estimate: in expectation over pi's samples
+k1's gradient is zero, k2's is that of KL(pi || ref), and k3's is that of the forward
+KL(ref || pi) (E_pi[(1 - ref/pi) grad log pi] = -E_ref[grad log pi]).
 
 Aggregation of the per-token loss l_t over a batch (mask m_t: completion tokens that count):
 - "token_mean": sum_bt l m / sum_bt m (DAPO; every token weighs the same),

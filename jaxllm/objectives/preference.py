@@ -24,8 +24,9 @@ under the frozen reference; h = (pc - rc) - (pr - rr), the difference of log-rat
 
 Every function returns per-pair losses [P] and the metrics researchers compare across runs
 (TRL's names): rewards/chosen = beta (pc - rc), rewards/rejected = beta (pr - rr),
-rewards/accuracy = 1[chosen > rejected], rewards/margin = their difference, logps/chosen,
-logps/rejected (SimPO and ORPO, which have no reference, report beta * pc and beta * pr).
+rewards/accuracies = 1[chosen > rejected], rewards/margins = their difference, logps/chosen,
+logps/rejected (SimPO and ORPO, which have no reference, report beta * pc and beta * pr); ORPO
+adds log_odds_chosen (the log odds ratio), log_odds_ratio (its log sigmoid) and nll_loss.
 
 `preference_loss` is the objective (jaxllm/objectives/lm.py states the contract) on batches of
 pair rows (jaxllm/data/preferences.py). The reference log-probs come from the batch
@@ -64,8 +65,8 @@ def sequence_logprobs(logits_btv: jax.Array, targets_bt: jax.Array, mask_bt: jax
 def _reward_metrics(chosen_p: jax.Array, rejected_p: jax.Array, pc: jax.Array,
                     pr: jax.Array) -> Metrics:
   return {"rewards/chosen": chosen_p, "rewards/rejected": rejected_p,
-          "rewards/accuracy": (chosen_p > rejected_p).astype(jnp.float32),
-          "rewards/margin": chosen_p - rejected_p, "logps/chosen": pc, "logps/rejected": pr}
+          "rewards/accuracies": (chosen_p > rejected_p).astype(jnp.float32),
+          "rewards/margins": chosen_p - rejected_p, "logps/chosen": pc, "logps/rejected": pr}
 
 
 def _smoothed_sigmoid_loss(logits_p: jax.Array, label_smoothing: float) -> jax.Array:
@@ -115,7 +116,9 @@ def orpo_loss(pc, pr, nll_chosen, lam: float = 0.1) -> tuple[jax.Array, Metrics]
   ratio = jax.nn.log_sigmoid(log_odds)
   losses = nll_chosen - lam * ratio
   metrics = _reward_metrics(lam * pc, lam * pr, pc, pr)
-  metrics.update({"orpo/log_odds_ratio": log_odds, "orpo/nll_chosen": nll_chosen})
+  # TRL's ORPO names: log_odds_chosen is the log odds ratio itself, log_odds_ratio its
+  # log sigmoid (the term the loss maximises).
+  metrics.update({"log_odds_chosen": log_odds, "log_odds_ratio": ratio, "nll_loss": nll_chosen})
   return losses, metrics
 
 

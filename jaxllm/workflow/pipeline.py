@@ -18,8 +18,8 @@ stops early (SIGTERM saves a checkpoint and returns) stops the pipeline there. E
 stage starts from the stage named in config.init_from ("sft": "pretrain", ...); the stage it
 starts from must be complete, whether it ran in this call or an earlier one.
 
-The stage functions are passed in (`trainers`: name -> run(config, workdir)), so this module
-does not import the experiment scripts.
+Each stage is its recipe (jaxllm/recipes/): data preparation, tokenizer, the training stages
+and evaluate; `main` is experiments/pipeline.py.
 """
 
 import dataclasses
@@ -27,18 +27,19 @@ import glob
 import json
 import pathlib
 import time
-from collections.abc import Callable, Mapping
 
 import jax
 import ml_collections
 
+from jaxllm import cli, runs
 from jaxllm.data import crawl, readers, world
-from jaxllm.data.cleaning import runner as cleaning
 from jaxllm.errors import ConfigError, UserError
-from jaxllm.inference import runs
+from jaxllm.recipes import dpo, evaluate, prepare_data, pretrain, reward_model, rl, sft, tokenizer
+from jaxllm.workflow import report
 
 STAGES = ("data", "tokenizer", "pretrain", "sft", "reward", "dpo", "rl", "eval")
 TRAINING = ("pretrain", "sft", "reward", "dpo", "rl")
+RECIPES = {"pretrain": pretrain, "sft": sft, "reward": reward_model, "dpo": dpo, "rl": rl}
 POLICIES = ("pretrain", "sft", "dpo", "rl")  # stages whose run answers questions
 
 
@@ -75,12 +76,6 @@ class Paths:
     return self.root / "pipeline.json"
 
 
-def latest_step(workdir) -> int | None:
-  steps = [int(p.name) for p in (pathlib.Path(workdir) / "checkpoints").glob("*")
-           if p.name.isdigit()]
-  return max(steps) if steps else None
-
-
 def stage_config(config, stage: str, paths: Paths) -> ml_collections.ConfigDict:
   """The stage's own config with the pipeline's paths and world seed filled in."""
   c = ml_collections.ConfigDict(config[stage].to_dict())
@@ -99,7 +94,7 @@ def is_complete(config, stage: str, paths: Paths) -> bool:
   if stage == "tokenizer":
     return paths.tokenizer_file.is_file() and (paths.of("tokenizer") / "stats.json").is_file()
   if stage in TRAINING:
-    step = latest_step(paths.of(stage))
+    step = runs.latest_step(paths.of(stage))
     return step is not None and step >= config[stage].train.num_steps
   return all(_eval_current(paths.of(s)) for s in TRAINING
              if is_complete(config, s, paths))
@@ -107,7 +102,7 @@ def is_complete(config, stage: str, paths: Paths) -> bool:
 
 def _eval_current(workdir: pathlib.Path) -> bool:
   path = workdir / "eval.json"
-  return path.is_file() and json.loads(path.read_text()).get("step") == latest_step(workdir)
+  return path.is_file() and json.loads(path.read_text()).get("step") == runs.latest_step(workdir)
 
 
 def run_data(config, paths: Paths) -> dict:
@@ -120,8 +115,7 @@ def run_data(config, paths: Paths) -> dict:
   raw.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
   clean = ml_collections.ConfigDict(config.clean.to_dict())
   clean.input = str(raw)
-  stats = cleaning.run(clean, paths.of("data"))
-  print(cleaning.summary_table(stats))
+  prepare_data.run(clean, paths.of("data"))
   counts = readers.ReadCounts()
   kept = [doc.id for path in readers.expand_inputs(paths.shards)
           for doc in readers.iter_documents(path, counts)]
@@ -132,7 +126,7 @@ def run_data(config, paths: Paths) -> dict:
   return check
 
 
-def run_eval(config, paths: Paths, evaluate: Callable) -> None:
+def run_eval(config, paths: Paths) -> None:
   """Evaluates each complete training stage's newest checkpoint into DIR/<stage>/eval.json;
   policies get the pipeline's reward model's score of their replies when it is complete, and
   memorisation is measured on the cleaned pages pretraining read."""
@@ -146,12 +140,9 @@ def run_eval(config, paths: Paths, evaluate: Callable) -> None:
       eval_config.reward.model = str(paths.of("reward"))
     if not eval_config.memorization.texts:  # the pages pretraining read
       eval_config.memorization.texts = paths.shards
-    run = runs.load_run(workdir)
     start = time.perf_counter()
-    result = {"workdir": str(workdir), **evaluate(run, eval_config, shared),
-              "config": eval_config.to_dict()}
-    (workdir / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"evaluated {stage} (step {run.step}) in {time.perf_counter() - start:.0f} s")
+    result = evaluate.run(eval_config, workdir, shared=shared)
+    print(f"evaluated {stage} (step {result['step']}) in {time.perf_counter() - start:.0f} s")
 
 
 def _record(paths: Paths, stage: str, **values) -> None:
@@ -163,14 +154,9 @@ def _record(paths: Paths, stage: str, **values) -> None:
   paths.status.write_text(json.dumps(status, indent=1) + "\n")
 
 
-def run(config, workdir, trainers: Mapping[str, Callable], evaluate: Callable,
-        tokenizer_fn: Callable, report_fn: Callable | None = None) -> dict:
-  """Runs the selected stages that are not complete; returns DIR/pipeline.json's contents.
-
-  trainers: stage -> run(config, workdir) for each training stage; evaluate(run, eval_config,
-  shared) -> result (jaxllm.eval.suites.evaluate); tokenizer_fn(config, workdir) trains the
-  tokenizer; report_fn(workdir) writes the report at the end.
-  """
+def run(config, workdir) -> dict:
+  """Runs the selected stages that are not complete, then writes the report; returns
+  DIR/pipeline.json's contents."""
   if jax.process_count() > 1:
     raise UserError("the pipeline runs in one process (its RL stage does); run the stages' own "
                     "scripts for multi-host jobs (docs/tpu.md).")
@@ -198,11 +184,11 @@ def run(config, workdir, trainers: Mapping[str, Callable], evaluate: Callable,
                         "to config.stages.")
       tok = ml_collections.ConfigDict(config.tokenizer.to_dict())
       tok.input = paths.shards
-      tokenizer_fn(tok, paths.of("tokenizer"))
+      tokenizer.run(tok, paths.of("tokenizer"))
     elif stage == "eval":
-      run_eval(config, paths, evaluate)
+      run_eval(config, paths)
     else:
-      trainers[stage](stage_config(config, stage, paths), paths.of(stage))
+      RECIPES[stage].run(stage_config(config, stage, paths), paths.of(stage))
     seconds = time.perf_counter() - start
     done = is_complete(config, stage, paths)
     _record(paths, stage, seconds=round(seconds, 1), complete=done)
@@ -211,6 +197,14 @@ def run(config, workdir, trainers: Mapping[str, Callable], evaluate: Callable,
             "again to resume.")
       break
     print(f"== {stage} done in {seconds:.0f} s")
-  if report_fn is not None:
-    report_fn(paths.root)
+  report.write(paths.root)
   return json.loads(paths.status.read_text()) if paths.status.is_file() else {}
+
+
+def main():
+  """python -m jaxllm.workflow.pipeline --config=FILE --workdir=DIR (experiments/pipeline.py)."""
+  cli.run_stage(run, "Pipeline config (see configs/pipeline/).")
+
+
+if __name__ == "__main__":
+  main()

@@ -19,7 +19,7 @@ import math
 import pathlib
 from typing import Any
 
-from jaxllm.inference import runs
+from jaxllm import runs
 from jaxllm.models.config import ModelConfig
 from jaxllm.train import metrics as metrics_lib
 

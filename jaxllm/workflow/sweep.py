@@ -2,17 +2,18 @@
 
 A config file may define `get_sweep(arg=None)` returning a list of {dotted field path: value}
 dicts; `grid()` builds the cartesian product of some axes. experiments/sweep.py runs each point
-as its own stage-script process in WORKDIR/<point name> (a rerun skips the finished ones), then
-writes WORKDIR/sweep.csv and WORKDIR/sweep.png.
+as its own process, `python -m jaxllm.recipes.<config.stage>` (or --module), in
+WORKDIR/<point name> (a rerun skips the finished ones), then writes WORKDIR/sweep.csv and
+WORKDIR/sweep.png.
 """
 
 import csv
 import dataclasses
 import difflib
+import importlib.util
 import inspect
 import itertools
 import math
-import os
 import re
 import shlex
 import signal
@@ -35,10 +36,6 @@ from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.train import metrics as metrics_lib
 
-# The stage script of each configs/ folder.
-STAGE_SCRIPTS = {"pretrain": "pretrain.py", "sft": "sft.py", "dpo": "dpo.py",
-                 "reward": "reward_model.py", "rl": "rl.py"}
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 MODES = ("auto", "min", "max")
 _SETTABLE = (bool, int, float, str, tuple)  # field types a --config.KEY=VALUE flag can set
 _EXAMPLE = ('`def get_sweep(arg=None): return sweep.grid(**{"optimizer.lr": [1e-3, 3e-3]})` '
@@ -218,32 +215,32 @@ def point_name(index: int, point: dict[str, Any], max_len: int = 120) -> str:
   return re.sub(r"[^A-Za-z0-9._=,+-]", "_", name)[:max_len]  # the index keeps names unique
 
 
-def command(script: str | Path, config_path: str, workdir: str | Path, point: dict[str, Any],
+def command(module: str, config_path: str, workdir: str | Path, point: dict[str, Any],
             extra_overrides: Sequence[str] = (), python: str = sys.executable) -> list[str]:
-  """The argv of one point's run: the extra 'key=value' overrides, then the point's."""
+  """The argv of one point's run (`python -m MODULE`): the extra 'key=value' overrides, then
+  the point's."""
   overrides = [*extra_overrides, *format_overrides(point)]
-  return [python, str(script), f"--config={config_path}", f"--workdir={workdir}",
+  return [python, "-m", module, f"--config={config_path}", f"--workdir={workdir}",
           *(f"--config.{o}" for o in overrides)]
 
 
-def script_for(config_path: str | Path, script: str | None = None) -> Path:
-  """The stage script: `script` (a name in experiments/ or a path) or the config folder's."""
-  if not script:
-    folder = Path(config_path).parent.name
-    if folder not in STAGE_SCRIPTS:
-      raise ConfigError(f"--config={config_path}: cannot tell the stage script from the folder "
-                        f"{folder!r} (known: {', '.join(sorted(STAGE_SCRIPTS))}); pass "
-                        "--script, e.g. --script=pretrain.py.")
-    script = STAGE_SCRIPTS[folder]
-  if Path(script).is_file():
-    return Path(script)
-  name = script if script.endswith(".py") else f"{script}.py"
-  path = EXPERIMENTS / name
-  if not path.is_file():
-    known = sorted(p.name for p in EXPERIMENTS.glob("*.py")) if EXPERIMENTS.is_dir() else []
-    raise ConfigError(f"--script={script}: no such script in {EXPERIMENTS} (there: "
-                      f"{', '.join(known) or 'none'}); give a script name or path.")
-  return path
+def module_for(sweep: "Sweep", module: str | None = None) -> str:
+  """The module each point runs: `module`, or the recipe the config's stage names
+  (jaxllm.recipes.<config.stage>)."""
+  if not module:
+    stage = sweep.base.get("stage")
+    if not stage:
+      raise ConfigError(f"--config={sweep.config}: the config has no `stage` field to tell its "
+                        "recipe; pass --module, e.g. --module=jaxllm.recipes.pretrain.")
+    module = f"jaxllm.recipes.{stage}"
+  try:
+    found = importlib.util.find_spec(module) is not None
+  except ModuleNotFoundError:
+    found = False
+  if not found:
+    raise ConfigError(f"--module={module}: no such module; give a recipe such as "
+                      "jaxllm.recipes.pretrain, or a module of yours with a main().")
+  return module
 
 
 def parse_extra(extra: Sequence[str], sweep: Sweep) -> list[str]:
@@ -265,7 +262,7 @@ def parse_extra(extra: Sequence[str], sweep: Sweep) -> list[str]:
 
 
 def resolve(config: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
-  """The config a stage script builds from --config=CONFIG and --config.KEY=VALUE overrides,
+  """The config a recipe builds from --config=CONFIG and --config.KEY=VALUE overrides,
   parsed by ml_collections' own flag machinery."""
   argv = ["sweep", f"--config={config}", *(f"--config.{o}" for o in overrides)]
   flag_values = flags.FlagValues()
@@ -279,14 +276,12 @@ def resolve(config: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
   return flag_values.config
 
 
-def plan(config: str, workdir: str | Path, script: str | None = None,
+def plan(config: str, workdir: str | Path, module: str | None = None,
          extra: Sequence[str] = (), python: str = sys.executable) -> tuple[Sweep, list[Point]]:
   """The sweep and the run of each point, checked before anything runs."""
   sweep = load(config)
   extra = parse_extra(extra, sweep)
-  path = script_for(sweep.path, script).resolve()
-  relative = os.path.relpath(path)
-  script_arg = relative if not relative.startswith("..") else str(path)
+  module = module_for(sweep, module)
   if extra:
     try:
       resolve(config, extra)
@@ -296,7 +291,7 @@ def plan(config: str, workdir: str | Path, script: str | None = None,
   for i, overrides in enumerate(sweep.points):
     name = point_name(i, overrides)
     run_dir = Path(workdir) / name
-    argv = command(script_arg, config, run_dir, overrides, extra, python)
+    argv = command(module, config, run_dir, overrides, extra, python)
     try:
       resolved = resolve(config, [*extra, *format_overrides(overrides)])
     except ConfigError as e:
@@ -465,12 +460,12 @@ class _ForwardSigterm:
 
 
 def run(config: str, workdir: str | Path, *, metric: str = "eval/loss", mode: str = "auto",
-        script: str | None = None, extra: Sequence[str] = (), python: str = sys.executable,
+        module: str | None = None, extra: Sequence[str] = (), python: str = sys.executable,
         echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
   """Runs every point that has not logged its final step; writes WORKDIR/sweep.csv and
   WORKDIR/sweep.png; returns the rows. Raises UserError at the end if a point failed."""
   best_mode(metric, mode)  # a bad --mode fails before anything runs
-  sweep, points = plan(config, workdir, script, extra, python)
+  sweep, points = plan(config, workdir, module, extra, python)
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   rows = []

@@ -89,7 +89,7 @@ def test_masked_weights_stay_zero_through_a_recovery_fine_tune():
   """A sharded train state built like the loop builds it (the masks come from the boxed,
   logically partitioned params), AdamW with weight decay, 10 steps: zeros stay exactly zero
   and the kept weights train."""
-  config = config_lib.pretrain_config("tiny")
+  config = config_lib.base_config("tiny")
   config.optimizer.lr, config.optimizer.warmup_steps = 1e-2, 0
   config.optimizer.weight_decay = 0.1
   config.optimizer.keep_zeros = prune.DEFAULT_TARGETS

@@ -15,6 +15,7 @@ from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer, get_size
 from jaxllm.models import lora as lora_lib
 from jaxllm.objectives import lm
+from jaxllm.recipes import sft
 from jaxllm.train import optimizer as optimizer_lib
 from jaxllm.train import step as step_lib
 from jaxllm.train.state import init_params_fn, param_bytes, unbox
@@ -103,7 +104,7 @@ def test_qlora_trains_adapters_over_a_frozen_int8_base():
   whole = lm.lm_loss(adapters, batch, None, bound)
   chunked = lm.lm_loss(adapters, batch, None, bound, chunk=8)
   np.testing.assert_allclose(whole[0], chunked[0], rtol=1e-5)
-  opt = config_lib.pretrain_config("tiny").optimizer
+  opt = config_lib.base_config("tiny").optimizer
   opt.lr, opt.warmup_steps = 1e-2, 0
   tx = optimizer_lib.make_optimizer(opt, 20)
   state = {"step": jnp.zeros((), jnp.int32), "params": adapters, "opt_state": tx.init(adapters),
@@ -125,7 +126,7 @@ def test_qlora_trains_adapters_over_a_frozen_int8_base():
 
 
 def test_a_quantized_model_trains_only_through_lora():
-  c = config_lib.sft_config("tiny")
+  c = sft.default_config("tiny")
   c.model.quant = "int8"
   with pytest.raises(ConfigError, match="config.model.quant='int8'.*config.lora.rank"):
     config_lib.validate(c)

@@ -317,7 +317,7 @@ def test_shuffling_reorders_each_epoch_and_seed_and_keeps_every_record_once(shar
 def test_training_batches_shuffle_with_the_run_seed():
   from jaxllm import config as config_lib
   from jaxllm.data import inputs
-  c = config_lib.pretrain_config("tiny")
+  c = config_lib.base_config("tiny")
   c.seed = 11
   cfg = inputs.batching_config(c)
   assert cfg.shuffle and cfg.seed == 11

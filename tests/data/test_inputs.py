@@ -7,9 +7,8 @@ import pytest
 from jaxllm.data import inputs
 from jaxllm.data import tokenizer as tokenizer_lib
 from jaxllm.errors import ConfigError
-from tests.helpers import load_script, read_metrics
-
-pretrain = load_script("pretrain")
+from jaxllm.recipes import pretrain, reward_model
+from tests.helpers import read_metrics
 
 
 def test_parse_mixture():
@@ -66,8 +65,7 @@ def test_pretrain_on_local_files_trains_a_bpe_and_learns(tiny_config, tmp_path):
 
 
 def test_world_record_counts_come_from_config(tmp_path):
-  from jaxllm import config as config_lib
-  c = config_lib.reward_config("tiny")
+  c = reward_model.default_config("tiny")
   c.data.world_sizes.preferences = 60
   train, _ = inputs.open_sources(c.data, "preferences", "train", tmp_path)
   held_out, _ = inputs.open_sources(c.data, "preferences", "validation", tmp_path)

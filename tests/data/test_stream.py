@@ -7,7 +7,8 @@ from jaxllm import config as config_lib
 from jaxllm.data import stream
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import UserError
-from tests.helpers import ROOT, load_script, read_metrics
+from jaxllm.recipes import pretrain
+from tests.helpers import ROOT, read_metrics
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
 
@@ -55,7 +56,7 @@ def test_pretraining_on_a_text_file_with_the_char_config(tmp_path):
   config.train.eval_batches = 2
   config.train.log_every = 2
   config.train.batch_size = 8  # over the 8 test devices
-  load_script("pretrain").run(config, tmp_path / "run")
+  pretrain.run(config, tmp_path / "run")
   metrics = read_metrics(tmp_path / "run")
   assert [m["step"] for m in metrics if "train/loss" in m] == [2, 4, 6]
   assert any("eval/loss" in m for m in metrics)

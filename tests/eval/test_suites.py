@@ -10,13 +10,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxllm import config as config_lib
 from jaxllm.data import chat
 from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 from jaxllm.errors import ConfigError
 from jaxllm.eval import probes, suites
 from jaxllm.inference import scoring
 from jaxllm.inference.sampler import SampleOutput
+from jaxllm.recipes import evaluate
 
 
 def _record(question, answer, kind):
@@ -31,9 +31,9 @@ def ctx():
              _record("Where does Ada live?", "Riga", "fact"),
              _record("What is Bo's birth month?", "I don't know", "unknown"),
              _record("Where does Cy live?", "Lima", "fact")]
-  config = suites.default_config()
+  config = evaluate.default_config()
   run = ml_collections.ConfigDict()
-  c = suites.Context(run=run, config=config, stage="sft",
+  c = suites.Context(run=run, config=config, kind="chat",
                      data={"eval": {"sft": records}}, shared={})
   c.cache["qa"] = ["2 + 3 = 5.\nThe answer is 5.",  # right, well formed
                    "Ada lives in the town of Riga. The answer is Riga",  # right, no final period
@@ -55,38 +55,32 @@ def test_qa_format_and_refusal_from_fixed_replies(ctx):
                      "unanswerable": 1}
 
 
-def test_stage_of_and_which_suites_apply():
-  pre = config_lib.pretrain_config("tiny")
-  assert suites.stage_of(pre) == "pretrain"
-  assert suites.stage_of(config_lib.sft_config("tiny")) == "sft"
-  assert suites.stage_of(config_lib.dpo_config("tiny")) == "dpo"
-  assert suites.stage_of(config_lib.rl_config("tiny")) == "rl"
-  assert suites.stage_of(config_lib.reward_config("tiny")) == "reward"
-  c = suites.default_config()
-  assert suites.applies("qa", "pretrain", c) is None
-  assert "chat template" in suites.applies("math", "pretrain", c)
-  assert "does not generate" in suites.applies("qa", "reward", c)
-  assert suites.applies("reward", "reward", c) is None
-  assert "config.reward.model" in suites.applies("reward", "sft", c)
+def test_which_suites_apply_to_each_kind_of_run():
+  c = evaluate.default_config()
+  assert suites.applies("qa", "base", c) is None
+  assert "chat template" in suites.applies("math", "base", c)
+  assert "does not generate" in suites.applies("qa", "reward_model", c)
+  assert suites.applies("reward", "reward_model", c) is None
+  assert "config.reward.model" in suites.applies("reward", "chat", c)
   c.reward.model = "/some/rm"
-  assert suites.applies("reward", "dpo", c) is None
+  assert suites.applies("reward", "chat", c) is None
 
 
 def test_suites_from_a_comma_separated_override():
-  c = suites.default_config()
+  c = evaluate.default_config()
   c.suites = ("qa,format", "lm")
   assert suites.selected(c) == ["qa", "format", "lm"]
 
 
 def test_validate_names_the_field():
-  c = suites.default_config()
+  c = evaluate.default_config()
   c.suites = ("qa", "vibes")
   with pytest.raises(ConfigError, match=r"config.suites has \['vibes'\]"):
-    suites.validate(c)
-  c = suites.default_config()
+    evaluate.validate(c)
+  c = evaluate.default_config()
   c.math.pass_k = 16
   with pytest.raises(ConfigError, match="config.math.pass_k=16"):
-    suites.validate(c)
+    evaluate.validate(c)
 
 
 def test_table_lists_metrics_and_skips():
@@ -140,12 +134,12 @@ class ScriptedSampler:
                         np.array([bool(r) and r[-1] in stop_tokens for r in rows]))
 
 
-def _scripted_context(tok, data, sampler=None, stage="sft"):
+def _scripted_context(tok, data, sampler=None, kind="chat"):
   """A Context whose run is a stand-in: Context.sampler() finds `sampler` in `shared`."""
   run = types.SimpleNamespace(
       tokenizer=tok, model=types.SimpleNamespace(cfg="scripted-model"), params="run-params",
       config=ml_collections.ConfigDict({"seed": 11, "data": {"seq_len": 64}}))
-  return suites.Context(run=run, config=suites.default_config(), stage=stage, data=data,
+  return suites.Context(run=run, config=evaluate.default_config(), kind=kind, data=data,
                         shared={repr("scripted-model"): sampler})
 
 
@@ -275,7 +269,7 @@ def test_reward_suite_pairwise_accuracy_and_mean_margin_of_a_reward_model_run(to
   monkeypatch.setattr(scoring, "RewardScorer", make_scorer)
   data = {"eval": {"preferences": [{"prompt": p, "chosen": c, "rejected": r}
                                    for p, c, _, r, _ in pairs]}}
-  ctx = _scripted_context(tok, data, stage="reward")
+  ctx = _scripted_context(tok, data, kind="reward_model")
   ctx.config.reward.pairs = 4
   assert suites.reward_suite(ctx) == {
       "pairwise_accuracy": pytest.approx(2 / 4),  # margins +1.5, -2.0, +1.25, 0: two above 0

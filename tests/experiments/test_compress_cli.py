@@ -7,8 +7,8 @@ import json
 import jax
 import numpy as np
 
+from jaxllm import runs
 from jaxllm.compress import prune
-from jaxllm.inference import runs
 from tests.experiments.conftest import run_script
 from tests.helpers import train_losses
 

@@ -13,11 +13,11 @@ import torch
 import transformers
 
 from jaxllm import config as config_lib
+from jaxllm import runs
 from jaxllm.data import chat
 from jaxllm.errors import ConfigError
 from jaxllm.eval import suites
-from jaxllm.inference import runs
-from jaxllm.interop import hf_models
+from jaxllm.recipes import dpo, evaluate, pretrain, reward_model, rl, sft
 from tests.experiments.conftest import run_script
 from tests.interop import test_hf_tokenizer as tokenizer_builders
 
@@ -58,7 +58,7 @@ def _hf_logits(model, tokens):
 
 def test_import_cli_gives_a_run_that_samples_and_evaluates(qwen, tmp_path):
   directory, hf = qwen
-  done = run_script("convert.py", "--hf_to_jaxllm", str(directory), str(tmp_path / "run"))
+  done = run_script("convert.py", f"--hf_dir={directory}", f"--out={tmp_path / 'run'}")
   assert done.returncode == 0, done.stderr
   imported = json.loads((tmp_path / "run" / "import.json").read_text())
   assert imported["family"] == "qwen2" and imported["added_tokens"] == []
@@ -72,7 +72,7 @@ def test_import_cli_gives_a_run_that_samples_and_evaluates(qwen, tmp_path):
   assert sample.returncode == 0, sample.stderr
   text = "Greta Park works as a baker. She lives in Oslo."
   (tmp_path / "held_out.txt").write_text(text)
-  config = suites.default_config()
+  config = evaluate.default_config()
   config.suites = ("lm",)
   config.lm.texts = str(tmp_path / "held_out.txt")
   result = suites.evaluate(run, config)  # what evaluate.py runs
@@ -80,13 +80,14 @@ def test_import_cli_gives_a_run_that_samples_and_evaluates(qwen, tmp_path):
   with torch.no_grad():
     logp = torch.log_softmax(hf(torch.tensor([ids])).logits[0, :-1], dim=-1)
   nll = -logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].mean().item()
-  assert result["stage"] == "pretrain" and result["suites"]["lm"]["tokens"] == len(ids) - 1
+  assert result["stage"] == "hf_import" and result["suites"]["lm"]["tokens"] == len(ids) - 1
   assert result["suites"]["lm"]["perplexity"] == pytest.approx(np.exp(nll), rel=1e-4)
 
-  again = run_script("convert.py", "--hf_to_jaxllm", str(directory), str(tmp_path / "run"))
+  again = run_script("convert.py", f"--hf_dir={directory}", f"--out={tmp_path / 'run'}")
   assert again.returncode == 2 and "import into a new directory" in again.stderr
-  usage = run_script("convert.py", "--hf_to_jaxllm", str(directory))
-  assert usage.returncode == 2 and "usage: convert.py" in usage.stderr
+  both = run_script("convert.py", f"--hf_dir={directory}", f"--workdir={tmp_path / 'run'}",
+                    f"--out={tmp_path / 'other'}")
+  assert both.returncode == 2 and "exactly one of --hf_dir" in both.stderr
 
 
 def test_lora_sft_from_hf_path_then_export_loads_in_transformers(qwen, tmp_path):
@@ -101,7 +102,7 @@ def test_lora_sft_from_hf_path_then_export_loads_in_transformers(qwen, tmp_path)
   assert config["model"]["qkv_bias"] and config["init"]["step"] == 0
   run = runs.load_run(workdir)  # adapters merged into the imported base
 
-  done = run_script("convert.py", "--jaxllm_to_hf", str(workdir), str(tmp_path / "out"))
+  done = run_script("convert.py", f"--workdir={workdir}", f"--out={tmp_path / 'out'}")
   assert done.returncode == 0, done.stderr
   hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
   tokens = np.random.default_rng(1).integers(0, run.model.cfg.vocab_size, (2, 24))
@@ -113,7 +114,7 @@ def test_lora_sft_from_hf_path_then_export_loads_in_transformers(qwen, tmp_path)
 
 def test_base_model_gets_chat_tokens_and_exports_with_them(tmp_path):
   directory, hf = _hf_directory(tmp_path, "gpt2")
-  hf_models.import_run(directory, tmp_path / "run")
+  runs.import_hf(directory, tmp_path / "run")
   imported = json.loads((tmp_path / "run" / "import.json").read_text())
   assert "<|im_start|>" in imported["added_tokens"]
   run = runs.load_run(tmp_path / "run")
@@ -124,7 +125,7 @@ def test_base_model_gets_chat_tokens_and_exports_with_them(tmp_path):
   assert np.abs(ours[..., :vocab] - _hf_logits(hf, tokens)).max() <= 1e-4
   assert (ours[..., vocab:].max(-1) < ours[..., :vocab].max(-1)).all()  # new rows: mean logit
 
-  hf_models.export_run(tmp_path / "run", tmp_path / "out")
+  runs.export_hf(tmp_path / "run", tmp_path / "out")
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
   assert reloaded.config.vocab_size == run.model.cfg.vocab_size
   assert np.abs(_hf_logits(reloaded, tokens) - ours).max() <= 1e-4
@@ -135,7 +136,7 @@ def test_base_model_gets_chat_tokens_and_exports_with_them(tmp_path):
 
 def test_a_trained_run_exports_with_its_own_tokenizer(pretrained_run, tmp_path):
   run = runs.load_run(pretrained_run)
-  hf_models.export_run(pretrained_run, tmp_path / "out", dtype="float32")
+  runs.export_hf(pretrained_run, tmp_path / "out", dtype="float32")
   hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
   assert type(hf) is transformers.LlamaForCausalLM
   tokens = np.random.default_rng(0).integers(0, run.model.cfg.vocab_size, (2, 32))
@@ -145,9 +146,9 @@ def test_a_trained_run_exports_with_its_own_tokenizer(pretrained_run, tmp_path):
   assert tok.encode(text, add_special_tokens=False) == run.tokenizer.encode(text)
 
 
-@pytest.mark.parametrize("make_config", [config_lib.pretrain_config, config_lib.sft_config,
-                                         config_lib.reward_config, config_lib.dpo_config,
-                                         config_lib.rl_config])
+@pytest.mark.parametrize("make_config", [pretrain.default_config, sft.default_config,
+                                         reward_model.default_config, dpo.default_config,
+                                         rl.default_config])
 def test_every_stage_starts_from_hf_path_on_its_mesh(qwen, make_config, tmp_path):
   directory, hf = qwen
   config = make_config("tiny")

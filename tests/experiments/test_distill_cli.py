@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from jaxllm.inference import runs
+from jaxllm import runs
 from tests.experiments.conftest import run_script
 from tests.helpers import read_metrics
 

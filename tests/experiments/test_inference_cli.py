@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
+from jaxllm import runs
 from jaxllm.data import world
 from jaxllm.data.tokenizer import Tokenizer
-from jaxllm.inference import retrieval, runs
+from jaxllm.inference import retrieval
 from jaxllm.inference.sampler import Sampler
 from tests.experiments.conftest import child_env
 from tests.experiments.conftest import run_script as _run

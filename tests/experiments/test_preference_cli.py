@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxllm import runs
 from jaxllm.data import preferences
-from jaxllm.inference import runs
 from jaxllm.inference.scoring import RewardScorer
 from jaxllm.models.reward import RewardModel
 from tests.experiments.conftest import run_script
@@ -66,7 +66,7 @@ def test_dpo_precomputes_the_reference_once_and_resumes(pretrained_run, tmp_path
   first = next(m for m in metrics if "train/loss" in m)
   assert abs(first["train/loss"] - np.log(2)) < 0.05  # the policy starts at the reference
   evals = [m for m in metrics if "eval/loss" in m]
-  assert {"eval/rewards/accuracy", "eval/rewards/margin", "eval/logps/chosen",
+  assert {"eval/rewards/accuracies", "eval/rewards/margins", "eval/logps/chosen",
           "eval/logps/rejected", "eval/qa_accuracy"} <= set(evals[0])
   again = run_script("dpo.py", "--config=configs/dpo/tiny.py:steps=6", *args)
   assert again.returncode == 0, again.stderr

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from jaxllm import runs
 from jaxllm.errors import UserError
-from jaxllm.inference import runs
 from tests.experiments.conftest import run_script
 from tests.helpers import ROOT, read_metrics, train_losses
 

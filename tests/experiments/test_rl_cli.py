@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from jaxllm import config as config_lib
+from jaxllm import runs
 from jaxllm.errors import ConfigError
-from jaxllm.inference import runs
 from jaxllm.models import Transformer
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
-from jaxllm.rl import experiment, rewards
+from jaxllm.recipes import rl as experiment
+from jaxllm.rl import rewards
 from tests.experiments.conftest import run_script
 from tests.helpers import read_metrics
 
@@ -33,7 +34,7 @@ def _variety(records, replies):
 
 
 def _config(pretrained_run, steps=4, **rl):
-  c = config_lib.rl_config("tiny")
+  c = experiment.default_config("tiny")
   c.init.checkpoint = str(pretrained_run)
   c.train.num_steps = steps
   c.train.batch_size = 16
@@ -182,7 +183,7 @@ def test_rlhf_cli_logs_reward_model_score_and_accuracy(pretrained_run, reward_ru
     ({"rl.max_new_tokens": 500}, "config.rl.max_new_tokens"),
 ])
 def test_config_errors_name_the_field(overrides, message):
-  c = config_lib.rl_config("tiny")
+  c = experiment.default_config("tiny")
   for key, value in overrides.items():
     section, _, name = key.rpartition(".")
     node = c
@@ -190,4 +191,4 @@ def test_config_errors_name_the_field(overrides, message):
       node = node[part]
     node[name] = value
   with pytest.raises(ConfigError, match=message):
-    config_lib.validate_rl(c)
+    experiment.validate_fields(c)

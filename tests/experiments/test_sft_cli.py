@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxllm import runs
 from jaxllm.data import world
 from jaxllm.eval import qa as qa_lib
-from jaxllm.inference import runs
 from jaxllm.inference.sampler import Sampler
 from tests.experiments.conftest import run_script
 from tests.helpers import read_metrics

@@ -18,6 +18,7 @@ from jaxllm.models import Transformer, get_size
 from jaxllm.models import lora as lora_lib
 from jaxllm.models.transformer import Linear
 from jaxllm.objectives import lm
+from jaxllm.recipes import sft
 from jaxllm.train import optimizer as optimizer_lib
 from jaxllm.train import step as step_lib
 from jaxllm.train.state import count_params, unbox
@@ -107,10 +108,10 @@ def test_targets_matching_nothing_and_bad_settings_are_clear_errors():
   with pytest.raises(ConfigError, match="matches no layer"):
     _base_and_adapters(TINY, lora_lib.LoraConfig(rank=2, targets="no_such_layer"),
                        shapes_only=True)
-  c = config_lib.sft_config("tiny").lora
+  c = sft.default_config("tiny").lora
   assert lora_lib.LoraConfig.from_config(c) is None  # rank 0: full fine-tuning
   for field, value in (("rank", -1), ("dropout", 1.5), ("targets", "attn/(q")):
-    bad = config_lib.sft_config("tiny").lora
+    bad = sft.default_config("tiny").lora
     bad.rank, bad[field] = 4, value
     with pytest.raises(ConfigError, match="config.lora"):
       lora_lib.LoraConfig.from_config(bad)
@@ -147,7 +148,7 @@ def test_only_the_adapters_train_and_hold_optimizer_state():
   lora = lora_lib.LoraConfig(rank=4)
   base, model, adapters = _base_and_adapters(TINY, lora)
   base_copy = jax.tree.map(np.array, base)
-  opt = config_lib.pretrain_config("tiny").optimizer
+  opt = config_lib.base_config("tiny").optimizer
   opt.lr, opt.warmup_steps = 1e-2, 0
   tx = optimizer_lib.make_optimizer(opt, 10)
   state = {"step": jnp.zeros((), jnp.int32), "params": adapters,

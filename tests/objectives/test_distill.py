@@ -10,10 +10,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer, get_size
 from jaxllm.objectives import distill, lm
+from jaxllm.recipes import distill as distill_recipe
 from jaxllm.train import step as step_lib
 from jaxllm.train.state import unbox
 
@@ -172,17 +172,17 @@ def test_chunked_loss_equals_the_whole_logits_loss_with_its_gradient():
 def test_errors_name_the_fields():
   with pytest.raises(ConfigError, match=r"config.model.vocab_size=64 .*model.vocab_size=128"):
     distill.with_teacher(Transformer(get_size("tiny", vocab_size=64)), Transformer(TEACHER_CFG))
-  c = config_lib.distill_config("tiny")
+  c = distill_recipe.default_config("tiny")
   with pytest.raises(ConfigError, match="config.teacher.checkpoint is empty"):
-    config_lib.validate_distill(c)
+    distill_recipe.validate_fields(c)
   c.teacher.checkpoint = "/some/run"
-  config_lib.validate_distill(c)
+  distill_recipe.validate_fields(c)
   for field, value, match in [("temperature", 0.0, "config.distill.temperature=0.0"),
                               ("kd_weight", 1.5, "config.distill.kd_weight=1.5")]:
-    bad = config_lib.distill_config("tiny")
+    bad = distill_recipe.default_config("tiny")
     bad.teacher.checkpoint, bad.distill[field] = "/some/run", value
     with pytest.raises(ConfigError, match=match):
-      config_lib.validate_distill(bad)
+      distill_recipe.validate_fields(bad)
   c.data.tokenizer = "other.json"
   with pytest.raises(ConfigError, match="config.data.tokenizer='other.json'"):
-    config_lib.validate_distill(c)
+    distill_recipe.validate_fields(c)

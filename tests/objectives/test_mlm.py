@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.inference.sampler import Sampler
 from jaxllm.models import Transformer, get_size
 from jaxllm.objectives import mlm
+from jaxllm.recipes import pretrain
 
 SPECIALS = (0, 1, 2, 3, 4, 5, 6, 7)  # bos, eos, pad, chat markers, mask = 7
 MASKING = mlm.Masking(mask_id=7, special_ids=SPECIALS, vocab_size=1024)
@@ -177,7 +177,7 @@ def test_masking_from_a_tokenizer_finds_its_special_tokens():
   from jaxllm.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   tok = tokenizer_lib.train_tokenizer(["the cat sat on the mat"] * 20, vocab_size=300)
   tok.add_special_tokens([mlm.MASK_TOKEN])
-  masking = mlm.masking(config_lib.mlm_config("tiny").mlm, tok)
+  masking = mlm.masking(pretrain.mlm_config("tiny").mlm, tok)
   assert masking.mask_id == tok.vocab_size - 1 and masking.vocab_size == tok.vocab_size
   assert set(masking.special_ids) == {tok.bos_id, tok.eos_id, tok.pad_id, masking.mask_id,
                                       *range(len(tokenizer_lib.SPECIAL_TOKENS))}
@@ -196,12 +196,12 @@ def test_sampler_refuses_a_bidirectional_model():
     ("mlm.random_token_prob", 0.3, "mask_token_prob=0.8 \\+ config.mlm.random_token_prob=0.3"),
 ])
 def test_validate_names_bad_mlm_fields(field, value, match):
-  c = config_lib.mlm_config("tiny")
-  assert config_lib.validate(c).causal is False
+  c = pretrain.mlm_config("tiny")
+  assert pretrain.validate(c).causal is False
   section, _, name = field.rpartition(".")
   if section:
     c[section][name] = value
   else:
     del c[name]
   with pytest.raises(ConfigError, match=match):
-    config_lib.validate(c)
+    pretrain.validate(c)

@@ -68,7 +68,7 @@ def test_dpo_at_policy_equal_to_reference_is_log2_in_step_and_precomputed(tok, p
   model = WithFrozen(Transformer(CFG)).with_frozen(params)
   loss, m = _loss(params, _batch(tok), model)
   assert loss == pytest.approx(math.log(2), abs=1e-6)
-  assert m["rewards/margin"] == pytest.approx(0, abs=1e-6) and m["weight"] == 1.0
+  assert m["rewards/margins"] == pytest.approx(0, abs=1e-6) and m["weight"] == 1.0
   pre, pre_m = _loss(params, _batch(tok, reference=_table(tok, params)), Transformer(CFG),
                      reference="precomputed")
   assert pre == pytest.approx(math.log(2), abs=1e-6)
@@ -108,7 +108,7 @@ def test_reference_free_losses_are_their_formulas_on_the_policy_logprobs_alone(t
   for loss_type, losses in want.items():
     loss, m = _loss(params, batch, Transformer(CFG), loss_type=loss_type, beta=2.0)
     assert loss == pytest.approx(losses.mean(), rel=1e-5), loss_type
-    assert m["rewards/accuracy"] == pytest.approx(np.mean(pc > pr)), loss_type
+    assert m["rewards/accuracies"] == pytest.approx(np.mean(pc > pr)), loss_type
     assert m["logps/chosen"] == pytest.approx(pc.mean(), rel=1e-5), loss_type
   with pytest.raises(ValueError, match="frozen params"):
     _loss(params, _batch(tok), Transformer(CFG), loss_type="ipo")

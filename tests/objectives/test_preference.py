@@ -31,8 +31,8 @@ def test_dpo_and_conservative_dpo_golden(beta, eps):
   np.testing.assert_allclose(losses[0], want, rtol=1e-6)
   np.testing.assert_allclose(m["rewards/chosen"][0], beta * 0.5, rtol=1e-6)
   np.testing.assert_allclose(m["rewards/rejected"][0], beta * -1.0, rtol=1e-6)
-  np.testing.assert_allclose(m["rewards/margin"][0], beta * 1.5, rtol=1e-6)
-  assert m["rewards/accuracy"][0] == 1.0
+  np.testing.assert_allclose(m["rewards/margins"][0], beta * 1.5, rtol=1e-6)
+  assert m["rewards/accuracies"][0] == 1.0
   assert m["logps/chosen"][0] == PC and m["logps/rejected"][0] == PR
 
 
@@ -47,8 +47,8 @@ def test_dpo_with_policy_equal_to_reference_is_log2_with_zero_margins():
   pc, pr = jnp.array([-3.0, -10.0, -0.5]), jnp.array([-7.0, -1.0, -0.5])
   losses, m = preference.dpo_loss(pc, pr, pc, pr, beta=0.1)
   np.testing.assert_allclose(losses, math.log(2), rtol=1e-6)
-  np.testing.assert_array_equal(m["rewards/margin"], 0.0)
-  np.testing.assert_array_equal(m["rewards/accuracy"], 0.0)
+  np.testing.assert_array_equal(m["rewards/margins"], 0.0)
+  np.testing.assert_array_equal(m["rewards/accuracies"], 0.0)
 
 
 @pytest.mark.parametrize("beta", [0.1, 1.0])
@@ -75,7 +75,9 @@ def test_orpo_golden(lam):
   log_odds = odds(pc) - odds(pr)
   losses, m = preference.orpo_loss(*_arrays(pc, pr, nll), lam=lam)
   np.testing.assert_allclose(losses[0], nll - lam * _logsig(log_odds), rtol=1e-6)
-  np.testing.assert_allclose(m["orpo/log_odds_ratio"][0], log_odds, rtol=1e-6)
+  np.testing.assert_allclose(m["log_odds_chosen"][0], log_odds, rtol=1e-6)  # TRL's names
+  np.testing.assert_allclose(m["log_odds_ratio"][0], _logsig(log_odds), rtol=1e-6)
+  np.testing.assert_allclose(m["nll_loss"][0], nll, rtol=1e-6)
 
 
 @pytest.mark.parametrize("beta,lam", [(0.1, 50.0), (0.5, 2.0)])

@@ -10,11 +10,10 @@ import pytest
 
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.models import ModelConfig, Transformer
+from jaxllm.recipes import pretrain, sft
 from jaxllm.train import checkpoint, loop
 from jaxllm.train import state as state_lib
-from tests.helpers import load_script, read_metrics, train_losses
-
-pretrain = load_script("pretrain")
+from tests.helpers import read_metrics, train_losses
 
 
 def _params(state):
@@ -144,8 +143,7 @@ def test_mesh_and_backend_mismatches_name_the_fields(tiny_config, tmp_path, fiel
 
 
 def _lora_sft_config(init_dir, mesh=None):
-  from jaxllm import config as config_lib
-  c = config_lib.sft_config("tiny")
+  c = sft.default_config("tiny")
   c.init.checkpoint = str(init_dir)
   c.data.seq_len = 64
   c.train.num_steps = 8
@@ -166,7 +164,6 @@ def test_lora_sft_sharded_and_resumed_matches(tiny_config, tmp_path):
   """LoRA through the loop: adapters and frozen base sharded over fsdp x tensor give the losses
   of plain data parallelism; SIGTERM and rerun continue bit-identically (the base is reloaded
   from the init run, the adapters and their optimizer state from the checkpoint)."""
-  sft = load_script("sft")
   pretrain.run(tiny_config, tmp_path / "pre")
   sharded = {"data": 2, "fsdp": 2, "tensor": 2}
   full = sft.run(_lora_sft_config(tmp_path / "pre", sharded), tmp_path / "full")

@@ -18,7 +18,7 @@ from jaxllm.train.state import unbox
 
 
 def _opt(**kw):
-  c = config_lib.pretrain_config().optimizer
+  c = config_lib.base_config().optimizer
   c.update(kw)
   return c
 

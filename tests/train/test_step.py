@@ -34,7 +34,7 @@ def _batch(batch_size=8, seq_len=16, seed=0, vocab=CFG.vocab_size):
 def _setup(mesh_sizes=None, devices=None, opt=None, microbatches=1, cfg=CFG, num_steps=100,
            loss_fn=lm.lm_loss, tx=None):
   """(mesh, rules, state, jitted step): AdamW from the pretraining config unless `tx` is given."""
-  config = config_lib.pretrain_config("tiny")
+  config = config_lib.base_config("tiny")
   if opt:
     config.optimizer.update(opt)
   mesh_config = {"data": -1, "fsdp": 1, "tensor": 1, **(mesh_sizes or {})}
@@ -145,7 +145,7 @@ def test_the_equality_checks_fail_on_scaled_gradients(side, factor):
 def test_step_compiles_once():
   mesh, rules, state, _ = _setup(devices=jax.devices()[:1])
   model = Transformer(CFG)
-  tx = optimizer_lib.make_optimizer(config_lib.pretrain_config().optimizer, 100)
+  tx = optimizer_lib.make_optimizer(config_lib.base_config().optimizer, 100)
   raw = step_lib.make_train_step(lm.lm_loss, model, tx)
   step = jax.jit(chex.assert_max_traces(raw, n=1), donate_argnums=(0,))
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -179,7 +179,7 @@ def test_split_microbatches_strides_rows():
 def test_create_state_from_given_params_places_them_with_fresh_optimizer_state():
   mesh, rules, fresh, _ = _setup({"data": 1, "fsdp": 4, "tensor": 2})
   model = Transformer(CFG)
-  tx = optimizer_lib.make_optimizer(config_lib.pretrain_config().optimizer, 100)
+  tx = optimizer_lib.make_optimizer(config_lib.base_config().optimizer, 100)
   given = jax.tree.map(lambda x: np.asarray(x) + 1.0, fresh["params"])
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     _, shardings = state_lib.state_shardings(model, tx, mesh, rules, 16)
@@ -205,7 +205,7 @@ def test_mean_squares_become_standard_deviations():
 def test_epochs_and_minibatches_are_sequential_updates_on_shuffled_minibatches():
   """One step with epochs=2, minibatches=2 makes the four updates that single-update steps make
   on the rows each epoch's permutation picks, sharded on 8 devices as on one."""
-  config = config_lib.pretrain_config("tiny")
+  config = config_lib.base_config("tiny")
   config.optimizer.update(lr=1e-2, warmup_steps=0)
   model = Transformer(CFG)
   tx = optimizer_lib.make_optimizer(config.optimizer, 8)
@@ -248,7 +248,7 @@ def test_xla_options_parse_and_auto_picks_the_backend_defaults():
 
 def test_step_with_auto_xla_options_equals_the_default_compile():
   """The CPU options change how XLA emits the step, not what it computes."""
-  config = config_lib.pretrain_config("tiny")
+  config = config_lib.base_config("tiny")
   model = Transformer(CFG)
   tx = optimizer_lib.make_optimizer(config.optimizer, 100)
   state = state_lib.create_state(model, tx, jax.random.key(0), None, 16)

@@ -6,6 +6,7 @@ import pytest
 
 from jaxllm import config as config_lib
 from jaxllm.models.config import ModelConfig
+from jaxllm.recipes import reward_model, rl
 from jaxllm.train import metrics as metrics_lib
 from jaxllm.workflow import report
 
@@ -30,7 +31,7 @@ def root(tmp_path):
          {"page": {"in": 8, "kept": 7, "kept_fraction": 0.875},
           "spam": {"in": 2, "kept": 0, "kept_fraction": 0.0},
           "content_kept": 0.875, "junk_removed": 1.0})
-  pre = config_lib.pretrain_config("tiny")
+  pre = config_lib.base_config("tiny")
   pre.train.batch_size, pre.data.seq_len = 4, 32
   (tmp_path / "pretrain").mkdir()
   (tmp_path / "pretrain" / "config.json").write_text(pre.to_json())
@@ -40,16 +41,16 @@ def root(tmp_path):
   _write(tmp_path / "pretrain" / "eval.json",
          {"step": 20, "metrics": {"lm/bits_per_byte": 1.25, "qa/accuracy": 0.0},
           "skipped": {"tool": "a base model"}})
-  rm = config_lib.reward_config("tiny")
+  rm = reward_model.default_config("tiny")
   (tmp_path / "reward").mkdir()
   (tmp_path / "reward" / "config.json").write_text(rm.to_json())
   _write(tmp_path / "reward" / "metrics.jsonl",
          [{"step": 5, "train/loss": 0.6}, {"step": 5, "eval/accuracy": 0.7, "eval/margin": 0.3}])
   _write(tmp_path / "reward" / "eval.json",
          {"step": 5, "metrics": {"reward/pairwise_accuracy": 0.75}, "skipped": {}})
-  rl = config_lib.rl_config("tiny")
+  rl_config = rl.default_config("tiny")
   (tmp_path / "rl").mkdir()
-  (tmp_path / "rl" / "config.json").write_text(rl.to_json())
+  (tmp_path / "rl" / "config.json").write_text(rl_config.to_json())
   _write(tmp_path / "rl" / "metrics.jsonl",
          [{"step": 0, "eval/qa_accuracy": 0.1},
           {"step": 1, "train/loss": 0.0, "rollout/reward_mean": 0.2, "rollout/accuracy": 0.2},
@@ -62,7 +63,7 @@ def root(tmp_path):
 
 def test_report_tables_and_plots(root):
   text = report.write(root).read_text()
-  pre = config_lib.pretrain_config("tiny")
+  pre = config_lib.base_config("tiny")
   positions = 20 * 4 * 32  # steps x batch x seq_len
   flops = positions * metrics_lib.train_flops_per_token(ModelConfig(**pre.model.to_dict()), 32)
   assert f"| pretrain | 20 | {positions} | {flops:.3g} | 30 | True |" in text

@@ -40,7 +40,7 @@ def _config_file(tmp_path, body, folder="pretrain", name="sweep_cfg.py"):
 
 
       def get_config(arg=None):
-        c = config_lib.pretrain_config("tiny")
+        c = config_lib.base_config("tiny")
         c.train.num_steps = 4
         c.train.batch_size = 4
         c.train.log_every = 2
@@ -74,7 +74,7 @@ def test_tiny_config_sweeps_the_learning_rate_around_its_default():
   assert loaded.keys == ["optimizer.lr"]
   lrs = [p["optimizer.lr"] for p in loaded.points]
   assert len(lrs) == 4 and loaded.base.optimizer.lr in lrs and min(lrs) < 3e-3 < max(lrs)
-  assert sweep.script_for(TINY).name == "pretrain.py"
+  assert sweep.module_for(loaded) == "jaxllm.recipes.pretrain"
 
 
 @pytest.mark.parametrize("points,message", [
@@ -120,14 +120,14 @@ def test_commands_round_trip_through_ml_collections_flags():
            "data.source": "my data/*.jsonl", "data.separator": "true",
            "mesh.rules": (("batch", "data"), ("embed", None)), "model.dtype": "bfloat16"}
   sweep.validate([point], sweep.load(TINY).base, TINY)
-  argv = sweep.command("experiments/pretrain.py", TINY, "/tmp/w/000", point, ["seed=7"],
+  argv = sweep.command("jaxllm.recipes.pretrain", TINY, "/tmp/w/000", point, ["seed=7"],
                        python="python3")
-  assert argv[:4] == ["python3", "experiments/pretrain.py", f"--config={TINY}",
+  assert argv[:5] == ["python3", "-m", "jaxllm.recipes.pretrain", f"--config={TINY}",
                       "--workdir=/tmp/w/000"]
   assert "--config.optimizer.lr=3e-05" in argv and "--config.train.eval_at_start=true" in argv
   assert shlex.split(shlex.join(argv)) == argv
-  overrides = [a.removeprefix("--config.") for a in argv[4:]]
-  config = sweep.resolve(TINY, overrides)  # what the stage script's config flag builds
+  overrides = [a.removeprefix("--config.") for a in argv[5:]]
+  config = sweep.resolve(TINY, overrides)  # what the recipe's config flag builds
   assert config.seed == 7
   expected = {**point, "optimizer.b1": 1.0}  # an int given for a float field reads as a float
   for key, value in expected.items():
@@ -219,19 +219,22 @@ with (workdir / "metrics.jsonl").open("a") as f:
 """
 
 
-def test_failed_points_are_recorded_and_complete_ones_skipped(tmp_path):
+def test_failed_points_are_recorded_and_complete_ones_skipped(tmp_path, monkeypatch):
   config = _config_file(tmp_path, """
 
       def get_sweep(arg=None):
         return sweep.grid(**{"optimizer.lr": [1e-3, 1e-2, 2e-3]})
       """)
-  stage = tmp_path / "fake_stage.py"
+  stage = tmp_path / "modules" / "fake_stage.py"  # run as python -m fake_stage
+  stage.parent.mkdir()
   stage.write_text(_FAKE_STAGE)
+  monkeypatch.syspath_prepend(str(stage.parent))
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(stage.parent), str(ROOT)]))
   out = tmp_path / "sweep"
   _write_metrics(out / "002-optimizer.lr=0.002", [{"step": 4, "eval/loss": 0.5}])  # finished
   lines = []
   with pytest.raises(UserError, match=r"1 of 3 sweep points did not finish: .*001-optimizer"):
-    sweep.run(str(config), out, script=str(stage), echo=lines.append)
+    sweep.run(str(config), out, module="fake_stage", echo=lines.append)
   with (out / "sweep.csv").open() as f:
     rows = list(csv.DictReader(f))
   assert [r["status"] for r in rows] == ["ok", "failed", "skipped"]
@@ -243,12 +246,12 @@ def test_failed_points_are_recorded_and_complete_ones_skipped(tmp_path):
 
   # Fixed: the rerun runs only the failed point (the interpreter must not start for the others).
   stage.write_text(_FAKE_STAGE.replace("lr > 0.005", "False"))
-  rows = sweep.run(str(config), out, script=str(stage), echo=lines.append)
+  rows = sweep.run(str(config), out, module="fake_stage", echo=lines.append)
   assert [r["status"] for r in rows] == ["skipped", "ok", "skipped"]
   assert rows[1]["eval/loss"] == 1.01
 
   with pytest.raises(UserError, match="--metric=eval/bleu was not logged.*eval/loss"):
-    sweep.run(str(config), out, script=str(stage), metric="eval/bleu", echo=lines.append)
+    sweep.run(str(config), out, module="fake_stage", metric="eval/bleu", echo=lines.append)
 
 
 def test_extra_overrides_are_checked_and_apply_to_every_point(tmp_path):
@@ -260,8 +263,16 @@ def test_extra_overrides_are_checked_and_apply_to_every_point(tmp_path):
     sweep.plan(TINY, tmp_path, extra=["optimizer.lr=1"])
   with pytest.raises(ConfigError, match="did you mean 'train.num_steps'"):
     sweep.plan(TINY, tmp_path, extra=["train.num_step=5"])
-  with pytest.raises(ConfigError, match="cannot tell the stage script.*--script"):
-    sweep.script_for(tmp_path / "ablations" / "x.py")
+  no_stage = _config_file(tmp_path, """
+      def get_sweep(arg=None):
+        return sweep.grid(**{"optimizer.lr": [1e-3]})
+      """, name="no_stage.py")
+  no_stage.write_text(no_stage.read_text().replace('base_config("tiny")',
+                                                   'base_config("tiny")\n  del c["stage"]'))
+  with pytest.raises(ConfigError, match="has no `stage` field.*--module"):
+    sweep.plan(str(no_stage), tmp_path)
+  with pytest.raises(ConfigError, match="--module=no_such.module: no such module"):
+    sweep.plan(TINY, tmp_path, module="no_such.module")
 
 
 def test_dry_run_prints_one_command_per_point_and_runs_nothing(tmp_path):
@@ -272,8 +283,8 @@ def test_dry_run_prints_one_command_per_point_and_runs_nothing(tmp_path):
   assert len(lines) == 4
   for line, lr in zip(lines, ["0.001", "0.003", "0.01", "0.03"]):
     argv = shlex.split(line)
-    assert argv[1:4] == ["experiments/pretrain.py", f"--config={TINY}",
-                         f"--workdir={tmp_path / 'sweep'}/{argv[3].rsplit('/', 1)[1]}"]
+    assert argv[1:5] == ["-m", "jaxllm.recipes.pretrain", f"--config={TINY}",
+                         f"--workdir={tmp_path / 'sweep'}/{argv[4].rsplit('/', 1)[1]}"]
     assert argv[-2:] == ["--config.train.num_steps=50", f"--config.optimizer.lr={lr}"]
   assert not (tmp_path / "sweep").exists()
 

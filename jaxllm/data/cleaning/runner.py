@@ -26,12 +26,10 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-import ml_collections
 import numpy as np
 
 from jaxllm.data import readers
 from jaxllm.data.cleaning import dedup, filters, html, pii
-from jaxllm.errors import ConfigError
 
 Step = Callable[[readers.Document], str | None]
 
@@ -51,55 +49,6 @@ EXAMPLE_CHARS = 200
 BATCH_SIZE = 512  # documents that go through one step before the next (see filters.split_words)
 BATCH_BYTES = 4_000_000  # ... or fewer, so a batch's cached tokens stay small
 GZIP_LEVEL = 1  # 5x faster than 6 for ~18% larger shards, which are read once
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """Every field a cleaning run reads; step settings default to datatrove's class defaults."""
-  c = ml_collections.ConfigDict()
-  c.input = ""  # comma-separated globs of .txt, .jsonl, .jsonl.gz, .html files
-  c.text_field = "text"  # jsonl field holding the text
-  c.separator = ""  # .txt: "" = one document per file, "\n\n" = blank lines, "%" = marker lines
-  c.skip_malformed = False  # skip and count bad jsonl lines instead of stopping
-  c.steps = tuple(STEP_TYPES)
-  for name, step_type in STEP_TYPES.items():
-    c[name] = {f.name: f.default for f in dataclasses.fields(step_type) if f.init}
-  c.dedup = ml_collections.ConfigDict()
-  c.dedup.exact = True  # drop documents equal after normalization (dedup.normalize)
-  c.dedup.minhash = True  # drop near-duplicates
-  c.dedup.ngram = 5  # datatrove MinhashConfig.n_grams (word shingles)
-  c.dedup.bands = 14  # datatrove MinhashConfig.num_buckets
-  c.dedup.rows = 8  # datatrove MinhashConfig.hashes_per_bucket
-  c.dedup.seed = 1  # datatrove MinhashConfig.seed
-  c.num_workers = 0  # 0: all cores
-  c.process_index = 0  # this process's share of the input files ...
-  c.process_count = 1  # ... out of this many
-  c.docs_per_shard = 50_000
-  c.examples_per_step = 3  # dropped examples kept in stats.json per step
-  return c
-
-
-def validate(config) -> None:
-  """Checks the fields that can be checked before reading anything."""
-  if not config.input:
-    raise ConfigError("config.input is empty; pass --config.input=GLOB (comma-separated globs).")
-  unknown = [s for s in config.steps if s not in STEP_TYPES]
-  if unknown or len(set(config.steps)) != len(config.steps):
-    raise ConfigError(f"config.steps={tuple(config.steps)} has unknown or repeated names; use "
-                      f"each of {tuple(STEP_TYPES)} at most once.")
-  if not config.language.languages or not 0 <= config.language.threshold < 1:
-    raise ConfigError("config.language needs at least one language in languages and a threshold "
-                      f"in [0, 1); got {tuple(config.language.languages)}, "
-                      f"{config.language.threshold}.")
-  for name in ("ngram", "bands", "rows"):
-    if config.dedup[name] < 1:
-      raise ConfigError(f"config.dedup.{name}={config.dedup[name]} must be at least 1.")
-  if config.num_workers < 0:
-    raise ConfigError(f"config.num_workers={config.num_workers} must be >= 0 (0: all cores).")
-  if config.docs_per_shard < 1 or config.examples_per_step < 0:
-    raise ConfigError("config.docs_per_shard must be >= 1 and config.examples_per_step >= 0.")
-  if not 0 <= config.process_index < config.process_count:
-    raise ConfigError(f"config.process_index={config.process_index} must be in "
-                      f"[0, config.process_count={config.process_count}).")
 
 
 def build_steps(config) -> list[tuple[str, Step]]:
@@ -371,9 +320,10 @@ def output_dir(workdir, config) -> pathlib.Path:
 
 
 def run(config, workdir) -> dict:
-  """Cleans this process's input files into shards under output_dir; returns (and writes) stats."""
+  """Cleans this process's input files into shards under output_dir; returns (and writes) stats.
+
+  `config` has the fields of jaxllm/recipes/prepare_data.py's default_config (checked there)."""
   start = time.perf_counter()
-  validate(config)
   build_steps(config)  # fail on a bad step setting before starting workers
   paths = process_files(readers.expand_inputs(config.input), config.process_index,
                         config.process_count)

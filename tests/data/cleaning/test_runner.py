@@ -10,6 +10,7 @@ from jaxllm import config as config_lib
 from jaxllm.data import readers
 from jaxllm.data.cleaning import runner
 from jaxllm.errors import ConfigError
+from jaxllm.recipes import prepare_data
 from tests.data.cleaning.texts import FRENCH, GERMAN, english_doc
 from tests.helpers import ROOT
 
@@ -139,11 +140,11 @@ def test_process_split_is_disjoint_and_covering(tmp_path):
 def test_config_mistakes_name_the_field(tmp_path):
   _write_inputs(tmp_path)
   with pytest.raises(ConfigError, match="config.steps=.*'langauge'"):
-    runner.run(_config(tmp_path, steps=("url", "langauge")), tmp_path / "o")
+    prepare_data.run(_config(tmp_path, steps=("url", "langauge")), tmp_path / "o")
   with pytest.raises(ConfigError, match=r"config.process_index=2 must be in \[0, "):
-    runner.run(_config(tmp_path, process_index=2, process_count=2), tmp_path / "o")
+    prepare_data.run(_config(tmp_path, process_index=2, process_count=2), tmp_path / "o")
   with pytest.raises(ConfigError, match="config.input is empty"):
-    runner.run(_config(tmp_path, input=""), tmp_path / "o")
+    prepare_data.run(_config(tmp_path, input=""), tmp_path / "o")
 
 
 def test_clean_documents_counts_edits_and_text_left_empty():

@@ -1,4 +1,8 @@
-"""An RL run assembled from its config: policy model, reference, rewards, rollouts, evals.
+"""Reinforcement learning from an SFT run: GRPO-style with verifiable rewards, RLHF against a
+trained reward model, PPO with a value head; the run assembled from its config.
+
+  python experiments/rl.py --config=configs/rl/grpo_tiny.py --workdir=/tmp/jaxllm/grpo \\
+      --config.init.checkpoint=/tmp/jaxllm/sft
 
     init run (SFT) ------------> policy params (PPO: + a fresh value head; LoRA: frozen base)
                    \\----------> reference = the init params (LoRA: the base without adapters)
@@ -7,7 +11,7 @@
     held-out prompts ----------> evals: greedy accuracy, pass@k, format, reward-model score
     -> jaxllm/train/loop.train with objectives/policy.policy_loss
 
-experiments/rl.py calls `run`; the pieces are separate functions for scripts of your own.
+`run` is the stage; the pieces are separate functions for scripts of your own.
 """
 
 import dataclasses
@@ -17,13 +21,14 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import ml_collections
 import numpy as np
 
+from jaxllm import cli, runs
 from jaxllm import config as config_lib
 from jaxllm.data import inputs, readers, world
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.eval import qa
-from jaxllm.inference import runs
 from jaxllm.inference.sampler import Sampler
 from jaxllm.inference.scoring import RewardScorer
 from jaxllm.models import Transformer
@@ -32,12 +37,120 @@ from jaxllm.models.reward import PolicyWithValue, params_from_lm
 from jaxllm.objectives import policy
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
+from jaxllm.recipes import sft
 from jaxllm.rl import report
 from jaxllm.rl import rewards as rewards_lib
 from jaxllm.rl import rollout as rollout_lib
 from jaxllm.train import loop
 from jaxllm.train import state as state_lib
 from jaxllm.train import step as step_lib
+
+
+def default_config(size: str = "tiny") -> ml_collections.ConfigDict:
+  """RL from an SFT run (jaxllm/rl, jaxllm/objectives/policy.py): GRPO and its variants with
+  verifiable rewards, RLHF against a reward model, PPO with a value head."""
+  c = sft.default_config(size, "rl")
+  # "world": the world's training RL prompts (word problems); or a glob of .jsonl files of
+  # {"prompt": str | "messages": [...], "answer"?: str, "tool_result"?: str}.
+  c.data.source = "world"
+  c.data.seq_len = 192  # prompt + completion; longer prompts are skipped and counted
+  c.rl = ml_collections.ConfigDict()
+  c.rl.group_size = 8  # completions per prompt; train.batch_size = prompts x group_size
+  c.rl.temperature = 1.0
+  c.rl.max_new_tokens = 96
+  c.rl.advantage = "grpo"  # grpo | dr_grpo | rloo | gae (PPO: needs value_coef > 0)
+  c.rl.epochs = 1  # optimisation passes over each rollout batch
+  c.rl.minibatches = 1  # optimizer updates per pass
+  c.rl.clip_low = 0.2  # ratio clipped to [1 - clip_low, 1 + clip_high] (clip-higher: high > low)
+  c.rl.clip_high = 0.2
+  c.rl.dual_clip = 0.0  # > 1: dual clip for negative advantages (0: off)
+  c.rl.kl_coef = 0.0  # beta; 0 never runs the reference
+  c.rl.kl_estimator = "k3"  # k1 | k2 | k3
+  c.rl.kl_in_reward = False  # PPO: -beta (logp - ref) per token in the reward, not the loss
+  c.rl.aggregation = "token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm
+  c.rl.entropy_coef = 0.0
+  c.rl.drop_uniform_groups = True  # rows of groups with equal rewards get no loss
+  c.rl.mask_truncated = True  # completions cut off at max_new_tokens get no loss
+  # Reward weights (jaxllm/rl/rewards.py); "correct" is logged even at weight 0.
+  c.rl.rewards = ml_collections.ConfigDict(
+      {"correct": 1.0, "format": 0.0, "tool": 0.0, "reward_model": 0.0})
+  c.rl.answer_style = "line"  # "The answer is X." (line) or <answer>X</answer> (tag)
+  c.rl.reward_model = ""  # a reward-model run directory, for rewards.reward_model > 0
+  c.rl.value_coef = 0.0  # PPO: weight of the value loss (the value head shares the trunk)
+  c.rl.value_clip = 0.2
+  c.rl.gamma = 1.0
+  c.rl.gae_lambda = 0.95
+  c.rl.whiten_advantages = True  # GAE advantages normalised over the batch
+  c.train.batch_size = 64
+  c.train.log_every = 1
+  c.train.eval_at_start = True  # the init (SFT) model's held-out numbers, to compare against
+  c.optimizer.lr = 1e-5
+  c.optimizer.warmup_steps = 0
+  c.optimizer.schedule = "constant"
+  c.optimizer.weight_decay = 0.0
+  # Held-out prompts, every eval step: greedy accuracy (eval/qa_accuracy), pass@k from
+  # pass_samples sampled replies, the format reward and (with a reward model) its score.
+  c.eval.qa_source = "world"  # the world's eval RL prompts, a .jsonl, or "" (off)
+  c.eval.qa_questions = 200
+  c.eval.pass_k = 4  # 0: no sampled eval
+  c.eval.pass_samples = 8
+  return c
+
+
+def validate_fields(config: ml_collections.ConfigDict) -> None:
+  """The RL stage's own fields, before anything is loaded."""
+  r, t = config.rl, config.train
+  if r.group_size < 2:
+    raise ConfigError(f"config.rl.group_size={r.group_size} must be >= 2 (advantages compare "
+                      "the completions of a prompt).")
+  if t.batch_size % r.group_size:
+    raise ConfigError(f"config.train.batch_size={t.batch_size} must be a multiple of "
+                      f"config.rl.group_size={r.group_size} (prompts x completions per prompt).")
+  if r.epochs < 1 or r.minibatches < 1 or t.batch_size % (r.minibatches * t.microbatches):
+    raise ConfigError(f"config.rl.epochs={r.epochs} and config.rl.minibatches={r.minibatches} "
+                      f"must be >= 1, and config.train.batch_size={t.batch_size} divisible by "
+                      f"minibatches x config.train.microbatches={t.microbatches}.")
+  if r.temperature <= 0:
+    raise ConfigError(f"config.rl.temperature={r.temperature} must be positive (RL samples).")
+  if r.max_new_tokens < 1 or r.max_new_tokens >= config.data.seq_len:
+    raise ConfigError(f"config.rl.max_new_tokens={r.max_new_tokens} must be in [1, "
+                      f"config.data.seq_len={config.data.seq_len}).")
+  for name, allowed in (("advantage", policy.ADVANTAGES),
+                        ("kl_estimator", policy.KL_ESTIMATORS),
+                        ("aggregation", policy.AGGREGATIONS)):
+    if r[name] not in allowed:
+      raise ConfigError(f"config.rl.{name}={r[name]!r} is not one of {allowed}.")
+  if not 0 <= r.clip_low < 1 or r.clip_high < 0:
+    raise ConfigError(f"config.rl.clip_low={r.clip_low} must be in [0, 1) and "
+                      f"config.rl.clip_high={r.clip_high} >= 0.")
+  if r.dual_clip and r.dual_clip <= 1:
+    raise ConfigError(f"config.rl.dual_clip={r.dual_clip} must be > 1 (or 0: off).")
+  for name in ("kl_coef", "entropy_coef", "value_coef", "value_clip"):
+    if r[name] < 0:
+      raise ConfigError(f"config.rl.{name}={r[name]} must be >= 0.")
+  if (r.advantage == "gae") != (r.value_coef > 0):
+    raise ConfigError(f"config.rl.advantage={r.advantage!r} with config.rl.value_coef="
+                      f"{r.value_coef}: GAE (PPO) trains a value head, so use advantage='gae' "
+                      "with value_coef > 0, or a group estimator with value_coef=0.")
+  if r.kl_in_reward and r.advantage != "gae":
+    raise ConfigError("config.rl.kl_in_reward puts the KL penalty in per-token rewards, which "
+                      "only GAE (advantage='gae') reads; set it to False.")
+  if r.advantage == "gae" and config.lora.rank > 0:
+    raise ConfigError("PPO (advantage='gae') trains a value head on the full model; set "
+                      "config.lora.rank=0, or use a group estimator with LoRA.")
+  if r.rewards.get("reward_model", 0.0) and not r.reward_model:
+    raise ConfigError("config.rl.rewards.reward_model > 0 needs config.rl.reward_model, a "
+                      "reward-model run directory (experiments/reward_model.py).")
+  if config.eval.pass_k and config.eval.pass_samples < config.eval.pass_k:
+    raise ConfigError(f"config.eval.pass_samples={config.eval.pass_samples} must be >= "
+                      f"config.eval.pass_k={config.eval.pass_k}.")
+
+
+def validate(config: ml_collections.ConfigDict):
+  """Every field of an RL run; returns the model config."""
+  validate_fields(config)
+  lora_lib.LoraConfig.from_config(config.lora)
+  return config_lib.validate(config)
 
 
 def prompt_records(source: str, world_seed: int, split: str, sizes=None,
@@ -85,7 +198,7 @@ def make_rewards(config, records: Sequence[dict]) -> rewards_lib.Rewards:
   scorer = scorer_params = None
   if r.rewards.get("reward_model", 0.0):
     rm = runs.load_run(r.reward_model)
-    if not runs.is_reward_run(rm.config):
+    if not runs.is_reward_model(rm.config):
       raise UserError(f"config.rl.reward_model={r.reward_model!r} is not a reward-model run "
                       "(experiments/reward_model.py writes one).")
     scorer = RewardScorer(rm.model, rm.tokenizer, max_len=rm.config.data.seq_len,
@@ -181,10 +294,11 @@ def run(config, workdir, hooks=(), rewards: rewards_lib.Rewards | None = None):
   if jax.process_count() > 1:
     raise ConfigError("RL runs in one process (any number of local devices); the rollouts "
                       "are not yet split across processes.")
-  config_lib.validate_rl(config)
+  validate_fields(config)
+  config.value_head = config.rl.advantage == "gae"  # PPO: checkpoints hold PolicyWithValue
   init = runs.start_from(config, workdir)
   tokenizer = init.tokenizer
-  model_cfg = config_lib.validate(config)
+  model_cfg = validate(config)
   records = prompt_records(config.data.source, config.data.world_seed, "train",
                            inputs.world_sizes(config.data))
   rewards = rewards or make_rewards(config, records)
@@ -204,3 +318,12 @@ def run(config, workdir, hooks=(), rewards: rewards_lib.Rewards | None = None):
   if jax.process_index() == 0 and int(jax.device_get(state["step"])) == config.train.num_steps:
     print(report.describe(report.write(workdir)), flush=True)
   return state
+
+
+def main():
+  """python -m jaxllm.recipes.rl --config=FILE --workdir=DIR (experiments/rl.py)."""
+  cli.run_stage(run, "Config file (see configs/rl/).")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,12 +1,26 @@
-"""A trained run directory, loaded for inference: config, model, params and tokenizer.
+"""Run directories: what a stage writes, how the next stage or an inference script reads it.
 
-A run directory is what a training script (or experiments/convert.py --hf_to_jaxllm) writes:
-config.json (how to build the model), checkpoints/ (orbax) and tokenizer.json (with
-tokenizer_config.json naming its special tokens; or config.data.tokenizer naming a file).
-A stage starts from a run directory (config.init.checkpoint) or from a Hugging Face model
-directory (config.init.hf_path), see `start_from`. A reward-model
-run (its config has a `reward` section) loads as a RewardModel, any other as a Transformer (a
-PPO run's policy without its value head).
+A run directory holds config.json (the resolved config: how to build the model, and what wrote
+it), checkpoints/STEP (orbax; jaxllm/train/checkpoint.py) and tokenizer.json with
+tokenizer_config.json (the run's tokenizer, copied in by every stage that starts from another
+run). The kind of a run is written, never guessed:
+
+  config.stage       the recipe that wrote it: pretrain, sft, reward_model, dpo, rl, distill,
+                     prune, quantize or hf_import (experiments/convert.py --hf_dir)
+  config.value_head  True when its checkpoints hold PolicyWithValue params (PPO)
+  config.init.*      the run (or Hugging Face directory) it started from, that run's step and,
+                     as config.init.stage, that run's lineage (below)
+
+`lineage`: what the params are as a language model. prune and quantize keep what they compress
+(an SFT model pruned is still a chat model), so their lineage is their init run's; every other
+stage is its own. `model_kind`: "reward_model", "chat" (lineage sft, dpo or rl) or "base".
+
+`load_run` builds the model a run's checkpoints hold and restores them: a reward model, the LM of
+a PPO policy (its value head dropped), a LoRA run merged into the base it started from (through
+int8 for QLoRA), or a plain Transformer (int8 weights when config.model.quant says so).
+`start_from` sets up a stage from config.init.checkpoint or config.init.hf_path; `save_run`
+writes params as a run; `import_hf` and `export_hf` convert whole Hugging Face directories
+(the params- and tokenizer-level conversions are in jaxllm/interop).
 """
 
 import dataclasses
@@ -18,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxllm import config as config_lib
 from jaxllm.compress import quantize
 from jaxllm.data import chat
 from jaxllm.data.tokenizer import Tokenizer
@@ -32,6 +47,11 @@ from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.train import checkpoint as ckpt_lib
 from jaxllm.train.state import init_params_fn, unbox
+
+STAGES = ("pretrain", "sft", "reward_model", "dpo", "rl", "distill", "prune", "quantize",
+          "hf_import")
+CHAT_STAGES = ("sft", "dpo", "rl")  # trained on the chat template
+_KEEP_LINEAGE = ("prune", "quantize")  # compress the run they start from, whatever it is
 
 
 @dataclasses.dataclass
@@ -49,6 +69,62 @@ def read_config(workdir) -> ml_collections.ConfigDict:
     raise UserError(f"{path} does not exist: --workdir must be a run directory written by a "
                     "training script (config.json, checkpoints/, tokenizer.json).")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def _legacy_stage(config) -> str:
+  """The stage of a run written before config.stage existed, read off its config sections as
+  jaxllm did then."""
+  if "reward" in config:
+    return "reward_model"
+  if "rl" in config:
+    return "rl"
+  if "preference" in config:
+    return "dpo"
+  return "sft" if "lora" in config else "pretrain"
+
+
+def stage_of(config) -> str:
+  """config.stage: the recipe that wrote the run."""
+  stage = config.get("stage") or _legacy_stage(config)
+  if stage not in STAGES:
+    raise UserError(f"config.stage={stage!r} is not one of {STAGES}; the run's config.json was "
+                    "not written by jaxllm (or by a newer version).")
+  return stage
+
+
+def has_value_head(config) -> bool:
+  """Whether the run's checkpoints hold PolicyWithValue params (the LM is params["backbone"])."""
+  if "stage" not in config:  # written before config.value_head existed
+    return config.get("rl", {}).get("advantage") == "gae" and "compressed" not in config
+  return bool(config.get("value_head", False))
+
+
+def lineage(config) -> str:
+  """What the params are as a language model: the stage, or for prune and quantize the lineage
+  of the run they compressed (config.init.stage)."""
+  stage = stage_of(config)
+  if stage in _KEEP_LINEAGE:
+    return config.init.get("stage") or "pretrain"
+  return stage
+
+
+def model_kind(config) -> str:
+  """"reward_model", "chat" (fine-tuned on the chat template) or "base"."""
+  stage = lineage(config)
+  if stage == "reward_model":
+    return "reward_model"
+  return "chat" if stage in CHAT_STAGES else "base"
+
+
+def is_reward_model(config) -> bool:
+  return stage_of(config) == "reward_model"
+
+
+def latest_step(workdir) -> int | None:
+  """The newest step folder under WORKDIR/checkpoints (None when there is none)."""
+  steps = [int(p.name) for p in (pathlib.Path(workdir) / "checkpoints").glob("*")
+           if p.name.isdigit()]
+  return max(steps) if steps else None
 
 
 def run_tokenizer(workdir, config) -> Tokenizer:
@@ -73,8 +149,10 @@ def _restore(workdir, model, step: int | None) -> tuple[Any, int]:
   abstract = unbox(jax.eval_shape(init_params_fn(model, 8), jax.random.key(0)))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
   checkpoints = pathlib.Path(workdir) / "checkpoints"
+  step = step if step is not None else latest_step(workdir)
   try:
-    step = step if step is not None else _latest_step(checkpoints)
+    if step is None:
+      raise FileNotFoundError(f"no step directories in {checkpoints}")
     params = ckpt_lib.restore_params(checkpoints, abstract, step)
   except FileNotFoundError as e:
     raise UserError(f"{checkpoints}: no checkpoint to load ({e}); train the run first.") from e
@@ -85,16 +163,6 @@ def lora_config(config) -> LoraConfig | None:
   """The run's LoRA settings (None for a run that trains all its params)."""
   lora = config.get("lora")
   return None if lora is None else LoraConfig.from_config(lora)
-
-
-def is_reward_run(config) -> bool:
-  return "reward" in config
-
-
-def has_value_head(config) -> bool:
-  """A PPO run: its checkpoints hold PolicyWithValue params (the LM is params["backbone"]);
-  not its compressed copy (experiments/quantize.py), which holds the LM's params only."""
-  return config.get("rl", {}).get("advantage") == "gae" and "compressed" not in config
 
 
 def reward_model(config, model_cfg) -> RewardModel:
@@ -111,6 +179,13 @@ def require_causal(config, workdir) -> None:
                     "fine-tune; use a causal run (pretrained without an mlm section).")
 
 
+def require_language_model(run: "Run", field: str, workdir) -> None:
+  """UserError naming `field` when the run is a reward model, not a language model."""
+  if is_reward_model(run.config):
+    raise UserError(f"{field}={str(workdir)!r} is a reward-model run; give a language model "
+                    "(a pretraining, SFT, DPO or RL run).")
+
+
 def load_run(workdir, step: int | None = None, *, bidirectional_ok: bool = False) -> Run:
   """The newest (or given) checkpoint's params, on the default device, float32 as saved.
 
@@ -121,7 +196,7 @@ def load_run(workdir, step: int | None = None, *, bidirectional_ok: bool = False
   config = read_config(workdir)
   if not bidirectional_ok:
     require_causal(config, workdir)
-  if is_reward_run(config):
+  if is_reward_model(config):
     model = reward_model(config, _model_config(config))
     params, step = _restore(workdir, model, step)
     return Run(config, model, params, run_tokenizer(workdir, config), step)
@@ -188,6 +263,7 @@ def _start_from_hf(config) -> Run:
   for key, value in dataclasses.asdict(cfg).items():
     config.model[key] = value
   config.init.step = 0
+  config.init.stage = "hf_import"
   return Run(config, Transformer(cfg), params, tokenizer, 0)
 
 
@@ -197,9 +273,9 @@ def start_from(config, workdir) -> Run | None:
 
   Loads that run (params only: the optimizer starts fresh), copies its model config into
   `config.model` (the checkpoint fixes the shapes) and records the step it used in
-  `config.init.step`; process 0 writes its tokenizer to WORKDIR (tokenizer.json and
-  tokenizer_config.json). A Hugging Face directory is imported with its chat format mapped to
-  ours (jaxllm/interop), its params placed directly on the run's mesh.
+  `config.init.step` and its lineage in `config.init.stage`; process 0 writes its tokenizer to
+  WORKDIR (tokenizer.json and tokenizer_config.json). A Hugging Face directory is imported with
+  its chat format mapped to ours (jaxllm/interop), its params placed directly on the run's mesh.
   """
   if not init_source(config):
     return None
@@ -208,30 +284,27 @@ def start_from(config, workdir) -> Run | None:
   else:
     init = load_run(config.init.checkpoint, None if config.init.step < 0 else config.init.step,
                     bidirectional_ok="mlm" in config)  # continued masked-LM pretraining
-    if is_reward_run(init.config):
+    if is_reward_model(init.config):
       raise UserError(f"config.init.checkpoint={config.init.checkpoint!r} is a reward-model "
                       "run; start from a language model (a pretraining or SFT run).")
     for key, value in init.config.model.items():
       if key != "causal":  # the stage's objective sets the attention direction, not the run
         config.model[key] = value
     config.init.step = init.step
+    config.init.stage = lineage(init.config)
   if jax.process_index() == 0:
     chat.save_pretrained(init.tokenizer, workdir)
   return init
 
 
-def _latest_step(checkpoints: pathlib.Path) -> int:
-  steps = [int(p.name) for p in checkpoints.glob("*") if p.name.isdigit()]
-  if not steps:
-    raise FileNotFoundError(f"no step directories in {checkpoints}")
-  return max(steps)
-
-
 def save_run(dst, config: ml_collections.ConfigDict, params: Any, tokenizer: Tokenizer,
              step: int) -> pathlib.Path:
-  """Writes `params` as a run directory load_run reads: config.json, the tokenizer, and
-  checkpoints/STEP (params only). Refuses a directory that has checkpoints already."""
+  """Writes `params` as a run directory load_run reads: config.json (config.stage must say what
+  wrote it), the tokenizer, and checkpoints/STEP (params only). Refuses a directory that has
+  checkpoints already."""
   dst = pathlib.Path(dst)
+  if config.get("stage") not in STAGES:
+    raise ValueError(f"save_run needs config.stage in {STAGES}, got {config.get('stage')!r}.")
   if (dst / "checkpoints").exists():
     raise UserError(f"{dst / 'checkpoints'} exists; write into a new directory (or delete it).")
   if jax.process_index() == 0:
@@ -242,3 +315,45 @@ def save_run(dst, config: ml_collections.ConfigDict, params: Any, tokenizer: Tok
   checkpoints.save(step, {"params": params}, {})
   checkpoints.close()
   return dst
+
+
+def import_hf(src, dst, **run_options: Any) -> pathlib.Path:
+  """Writes run directory `dst` from Hugging Face directory `src`: config.json (the base config
+  with the imported model, config.stage "hf_import"), checkpoints/0 (the params, read straight
+  into FSDP shards over every local device), the mapped tokenizer and import.json (source,
+  family, tokens added).
+
+  sample.py, chat.py and evaluate.py take it as --workdir; sft.py, dpo.py, reward_model.py and
+  rl.py as --config.init.checkpoint.
+  """
+  dst = pathlib.Path(dst)
+  if (dst / "checkpoints").exists():
+    raise UserError(f"{dst / 'checkpoints'} exists; import into a new directory (or delete it).")
+  tokenizer, added = hf_tokenizer.import_tokenizer(src)
+  # Spread over every device (FSDP) as it is read, so the import fits where the model does.
+  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1}))
+  cfg, params = hf_models.import_model(src, tokenizer, mesh, **run_options)
+  config = config_lib.base_config("tiny", "hf_import")
+  config.model = ml_collections.ConfigDict(dataclasses.asdict(cfg))
+  config.data.tokenizer = ""
+  config.data.seq_len = min(config.data.seq_len, cfg.max_seq_len)
+  config.init.hf_path = str(pathlib.Path(src).absolute())
+  config.init.step = 0
+  save_run(dst, config, params, tokenizer, 0)
+  if jax.process_index() == 0:
+    (dst / "import.json").write_text(json.dumps(
+        {"source": str(pathlib.Path(src).absolute()), "family": hf_config.family_of(cfg),
+         "added_tokens": added, "vocab_size": cfg.vocab_size}, indent=2) + "\n")
+  return dst
+
+
+def export_hf(workdir, dst, *, step: int | None = None, family: str | None = None,
+              dtype: str = "float32", max_shard_bytes: int = 5 * 2**30) -> pathlib.Path:
+  """hf_models.export of a run's newest (or given) checkpoint; a LoRA run is merged into its
+  base, an int8 run (experiments/quantize.py) is dequantized (transformers reads float
+  weights)."""
+  run = load_run(workdir, step)
+  require_language_model(run, "the run to export", workdir)
+  params = quantize.as_float(run.params, run.model.cfg)
+  return hf_models.export(params, quantize.float_config(run.model.cfg), run.tokenizer, dst,
+                          family=family, dtype=dtype, max_shard_bytes=max_shard_bytes)

@@ -1,0 +1,126 @@
+"""Supervised fine-tuning on conversations: next-token loss on the assistant's tokens only, full
+or LoRA (QLoRA-style over an int8 base), from a pretrained run or a Hugging Face model.
+
+  python experiments/sft.py --config=configs/sft/tiny.py --workdir=/tmp/jaxllm/sft \\
+      --config.init.checkpoint=/tmp/jaxllm/tiny
+
+The init run gives the params (a fresh optimizer state), the model config and the tokenizer
+(copied into WORKDIR). Conversations are rendered with the ChatML template and packed with
+segment ids, so examples never attend to each other. With config.lora.rank > 0 only the
+adapters train and are checkpointed; the init run's params stay frozen (load_run merges them);
+config.lora.base_quant="int8" holds them as int8 weights (QLoRA-style; configs/sft/tiny_qlora.py).
+Every eval step also answers held-out questions greedily (eval/qa_accuracy).
+"""
+
+import functools
+import json
+import pathlib
+
+import ml_collections
+
+from jaxllm import cli, runs
+from jaxllm import config as config_lib
+from jaxllm.compress import quantize
+from jaxllm.data import batching, inputs
+from jaxllm.eval import qa
+from jaxllm.inference import retrieval
+from jaxllm.models import Transformer
+from jaxllm.models import lora as lora_lib
+from jaxllm.objectives import lm
+from jaxllm.parallel import mesh as mesh_lib
+from jaxllm.train import loop
+
+
+def default_config(size: str = "tiny", stage: str = "sft") -> ml_collections.ConfigDict:
+  """Supervised fine-tuning on conversations: the base fields, chat data, RAG data, LoRA and
+  the held-out QA eval (the reward-model, DPO and RL configs build on it with their `stage`)."""
+  c = config_lib.base_config(size, stage)
+  c.data.seq_len = 256
+  # "world" reads the world's SFT conversations; "world_rag" builds retrieval-augmented ones
+  # (jaxllm.inference.retrieval.world_rag_conversations) into WORKDIR/rag_sft.jsonl.
+  c.data.messages_field = "messages"
+  c.data.rag = ml_collections.ConfigDict()
+  c.data.rag.other_worlds = 12  # freshly generated worlds whose facts must be read, not recalled
+  c.data.rag.k = 3  # passages per question
+  c.data.rag.budget_tokens = 384  # passages + question, in tokens
+  c.optimizer.lr = 1e-3
+  c.optimizer.warmup_steps = 20
+  # LoRA (jaxllm/models/lora.py): rank 0 fine-tunes every parameter.
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 0
+  c.lora.alpha = 16.0
+  c.lora.dropout = 0.0
+  c.lora.targets = lora_lib.DEFAULT_TARGETS  # regex over layer paths, e.g. 'layer_0/attn/q'
+  c.lora.rslora = False  # scale alpha / sqrt(rank) instead of alpha / rank
+  # "int8": the frozen base is held as int8 weights (QLoRA-style, jaxllm/compress/quantize.py);
+  # a quantized init run (experiments/quantize.py) is an int8 base whatever this says.
+  c.lora.base_quant = "none"
+  # Greedy answers to held-out questions at every eval step (jaxllm/eval/qa.py).
+  c.eval = ml_collections.ConfigDict()
+  c.eval.qa_source = "world"  # "world": the world's eval SFT conversations; a .jsonl; "" = off
+  c.eval.qa_questions = 200  # the first N
+  c.eval.max_new_tokens = 96
+  c.eval.batch_size = 64
+  return c
+
+
+def validate(config: ml_collections.ConfigDict):
+  """The fine-tuning fields (LoRA's are checked by LoraConfig) and the base ones; returns the
+  model config."""
+  lora_lib.LoraConfig.from_config(config.lora)
+  return config_lib.validate(config)
+
+
+def _rag_data(config, workdir, tokenizer) -> str:
+  """Writes the world's RAG conversations to WORKDIR/rag_sft.jsonl (process 0 first)."""
+  path = pathlib.Path(workdir) / "rag_sft.jsonl"
+  rag = config.data.rag
+
+  def write():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = retrieval.world_rag_conversations(tokenizer, config.data.world_seed,
+                                                rag.other_worlds, rag.k, rag.budget_tokens)
+    with open(path, "w", encoding="utf-8") as f:
+      for i, r in enumerate(records):
+        f.write(json.dumps({"messages": r["messages"], "id": f"rag-{i}"}) + "\n")
+  mesh_lib.process_zero_first(lambda: not path.exists(), write, "RAG conversations")
+  return str(path)
+
+
+def run(config, workdir, hooks=()):
+  """Loads the init run, builds the conversation data and runs the training loop."""
+  mesh_lib.maybe_initialize_distributed(config.distributed)
+  runs.require_init(config, "the pretrained run (or Hugging Face model) to fine-tune")
+  init = runs.start_from(config, workdir)
+  tokenizer = init.tokenizer
+  if config.data.source == "world_rag":
+    config.data.source = _rag_data(config, workdir, tokenizer)
+  model_cfg = validate(config)
+  lora = lora_lib.LoraConfig.from_config(config.lora)
+  train_iter, eval_batches = inputs.train_and_eval(
+      config, workdir, "conversations",
+      batching.chat_example(tokenizer, config.data.messages_field))
+  loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss,
+                              chunk=config.train.loss_chunk)
+  evals = qa.training_eval(config, quantize.float_config(model_cfg), tokenizer, lora)
+  try:
+    if lora is None:  # full fine-tuning: every param trains, starting from the init run's
+      return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter,
+                        eval_batches, init_params=init.params, hooks=hooks, evals=evals)
+    # LoRA: fresh adapters are the trained params; the init run's params stay frozen, as int8
+    # with config.lora.base_quant="int8" or when the init run is quantized (QLoRA).
+    base_cfg, base = quantize.frozen_base(init.params, model_cfg, config.lora.base_quant)
+    model = lora_lib.LoraModel(Transformer(base_cfg, lora=lora))
+    return loop.train(config, workdir, model, loss_fn, train_iter, eval_batches, hooks=hooks,
+                      frozen_params=base, evals=evals)
+  finally:
+    train_iter.close()
+
+
+def main():
+  """python -m jaxllm.recipes.sft --config=FILE --workdir=DIR (experiments/sft.py)."""
+  cli.run_stage(run, "Config file (see configs/sft/).")
+
+
+if __name__ == "__main__":
+  main()
