@@ -31,6 +31,12 @@ from jaxllm.recipes import reward_model
 from jaxllm.rl import policy_pairs
 from jaxllm.train import loop, reference_logps
 
+# The progress line's stage keys (jaxllm/train/loop.py adds loss, gradient norm, tok/s, ...).
+PROGRESS = (("train/rewards/accuracies", "pair acc {:.3f}"),
+            ("train/rewards/margins", "margin {:.3f}"),
+            ("eval/rewards/accuracies", "eval pair acc {:.3f}"),
+            ("eval/rewards/margins", "eval margin {:.3f}"), ("eval/qa_accuracy", "qa acc {:.3f}"))
+
 
 def default_config(size: str = "tiny") -> ml_collections.ConfigDict:
   """The DPO family (jaxllm/objectives/preference.py) from an SFT run, full or LoRA."""
@@ -111,7 +117,7 @@ def run(config, workdir, hooks=()):
   try:
     return loop.train(config, workdir, model, loss_fn, train_iter, eval_batches,
                       init_params=init_params, hooks=hooks, frozen_params=frozen, evals=evals,
-                      sequences_per_row=2)
+                      sequences_per_row=2, progress=PROGRESS)
   finally:
     train_iter.close()
 

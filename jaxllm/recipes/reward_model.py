@@ -29,6 +29,9 @@ from jaxllm.recipes import sft
 from jaxllm.rl import policy_pairs
 from jaxllm.train import loop
 
+# The progress line's stage keys (jaxllm/train/loop.py adds loss, accuracy, tok/s, ...).
+PROGRESS = (("train/margin", "margin {:.3f}"), ("eval/margin", "eval margin {:.3f}"))
+
 
 def pairs_config(size: str, stage: str) -> ml_collections.ConfigDict:
   """Fields shared by the reward-model and DPO stages: pairs from the world or .jsonl files."""
@@ -115,7 +118,8 @@ def run(config, workdir, hooks=()):
                               lm_weight=config.reward.lm_weight)
   try:
     return loop.train(config, workdir, model, loss_fn, train_iter,
-                      eval_batches, init_params=params, hooks=hooks, sequences_per_row=2)
+                      eval_batches, init_params=params, hooks=hooks, sequences_per_row=2,
+                      progress=PROGRESS)
   finally:
     train_iter.close()
 

@@ -45,6 +45,14 @@ from jaxllm.train import loop
 from jaxllm.train import state as state_lib
 from jaxllm.train import step as step_lib
 
+# The progress line's stage keys (jaxllm/train/loop.py adds loss, gradient norm, tok/s, ...).
+PROGRESS = (("eval/qa_accuracy", "qa acc {:.3f}"), ("rollout/reward_mean", "reward {:.3f}"),
+            ("rollout/accuracy", "sample acc {:.3f}"),
+            ("rollout/reward_reward_model", "RM score {:.3f}"),
+            ("rollout/response_length", "len {:.1f}"), ("train/kl", "kl {:.4f}"),
+            ("train/clip_fraction", "clip {:.3f}"),
+            ("eval/reward_model_score", "eval RM score {:.3f}"))
+
 
 def default_config(size: str = "tiny") -> ml_collections.ConfigDict:
   """RL from an SFT run (jaxllm/rl, jaxllm/objectives/policy.py): GRPO and its variants with
@@ -314,7 +322,8 @@ def run(config, workdir, hooks=(), rewards: rewards_lib.Rewards | None = None):
   evals = held_out_eval(config, tokenizer, policy_, rewards)
   state = loop.train(config, workdir, policy_.model, loss_fn(config), source, None,
                      init_params=policy_.init_params, hooks=hooks, frozen_params=policy_.frozen,
-                     evals=evals, updates_per_step=(config.rl.epochs, config.rl.minibatches))
+                     evals=evals, updates_per_step=(config.rl.epochs, config.rl.minibatches),
+                     progress=PROGRESS)
   if jax.process_index() == 0 and int(jax.device_get(state["step"])) == config.train.num_steps:
     print(report.describe(report.write(workdir)), flush=True)
   return state

@@ -30,6 +30,9 @@ from jaxllm.objectives import lm
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.train import loop
 
+# The progress line's stage keys (jaxllm/train/loop.py adds loss, gradient norm, tok/s, ...).
+PROGRESS = (("eval/qa_accuracy", "qa acc {:.3f}"),)
+
 
 def default_config(size: str = "tiny", stage: str = "sft") -> ml_collections.ConfigDict:
   """Supervised fine-tuning on conversations: the base fields, chat data, RAG data, LoRA and
@@ -106,13 +109,14 @@ def run(config, workdir, hooks=()):
   try:
     if lora is None:  # full fine-tuning: every param trains, starting from the init run's
       return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter,
-                        eval_batches, init_params=init.params, hooks=hooks, evals=evals)
+                        eval_batches, init_params=init.params, hooks=hooks, evals=evals,
+                        progress=PROGRESS)
     # LoRA: fresh adapters are the trained params; the init run's params stay frozen, as int8
     # with config.lora.base_quant="int8" or when the init run is quantized (QLoRA).
     base_cfg, base = quantize.frozen_base(init.params, model_cfg, config.lora.base_quant)
     model = lora_lib.LoraModel(Transformer(base_cfg, lora=lora))
     return loop.train(config, workdir, model, loss_fn, train_iter, eval_batches, hooks=hooks,
-                      frozen_params=base, evals=evals)
+                      frozen_params=base, evals=evals, progress=PROGRESS)
   finally:
     train_iter.close()
 

@@ -44,6 +44,7 @@ from jaxllm.inference.sampler import Sampler
 from jaxllm.objectives import policy
 from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.rl import rewards as rewards_lib
+from jaxllm.train import loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +118,7 @@ def sequence_rewards_to_tokens(rewards_n: np.ndarray, completion_nt: np.ndarray)
   return out
 
 
-class RolloutSource:
+class RolloutSource(loop.OnPolicySource):
   """The RL loop's data: `next_for(params, frozen)` samples and scores one iteration's batch.
 
   to_lm(params, frozen): the LM params to sample with (the policy's backbone for PPO, LoRA

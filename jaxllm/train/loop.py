@@ -1,9 +1,16 @@
-"""The one training loop, for every objective: step, eval, checkpoint, metrics, preemption."""
+"""The one training loop, for every objective: step, eval, checkpoint, metrics, preemption.
 
+The loop knows no stage. A recipe hands it a model, a loss (the objective contract of
+jaxllm/objectives/lm.py), its batches (an iterator, or an `OnPolicySource` whose batches depend
+on the params being trained), optional frozen params and evals, and the keys its progress line
+shows (`progress`).
+"""
+
+import abc
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,41 @@ from jaxllm.train import step as step_lib
 
 class TrainingDiverged(UserError):
   """Too many non-finite steps in a row."""
+
+
+class OnPolicySource(abc.ABC):
+  """Batches made with the params being trained (RL rollouts, jaxllm/rl/rollout.py).
+
+  For each step the loop calls `next_for(params, frozen)` instead of `next(...)`, and writes
+  `last_metrics` ("rollout/...", "time/...") at the step that trains on that batch. Like a
+  plain iterator it has get_state/set_state (checkpointed with the model) and close.
+  """
+
+  last_metrics: dict[str, float]
+
+  @abc.abstractmethod
+  def next_for(self, params: Any, frozen: Any) -> dict[str, np.ndarray]:
+    """This process's rows of the next global batch, made with `params` (and `frozen`)."""
+
+  @abc.abstractmethod
+  def get_state(self) -> dict:
+    """The position to checkpoint."""
+
+  @abc.abstractmethod
+  def set_state(self, state: dict) -> None:
+    """Continues from a checkpointed position."""
+
+  @abc.abstractmethod
+  def close(self) -> None:
+    """Releases what the source holds."""
+
+
+# What every progress line shows (metric key, format), around the keys a recipe adds.
+PROGRESS_HEAD = (("train/loss", "loss {:.4f}"), ("train/accuracy", "acc {:.3f}"),
+                 ("train/grad_norm", "gnorm {:.3f}"), ("train/lr", "lr {:.2e}"),
+                 ("eval/loss", "eval loss {:.4f}"), ("eval/perplexity", "eval ppl {:.3f}"),
+                 ("eval/accuracy", "eval acc {:.3f}"))
+PROGRESS_TAIL = (("perf/tokens_per_second", "{:,.0f} tok/s"), ("perf/mfu", "MFU {:.1%}"))
 
 
 class _PreemptionFlag:
@@ -116,12 +158,13 @@ def evaluate(eval_step, params, batches: Iterable[dict], mesh, frozen=None) -> d
 
 
 def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
-          train_iter: Iterator[dict[str, np.ndarray]],
+          train_iter: Iterator[dict[str, np.ndarray]] | OnPolicySource,
           eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None,
           init_params: Any = None, hooks: tuple[Callable[[int], None], ...] = (),
           frozen_params: Any = None,
           evals: tuple[Callable[[Any, Any], dict[str, float]], ...] = (),
-          sequences_per_row: int = 1, updates_per_step: tuple[int, int] = (1, 1)):
+          sequences_per_row: int = 1, updates_per_step: tuple[int, int] = (1, 1),
+          progress: Sequence[tuple[str, str]] = ()):
   """Trains `model` on `loss_fn` for config.train.num_steps steps; returns the final state.
 
   `train_iter` yields this process's rows of each global batch and has get_state/set_state.
@@ -135,9 +178,9 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
   `updates_per_step` = (epochs, minibatches): optimizer updates per step over the batch (RL;
   see step.make_train_step); the learning-rate schedule spans num_steps * epochs * minibatches.
 
-  An on-policy source (the RL rollouts, jaxllm/rl/rollout.py) has `next_for(params, frozen)`
-  in place of `__next__`: it samples each batch with the params being trained, and its
-  `last_metrics` ("rollout/...") are written at the step that trains on that batch.
+  An `OnPolicySource` (the RL rollouts) makes each batch with the params being trained.
+  `progress`: (metric key, format) pairs the recipe adds to the console progress line, between
+  PROGRESS_HEAD and PROGRESS_TAIL.
   Running again with the same workdir resumes from the newest checkpoint: params, optimizer,
   step, RNG (derived from seed and step) and data position, so results are bit-identical.
   SIGTERM saves a checkpoint at the current step and returns cleanly.
@@ -153,7 +196,8 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
 
   epochs, minibatches = updates_per_step
   num_updates = tc.num_steps * epochs * minibatches
-  on_policy = hasattr(train_iter, "next_for")
+  on_policy = isinstance(train_iter, OnPolicySource)
+  progress_keys = (*PROGRESS_HEAD, *progress, *PROGRESS_TAIL)
   mesh = mesh_lib.make_mesh(config.mesh)
   check_mesh_fits(config, mesh, model_cfg, minibatches)
   rules = sharding_lib.rules_from_config(config.mesh.rules)
@@ -209,7 +253,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
     tokens_per_step = tc.batch_size * seq_len * sequences_per_row * epochs
     step = int(jax.device_get(state["step"]))
     pending = None  # (step, metrics) of the previous step, read after the next is dispatched
-    compiled = None
+    compiled, compiled_shapes = None, None
     window_start, window_steps = None, 0
 
     def finish(step_done: int, metrics: dict) -> None:
@@ -234,7 +278,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
               peak * jax.device_count())
       window_start, window_steps = now, 0
       writer.write(step_done, values)
-      _log(main, _progress_line(step_done, tc.num_steps, values))
+      _log(main, _progress_line(step_done, tc.num_steps, values, progress_keys))
 
     def run_evals(at_step: int) -> None:
       eval_values = ({} if eval_batches is None else
@@ -242,7 +286,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       for fn in evals:
         eval_values.update(fn(state["params"], frozen))
       writer.write(at_step, eval_values)
-      _log(main, _progress_line(at_step, tc.num_steps, eval_values))
+      _log(main, _progress_line(at_step, tc.num_steps, eval_values, progress_keys))
 
     if (evals or eval_batches is not None) and step == 0 and tc.get("eval_at_start", False):
       run_evals(0)
@@ -250,16 +294,18 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       if on_policy:
         local = train_iter.next_for(state["params"], frozen)
         writer.write(step + 1, train_iter.last_metrics)
-        _log(main, _progress_line(step + 1, tc.num_steps, train_iter.last_metrics))
+        _log(main, _progress_line(step + 1, tc.num_steps, train_iter.last_metrics,
+                                progress_keys))
       else:
         local = next(train_iter)
       batch = sharding_lib.global_batch(local, mesh)
       if compiled is None:  # compiled ahead of the first step, to check its memory first
         compiled = step_fn.lower(state, batch, train_rng, frozen).compile()
+        compiled_shapes = _shapes(batch)
         _log(main, memory_lib.check(compiled, tc.device_memory_gib))
-      try:
+      if _shapes(batch) == compiled_shapes:
         state, metrics = compiled(state, batch, train_rng, frozen)
-      except TypeError:  # a batch of another shape: let jit compile for it
+      else:  # a batch of another shape (a ragged last batch): jit compiles for it
         state, metrics = step_fn(state, batch, train_rng, frozen)
       step += 1
       for hook in hooks:
@@ -290,29 +336,18 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
   return state
 
 
-def _progress_line(step: int, num_steps: int, values: dict[str, float]) -> str:
+def _progress_line(step: int, num_steps: int, values: dict[str, float],
+                   keys: Sequence[tuple[str, str]]) -> str:
   parts = [f"step {step}/{num_steps}"]
-  for key, fmt in [("train/loss", "loss {:.4f}"), ("train/accuracy", "acc {:.3f}"),
-                   ("train/grad_norm", "gnorm {:.3f}"), ("train/lr", "lr {:.2e}"),
-                   ("eval/loss", "eval loss {:.4f}"), ("eval/perplexity", "eval ppl {:.3f}"),
-                   ("eval/accuracy", "eval acc {:.3f}"),
-                   ("train/rewards/accuracies", "pair acc {:.3f}"),
-                   ("train/rewards/margins", "margin {:.3f}"),
-                   ("eval/rewards/accuracies", "eval pair acc {:.3f}"),
-                   ("eval/rewards/margins", "eval margin {:.3f}"),
-                   ("eval/qa_accuracy", "qa acc {:.3f}"),
-                   ("rollout/reward_mean", "reward {:.3f}"),
-                   ("rollout/accuracy", "sample acc {:.3f}"),
-                   ("rollout/reward_reward_model", "RM score {:.3f}"),
-                   ("rollout/response_length", "len {:.1f}"),
-                   ("train/kl", "kl {:.4f}"), ("train/clip_fraction", "clip {:.3f}"),
-                   ("eval/reward_model_score", "eval RM score {:.3f}"),
-                   ("perf/tokens_per_second", "{:,.0f} tok/s"), ("perf/mfu", "MFU {:.1%}")]:
-    if key in values:
-      parts.append(fmt.format(values[key]))
+  parts += [fmt.format(values[key]) for key, fmt in keys if key in values]
   if values.get("train/skipped"):
     parts.append("SKIPPED (non-finite)")
   return " | ".join(parts)
+
+
+def _shapes(batch: dict) -> dict[str, tuple]:
+  """Each array's shape and dtype: what the compiled step was built for."""
+  return {k: (v.shape, v.dtype) for k, v in batch.items()}
 
 
 def _log(main: bool, message: str) -> None:

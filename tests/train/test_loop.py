@@ -191,3 +191,84 @@ def test_lora_sft_sharded_and_resumed_matches(tiny_config, tmp_path):
   assert train_losses(tmp_path / "resumed") == full_losses
   for a, b in zip(_params(resumed), _params(full)):
     np.testing.assert_array_equal(a, b)
+
+
+class _Batches:
+  """Fixed LM batches (a list, cycled) with a checkpointable position."""
+
+  def __init__(self, batches):
+    self.batches, self.position = batches, 0
+
+  def __next__(self):
+    batch = self.batches[self.position % len(self.batches)]
+    self.position += 1
+    return batch
+
+  def get_state(self):
+    return {"position": self.position}
+
+  def set_state(self, state):
+    self.position = state["position"]
+
+  def close(self):
+    pass
+
+
+class _SumSource(loop.OnPolicySource):
+  """An on-policy source whose every batch records the params it was made with."""
+
+  def __init__(self, batch):
+    self.batch, self.position, self.param_sums, self.last_metrics = batch, 0, [], {}
+
+  def next_for(self, params, frozen):
+    total = float(sum(np.sum(np.asarray(x)) for x in jax.tree.leaves(params)))
+    self.param_sums.append(total)
+    self.position += 1
+    self.last_metrics = {"rollout/param_sum": total}
+    return self.batch
+
+  def get_state(self):
+    return {"position": self.position}
+
+  def set_state(self, state):
+    self.position = state["position"]
+
+  def close(self):
+    pass
+
+
+def _lm_batch(rows, seq_len, seed=0):
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, 300, (rows, seq_len + 1)).astype(np.int32)
+  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+          "loss_mask": np.ones((rows, seq_len), np.float32)}
+
+
+def test_an_on_policy_source_makes_each_batch_with_the_params_being_trained(tiny_config,
+                                                                            tmp_path):
+  from jaxllm.objectives import lm
+  tiny_config.train.num_steps = 3
+  source = _SumSource(_lm_batch(8, 32))
+  model = Transformer(ModelConfig.from_dict(tiny_config.model))
+  loop.train(tiny_config, tmp_path, model, lm.lm_loss, source,
+             progress=(("rollout/param_sum", "param sum {:.2f}"),))
+  assert len(source.param_sums) == 3 and len(set(source.param_sums)) == 3  # updated each step
+  logged = [m["rollout/param_sum"] for m in read_metrics(tmp_path) if "rollout/param_sum" in m]
+  assert logged == pytest.approx(source.param_sums)
+
+
+def test_a_batch_of_another_shape_trains_through_its_own_compile(tiny_config, tmp_path):
+  from jaxllm.objectives import lm
+  tiny_config.train.num_steps = 4
+  batches = _Batches([_lm_batch(8, 32), _lm_batch(8, 16, seed=1)])
+  model = Transformer(ModelConfig.from_dict(tiny_config.model))
+  state = loop.train(tiny_config, tmp_path, model, lm.lm_loss, batches)
+  assert int(state["step"]) == 4
+  assert sorted(train_losses(tmp_path)) == [1, 2, 3, 4]
+
+
+def test_the_progress_line_shows_the_loop_keys_then_the_recipe_keys():
+  keys = (*loop.PROGRESS_HEAD, ("rollout/reward_mean", "reward {:.2f}"), *loop.PROGRESS_TAIL)
+  line = loop._progress_line(3, 10, {"train/loss": 1.5, "rollout/reward_mean": 0.25,
+                                     "perf/tokens_per_second": 1234.0, "other": 1.0}, keys)
+  assert line == "step 3/10 | loss 1.5000 | reward 0.25 | 1,234 tok/s"
