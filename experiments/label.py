@@ -9,7 +9,7 @@ The first command samples --samples responses to each prompt of --prompts (JSONL
 RUN/labels/responses.jsonl (a restart reuses them; only new prompts are sampled) and serves the
 labeling page on http://127.0.0.1:PORT (--host to change). Chat and SFT runs get the chat
 template, base (pretraining) runs plain text after BOS; --chat / --nochat decides instead.
-Judgements go to RUN/labels/judgements.jsonl (jaxllm/labeling/store.py). --sample_only stops after
+Judgements go to RUN/labels/judgements.jsonl (jaxllm/labeling/). --sample_only stops after
 sampling; --agreement prints Cohen's and Fleiss' kappa; --export writes preference pairs that
 the reward-model and DPO stages read (--config.data.source=FILE).
 """
@@ -49,82 +49,6 @@ def label_dir(workdir) -> pathlib.Path:
   return pathlib.Path(workdir) / "labels"
 
 
-def sample_items(workdir, prompts) -> tuple[list[labels.Item], dict]:
-  """(items, {"step", "chat"}): --samples responses to each (id, prompt) from the run's model,
-  the checkpoint step it used and whether prompts got the chat template."""
-  # Imported here: --export and --agreement need no model (and no JAX start-up).
-  from jaxllm import runs  # pylint: disable=import-outside-toplevel
-  from jaxllm.data import chat, preferences  # pylint: disable=import-outside-toplevel
-  from jaxllm.inference import sampler  # pylint: disable=import-outside-toplevel
-
-  run = runs.load_run(workdir, FLAGS.step)
-  if runs.is_reward_model(run.config):
-    raise UserError(f"--workdir={workdir} is a reward-model run, which does not generate; "
-                    "label the responses of a language model (an SFT or pretrained run).")
-  tok = run.tokenizer
-  use_chat = FLAGS.chat if FLAGS.chat is not None else runs.model_kind(run.config) == "chat"
-  encoded = []
-  for pid, prompt in prompts:
-    if use_chat:
-      ids, _ = chat.render_chat(tok, preferences.prompt_messages(prompt),
-                                add_generation_prompt=True)
-    else:
-      if not isinstance(prompt, str):
-        raise UserError(f"prompt {pid!r} is a list of messages but the run is labeled in plain "
-                        "text (a base run); give it as a string, or pass --chat.")
-      ids = tok.bos_ids + tok.encode(prompt)
-    encoded.append(ids)
-  stops = chat.stop_ids(tok) if use_chat else ([] if tok.eos_id is None else [tok.eos_id])
-  smp = sampler.Sampler(run.model, run.params, tok.pad_id, vocab_limit=tok.vocab_size)
-  rows = [(p, s) for p in range(len(prompts)) for s in range(FLAGS.samples)]
-  texts: dict[int, list[str]] = {p: [] for p in range(len(prompts))}
-  for start in range(0, len(rows), FLAGS.batch_size):
-    chunk = rows[start:start + FLAGS.batch_size]
-    out = smp.generate([encoded[p] for p, _ in chunk], FLAGS.max_new_tokens,
-                       temperature=FLAGS.temperature, top_p=FLAGS.top_p, stop_tokens=stops,
-                       seed=FLAGS.seed + start)
-    for (p, _), completion in zip(chunk, out.completions()):
-      if completion and completion[-1] in stops:
-        completion = completion[:-1]
-      texts[p].append(tok.decode(completion))
-    print(f"sampled {min(start + len(chunk), len(rows))}/{len(rows)} responses", flush=True)
-  items = [labels.Item(pid, prompt, tuple(texts[p])) for p, (pid, prompt) in enumerate(prompts)]
-  return items, {"step": run.step, "chat": use_chat}
-
-
-def prepare_items(workdir) -> list[labels.Item]:
-  """The items to label: stored responses, plus newly sampled ones for prompts not stored yet
-  (appended to responses.jsonl before they are served)."""
-  path = label_dir(workdir) / "responses.jsonl"
-  stored = {item.id: item for item in labels.read_items(path)}
-  if FLAGS.prompts is None:
-    if not stored:
-      raise UserError(f"{path} holds no responses yet; pass --prompts=FILE.jsonl to sample "
-                      "some.")
-    return list(stored.values())
-  if not 2 <= FLAGS.samples <= 9:
-    raise UserError(f"--samples={FLAGS.samples}: rank between 2 and 9 responses per prompt.")
-  prompts = labels.read_prompts(FLAGS.prompts)
-  for pid, prompt in prompts:
-    if pid in stored and stored[pid].prompt != prompt:
-      raise UserError(f"{FLAGS.prompts}: prompt id {pid!r} has other text than the one whose "
-                      f"responses {path} holds; give the changed prompt a new id (judgements "
-                      "name prompts by id).")
-  missing = [(pid, prompt) for pid, prompt in prompts if pid not in stored]
-  if missing:
-    new, used = sample_items(workdir, missing)
-    sampling = {"samples": FLAGS.samples, "temperature": FLAGS.temperature,
-                "top_p": FLAGS.top_p, "max_new_tokens": FLAGS.max_new_tokens,
-                "seed": FLAGS.seed, **used}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    labels.cut_torn_line(path)
-    labels.append_jsonl(path, [labels.item_record(item, sampling) for item in new])
-    stored.update({item.id: item for item in new})
-  print(f"{len(prompts)} prompts: {len(prompts) - len(missing)} with stored responses, "
-        f"{len(missing)} sampled now ({path})", flush=True)
-  return [stored[pid] for pid, _ in prompts]
-
-
 def export(workdir) -> None:
   path = label_dir(workdir) / "judgements.jsonl"
   if not path.is_file():
@@ -153,7 +77,13 @@ def main(argv):
     chosen = [n.strip() for n in FLAGS.labelers.split(",") if n.strip()] or None
     print(agreement.format_agreement(agreement.agreement(records, chosen)))
     return None
-  items = prepare_items(FLAGS.workdir)
+  # Imported here: --export and --agreement need no model (and no JAX start-up).
+  from jaxllm.labeling import responses  # pylint: disable=import-outside-toplevel
+  sampling = responses.Sampling(
+      samples=FLAGS.samples, temperature=FLAGS.temperature, top_p=FLAGS.top_p,
+      max_new_tokens=FLAGS.max_new_tokens, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+      chat=FLAGS.chat)
+  items = responses.prepare_items(FLAGS.workdir, FLAGS.prompts, sampling, FLAGS.step)
   if FLAGS.sample_only:
     return None
   from werkzeug import serving  # pylint: disable=import-outside-toplevel

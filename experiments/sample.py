@@ -4,7 +4,9 @@
   python experiments/sample.py --workdir=RUN --prompt="What is 3 + 4?" --chat --temperature=0
 
 --chat wraps the prompt in the chat template as a user turn (for SFT runs); otherwise the
-prompt is plain text after BOS (when the tokenizer has one). --temperature=0 is greedy decoding.
+prompt is plain text, encoded as the tokenizer's own rule says (BOS first for jaxllm's and
+Llama's tokenizers, none for GPT-2's: what transformers' `tokenizer(prompt)` gives).
+--temperature=0 is greedy decoding.
 """
 
 from absl import flags
@@ -31,10 +33,10 @@ def main(argv):
                               add_generation_prompt=True)
     stops = chat.stop_ids(tok)
   else:
-    ids = tok.bos_ids + tok.encode(FLAGS.prompt)
+    ids = tok.encode_prompt(FLAGS.prompt)  # BOS first where the tokenizer's rule says so
     if not ids:
-      raise UserError("--prompt is empty and the tokenizer has no BOS token to start from; pass "
-                      "a non-empty --prompt.")
+      raise UserError("--prompt is empty and the tokenizer starts prompts with no BOS token; "
+                      "pass a non-empty --prompt.")
     stops = [] if tok.eos_id is None else [tok.eos_id]
   smp = sampler.Sampler(run.model, run.params, tok.pad_id, vocab_limit=tok.vocab_size)
   out = smp.generate([ids], FLAGS.max_new_tokens, temperature=FLAGS.temperature,

@@ -21,6 +21,14 @@ plain text on both paths, so user content cannot inject them; code that needs on
 enclose one JSON tool call in an assistant message (see jaxllm/data/chat.py); `add_special_tokens`
 adds such tokens to an imported tokenizer (jaxllm/interop/hf_tokenizer.py).
 
+BOS rule: `add_bos` says whether a plain prompt starts with the BOS token, read from tokenizer.json
+as transformers reads it (its post-processor's template for a single text: Llama 2 and 3 add BOS,
+GPT-2 names <|endoftext|> as BOS but adds nothing, Qwen has none). Tokenizers trained here state
+the rule in a TemplateProcessing post-processor ("<|bos|> $A"), so `tokenizer(prompt)` in
+transformers gives `encode_prompt(prompt)`. (A tokenizer.json saved here before the rule was
+written has jaxllm's <|bos|> and no template: it adds BOS, and states so when saved again.)
+Documents in training and perplexity always start with BOS when there is one (`bos_ids`).
+
 `encode_inside` encodes a text that sits inside a longer input (a chat message, after a special
 token or after other text) as tokenizing the whole input would; it differs from `encode` only for
 SentencePiece-style tokenizers (Llama 2, Mistral, our Unigram), which put a "▁" before a text.
@@ -32,7 +40,7 @@ from collections.abc import Iterable, Sequence
 
 import tiktoken
 import tokenizers
-from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from jaxllm.errors import UserError
 
@@ -189,6 +197,29 @@ def _hf_encode(hf: tokenizers.Tokenizer, text: str) -> list[int]:
     return hf.encode(_replace_surrogates(text), add_special_tokens=False).ids
 
 
+def _template_adds(entry: dict | None, token: str) -> bool | None:
+  """Whether a tokenizer.json post-processor starts a single text with `token` (None when it
+  has no template: ByteLevel, or none)."""
+  if not entry:
+    return None
+  if entry["type"] == "TemplateProcessing":
+    first = entry["single"][0] if entry["single"] else {}
+    return first.get("SpecialToken", {}).get("id") == token
+  if entry["type"] in ("BertProcessing", "RobertaProcessing"):
+    return entry["cls"][0] == token
+  if entry["type"] == "Sequence":
+    stated = [_template_adds(e, token) for e in entry["processors"]]
+    stated = [x for x in stated if x is not None]
+    return stated[-1] if stated else None
+  return None
+
+
+def bos_template(bos: str, bos_id: int) -> processors.TemplateProcessing:
+  """The post-processor that states "a text starts with BOS" (as Llama's tokenizer.json)."""
+  return processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B:1",
+                                       special_tokens=[(bos, bos_id)])
+
+
 def _token_content(value) -> str | None:
   """A tokenizer_config.json token entry (string or {"content": ...}) -> its string."""
   return value.get("content") if isinstance(value, dict) else value
@@ -220,6 +251,13 @@ class Tokenizer:
     self.bos_id = None if names["bos_token"] is None else hf.token_to_id(names["bos_token"])
     self.eos_id = None if names["eos_token"] is None else hf.token_to_id(names["eos_token"])
     self.pad_id = None if names["pad_token"] is None else hf.token_to_id(names["pad_token"])
+    stated = (None if self.bos_id is None
+              else _template_adds(spec.get("post_processor"), names["bos_token"]))
+    # Without a template, only jaxllm's own <|bos|> (a tokenizer.json saved before the rule was
+    # written) starts prompts; it gets the template, so a saved copy states the rule.
+    self.add_bos = bool(stated) if stated is not None else names["bos_token"] == BOS
+    if stated is None and self.add_bos and self.bos_id is not None:
+      hf.post_processor = bos_template(names["bos_token"], self.bos_id)
 
   def __getstate__(self) -> dict:  # tokenizers does not pickle encode_special_tokens
     return {"tokenizer_json": self._hf.to_str(), **self._names}
@@ -262,6 +300,11 @@ class Tokenizer:
   def bos_ids(self) -> list[int]:
     """[bos_id], or [] for a tokenizer without a BOS token (Qwen): what starts a document."""
     return [] if self.bos_id is None else [self.bos_id]
+
+  def encode_prompt(self, text: str) -> list[int]:
+    """Ids of a plain prompt as the tokenizer's own rule encodes it (transformers'
+    `tokenizer(text)`): BOS first when `add_bos`, then `encode(text)`."""
+    return (self.bos_ids if self.add_bos else []) + self.encode(text)
 
   @property
   def uses_tiktoken(self) -> bool:
@@ -455,4 +498,6 @@ def train_tokenizer(texts: Iterable[str], *, kind: str = "bpe", vocab_size: int 
                     "kind='bpe', whose base alphabet is the 256 bytes.")
   names = {n: t if t in special_tokens else None
            for n, t in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", PAD))}
+  if names["bos_token"] is not None:  # tokenizer.json states that prompts start with BOS
+    hf.post_processor = bos_template(BOS, hf.token_to_id(BOS))
   return Tokenizer(hf, **names)

@@ -20,8 +20,8 @@ same bytes on any machine) and the data every stage trains and evaluates on:
   `{"question", "answer", "doc_ids", "answerable"}`.
 
 Replies show one step per line (`Cost of the pears: 3 * 4 = 12.`) and end with `The answer is X.`,
-or with `I don't know.` when the world does not say. `extract_answer`, `is_refusal` and `score`
-(1.0/0.0; a refusal is right only when the answer is "I don't know") check replies for RL and eval.
+or with `I don't know.` when the world does not say; jaxllm/data/answers.py checks replies (for
+eval, RL rewards and on-policy pairs).
 **Splits:** pretraining text covers every entity; questions about a held-out 20% of people, towns
 and goods (and absent names) occur only in `eval`, and word problems are split by a seeded hash
 of (template, numbers), so no eval question appears in any train set. Records carry `meta` (kind,
@@ -35,9 +35,9 @@ import json
 import operator
 import pathlib
 import random
-import re
 from typing import Any
 
+from jaxllm.data import answers
 from jaxllm.errors import ConfigError
 
 FIRST = ["Ada", "Bram", "Chen", "Dara", "Eli", "Fay", "Gus", "Hana", "Ivo", "Juno", "Kai", "Lena",
@@ -64,7 +64,7 @@ OBJECTS = ["marbles", "stickers", "pencils", "eggs", "apples", "shells", "stamps
            "cards", "beads"]
 
 ANSWER_PREFIX = "The answer is"
-REFUSAL = "I don't know"
+REFUSAL = answers.REFUSAL  # "I don't know"
 SPLITS = ("train", "eval")
 KINDS = ("pretrain", "sft", "preferences", "rl", "kb_questions")
 SYSTEM_PROMPTS = [
@@ -645,44 +645,6 @@ def render_reply(facts, rows, answer: str) -> str:
 
 def reply(q: Question) -> str:
   return render_reply(q.facts, run_steps(q.calc), q.answer)
-
-
-_ANSWER_RE = re.compile(r"the answer is\s*:?\s*(.*)", re.IGNORECASE)
-_NUMBER_RE = re.compile(r"[-+]?\$?\d[\d,]*(\.\d+)?")
-
-
-def normalize(answer: str) -> str:
-  """Lower case, no edge punctuation or leading article; numbers canonical ("1,200.0" -> "1200")."""
-  s = " ".join(answer.replace("\u2019", "'").lower().split()).strip(" *_`\"'.!")
-  s = re.sub(r"^(a|an|the)\s+", "", s)
-  number = _NUMBER_RE.match(s)
-  if number and (number.end() == len(s) or re.fullmatch(r"[a-z ]+", s[number.end():].strip())):
-    value = float(number.group().replace(",", "").replace("$", ""))
-    return str(int(value)) if value.is_integer() else str(value)
-  return s
-
-
-def extract_answer(text: str) -> str | None:
-  """The normalised X of the last `The answer is X.`; None when there is none."""
-  found = [m.group(1) for m in _ANSWER_RE.finditer(text)]
-  answer = normalize(re.split(r"\.\s", found[-1], maxsplit=1)[0]) if found else ""
-  return answer or None
-
-
-_REFUSALS = ("i don't know", "i do not know")
-
-
-def is_refusal(text: str) -> bool:
-  """Says "I don't know" (or "I do not know") and gives no other final answer."""
-  t = text.replace("\u2019", "'").lower()
-  return any(r in t for r in _REFUSALS) and extract_answer(text) in (None, *_REFUSALS)
-
-
-def score(text: str, answer: str) -> float:
-  """1.0 when `text` gives `answer` (a refusal only counts when the answer is I don't know)."""
-  if normalize(answer) == normalize(REFUSAL):
-    return float(is_refusal(text))
-  return float(not is_refusal(text) and extract_answer(text) == normalize(answer))
 
 
 # ---- records ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from jaxllm.compress import prune
 from jaxllm.data import inputs, readers, world
 from jaxllm.errors import ConfigError
 from jaxllm.eval import perplexity
+from jaxllm.inference import generate
 from jaxllm.inference.sampler import Sampler
 
 
@@ -28,14 +29,11 @@ def greedy_agreement(model_a, params_a, model_b, params_b, tokenizer, texts: lis
                      batch_size: int = 64) -> dict[str, float]:
   """Greedy continuations of the texts' first `prompt_tokens` tokens by both models:
   the fraction of positions with the same token, and of continuations equal throughout."""
-  prompts = [(tokenizer.bos_ids + tokenizer.encode(t))[:prompt_tokens] for t in texts]
-  outs = []
-  for model, params in ((model_a, params_a), (model_b, params_b)):
-    smp = Sampler(model, params, tokenizer.pad_id, vocab_limit=tokenizer.vocab_size)
-    tokens = []
-    for i in range(0, len(prompts), batch_size):
-      tokens += smp.generate(prompts[i:i + batch_size], new_tokens, temperature=0.0).completions()
-    outs.append(tokens)
+  prompts = [tokenizer.encode_prompt(t)[:prompt_tokens] for t in texts]
+  outs = [generate.generate(Sampler(model, params, tokenizer.pad_id,
+                                    vocab_limit=tokenizer.vocab_size),
+                            prompts, new_tokens, batch_size=batch_size)
+          for model, params in ((model_a, params_a), (model_b, params_b))]
   same = [np.mean([x == y for x, y in zip(a, b)]) if a else 1.0 for a, b in zip(*outs)]
   exact = [a == b for a, b in zip(*outs)]
   return {"token_agreement": float(np.mean(same)), "sequence_agreement": float(np.mean(exact)),

@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import UserError
+from jaxllm.inference import generate
 from jaxllm.inference.sampler import POWERS_OF_TWO, Sampler, bucket
 from jaxllm.objectives import preference
 
@@ -56,12 +57,10 @@ def memorization(sampler: Sampler, tokenizer: Tokenizer, texts: Sequence[str], *
   if not prompts:
     return {"rate": None, "mean_matching_tokens": None, "documents": 0, "too_short": too_short}
   matching = []
-  for start in range(0, len(prompts), batch_size):
-    out = sampler.generate(prompts[start:start + batch_size], continuation_tokens,
-                           temperature=0.0)
-    for row, target in zip(out.tokens, targets[start:start + batch_size]):
-      same = np.asarray(row[:continuation_tokens]) == np.asarray(target)
-      matching.append(int(np.argmin(same)) if not same.all() else continuation_tokens)
+  for row, target in zip(generate.generate(sampler, prompts, continuation_tokens,
+                                           batch_size=batch_size), targets):
+    same = np.asarray(row[:continuation_tokens]) == np.asarray(target)
+    matching.append(int(np.argmin(same)) if not same.all() else continuation_tokens)
   matching = np.array(matching)
   return {"rate": float(np.mean(matching == continuation_tokens)),
           "mean_matching_tokens": float(matching.mean()), "documents": len(prompts),

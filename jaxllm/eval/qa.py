@@ -6,7 +6,7 @@
 - `kb_accuracy`: knowledge questions with or without retrieved passages (RAG).
 - `training_eval`: the conversation accuracy as an eval function of the training loop
   (config.eval: qa_source, qa_questions, max_new_tokens, batch_size).
-world.score checks every reply: exact match of X in "The answer is X." (numbers normalised), or
+jaxllm/data/answers.py checks every reply: X in "The answer is X." matched (numbers by value), or
 "I don't know." when that is the answer.
 """
 
@@ -15,15 +15,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxllm.compress import quantize
+from jaxllm.data import answers as answers_lib
 from jaxllm.data import chat, readers, world
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import ConfigError
 from jaxllm.eval import pass_at_k
-from jaxllm.inference import retrieval
+from jaxllm.inference import generate, retrieval
 from jaxllm.inference.sampler import Sampler
 from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
-from jaxllm.rl import rewards
 
 
 def user_turns(questions: Sequence[dict], tokenizer: Tokenizer, index=None, k: int = 3,
@@ -42,22 +42,6 @@ def user_turns(questions: Sequence[dict], tokenizer: Tokenizer, index=None, k: i
   return turns, retrieved
 
 
-def _generate_replies(sampler: Sampler, tokenizer: Tokenizer, prompts: Sequence[list[int]],
-                      max_new_tokens: int, batch_size: int, temperature: float = 0.0,
-                      seed: int = 0) -> list[str]:
-  """Continuations of token prompts (greedy at temperature 0), decoded without the stop
-  tokens; batch i samples with seed + i."""
-  ends = chat.stop_ids(tokenizer)
-  replies = []
-  for start in range(0, len(prompts), batch_size):
-    out = sampler.generate(prompts[start:start + batch_size], max_new_tokens,
-                           temperature=temperature, seed=seed + start // batch_size,
-                           stop_tokens=ends)
-    for ids in out.completions():
-      replies.append(tokenizer.decode([i for i in ids if i not in ends]))
-  return replies
-
-
 def reply_to(sampler: Sampler, tokenizer: Tokenizer, conversations: Sequence[Sequence[dict]], *,
              max_new_tokens: int = 96, batch_size: int = 32, temperature: float = 0.0,
              seed: int = 0) -> list[str]:
@@ -65,8 +49,9 @@ def reply_to(sampler: Sampler, tokenizer: Tokenizer, conversations: Sequence[Seq
   turn (chat template)."""
   prompts = [chat.render_chat(tokenizer, messages, add_generation_prompt=True)[0]
              for messages in conversations]
-  return _generate_replies(sampler, tokenizer, prompts, max_new_tokens, batch_size,
-                           temperature, seed)
+  return generate.generate_text(sampler, tokenizer, prompts, max_new_tokens,
+                                batch_size=batch_size, temperature=temperature, seed=seed,
+                                stop_tokens=chat.stop_ids(tokenizer))
 
 
 def answer(sampler: Sampler, tokenizer: Tokenizer, turns: Sequence[str], *,
@@ -94,8 +79,8 @@ def question_and_answer(record: dict) -> tuple[list[dict], str, str]:
 
 def score_replies(replies: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
             questions: Sequence[str]) -> dict:
-  """Exact-match accuracy (world.score) overall and per kind, with a few examples."""
-  correct = np.array([world.score(r, a) for r, a in zip(replies, answers)])
+  """Exact-match accuracy (answers_lib.score) overall and per kind, with a few examples."""
+  correct = np.array([answers_lib.score(r, a) for r, a in zip(replies, answers)])
   kinds = np.array(kinds)
   result = {"accuracy": float(correct.mean()), "questions": len(replies)}
   if len(set(kinds)) > 1:
@@ -110,11 +95,11 @@ def sampled_pass_at_k(sampler: Sampler, tokenizer: Tokenizer,
                       k: int, temperature: float, seed: int, max_new_tokens: int = 96,
                       batch_size: int = 32, style: str = "line") -> tuple[float, float]:
   """(mean pass@k, sample accuracy) from n sampled replies per conversation, each checked with
-  rewards.correct (the answer by value); pass@k is the unbiased estimator."""
+  answers_lib.score (the answer by value); pass@k is the unbiased estimator."""
   sampled = reply_to(sampler, tokenizer, [c for c in conversations for _ in range(n)],
                      max_new_tokens=max_new_tokens, batch_size=batch_size,
                      temperature=temperature, seed=seed)
-  right = np.array([rewards.correct(reply, str(answers[i // n]), style) > 0
+  right = np.array([answers_lib.score(reply, str(answers[i // n]), style) > 0
                     for i, reply in enumerate(sampled)]).reshape(len(conversations), n)
   return pass_at_k.mean_pass_at_k(right, k), float(right.mean())
 
@@ -150,11 +135,11 @@ def prompted_replies(sampler: Sampler, tokenizer: Tokenizer, records: Sequence[d
   with an assistant reply), each cut at the first blank line (the next problem)."""
   solved = [(question_and_answer(s)[0][-1]["content"], s["messages"][-1]["content"])
             for s in shots]
-  bos = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
-  prompts = [bos + tokenizer.encode(base_prompt(question_and_answer(r)[0][-1]["content"], solved))
+  prompts = [tokenizer.encode_prompt(base_prompt(question_and_answer(r)[0][-1]["content"], solved))
              for r in records]
-  return [r.split("\n\n")[0] for r in
-          _generate_replies(sampler, tokenizer, prompts, max_new_tokens, batch_size)]
+  replies = generate.generate_text(sampler, tokenizer, prompts, max_new_tokens,
+                                   batch_size=batch_size, stop_tokens=chat.stop_ids(tokenizer))
+  return [r.split("\n\n")[0] for r in replies]
 
 
 def prompted_accuracy(sampler: Sampler, tokenizer: Tokenizer, records: Sequence[dict],
@@ -177,7 +162,7 @@ def kb_accuracy(sampler: Sampler, tokenizer: Tokenizer, questions: Sequence[dict
   turns, retrieved = user_turns(questions, tokenizer, index, k, budget_tokens)
   replies = answer(sampler, tokenizer, turns, system=system, max_new_tokens=max_new_tokens,
                    batch_size=batch_size)
-  correct = np.array([world.score(r, q["answer"]) for r, q in zip(replies, questions)])
+  correct = np.array([answers_lib.score(r, q["answer"]) for r, q in zip(replies, questions)])
   answerable = np.array([q.get("answerable", True) for q in questions])
   result = {"accuracy": float(correct.mean()), "questions": len(questions),
             "answerable_accuracy": float(correct[answerable].mean()) if answerable.any() else None,

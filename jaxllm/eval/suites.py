@@ -10,7 +10,7 @@ config's fields, defaults and checks: jaxllm/recipes/evaluate.py.
 - lm: held-out perplexity and bits per byte (jaxllm/eval/perplexity.py) on the world's eval
   pretraining text, or config.lm.texts.
 - qa: greedy answers to the world's held-out SFT questions: exact match as the world scores it
-  (world.score), plus SQuAD exact match and token F1 of the extracted answer
+  (jaxllm/data/answers.py), plus SQuAD exact match and token F1 of the extracted answer
   (jaxllm/eval/metrics.py), per kind. Chat template for chat models; for base models
   (config.qa.prompt "auto" or "plain") the plain-text worked-problem prompt, few-shot.
 - format: instruction compliance, the fraction of those replies whose last line is their one
@@ -39,6 +39,7 @@ import ml_collections
 import numpy as np
 
 from jaxllm import runs
+from jaxllm.data import answers as answers_lib
 from jaxllm.data import inputs, preferences, readers, world
 from jaxllm.errors import ConfigError
 from jaxllm.eval import metrics as metrics_lib
@@ -139,7 +140,7 @@ def qa_suite(ctx: Context) -> dict:
   answers = [a for _, a, _ in parsed]
   scored = qa.score_replies(replies, answers, [k for _, _, k in parsed],
                             [m[-1]["content"] for m, _, _ in parsed])
-  extracted = [world.extract_answer(reply) or "" for reply in replies]
+  extracted = [answers_lib.extract_answer(reply) or "" for reply in replies]
   out = {"accuracy": scored["accuracy"], "questions": scored["questions"],
          "exact_match": _mean(metrics_lib.exact_match(e, a) for e, a in zip(extracted, answers)),
          "f1": _mean(metrics_lib.token_f1(e, a) for e, a in zip(extracted, answers)),
@@ -149,15 +150,15 @@ def qa_suite(ctx: Context) -> dict:
 
 
 def format_suite(ctx: Context) -> dict:
-  ok = [rewards.well_formatted(r) for r in ctx.qa_replies()]
+  ok = [answers_lib.well_formatted(r) for r in ctx.qa_replies()]
   return {"compliance": float(np.mean(ok)), "questions": len(ok)}
 
 
 def refusal_suite(ctx: Context) -> dict:
   records, replies = ctx.qa_records(), ctx.qa_replies()
-  unknown = np.array([world.normalize(qa.question_and_answer(r)[1])
-                      == world.normalize(world.REFUSAL) for r in records])
-  refused = np.array([world.is_refusal(reply) for reply in replies])
+  unknown = np.array([answers_lib.normalize(qa.question_and_answer(r)[1])
+                      == answers_lib.normalize(answers_lib.REFUSAL) for r in records])
+  refused = np.array([answers_lib.is_refusal(reply) for reply in replies])
   return {"refusal_rate": _mean(refused[unknown]), "over_refusal_rate": _mean(refused[~unknown]),
           "unanswerable": int(unknown.sum())}
 
@@ -173,7 +174,7 @@ def math_suite(ctx: Context) -> dict:
   smp = ctx.sampler()
   common = dict(max_new_tokens=ctx.config.max_new_tokens, batch_size=ctx.config.batch_size)
   greedy = qa.reply_to(smp, ctx.tokenizer, conversations, **common)
-  out = {"accuracy": _mean(rewards.correct(g, str(r["answer"])) for g, r in zip(greedy, records)),
+  out = {"accuracy": _mean(answers_lib.score(g, str(r["answer"])) for g, r in zip(greedy, records)),
          "questions": len(records)}
   if c.pass_k > 0:
     out[f"pass@{c.pass_k}"], out["sample_accuracy"] = qa.sampled_pass_at_k(
@@ -198,7 +199,7 @@ def tool_suite(ctx: Context) -> dict:
     calls += len(results)
     ran += sum(not res.startswith("error:") for res in results)
     called.append(bool(results))
-    right.append(rewards.correct(added[-1]["content"], str(r["answer"])))
+    right.append(answers_lib.score(added[-1]["content"], str(r["answer"])))
   return {"accuracy": _mean(right), "tool_call_rate": _mean(called),
           "valid_call_rate": ran / calls if calls else None, "questions": len(records)}
 

@@ -3,8 +3,8 @@ against wrong.
 
 For each question (a conversation {"messages", "answer"}, e.g. the world's training SFT
 questions) the policy samples `samples` replies at `temperature`; a verifier (default
-`world.score`: exact match of "The answer is X.", or "I don't know." when the world does not
-say) marks them right or wrong, and one right reply is paired against one wrong one. A
+jaxllm/data/answers.py's `score`: "The answer is X." matched, or "I don't know." when the world
+does not say) marks them right or wrong, and one right reply is paired against one wrong one. A
 question with no right sample pairs the reference reply against a wrong sample when
 `gold_fallback` is set (the record's assistant turn); one with no wrong sample gives no pair.
 Pairs from the model's own distribution are what online / iterative DPO and Tulu 3's preference
@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from jaxllm.data import readers, world
+from jaxllm.data import answers, readers, world
 from jaxllm.errors import ConfigError
 from jaxllm.eval import qa
 from jaxllm.inference.sampler import Sampler
@@ -28,7 +28,7 @@ from jaxllm.parallel import mesh as mesh_lib
 def sample_pairs(sampler, tokenizer, records: Sequence[dict], *, samples: int = 4,
                  temperature: float = 1.0, max_new_tokens: int = 96, batch_size: int = 64,
                  seed: int = 0, gold_fallback: bool = True,
-                 verify: Callable[[str, str], float] = world.score) -> tuple[list[dict], dict]:
+                 verify: Callable[[str, str], float] = answers.score) -> tuple[list[dict], dict]:
   """(pairs {"prompt": messages, "chosen", "rejected", "meta"}, summary counts)."""
   if samples < 2 and not gold_fallback:
     raise ValueError("on-policy pairs need samples >= 2, or gold_fallback with samples >= 1.")

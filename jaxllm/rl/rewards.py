@@ -5,10 +5,8 @@ A reward function takes the rollout's prompt records and replies and returns one
 "answer", "tool_result"?, ...}); a reply is the decoded completion (special tokens written out,
 the final <|im_end|> removed).
 
-- `correct`: the final answer equals the record's "answer". The answer is read from the line
-  "The answer is X." (style "line", the world's) or from <answer>X</answer> (style "tag");
-  numbers compare by value (commas, signs, decimals, currency signs: "1,200.50" = "$1200.5");
-  other answers by normalised text; an "I don't know" answer is matched by a refusal.
+- `correct`: the final answer equals the record's "answer" (jaxllm/data/answers.py: "The
+  answer is X." or <answer>X</answer>, numbers by value, "I don't know" matched by a refusal).
 - `format`: the reply ends with the required answer line (or tag) and has one final answer.
 - `tool`: tool calls are readable, name registered tools and run without error; when the record
   gives "tool_result", some call must return it (and one must be made).
@@ -19,88 +17,17 @@ component, so a run can log a verifiable accuracy next to a learned reward it do
 (a learned reward going up while accuracy goes down is reward hacking).
 """
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from jaxllm.data import chat, world
+from jaxllm.data import answers, chat
 from jaxllm.errors import ConfigError
 from jaxllm.inference import tools as tools_lib
 
 RewardFn = Callable[[Sequence[dict], Sequence[str]], np.ndarray]
-STYLES = ("line", "tag")
+STYLES = answers.STYLES
 COMPONENTS = ("correct", "format", "tool", "reward_model")
-
-_NUMBER = re.compile(r"^[+-]?\$?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?$")
-_LINE = re.compile(r"the answer is\s*:?\s*(.*)", re.IGNORECASE)
-_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
-
-
-def parse_number(text: str) -> float | None:
-  """The value of a number written as text, or None: "1,234", "-5", "+3", "3.50", ".5",
-  "$12", "-$4", "\u22127" (a minus sign), with spaces, a trailing period or a trailing unit
-  word ("12 apples") allowed. "1,23" (a misplaced comma) is not a number."""
-  s = text.strip().replace("\u2212", "-").replace("\u2013", "-")
-  s = re.sub(r"\s+[A-Za-z][A-Za-z ]*$", "", s).rstrip(".").strip()
-  s = s.replace("$-", "-$")
-  s = re.sub(r"^([+-])\s+", r"\1", s)
-  if not s or not _NUMBER.match(s) or not re.search(r"\d", s):
-    return None
-  return float(s.replace(",", "").replace("$", ""))
-
-
-def final_answer(reply: str, style: str = "line") -> str | None:
-  """The text of the last final answer in `reply` (None when there is none): X of "The answer
-  is X." up to the sentence's end (style "line"), or of <answer>X</answer> (style "tag")."""
-  if style == "line":
-    found = [m.group(1) for m in _LINE.finditer(reply)]
-    if not found:
-      return None
-    text = re.split(r"\.(\s|$)", found[-1].split("\n")[0], maxsplit=1)[0]
-  elif style == "tag":
-    found = _TAG.findall(reply)
-    if not found:
-      return None
-    text = found[-1]
-  else:
-    raise ValueError(f"answer style {style!r} is not one of {STYLES}.")
-  return text.strip() or None
-
-
-def answers_match(predicted: str | None, reference: str) -> bool:
-  """Numbers by value (relative tolerance 1e-9), anything else by normalised text."""
-  if predicted is None:
-    return False
-  a, b = parse_number(predicted), parse_number(reference)
-  if a is not None and b is not None:
-    return abs(a - b) <= 1e-9 * max(1.0, abs(b))
-  return world.normalize(predicted) == world.normalize(reference)
-
-
-def correct(reply: str, answer: str, style: str = "line") -> float:
-  """1.0 when the reply's final answer is `answer` (a refusal when the answer is I don't know)."""
-  if world.normalize(answer) == world.normalize(world.REFUSAL):
-    return float(world.is_refusal(reply))
-  if world.is_refusal(reply):
-    return 0.0
-  return float(answers_match(final_answer(reply, style), answer))
-
-
-def well_formatted(reply: str, style: str = "line") -> float:
-  """1.0 when the reply's last non-empty line is its one final answer ("The answer is X." or
-  "I don't know.") for "line", or it ends with its one <answer>X</answer> for "tag"."""
-  text = reply.strip()
-  if style == "tag":
-    return float(len(_TAG.findall(text)) == 1 and text.endswith("</answer>")
-                 and bool(final_answer(text, "tag")))
-  lines = [line.strip() for line in text.split("\n") if line.strip()]
-  if not lines or len(_LINE.findall(text)) > 1:
-    return 0.0
-  last = lines[-1]
-  return float(bool(re.fullmatch(r"the answer is\s*:?\s*\S.*\.", last, re.IGNORECASE))
-               or last.lower().rstrip(".") in ("i don't know", "i do not know"))
-
 
 def tool_use(reply: str, record: Mapping, registry: tools_lib.ToolRegistry) -> float:
   """1.0 when every tool call in the reply is readable and runs without error, and (if the
@@ -115,7 +42,7 @@ def tool_use(reply: str, record: Mapping, registry: tools_lib.ToolRegistry) -> f
   expected = record.get("tool_result")
   if expected is None:
     return 1.0
-  return float(any(answers_match(r, str(expected)) for r in results))
+  return float(any(answers.answers_match(r, str(expected)) for r in results))
 
 
 def _per_reply(fn: Callable[[str, Mapping], float]) -> RewardFn:
@@ -128,9 +55,9 @@ def verifiable(name: str, style: str = "line",
                registry: tools_lib.ToolRegistry | None = None) -> RewardFn:
   """One verifiable component by name: correct, format or tool."""
   if name == "correct":
-    return _per_reply(lambda reply, record: correct(reply, str(record["answer"]), style))
+    return _per_reply(lambda reply, record: answers.score(reply, str(record["answer"]), style))
   if name == "format":
-    return _per_reply(lambda reply, record: well_formatted(reply, style))
+    return _per_reply(lambda reply, record: answers.well_formatted(reply, style))
   if name == "tool":
     registry = registry or tools_lib.default_registry()
     return _per_reply(lambda reply, record: tool_use(reply, record, registry))

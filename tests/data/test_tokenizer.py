@@ -147,12 +147,36 @@ def test_saved_file_loads_in_tokenizers_and_transformers(bpe, tmp_path):
   assert Tokenizer.from_file(path).encode_batch(texts) == expected
   assert Tokenizer.from_file(tmp_path).encode_batch(texts) == expected
   raw = tokenizers.Tokenizer.from_file(str(path))
-  assert raw.encode("<|bos|>").ids == [0]  # the file keeps specials special for other readers
+  # the file keeps specials special for other readers
+  assert raw.encode("<|bos|>", add_special_tokens=False).ids == [0]
   raw.encode_special_tokens = True
   assert [e.ids for e in raw.encode_batch(texts, add_special_tokens=False)] == expected
   fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(path), split_special_tokens=True)
   assert [fast.encode(t, add_special_tokens=False) for t in texts] == expected
   assert fast.decode(expected[0]) == texts[0]
+
+
+def test_the_file_states_that_prompts_start_with_bos_and_transformers_follows_it(bpe, tmp_path):
+  path = bpe.save(tmp_path / "tokenizer.json")
+  texts = varied_corpus(10, seed=4)
+  assert bpe.add_bos and bpe.encode_prompt(texts[0]) == [bpe.bos_id] + bpe.encode(texts[0])
+  fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(path), bos_token="<|bos|>",
+                                              split_special_tokens=True)
+  assert [fast(t)["input_ids"] for t in texts] == [bpe.encode_prompt(t) for t in texts]
+  # A tokenizer.json saved before the rule was written (no template) still starts prompts with
+  # jaxllm's <|bos|>, and states the rule when saved again.
+  spec = json.loads(path.read_text())
+  spec["post_processor"] = None
+  old = tmp_path / "old" / "tokenizer.json"
+  old.parent.mkdir()
+  old.write_text(json.dumps(spec))
+  legacy = Tokenizer.from_file(old)
+  assert legacy.add_bos and legacy.encode_prompt(texts[0]) == bpe.encode_prompt(texts[0])
+  resaved = legacy.save(tmp_path / "resaved.json")
+  assert json.loads(resaved.read_text())["post_processor"]["type"] == "TemplateProcessing"
+  # Without a BOS token nothing is added.
+  none = Tokenizer(tokenizers.Tokenizer.from_str(path.read_text()), bos_token=None)
+  assert not none.add_bos and none.encode_prompt(texts[0]) == bpe.encode(texts[0])
 
 
 @pytest.mark.parametrize("kind", tok_lib.KINDS)

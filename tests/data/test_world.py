@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from jaxllm.data import world
+from jaxllm.data import answers, world
 from jaxllm.errors import ConfigError
 
 SMALL = world.WorldSizes(people=20, absent_people=6, bios_per_person=3, docs_per_town=2,
@@ -191,8 +191,8 @@ def test_every_sft_reply_is_right_and_refuses_exactly_what_the_world_does_not_sa
       assert roles in (["user", "assistant"], ["system", "user", "assistant"])
       text, meta = record["messages"][-1]["content"], record["meta"]
       answer = expected(w, meta)
-      assert world.score(text, answer) == 1.0, (text, answer)
-      assert world.is_refusal(text) == (answer == IDK) == (meta["kind"] == "unknown"), text
+      assert answers.score(text, answer) == 1.0, (text, answer)
+      assert answers.is_refusal(text) == (answer == IDK) == (meta["kind"] == "unknown"), text
       assert IDK in text or answer != IDK
       assert _steps_are_right(text), text
       kinds[meta["kind"]] += 1
@@ -217,31 +217,6 @@ def test_rl_prompts_are_verifiable_and_harder_than_sft(data):
   assert min(hard_steps) >= 3 and max(hard_steps) == 5
 
 
-def test_extract_answer_and_score_on_crafted_replies():
-  assert world.extract_answer("4 + 5 = 9.\nThe answer is 9.") == "9"
-  assert world.extract_answer("the answer is: 1,200 coins") == "1200"
-  assert world.extract_answer("The answer is 3.50.") == "3.5"
-  assert world.extract_answer("The answer is Oslo.") == "oslo"
-  assert world.extract_answer("The answer is a baker.") == "baker"
-  assert world.extract_answer("The answer is 7.\nNo wait.\nThe answer is 8.") == "8"
-  assert world.extract_answer("The answer is 42. I am sure.") == "42"
-  assert world.extract_answer("It is 42.") is None
-  assert world.extract_answer("The answer is .") is None
-  assert world.is_refusal("I have no record of him.\nI don't know.")
-  assert world.is_refusal("I don\u2019t know")
-  assert world.is_refusal("The answer is I don't know.")
-  assert not world.is_refusal("I don't know at first.\nThe answer is 5.")
-  assert not world.is_refusal("The answer is 5.")
-  assert world.score("2 * 21 = 42.\nThe answer is 42.", "42") == 1.0
-  assert world.score("The answer is 41.", "42") == 0.0
-  assert world.score("42", "42") == 0.0  # no final-answer line
-  assert world.score("The answer is OSLO", "Oslo") == 1.0
-  assert world.score("I don't know.", "42") == 0.0
-  assert world.score("I don't know.", IDK) == 1.0
-  assert world.score("The answer is Oslo.", IDK) == 0.0
-  assert world.score("Nothing.", IDK) == 0.0
-
-
 def test_preference_pairs_reject_a_plausible_wrong_reply(data):
   flaws = Counter()
   for split in ("train", "eval"):
@@ -249,8 +224,8 @@ def test_preference_pairs_reject_a_plausible_wrong_reply(data):
       meta, answer = p["meta"], expected(data["world"], p["meta"])
       flaws[meta["flaw"]] += 1
       assert p["chosen"] != p["rejected"]
-      assert world.score(p["chosen"], answer) == 1.0
-      assert world.score(p["rejected"], answer) == float(meta["flaw"] == "no_steps"), p
+      assert answers.score(p["chosen"], answer) == 1.0
+      assert answers.score(p["rejected"], answer) == float(meta["flaw"] == "no_steps"), p
       if meta["flaw"] == "no_steps":
         assert "\n" not in p["rejected"]
       if meta["flaw"] == "step_slip":  # one wrong step, the rest follow from it
@@ -262,7 +237,7 @@ def test_preference_pairs_reject_a_plausible_wrong_reply(data):
         assert all(OPS[op](int(x), int(y)) == int(r) for x, op, y, r in rejected[first_bad + 1:])
       assert (meta["flaw"] == "hallucination") == (answer == IDK)
       if meta["flaw"] == "false_refusal":
-        assert world.is_refusal(p["rejected"]) and answer != IDK
+        assert answers.is_refusal(p["rejected"]) and answer != IDK
   assert set(flaws) == {"wrong_final", "step_slip", "no_steps", "wrong_fact", "false_refusal",
                         "hallucination"}, flaws
 
@@ -316,4 +291,4 @@ def test_small_worlds_still_generate_or_name_the_size_to_change():
   d = world.generate(0, sizes=dataclasses.replace(tiny, market_docs=1, docs_per_town=1))
   for split in ("train", "eval"):
     for record in d[split]["sft"]:
-      assert world.score(record["messages"][-1]["content"], expected(d["world"], record["meta"]))
+      assert answers.score(record["messages"][-1]["content"], expected(d["world"], record["meta"]))

@@ -1,7 +1,5 @@
 """Probes: memorisation counts exact continuations; the bias gap is a conditional log-prob."""
 
-import types
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +8,7 @@ import pytest
 from jaxllm.data.tokenizer import train_tokenizer
 from jaxllm.errors import UserError
 from jaxllm.eval import probes
+from jaxllm.inference.sampler import SampleOutput
 from jaxllm.models import config as model_config
 from jaxllm.models import transformer
 from jaxllm.train.state import unbox
@@ -29,10 +28,11 @@ class ScriptedSampler:
   def __init__(self, answers):
     self.answers = answers
 
-  def generate(self, prompts, num_new, temperature):
-    assert temperature == 0.0
+  def generate(self, prompts, num_new, temperature, **kwargs):
+    assert temperature == 0.0 and not kwargs["stop_tokens"]
     rows = [(self.answers.get(tuple(p), []) + [5] * num_new)[:num_new] for p in prompts]
-    return types.SimpleNamespace(tokens=np.array(rows))
+    return SampleOutput(tokens=np.array(rows), lengths=np.full(len(rows), num_new),
+                        logprobs=None, raw_logprobs=None, stopped=np.zeros(len(rows), bool))
 
 
 def test_memorization_counts_exact_continuations_and_short_documents():

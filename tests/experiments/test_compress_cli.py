@@ -16,7 +16,7 @@ from tests.helpers import train_losses
 def test_quantized_run_samples_like_the_float_one_and_takes_qlora(pretrained_run, tmp_path):
   out = tmp_path / "int8"
   done = run_script("quantize.py", f"--workdir={pretrained_run}", f"--out={out}",
-                    "--max_texts=100", "--prompts=32")
+                    "--config.max_texts=100", "--config.prompts=32")
   assert done.returncode == 0, done.stderr
   report = json.loads((out / "quantize.json").read_text())
   assert report["bytes"]["saved_fraction"] > 0.7

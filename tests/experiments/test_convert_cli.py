@@ -166,3 +166,29 @@ def test_every_stage_starts_from_hf_path_on_its_mesh(qwen, make_config, tmp_path
   config.init.checkpoint = str(tmp_path)
   with pytest.raises(ConfigError, match="both set"):
     runs.start_from(config, tmp_path)
+
+
+@pytest.mark.parametrize("family,bos_first", [("gpt2", False), ("llama3", True)])
+def test_sample_continues_a_prompt_as_transformers_generate_on_tokenizer_of_it(
+    tmp_path, family, bos_first):
+  """GPT-2's tokenizer names <|endoftext|> as BOS but does not add it; Llama 3's adds
+  <|begin_of_text|>. sample.py encodes a plain prompt by that rule, as `tokenizer(prompt)`."""
+  directory, hf = _hf_directory(tmp_path, family)
+  reference = transformers.AutoTokenizer.from_pretrained(directory)
+  prompt = "Greta Park works as"
+  inputs = reference(prompt, return_tensors="pt")
+  assert (inputs["input_ids"][0, 0].item() == reference.bos_token_id) == bos_first
+  with torch.no_grad():
+    out = hf.generate(**inputs, max_new_tokens=8, do_sample=False, pad_token_id=0,
+                      eos_token_id=reference.eos_token_id)
+  new = out[0, inputs["input_ids"].shape[1]:].tolist()
+  if reference.eos_token_id in new:
+    new = new[:new.index(reference.eos_token_id)]
+  done = run_script("convert.py", f"--hf_dir={directory}", f"--out={tmp_path / 'run'}")
+  assert done.returncode == 0, done.stderr
+  assert runs.load_run(tmp_path / "run").tokenizer.encode_prompt(prompt) == (
+      inputs["input_ids"][0].tolist())
+  sample = run_script("sample.py", f"--workdir={tmp_path / 'run'}", f"--prompt={prompt}",
+                      "--temperature=0", "--max_new_tokens=8")
+  assert sample.returncode == 0, sample.stderr
+  assert sample.stdout == reference.decode(new) + "\n"

@@ -60,7 +60,7 @@ def test_sample_prints_only_the_completion_and_is_reproducible(run_dir):
   run = runs.load_run(run_dir)
   tok = run.tokenizer
   smp = Sampler(run.model, run.params, tok.pad_id, vocab_limit=tok.vocab_size)
-  completion = smp.generate([tok.bos_ids + tok.encode("Greta Park works as")], 12,
+  completion = smp.generate([tok.encode_prompt("Greta Park works as")], 12,
                             temperature=0.0, stop_tokens=[tok.eos_id]).completions()[0]
   if completion and completion[-1] == tok.eos_id:
     completion = completion[:-1]

@@ -400,3 +400,16 @@ def test_bad_directories_name_the_file_and_the_fix(families, tmp_path):
                    pad_token=None)
   with pytest.raises(UserError, match=re.escape("lacks <|im_start|> and <|im_end|> for ChatML")):
     chat.format_of(bare)
+
+
+@pytest.mark.parametrize("family,bos_first", [("gpt2", False), ("llama2", True),
+                                              ("mistral", True), ("llama3", True),
+                                              ("qwen2", False)])
+def test_prompts_start_with_bos_exactly_where_transformers_adds_it(families, saved, family,
+                                                                    bos_first):
+  _, reference, tokenizer, _ = families[family]
+  assert tokenizer.add_bos == bos_first
+  _, reloaded = saved[family]  # our save_pretrained directory states the same rule
+  for text in PARITY_TEXTS[:6]:
+    want = reference(text)["input_ids"]
+    assert tokenizer.encode_prompt(text) == want == reloaded(text)["input_ids"], text
