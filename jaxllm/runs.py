@@ -42,11 +42,11 @@ from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
 from jaxllm.models.config import ModelConfig
 from jaxllm.models.lora import LoraConfig, LoraModel
+from jaxllm.models.params import init_params_fn, unbox
 from jaxllm.models.reward import PolicyWithValue, RewardModel
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.train import checkpoint as ckpt_lib
-from jaxllm.train.state import init_params_fn, unbox
 
 STAGES = ("pretrain", "sft", "reward_model", "dpo", "rl", "distill", "prune", "quantize",
           "hf_import")

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from jaxllm.errors import ConfigError
 from jaxllm.models.config import ModelConfig
-from jaxllm.train.state import init_params_fn, unbox
+from jaxllm.models.params import init_params_fn, unbox
 
 QMAX = 127
 

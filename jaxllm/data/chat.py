@@ -163,6 +163,20 @@ def _check_tool_calls(i: int, calls) -> None:
                       "use str, number, bool, None, list and dict values.") from e
 
 
+def prompt_messages(prompt) -> list[dict]:
+  """The conversation a model is asked to continue: a string is one user message; a list of
+  messages, or a record holding "messages" (else "prompt"), loses its final assistant turns
+  (the reply to give)."""
+  if isinstance(prompt, str):
+    return [{"role": "user", "content": prompt}]
+  if isinstance(prompt, dict):
+    return prompt_messages(prompt["messages"] if "messages" in prompt else prompt["prompt"])
+  messages = list(prompt)
+  while messages and messages[-1]["role"] == "assistant":
+    messages.pop()
+  return messages
+
+
 def validate_messages(messages: Sequence[dict], *, add_generation_prompt: bool = False) -> None:
   """Raises UserError naming the message index and the fix for a malformed conversation."""
   if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:

@@ -33,11 +33,6 @@ Example = dict[str, np.ndarray]
 SIDES = ("chosen", "rejected")
 
 
-def prompt_messages(prompt) -> list[dict]:
-  """A record's prompt as messages: a string is one user message."""
-  return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-
-
 def sequence_key(prompt, reply: str) -> str:
   """A stable key of one (prompt, reply) sequence, for tables of reference log-probs."""
   return hashlib.sha256(json.dumps([prompt, reply], ensure_ascii=False).encode()).hexdigest()[:24]
@@ -47,7 +42,7 @@ def render_reply(tokenizer, prompt, reply: str) -> tuple[list[int], int]:
   """(ids, prompt length): prompt + assistant reply, ending with the reply's <|im_end|>. The
   loss mask of a pair covers ids[prompt_length:] (earlier assistant turns in the prompt are
   context, not trained)."""
-  messages = prompt_messages(prompt)
+  messages = chat.prompt_messages(prompt)
   prompt_ids, _ = chat.render_chat(tokenizer, messages, add_generation_prompt=True)
   ids, mask = chat.render_chat(tokenizer, messages + [{"role": "assistant", "content": reply}])
   end = len(mask) - mask[::-1].index(1)  # drop the newline after <|im_end|>

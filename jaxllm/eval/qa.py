@@ -68,9 +68,7 @@ def question_and_answer(record: dict) -> tuple[list[dict], str, str]:
 
   The answer is `record["answer"]` or `record["meta"]["answer"]` (the world's SFT records).
   """
-  messages = list(record["messages"])
-  while messages and messages[-1]["role"] == "assistant":
-    messages.pop()
+  messages = chat.prompt_messages(record["messages"])
   meta = record.get("meta", {})
   if "answer" not in record and "answer" not in meta:
     raise ValueError(f"record {record.get('id', '')!r} has no 'answer' (or meta.answer) to score.")

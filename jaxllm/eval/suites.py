@@ -40,13 +40,12 @@ import numpy as np
 
 from jaxllm import runs
 from jaxllm.data import answers as answers_lib
-from jaxllm.data import inputs, preferences, readers, world
+from jaxllm.data import chat, inputs, readers, world
 from jaxllm.errors import ConfigError
 from jaxllm.eval import metrics as metrics_lib
 from jaxllm.eval import perplexity, probes, qa
 from jaxllm.inference import assistant, retrieval, scoring, tools
 from jaxllm.inference.sampler import Sampler
-from jaxllm.rl import rewards
 
 SUITES = ("lm", "qa", "format", "refusal", "math", "tool", "rag", "reward", "memorization",
           "bias")
@@ -170,7 +169,7 @@ def _rl_records(ctx: Context, n: int) -> list[dict]:
 def math_suite(ctx: Context) -> dict:
   c = ctx.config.math
   records = _rl_records(ctx, c.questions)
-  conversations = [rewards.prompt_messages(r) for r in records]
+  conversations = [chat.prompt_messages(r) for r in records]
   smp = ctx.sampler()
   common = dict(max_new_tokens=ctx.config.max_new_tokens, batch_size=ctx.config.batch_size)
   greedy = qa.reply_to(smp, ctx.tokenizer, conversations, **common)
@@ -227,7 +226,7 @@ def reward_suite(ctx: Context) -> dict:
                                   batch_size=ctx.config.batch_size)
 
     def conversations(side):
-      return [preferences.prompt_messages(p["prompt"])
+      return [chat.prompt_messages(p["prompt"])
               + [{"role": "assistant", "content": p[side]}] for p in pairs]
     margin = scorer(ctx.run.params, conversations("chosen")) - \
         scorer(ctx.run.params, conversations("rejected"))

@@ -24,8 +24,8 @@ from jaxllm.errors import UserError
 from jaxllm.interop import hf_config, hf_tokenizer, hf_weights
 from jaxllm.models import Transformer
 from jaxllm.models.config import ModelConfig
+from jaxllm.models.params import params_shardings
 from jaxllm.parallel import sharding as sharding_lib
-from jaxllm.train.state import params_shardings
 
 
 def model_config(src, tokenizer: Tokenizer | None = None, vocab_multiple: int = 1,

@@ -37,7 +37,7 @@ from jaxllm.errors import UserError
 from jaxllm.interop.hf_config import family_of
 from jaxllm.models import Transformer
 from jaxllm.models.config import ModelConfig
-from jaxllm.train.state import init_params_fn, unbox
+from jaxllm.models.params import init_params_fn, unbox
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"

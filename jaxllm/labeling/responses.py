@@ -5,7 +5,7 @@ import dataclasses
 import pathlib
 
 from jaxllm import runs
-from jaxllm.data import chat, preferences
+from jaxllm.data import chat
 from jaxllm.errors import UserError
 from jaxllm.inference import generate
 from jaxllm.inference.sampler import Sampler
@@ -37,7 +37,7 @@ def sample_items(workdir, prompts: list[tuple[str, object]], sampling: Sampling,
   encoded = []
   for pid, prompt in prompts:
     if use_chat:
-      ids, _ = chat.render_chat(tok, preferences.prompt_messages(prompt),
+      ids, _ = chat.render_chat(tok, chat.prompt_messages(prompt),
                                 add_generation_prompt=True)
     else:
       if not isinstance(prompt, str):

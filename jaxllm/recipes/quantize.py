@@ -23,7 +23,7 @@ from jaxllm.compress import quantize
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.eval import compression
 from jaxllm.models import Transformer
-from jaxllm.train.state import param_bytes
+from jaxllm.models.params import param_bytes
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -26,13 +26,14 @@ import numpy as np
 
 from jaxllm import cli, runs
 from jaxllm import config as config_lib
-from jaxllm.data import inputs, readers, world
+from jaxllm.data import chat, inputs, readers, world
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.eval import qa
 from jaxllm.inference.sampler import Sampler
 from jaxllm.inference.scoring import RewardScorer
 from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
+from jaxllm.models import params as params_lib
 from jaxllm.models.reward import PolicyWithValue, params_from_lm
 from jaxllm.objectives import policy
 from jaxllm.parallel import mesh as mesh_lib
@@ -42,7 +43,6 @@ from jaxllm.rl import report
 from jaxllm.rl import rewards as rewards_lib
 from jaxllm.rl import rollout as rollout_lib
 from jaxllm.train import loop
-from jaxllm.train import state as state_lib
 from jaxllm.train import step as step_lib
 
 # The progress line's stage keys (jaxllm/train/loop.py adds loss, gradient norm, tok/s, ...).
@@ -228,7 +228,7 @@ def held_out_eval(config, tokenizer, policy_: Policy, rewards: rewards_lib.Rewar
                            inputs.world_sizes(config.data), "config.eval.qa_source")
   records = records[:e.qa_questions]
   smp = Sampler(policy_.lm, None, tokenizer.pad_id, vocab_limit=tokenizer.vocab_size)
-  conversations = [rewards_lib.prompt_messages(r) for r in records]
+  conversations = [chat.prompt_messages(r) for r in records]
   names = [n for n in ("correct", "format", "reward_model") if n in rewards.components]
   style = config.rl.answer_style
 
@@ -273,7 +273,7 @@ def rollout_source(config, tokenizer, policy_: Policy, init_params, rewards, mes
       ref_fn = lambda frozen, batch: ref_lm(frozen, batch)
     else:
       with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        placed = jax.device_put(init_params, state_lib.params_shardings(
+        placed = jax.device_put(init_params, params_lib.params_shardings(
             policy_.lm, mesh, rules, config.data.seq_len))
       ref_fn = lambda frozen, batch: ref_lm(placed, batch)
   sampler = Sampler(policy_.lm, None, tokenizer.pad_id, vocab_limit=tokenizer.vocab_size)

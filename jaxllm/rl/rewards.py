@@ -67,21 +67,10 @@ def verifiable(name: str, style: str = "line",
 def learned(scorer, params) -> RewardFn:
   """The reward model's score (jaxllm/inference/scoring.RewardScorer) of prompt + reply."""
   def reward(records, replies):
-    conversations = [prompt_messages(r) + [{"role": "assistant", "content": reply}]
+    conversations = [chat.prompt_messages(r) + [{"role": "assistant", "content": reply}]
                      for r, reply in zip(records, replies)]
     return np.asarray(scorer(params, conversations), np.float32)
   return reward
-
-
-def prompt_messages(record: Mapping) -> list[dict]:
-  """The conversation to answer: record["messages"] without a final assistant turn, or one user
-  turn holding record["prompt"]."""
-  if "messages" in record:
-    messages = list(record["messages"])
-    while messages and messages[-1]["role"] == "assistant":
-      messages.pop()
-    return messages
-  return [{"role": "user", "content": record["prompt"]}]
 
 
 class Rewards:

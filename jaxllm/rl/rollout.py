@@ -81,7 +81,7 @@ def encode_prompts(tokenizer, records: Sequence[dict], max_prompt_len: int,
   most `max_prompt_len` tokens."""
   kept, ids, too_long = [], [], 0
   for record in records:
-    prompt, _ = chat.render_chat(tokenizer, rewards_lib.prompt_messages(record),
+    prompt, _ = chat.render_chat(tokenizer, chat.prompt_messages(record),
                                  add_generation_prompt=True)
     if len(prompt) > max_prompt_len:
       too_long += 1

@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxllm import config as config_lib
 from jaxllm.inference import sampler as sampler_lib
+from jaxllm.models import params as params_lib
 from jaxllm.models.transformer import Transformer
 from jaxllm.objectives import lm
 from jaxllm.parallel import mesh as mesh_lib
@@ -111,7 +112,7 @@ def benchmark_train(config, steps: int, warmup: int) -> tuple[dict[str, Any], An
       step_seconds=step_s, tokens_per_step=tokens,
       tokens_per_second=tokens / step_s["median"],
       tokens_per_second_per_device=tokens / step_s["median"] / jax.device_count(),
-      flops_per_token=flops_per_token, num_params=state_lib.count_params(params),
+      flops_per_token=flops_per_token, num_params=params_lib.count_params(params),
       last_loss=loss, **peak_memory())
   if peak:
     results["peak_flops_per_device"] = peak

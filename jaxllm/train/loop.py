@@ -22,6 +22,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxllm.errors import ConfigError, UserError
+from jaxllm.models import params as params_lib
 from jaxllm.models import splash
 from jaxllm.models.config import ModelConfig
 from jaxllm.parallel import mesh as mesh_lib
@@ -228,14 +229,14 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       state = state_lib.create_state(model, tx, init_rng, shardings, seq_len, init_params)
     frozen = None
     if frozen_params is not None:
-      frozen = jax.device_put(frozen_params, state_lib.params_shardings(
+      frozen = jax.device_put(frozen_params, params_lib.params_shardings(
           model.frozen_model, mesh, rules, seq_len))
-    num_params = state_lib.count_params(state["params"])
+    num_params = params_lib.count_params(state["params"])
     described = f"{num_params:,} parameters"
     if frozen is not None:
-      num_frozen = state_lib.count_params(frozen)
+      num_frozen = params_lib.count_params(frozen)
       described = (f"{num_params:,} trainable parameters, {num_frozen:,} frozen "
-                   f"({state_lib.param_bytes(frozen) / 2**20:,.2f} MiB; trainable = "
+                   f"({params_lib.param_bytes(frozen) / 2**20:,.2f} MiB; trainable = "
                    f"{num_params / num_frozen:.2%} of frozen)")
     _log(main, f"model: {described}; mesh {dict(mesh.shape)}; "
          f"{jax.device_count()} {jax.devices()[0].platform} devices, "

@@ -26,10 +26,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxllm.data import preferences
+from jaxllm.models import params as params_lib
 from jaxllm.objectives.preference import reference_logps
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
-from jaxllm.train import state as state_lib
 
 FILE = "reference_logps.json"
 
@@ -101,7 +101,7 @@ def for_run(config, workdir, model, params: Any,
       mesh = mesh_lib.make_mesh(config.mesh)
       rules = sharding_lib.rules_from_config(config.mesh.rules)
       with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        placed = jax.device_put(params, state_lib.params_shardings(model, mesh, rules, seq_len))
+        placed = jax.device_put(params, params_lib.params_shardings(model, mesh, rules, seq_len))
         batch = config.train.batch_size // config.train.microbatches
         start = time.perf_counter()
         out = compute_table(model, placed, sources, tokenizer, seq_len, batch, mesh)

@@ -4,7 +4,6 @@ state = {"step": int32[], "params": ..., "opt_state": ..., "nonfinite_streak": i
          "nonfinite_total": int32[]}
 """
 
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -13,6 +12,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from jaxllm.models.params import init_params_fn, unbox
 from jaxllm.parallel import sharding as sharding_lib
 
 
@@ -26,21 +26,6 @@ def _boxed_state(params_boxed, tx: optax.GradientTransformation) -> dict[str, An
   }
 
 
-def unbox(tree: Any) -> Any:
-  """Strips logical-partitioning boxes without adding sharding constraints (safe outside jit)."""
-  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
-  return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree,
-                      is_leaf=is_box)
-
-
-def init_params_fn(model: nn.Module, seq_len: int) -> Callable[[jax.Array], Any]:
-  """rng -> boxed (logically partitioned) params of `model` for [1, seq_len] token inputs."""
-  def init(rng):
-    tokens = jnp.zeros((1, seq_len), jnp.int32)
-    return model.init({"params": rng, "dropout": rng}, tokens)["params"]
-  return init
-
-
 def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, rules,
                     seq_len: int) -> tuple[Any, Any]:
   """(abstract unboxed state, NamedSharding tree) without allocating anything."""
@@ -50,12 +35,6 @@ def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           unbox(boxed), shardings)
   return abstract, shardings
-
-
-def params_shardings(model: nn.Module, mesh: Mesh, rules, seq_len: int) -> Any:
-  """NamedSharding tree for `model`'s params (from their logical axis names)."""
-  boxed = jax.eval_shape(init_params_fn(model, seq_len), jax.random.key(0))
-  return sharding_lib.logical_to_sharding(nn.get_partition_spec(boxed), mesh, rules)
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
@@ -74,12 +53,3 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Ar
     make = lambda p: _boxed_state(p, tx)
     state = jax.jit(make, out_shardings=shardings)(params)
   return state
-
-
-def count_params(params: Any) -> int:
-  return sum(int(x.size) for x in jax.tree.leaves(params))
-
-
-def param_bytes(params: Any) -> int:
-  """Bytes the params take in memory (int8 weights count one byte each)."""
-  return sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(params))

@@ -13,13 +13,13 @@ from jaxllm import config as config_lib
 from jaxllm.compress import prune, quantize
 from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer, get_size
+from jaxllm.models.params import init_params_fn, unbox
 from jaxllm.objectives import lm
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.train import optimizer as optimizer_lib
 from jaxllm.train import state as state_lib
 from jaxllm.train import step as step_lib
-from jaxllm.train.state import init_params_fn, unbox
 
 TINY = get_size("tiny")
 SCAN = dataclasses.replace(TINY, scan_layers=True)

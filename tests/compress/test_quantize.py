@@ -14,11 +14,11 @@ from jaxllm.compress import quantize
 from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer, get_size
 from jaxllm.models import lora as lora_lib
+from jaxllm.models.params import init_params_fn, param_bytes, unbox
 from jaxllm.objectives import lm
 from jaxllm.recipes import sft
 from jaxllm.train import optimizer as optimizer_lib
 from jaxllm.train import step as step_lib
-from jaxllm.train.state import init_params_fn, param_bytes, unbox
 
 TINY = get_size("tiny")
 CASES = {"llama": TINY, "llama_scan": dataclasses.replace(TINY, scan_layers=True),

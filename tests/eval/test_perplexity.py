@@ -10,7 +10,7 @@ from jaxllm.data.tokenizer import train_tokenizer
 from jaxllm.eval import perplexity
 from jaxllm.models import config as model_config
 from jaxllm.models import transformer
-from jaxllm.train.state import unbox
+from jaxllm.models.params import unbox
 
 
 def test_windows_predict_every_token_once():

@@ -11,7 +11,7 @@ from jaxllm.eval import probes
 from jaxllm.inference.sampler import SampleOutput
 from jaxllm.models import config as model_config
 from jaxllm.models import transformer
-from jaxllm.train.state import unbox
+from jaxllm.models.params import unbox
 
 
 class ByteTokenizer:

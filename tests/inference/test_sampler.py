@@ -14,9 +14,9 @@ from jaxllm.errors import UserError
 from jaxllm.inference import sampler as sampler_lib
 from jaxllm.models import config as model_config
 from jaxllm.models import transformer
+from jaxllm.models.params import unbox
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
-from jaxllm.train.state import unbox
 
 PAD = 2
 PROMPTS = [[0, 5, 6, 7], [0, 9], [0, *range(11, 27)]]

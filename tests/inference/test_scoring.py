@@ -13,8 +13,8 @@ from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 from jaxllm.errors import UserError
 from jaxllm.inference.scoring import RewardScorer
 from jaxllm.models import get_size
+from jaxllm.models.params import unbox
 from jaxllm.models.reward import RewardModel
-from jaxllm.train.state import unbox
 
 CFG = dataclasses.replace(get_size("tiny"), vocab_size=len(SPECIAL_TOKENS) + 256)
 

@@ -17,9 +17,9 @@ from jaxllm.inference import sampler as sampler_lib
 from jaxllm.interop import hf_config, hf_models, hf_weights
 from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
+from jaxllm.models import params as params_lib
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
-from jaxllm.train import state as state_lib
 
 _SHAPE = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
@@ -128,7 +128,7 @@ def test_lora_merged_export_computes_the_merged_model(saved, tmp_path):
   model = Transformer(cfg, lora=lora)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
   adapters = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(1), x.shape),
-                          state_lib.unbox(variables["lora"]))  # b starts at zero: move it
+                          params_lib.unbox(variables["lora"]))  # b starts at zero: move it
   tokens = _tokens(cfg.vocab_size)
   with_adapters = model.apply({"params": params, "lora": adapters}, jnp.asarray(tokens))
   merged = lora_lib.merge(params, adapters, lora)
@@ -149,7 +149,7 @@ def test_sharded_import_places_blocks_and_reads_only_them(saved, monkeypatch):
       (name, box)) or real_read(self, name, box))
   cfg = dataclasses.replace(base, scan_layers=True, vocab_size=base.vocab_size + 3)
   with nn.logical_axis_rules(rules):
-    shardings = state_lib.params_shardings(Transformer(cfg), mesh, rules, 8)
+    shardings = params_lib.params_shardings(Transformer(cfg), mesh, rules, 8)
   params = hf_weights.load_params(directory, cfg, shardings)
   q = params["layers"]["attn"]["q"]["kernel"]  # [L, D, N, H]: D over fsdp, N over tensor
   assert q.sharding == shardings["layers"]["attn"]["q"]["kernel"]

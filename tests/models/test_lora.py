@@ -16,12 +16,12 @@ from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer, get_size
 from jaxllm.models import lora as lora_lib
+from jaxllm.models.params import count_params, unbox
 from jaxllm.models.transformer import Linear
 from jaxllm.objectives import lm
 from jaxllm.recipes import sft
 from jaxllm.train import optimizer as optimizer_lib
 from jaxllm.train import step as step_lib
-from jaxllm.train.state import count_params, unbox
 
 TINY = get_size("tiny")
 GPT2 = dataclasses.replace(TINY, norm="layer", mlp="gelu", position="learned", use_bias=True,

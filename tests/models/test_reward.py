@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxllm.models import Transformer, get_size, reward
-from jaxllm.train.state import unbox
+from jaxllm.models.params import unbox
 
 CFG = dataclasses.replace(get_size("tiny"), vocab_size=64, tie_embeddings=False)
 

@@ -12,10 +12,10 @@ import pytest
 
 from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer, get_size
+from jaxllm.models.params import unbox
 from jaxllm.objectives import distill, lm
 from jaxllm.recipes import distill as distill_recipe
 from jaxllm.train import step as step_lib
-from jaxllm.train.state import unbox
 
 TEACHER_CFG = get_size("tiny", vocab_size=128, num_layers=1)  # wider than the student
 STUDENT_CFG = get_size("tiny", vocab_size=128, num_layers=1, d_model=32, num_heads=2,

@@ -12,8 +12,8 @@ import pytest
 from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer, get_size
 from jaxllm.models import lora as lora_lib
+from jaxllm.models.params import unbox
 from jaxllm.objectives import lm
-from jaxllm.train.state import unbox
 
 CFG = get_size("tiny")
 

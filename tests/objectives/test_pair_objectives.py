@@ -21,9 +21,9 @@ from jaxllm.models import Transformer, get_size
 from jaxllm.models import lora as lora_lib
 from jaxllm.models import reward as reward_lib
 from jaxllm.models.frozen import WithFrozen
+from jaxllm.models.params import unbox
 from jaxllm.objectives import preference, reward
 from jaxllm.train import step as step_lib
-from jaxllm.train.state import unbox
 
 CFG = dataclasses.replace(get_size("tiny"), vocab_size=len(SPECIAL_TOKENS) + 256)
 PAIRS = [{"prompt": "What is 2 + 2?", "chosen": "The answer is 4.", "rejected": "5"},

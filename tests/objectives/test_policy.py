@@ -11,10 +11,10 @@ import optax
 import pytest
 
 from jaxllm.models import Transformer, get_size
+from jaxllm.models.params import unbox
 from jaxllm.models.reward import PolicyWithValue, params_from_lm
 from jaxllm.objectives import policy
 from jaxllm.train import step as step_lib
-from jaxllm.train.state import unbox
 
 CFG = dataclasses.replace(get_size("tiny"), vocab_size=64)
 

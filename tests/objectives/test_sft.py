@@ -8,9 +8,9 @@ import numpy as np
 from jaxllm.data import batching, world
 from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 from jaxllm.models import Transformer, get_size
+from jaxllm.models.params import unbox
 from jaxllm.objectives import lm
 from jaxllm.train import step as step_lib
-from jaxllm.train.state import unbox
 
 CFG = get_size("tiny")
 

@@ -11,10 +11,10 @@ import sys
 import jax
 import numpy as np
 
+from jaxllm.models import params as params_lib
 from jaxllm.models.config import ModelConfig
 from jaxllm.models.transformer import Transformer
 from jaxllm.train import checkpoint
-from jaxllm.train import state as state_lib
 from tests.helpers import ROOT, read_metrics
 
 # FSDP over all 8 devices, so each process holds and writes half of every parameter.
@@ -68,8 +68,8 @@ def _losses(workdir) -> dict[str, dict[int, float]]:
 
 def _final_params(workdir) -> list[np.ndarray]:
   cfg = ModelConfig.from_dict(json.loads((workdir / "config.json").read_text())["model"])
-  abstract = state_lib.unbox(jax.eval_shape(
-      state_lib.init_params_fn(Transformer(cfg), 32), jax.random.key(0)))
+  abstract = params_lib.unbox(jax.eval_shape(
+      params_lib.init_params_fn(Transformer(cfg), 32), jax.random.key(0)))
   params = checkpoint.restore_params(workdir / "checkpoints", abstract)
   return [np.asarray(x) for x in jax.tree.leaves(params)]
 

@@ -17,13 +17,13 @@ from jaxllm.data import chat
 from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 from jaxllm.inference.sampler import SampleOutput, Sampler
 from jaxllm.models import Transformer, get_size
+from jaxllm.models.params import unbox
 from jaxllm.models.reward import PolicyWithValue, params_from_lm
 from jaxllm.objectives import policy
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.rl import rewards as rewards_lib
 from jaxllm.rl import rollout
 from jaxllm.train import step as step_lib
-from jaxllm.train.state import unbox
 
 TOK = train_tokenizer(["x"], vocab_size=len(SPECIAL_TOKENS) + 256)  # one token per byte
 STOP = chat.stop_ids(TOK)[0]

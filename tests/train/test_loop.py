@@ -10,9 +10,9 @@ import pytest
 
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.models import ModelConfig, Transformer
+from jaxllm.models import params as params_lib
 from jaxllm.recipes import pretrain, sft
 from jaxllm.train import checkpoint, loop
-from jaxllm.train import state as state_lib
 from tests.helpers import read_metrics, train_losses
 
 
@@ -37,7 +37,8 @@ def test_run_directory_contract(tiny_config, tmp_path):
   assert all(m["perf/tokens_per_second"] > 0 and m["perf/step_seconds"] > 0 for m in perf)
   # A later stage restores just the params of the newest checkpoint.
   model = Transformer(ModelConfig.from_dict(tiny_config.model))
-  abstract = state_lib.unbox(jax.eval_shape(state_lib.init_params_fn(model, 8), jax.random.key(0)))
+  abstract = params_lib.unbox(jax.eval_shape(params_lib.init_params_fn(model, 8),
+                                             jax.random.key(0)))
   params = checkpoint.restore_params(tmp_path / "checkpoints", abstract)
   for a, b in zip(jax.tree.leaves(params), _params(state)):
     np.testing.assert_array_equal(a, b)

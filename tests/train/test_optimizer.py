@@ -13,8 +13,8 @@ import pytest
 
 from jaxllm import config as config_lib
 from jaxllm.models import Transformer, get_size
+from jaxllm.models.params import unbox
 from jaxllm.train import optimizer
-from jaxllm.train.state import unbox
 
 
 def _opt(**kw):

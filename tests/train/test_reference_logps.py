@@ -12,10 +12,10 @@ import pytest
 from jaxllm.data import preferences
 from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 from jaxllm.models import Transformer, get_size
+from jaxllm.models.params import unbox
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.train import reference_logps
-from jaxllm.train.state import unbox
 
 CFG = dataclasses.replace(get_size("tiny"), vocab_size=len(SPECIAL_TOKENS) + 256)
 SEQ_LEN = 96

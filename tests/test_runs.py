@@ -1,0 +1,58 @@
+"""Run directories: what a run is comes from the fields its recipe writes (config.stage,
+config.value_head, config.init.stage), never from which config sections exist."""
+
+import ml_collections
+import pytest
+
+from jaxllm import runs
+from jaxllm.errors import UserError
+from jaxllm.recipes import distill, dpo, pretrain, prune, reward_model, rl, sft
+
+
+@pytest.mark.parametrize("recipe", [pretrain, sft, reward_model, dpo, rl, distill, prune])
+def test_every_training_recipe_writes_its_own_stage(recipe):
+  config = recipe.default_config("tiny")
+  assert config.stage == recipe.__name__.rsplit(".", 1)[1]
+  assert runs.stage_of(config) == config.stage and config.value_head is False
+
+
+def _config(stage, init_stage="", **sections):
+  return ml_collections.ConfigDict({"stage": stage, "value_head": False,
+                                    "init": {"stage": init_stage}, **sections})
+
+
+@pytest.mark.parametrize("stage,init_stage,kind", [
+    ("pretrain", "", "base"), ("sft", "pretrain", "chat"), ("dpo", "sft", "chat"),
+    ("rl", "dpo", "chat"), ("reward_model", "sft", "reward_model"), ("distill", "", "base"),
+    ("hf_import", "", "base"), ("prune", "sft", "chat"), ("prune", "pretrain", "base"),
+    ("quantize", "rl", "chat"), ("quantize", "distill", "base")])
+def test_the_kind_of_a_run_follows_its_stage_and_what_it_compressed(stage, init_stage, kind):
+  assert runs.model_kind(_config(stage, init_stage)) == kind
+
+
+def test_the_written_stage_wins_over_the_config_sections():
+  # An SFT config that happens to carry rl and reward sections is still an SFT run.
+  config = _config("sft", "pretrain", rl={"advantage": "gae"}, reward={"lm_weight": 0.0})
+  assert runs.stage_of(config) == "sft" and runs.model_kind(config) == "chat"
+  assert not runs.is_reward_model(config) and not runs.has_value_head(config)
+  ppo = _config("rl", "sft", rl={"advantage": "gae"})
+  ppo.value_head = True
+  assert runs.has_value_head(ppo)
+  with pytest.raises(UserError, match="config.stage='train' is not one of"):
+    runs.stage_of(_config("train"))
+
+
+def test_runs_written_before_the_stage_field_are_read_as_then():
+  legacy = lambda **sections: ml_collections.ConfigDict({"init": {}, **sections})
+  assert runs.stage_of(legacy(reward={})) == "reward_model"
+  assert runs.stage_of(legacy(rl={"advantage": "grpo"}, lora={})) == "rl"
+  assert runs.stage_of(legacy(preference={}, lora={})) == "dpo"
+  assert runs.stage_of(legacy(lora={})) == "sft"
+  assert runs.stage_of(legacy()) == "pretrain"
+  assert runs.has_value_head(legacy(rl={"advantage": "gae"}))
+  assert not runs.has_value_head(legacy(rl={"advantage": "gae"}, compressed={}))
+
+
+def test_save_run_needs_the_stage(tmp_path):
+  with pytest.raises(ValueError, match="config.stage"):
+    runs.save_run(tmp_path / "run", ml_collections.ConfigDict({"model": {}}), {}, None, 0)
