@@ -1,11 +1,16 @@
 """No import cycles in jaxllm/: between modules, and between its packages (data, models, train,
-...), counting imports inside functions too. The cycle finder is shown to find planted ones."""
+...), counting imports inside functions too; packages import only lower layers (the order of
+docs/architecture.md). The cycle finder is shown to find planted ones."""
 
 import ast
 import collections
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxllm"
+# Lowest first, as docs/architecture.md lists them: each imports only layers before it.
+LAYERS = ("errors", "parallel", "models", "config", "cli", "data", "compress", "objectives",
+          "interop", "inference", "train", "runs", "eval", "rl", "labeling", "recipes",
+          "workflow")
 
 
 def import_graph(root: pathlib.Path = ROOT) -> dict[str, set[str]]:
@@ -76,6 +81,15 @@ def test_no_module_imports_itself_through_others():
 
 def test_no_package_imports_itself_through_others():
   assert cycles(package_graph(import_graph())) == []
+
+
+def test_packages_import_only_lower_layers():
+  graph = package_graph(import_graph())
+  layer = {f"jaxllm.{name}": i for i, name in enumerate(LAYERS)}
+  assert set(graph) - {"jaxllm"} == set(layer), "add the new package to LAYERS and the docs"
+  upward = [(source, target) for source, targets in graph.items() if source in layer
+            for target in targets if target in layer and layer[target] >= layer[source]]
+  assert upward == []
 
 
 def test_the_finder_finds_planted_cycles(tmp_path):

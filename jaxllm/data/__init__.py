@@ -1,2 +1,2 @@
-"""Data: readers, cleaning, tokenizers and chat template, TFDS sources, grain pipelines, the
+"""Data: readers, cleaning, tokenizers and chat template, TFDS sources, grain batching, the
 embedded world."""

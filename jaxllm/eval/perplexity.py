@@ -56,7 +56,7 @@ def evaluate_perplexity(model, params: Any, tokenizer: Tokenizer, texts: Iterabl
                         seq_len: int = 256, batch_size: int = 8) -> dict[str, float]:
   """{"perplexity", "bits_per_byte", "nll_per_token", "tokens", "bytes", "texts"} (float64 sums).
 
-  The model must have been trained with BOS starting each document (as the text pipeline does).
+  The model must have been trained with BOS starting each document (as data/batching.py does).
   """
   @jax.jit
   def nll_sum(params, batch):

@@ -3,7 +3,7 @@
 Both build exactly what a run builds (model, mesh, shardings, optimizer, the train step with
 donation and config.train.xla_options; the Sampler with its preallocated cache and bucketed
 shapes) from a pretraining config, so the numbers are those of `experiments/pretrain.py` minus
-the input pipeline. Times are wall clock after compilation and warm-up, one blocked call each.
+the data batching. Times are wall clock after compilation and warm-up, one blocked call each.
 
 Model FLOPs utilisation = train_flops_per_token(cfg, T) * tokens/s / (peak FLOP/s per device *
 devices), with the per-token count of jaxllm/train/metrics.py (6 N + 12 L T H_q D_h) and the

@@ -85,6 +85,7 @@ def test_bad_pruning_settings_are_clear_errors():
     prune.magnitude_masks(_params(odd), odd, 0.5, structure="2:4")
 
 
+@pytest.mark.slow
 def test_masked_weights_stay_zero_through_a_recovery_fine_tune():
   """A sharded train state built like the loop builds it (the masks come from the boxed,
   logically partitioned params), AdamW with weight decay, 10 steps: zeros stay exactly zero

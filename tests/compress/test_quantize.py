@@ -89,6 +89,7 @@ def _lora_config():
                                     "targets": lora_lib.DEFAULT_TARGETS, "rslora": False})
 
 
+@pytest.mark.slow
 def test_qlora_trains_adapters_over_a_frozen_int8_base():
   cfg = TINY
   base_cfg, base = quantize.frozen_base(_params(cfg), cfg, "int8")

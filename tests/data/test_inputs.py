@@ -42,6 +42,7 @@ def _corpus(directory, n=300):
   return str(directory / "*.jsonl")
 
 
+@pytest.mark.slow
 def test_pretrain_on_local_files_trains_a_bpe_and_learns(tiny_config, tmp_path):
   tiny_config.data.source = _corpus(tmp_path / "corpus")
   tiny_config.data.eval_fraction = 0.05

@@ -46,6 +46,7 @@ def test_split_and_windows_follow_the_stream():
     stream.RandomWindows(validation, batch=1, seq_len=200, seed=0)
 
 
+@pytest.mark.slow
 def test_pretraining_on_a_text_file_with_the_char_config(tmp_path):
   path = tmp_path / "input.txt"
   path.write_text(TEXT * 40)

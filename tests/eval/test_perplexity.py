@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxllm.data.tokenizer import train_tokenizer
 from jaxllm.eval import perplexity
@@ -23,6 +24,7 @@ def test_windows_predict_every_token_once():
   assert list(perplexity.windows([7], 5)) == []
 
 
+@pytest.mark.slow
 def test_perplexity_equals_a_direct_computation():
   texts = ["The quick brown fox jumps over the lazy dog. " * 3, "Short one.",
            "Numbers 1234 and ünïcödé text, too. " * 5]

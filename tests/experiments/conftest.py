@@ -6,12 +6,13 @@ import sys
 
 import pytest
 
+from tests.conftest import FAST_COMPILE_FLAGS
 from tests.helpers import ROOT
 
 
 def child_env():
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device in the child
+  env["XLA_FLAGS"] = FAST_COMPILE_FLAGS  # one CPU device in the child
   return env
 
 

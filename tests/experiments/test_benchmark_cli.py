@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from tests.experiments.conftest import run_script
+
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
 
 
 def test_benchmark_reports_step_time_throughput_memory_and_sampler_speed(tmp_path):

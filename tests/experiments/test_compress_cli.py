@@ -6,11 +6,14 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from jaxllm import runs
 from jaxllm.compress import prune
 from tests.experiments.conftest import run_script
 from tests.helpers import train_losses
+
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
 
 
 def test_quantized_run_samples_like_the_float_one_and_takes_qlora(pretrained_run, tmp_path):

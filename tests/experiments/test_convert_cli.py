@@ -21,6 +21,8 @@ from jaxllm.recipes import dpo, evaluate, pretrain, reward_model, rl, sft
 from tests.experiments.conftest import run_script
 from tests.interop import test_hf_tokenizer as tokenizer_builders
 
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
+
 CONVERSATION = [{"role": "user", "content": "What is 2 + 3?"},
                 {"role": "assistant", "content": "5"}]
 

@@ -10,6 +10,8 @@ import pytest
 from tests.experiments.conftest import child_env
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
+
 EVAL = ["--config.eval.qa_questions=4", "--config.eval.max_new_tokens=8"]
 # Pretraining is covered by tests/experiments/test_pretrain_cli.py: its SIGTERM and SIGKILL
 # reruns are separate processes (random hash seeds) whose metrics must equal bit for bit.

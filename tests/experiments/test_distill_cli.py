@@ -9,6 +9,8 @@ from jaxllm import runs
 from tests.experiments.conftest import run_script
 from tests.helpers import read_metrics
 
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
+
 
 def test_distill_from_a_pretrained_teacher(pretrained_run, tmp_path):
   workdir = tmp_path / "student"

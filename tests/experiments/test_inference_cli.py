@@ -16,6 +16,8 @@ from tests.experiments.conftest import child_env
 from tests.experiments.conftest import run_script as _run
 from tests.helpers import ROOT, read_metrics
 
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
+
 # experiments/chat.py run as a user runs it, with a spy on what the model is given: the prompts
 # (token ids) of every Sampler.generate call, and per assistant.respond turn the messages, the
 # messages the turn added and its prompts, go to the JSON file the first argument names.

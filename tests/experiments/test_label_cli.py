@@ -8,9 +8,13 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
+
 from jaxllm.labeling import store as labels
 from tests.experiments.conftest import child_env, run_script
 from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
 
 
 def test_label_samples_once_serves_exports_and_names_bad_lines(pretrained_run, tmp_path):

@@ -15,6 +15,8 @@ from jaxllm.models.reward import RewardModel
 from tests.experiments.conftest import run_script
 from tests.helpers import read_metrics
 
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
+
 SHORT = ["--config.train.log_every=2", "--config.train.eval_every=4",
          "--config.train.checkpoint_every=4", "--config.train.eval_batches=2",
          "--config.train.batch_size=8"]

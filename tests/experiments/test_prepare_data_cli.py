@@ -4,9 +4,13 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from jaxllm.data import readers
 from tests.data.cleaning.texts import GERMAN, english_doc
 from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
 
 
 def _run(workdir, *args):

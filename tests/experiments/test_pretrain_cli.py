@@ -1,7 +1,6 @@
 """experiments/pretrain.py as a user runs it: real processes, real signals, clear errors."""
 
 import json
-import os
 import random
 import re
 import signal
@@ -13,18 +12,14 @@ import pytest
 
 from jaxllm import runs
 from jaxllm.errors import UserError
-from tests.experiments.conftest import run_script
+from tests.experiments.conftest import child_env, run_script
 from tests.helpers import ROOT, read_metrics, train_losses
+
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
 
 ARGS = ["--config=configs/pretrain/tiny.py", "--config.train.num_steps=40",
         "--config.train.log_every=1", "--config.train.checkpoint_every=15",
         "--config.train.eval_every=15"]
-
-
-def _env():
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device in the child
-  return env
 
 
 def _cmd(workdir, *extra):
@@ -45,7 +40,7 @@ def _last_step(workdir):
 def full_run(tmp_path_factory):
   """The uninterrupted run the interrupted ones must equal."""
   full = tmp_path_factory.mktemp("full")
-  subprocess.run(_cmd(full), cwd=ROOT, env=_env(), check=True, capture_output=True)
+  subprocess.run(_cmd(full), cwd=ROOT, env=child_env(), check=True, capture_output=True)
   return full
 
 
@@ -57,7 +52,7 @@ def test_sigterm_from_outside_then_same_command_is_bit_identical(full_run, tmp_p
   full = full_run
 
   part = tmp_path / "part"
-  proc = subprocess.Popen(_cmd(part), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+  proc = subprocess.Popen(_cmd(part), cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   deadline = time.time() + 300
   while _last_step(part) < 20:
@@ -75,7 +70,7 @@ def test_sigterm_from_outside_then_same_command_is_bit_identical(full_run, tmp_p
   interrupted_at = _last_step(part)
   assert interrupted_at < 40
 
-  rerun = subprocess.run(_cmd(part), cwd=ROOT, env=_env(), capture_output=True, text=True)
+  rerun = subprocess.run(_cmd(part), cwd=ROOT, env=child_env(), capture_output=True, text=True)
   assert rerun.returncode == 0, rerun.stderr
   assert f"resumed from {part / 'checkpoints'} at step {interrupted_at}" in rerun.stdout
   assert train_losses(part) == train_losses(full)  # every step, bit for bit
@@ -110,7 +105,7 @@ def test_sigkill_at_a_seeded_random_point_then_same_command_is_bit_identical(ful
   print(draw)
   part = tmp_path / "part"
   every3 = "--config.train.checkpoint_every=3"
-  proc = subprocess.Popen(_cmd(part, every3), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+  proc = subprocess.Popen(_cmd(part, every3), cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
   while _last_step(part) < kill_after:
@@ -125,7 +120,8 @@ def test_sigkill_at_a_seeded_random_point_then_same_command_is_bit_identical(ful
   newest = max(complete, default=0)
   assert newest <= _last_step(part) < 40, draw
 
-  rerun = subprocess.run(_cmd(part, every3), cwd=ROOT, env=_env(), capture_output=True, text=True)
+  rerun = subprocess.run(_cmd(part, every3), cwd=ROOT, env=child_env(), capture_output=True,
+                         text=True)
   out = f"{draw}; newest complete checkpoint {newest or 'none'}:\n{rerun.stdout}"
   assert rerun.returncode == 0, f"{out}{rerun.stderr}"
   assert "damaged" not in rerun.stdout, out
@@ -157,7 +153,7 @@ def test_sigkill_at_a_seeded_random_point_then_same_command_is_bit_identical(ful
      "int"),
 ])
 def test_user_errors_print_one_line_and_exit_2(tmp_path, override, message):
-  result = subprocess.run(_cmd(tmp_path, override), cwd=ROOT, env=_env(), capture_output=True,
+  result = subprocess.run(_cmd(tmp_path, override), cwd=ROOT, env=child_env(), capture_output=True,
                           text=True)
   assert result.returncode == 2, result.stderr
   assert message in result.stderr

@@ -21,6 +21,8 @@ from jaxllm.rl import rewards
 from tests.experiments.conftest import run_script
 from tests.helpers import read_metrics
 
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
+
 SMALL = ["--config.train.batch_size=8", "--config.rl.group_size=4", "--config.rl.max_new_tokens=12",
          "--config.data.seq_len=96", "--config.train.eval_every=2",
          "--config.train.checkpoint_every=2", "--config.eval.qa_questions=4",

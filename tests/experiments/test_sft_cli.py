@@ -7,6 +7,7 @@ import math
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from jaxllm import runs
 from jaxllm.data import world
@@ -15,6 +16,8 @@ from jaxllm.inference.sampler import Sampler
 from tests.experiments.conftest import run_script
 from tests.helpers import read_metrics
 from tests.models.test_lora import trainable_formula
+
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
 
 FEW_QUESTIONS = "--config.eval.qa_questions=8"
 

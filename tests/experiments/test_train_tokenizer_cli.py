@@ -12,6 +12,8 @@ from jaxllm.data.tokenizer import Tokenizer
 from tests.data.test_tokenizer import varied_corpus
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
+
 
 def _run(workdir, *args):
   cmd = [sys.executable, "experiments/train_tokenizer.py", "--config=configs/tokenizer/bpe.py",

@@ -39,6 +39,7 @@ def _teacher_forced_logprobs(model, params, prompt, completion):
   return np.asarray(jax.nn.log_softmax(logits[start:start + len(completion)], axis=-1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [{}, {"scan_layers": True},
                                        dict(model_config.SIZES["gpt2-124m"], num_layers=2,
                                             d_model=64, num_heads=4, num_kv_heads=4, mlp_dim=128,
@@ -223,6 +224,7 @@ def test_bucketed_shapes_compile_a_handful_of_times():
   assert smp.num_compiles == 3
 
 
+@pytest.mark.slow
 def test_sharded_model_on_a_mesh_samples_the_same():
   model, params = _model()
   expected = sampler_lib.Sampler(model, params, PAD).generate(PROMPTS, 10, temperature=0.0)
@@ -257,6 +259,7 @@ def test_bucket():
   assert dataclasses.is_dataclass(sampler_lib.SampleOutput)
 
 
+@pytest.mark.slow
 def test_vocab_limit_keeps_padded_ids_out_and_raw_logprobs_full():
   model, params = _model()
   out = sampler_lib.Sampler(model, params, PAD, vocab_limit=50).generate(
@@ -267,5 +270,7 @@ def test_vocab_limit_keeps_padded_ids_out_and_raw_logprobs_full():
   for b, prompt in enumerate(PROMPTS):
     completion = out.completions()[b]
     full = _teacher_forced_logprobs(model, params, prompt, completion)
+    # float32 rounding of two differently compiled programs (2e-5: the tests' low-optimisation
+    # compile reaches 1.2e-5 here)
     np.testing.assert_allclose(out.raw_logprobs[b], full[np.arange(len(completion)), completion],
-                               atol=1e-5)
+                               atol=2e-5)

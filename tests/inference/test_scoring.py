@@ -24,6 +24,7 @@ def _conversation(i):
           {"role": "assistant", "content": "answer " * (1 + i % 4)}]
 
 
+@pytest.mark.slow
 def test_scores_equal_the_model_on_each_conversation_in_any_batch_size():
   tok = train_tokenizer(["x"], vocab_size=len(SPECIAL_TOKENS) + 256)
   model = RewardModel(CFG)

@@ -114,6 +114,7 @@ def test_a_missing_browser_fails_with_how_to_install(monkeypatch):
     _browser_paths()
 
 
+@pytest.mark.slow  # a real browser
 def test_page_ranks_two_prompts_in_headless_chromium(tmp_path):
   browser, driver_path = _browser_paths()
   path = tmp_path / "judgements.jsonl"

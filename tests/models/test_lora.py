@@ -61,6 +61,7 @@ def test_zero_initialised_b_gives_exactly_the_base_output(name):
   np.testing.assert_array_equal(plain, adapted)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_merged_equals_unmerged(name):
   cfg = CASES[name]
@@ -122,6 +123,7 @@ def test_rslora_and_alpha_set_the_scale():
   assert lora_lib.LoraConfig(rank=16, alpha=32.0, rslora=True).scale == 8.0
 
 
+@pytest.mark.slow
 def test_dropout_acts_on_the_adapter_input_only_in_training():
   lora = lora_lib.LoraConfig(rank=4, dropout=0.5)
   base, model, adapters = _base_and_adapters(TINY, lora)
@@ -144,6 +146,7 @@ def test_dropout_acts_on_the_adapter_input_only_in_training():
       Transformer(TINY).apply({"params": base}, tokens))
 
 
+@pytest.mark.slow
 def test_only_the_adapters_train_and_hold_optimizer_state():
   lora = lora_lib.LoraConfig(rank=4)
   base, model, adapters = _base_and_adapters(TINY, lora)

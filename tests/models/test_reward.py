@@ -29,6 +29,7 @@ def test_last_token_index():
   np.testing.assert_array_equal(reward.last_token_index(jnp.asarray(valid)), [2, 4, 4, 0])
 
 
+@pytest.mark.slow
 def test_reward_reads_the_last_real_token_under_left_and_right_padding():
   params = _params()
   seq = np.array([5, 9, 17, 3, 40, 22, 8])
@@ -53,6 +54,7 @@ def test_reward_reads_the_last_real_token_under_left_and_right_padding():
   assert abs(float(_apply(params, right[:1], one_more)[0]) - float(alone)) > 1e-4
 
 
+@pytest.mark.slow
 def test_params_from_lm_drop_the_lm_head_and_fit_the_reward_model():
   tokens = jnp.zeros((1, 8), jnp.int32)
   lm_params = unbox(jax.jit(Transformer(CFG).init)(jax.random.key(0), tokens)["params"])

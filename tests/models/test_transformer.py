@@ -134,6 +134,7 @@ def _stack_layers(params, num_layers):
   return params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remat", ["none", "full", "save_dots"])
 def test_scan_and_remat_match_the_plain_loop(remat):
   model, params = _init(LLAMA)
@@ -189,6 +190,7 @@ def test_dense_equals_tensordot_in_value_and_gradient(x_shape, k_shape, in_dims,
     np.testing.assert_array_equal(np.asarray(g_ours, np.float32), np.asarray(g_plain, np.float32))
 
 
+@pytest.mark.slow
 def test_save_dots_remat_saves_what_it_saves_with_plain_matmuls(monkeypatch):
   """dense() is a custom-gradient call, not a dot, to remat policies: its "dense" name keeps
   save_dots saving the projection outputs, exactly as with jnp.tensordot."""

@@ -51,6 +51,7 @@ def test_chunked_cross_entropy_equals_full_with_its_gradient(tie, chunk):
   _assert_same(full, chunked, params)
 
 
+@pytest.mark.slow
 def test_chunked_cross_entropy_with_scan_remat_bf16_and_dropout_rng():
   cfg = dataclasses.replace(CFG, scan_layers=True, remat="save_dots", dtype="bfloat16")
   model = Transformer(cfg)

@@ -119,6 +119,7 @@ def _rollout_batch(seed=0, rows=6, length=10):
   return {"tokens": tokens, "valid": valid, "loss_mask": mask, "advantages": adv}
 
 
+@pytest.mark.slow
 def test_one_epoch_without_clipping_is_reinforce():
   model = Transformer(CFG)
   params = unbox(model.init(jax.random.key(0), jnp.zeros((1, 10), jnp.int32))["params"])
@@ -172,6 +173,7 @@ def test_policy_with_value_shares_the_lm_and_aligns_values():
   assert np.abs(values2[:, 6:] - values[:, 6:]).max() > 1e-6
 
 
+@pytest.mark.slow
 def test_toy_bandit_converges_to_the_rewarded_answer(estimator="grpo"):
   """One prompt, one-token answers, reward 1 for token 7 only: sampling, group advantages and
   the clipped objective in the compiled step raise p(7) from 1/64 to most of the mass."""

@@ -4,6 +4,7 @@ averaged over the target tokens of the whole global batch."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxllm.data import batching, world
 from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
@@ -52,6 +53,7 @@ def _mean_grads(batch, microbatches):
   return float(sums["loss"] / weight), jax.tree.map(lambda g: g / weight, grads)
 
 
+@pytest.mark.slow
 def test_four_microbatches_equal_the_full_batch_with_uneven_assistant_lengths():
   batch = _sft_batch()
   per_micro = step_lib.split_microbatches(batch, 4)["loss_mask"].sum(axis=(1, 2))

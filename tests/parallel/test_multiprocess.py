@@ -10,12 +10,16 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from jaxllm.models import params as params_lib
 from jaxllm.models.config import ModelConfig
 from jaxllm.models.transformer import Transformer
 from jaxllm.train import checkpoint
+from tests.conftest import FAST_COMPILE_FLAGS
 from tests.helpers import ROOT, read_metrics
+
+pytestmark = pytest.mark.slow  # two processes and a third run, each a subprocess
 
 # FSDP over all 8 devices, so each process holds and writes half of every parameter.
 ARGS = ["--config=configs/pretrain/tiny.py", "--config.train.num_steps=6",
@@ -31,7 +35,8 @@ def _free_port() -> int:
 
 
 def _pretrain(workdir, devices: int, *extra) -> subprocess.Popen:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  env = dict(os.environ,
+             XLA_FLAGS=f"{FAST_COMPILE_FLAGS} --xla_force_host_platform_device_count={devices}",
              JAX_PLATFORMS="cpu")
   return subprocess.Popen([sys.executable, "experiments/pretrain.py", f"--workdir={workdir}",
                            *ARGS, *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,

@@ -20,6 +20,7 @@ def _params(state):
   return [np.asarray(x) for x in jax.tree.leaves(state["params"])]
 
 
+@pytest.mark.slow
 def test_run_directory_contract(tiny_config, tmp_path):
   state = pretrain.run(tiny_config, tmp_path)
   assert (tmp_path / "config.json").exists()
@@ -44,6 +45,7 @@ def test_run_directory_contract(tiny_config, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_sigterm_then_rerun_is_bit_identical_to_uninterrupted(tiny_config, tmp_path):
   tiny_config.model.dropout_rate = 0.1  # so the per-step RNG must resume exactly too
   tiny_config.train.num_steps = 40
@@ -65,6 +67,7 @@ def test_sigterm_then_rerun_is_bit_identical_to_uninterrupted(tiny_config, tmp_p
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_rerun_after_finish_is_a_no_op(tiny_config, tmp_path):
   first = pretrain.run(tiny_config, tmp_path)
   again = pretrain.run(tiny_config, tmp_path)
@@ -73,6 +76,7 @@ def test_rerun_after_finish_is_a_no_op(tiny_config, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_damaged_latest_checkpoint_is_set_aside_and_the_run_redoes_its_steps(
     tiny_config, tmp_path, capsys):
   first = pretrain.run(tiny_config, tmp_path)  # checkpoints at 5 and 10
@@ -90,6 +94,7 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_run_redoes_its_steps(
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_the_memory_guard_stops_before_the_first_step(tiny_config, tmp_path, capsys):
   pretrain.run(tiny_config, tmp_path / "fits")
   line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("memory per"))
@@ -103,6 +108,7 @@ def test_the_memory_guard_stops_before_the_first_step(tiny_config, tmp_path, cap
   assert not any((tmp_path / "too_big" / "checkpoints").iterdir())
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_a_clear_message(tiny_config, tmp_path):
   tiny_config.optimizer.lr = float("nan")  # every update non-finite
   tiny_config.train.max_nonfinite_in_row = 3
@@ -117,6 +123,7 @@ def test_divergence_stops_with_a_clear_message(tiny_config, tmp_path):
   assert steps == list(range(1, 11))
 
 
+@pytest.mark.slow
 def test_data_position_from_another_batch_size_is_refused(tiny_config, tmp_path):
   pretrain.run(tiny_config, tmp_path)
   tiny_config.train.num_steps = 12
@@ -161,6 +168,7 @@ def _lora_sft_config(init_dir, mesh=None):
   return c
 
 
+@pytest.mark.slow
 def test_lora_sft_sharded_and_resumed_matches(tiny_config, tmp_path):
   """LoRA through the loop: adapters and frozen base sharded over fsdp x tensor give the losses
   of plain data parallelism; SIGTERM and rerun continue bit-identically (the base is reloaded
@@ -194,16 +202,10 @@ def test_lora_sft_sharded_and_resumed_matches(tiny_config, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-class _Batches:
-  """Fixed LM batches (a list, cycled) with a checkpointable position."""
+class _Position:
+  """A checkpointable position, as every data source has."""
 
-  def __init__(self, batches):
-    self.batches, self.position = batches, 0
-
-  def __next__(self):
-    batch = self.batches[self.position % len(self.batches)]
-    self.position += 1
-    return batch
+  position = 0
 
   def get_state(self):
     return {"position": self.position}
@@ -215,11 +217,23 @@ class _Batches:
     pass
 
 
-class _SumSource(loop.OnPolicySource):
+class _Batches(_Position):
+  """Fixed LM batches (a list, cycled)."""
+
+  def __init__(self, batches):
+    self.batches = batches
+
+  def __next__(self):
+    batch = self.batches[self.position % len(self.batches)]
+    self.position += 1
+    return batch
+
+
+class _SumSource(_Position, loop.OnPolicySource):
   """An on-policy source whose every batch records the params it was made with."""
 
   def __init__(self, batch):
-    self.batch, self.position, self.param_sums, self.last_metrics = batch, 0, [], {}
+    self.batch, self.param_sums, self.last_metrics = batch, [], {}
 
   def next_for(self, params, frozen):
     total = float(sum(np.sum(np.asarray(x)) for x in jax.tree.leaves(params)))
@@ -227,15 +241,6 @@ class _SumSource(loop.OnPolicySource):
     self.position += 1
     self.last_metrics = {"rollout/param_sum": total}
     return self.batch
-
-  def get_state(self):
-    return {"position": self.position}
-
-  def set_state(self, state):
-    self.position = state["position"]
-
-  def close(self):
-    pass
 
 
 def _lm_batch(rows, seq_len, seed=0):

@@ -90,29 +90,33 @@ def test_tiny_model_overfits_one_batch():
   assert losses[-1] < 0.1, losses[-10:]
 
 
-def test_gradient_accumulation_four_microbatches_equals_full_batch():
-  batch = _batch()
-  one_device = {"devices": jax.devices()[:1]}
-  _assert_same_gradients(_sgd_change(batch, microbatches=4, **one_device),
-                         _sgd_change(batch, **one_device))
+ONE_DEVICE = {"devices": jax.devices()[:1]}
+SHARDED = {"data": 1, "fsdp": 4, "tensor": 2}
+TWO_BATCHES = (_batch(), _batch(seed=1))
+
+
+@pytest.fixture(scope="module")
+def one_device():
+  """What the other layouts must reproduce: one SGD step's change and gradient norm, and two
+  AdamW steps (losses, gradient norms, params), all on one device with the full batch."""
+  return _sgd_change(TWO_BATCHES[0], **ONE_DEVICE), _run(*_setup(**ONE_DEVICE), TWO_BATCHES)
+
+
+def test_gradient_accumulation_four_microbatches_equals_full_batch(one_device):
+  sgd, full = one_device
+  _assert_same_gradients(_sgd_change(TWO_BATCHES[0], microbatches=4, **ONE_DEVICE), sgd)
   # Two AdamW steps: the loss, the gradient norm and the params.
-  full = _run(*_setup(**one_device), [batch, _batch(seed=1)])
-  accum = _run(*_setup(microbatches=4, **one_device), [batch, _batch(seed=1)])
+  accum = _run(*_setup(microbatches=4, **ONE_DEVICE), TWO_BATCHES)
   np.testing.assert_allclose(accum[1], full[1], rtol=1e-6)
   np.testing.assert_allclose(accum[2], full[2], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(full[0]["params"]), jax.tree.leaves(accum[0]["params"])):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-SHARDED = {"data": 1, "fsdp": 4, "tensor": 2}
-
-
-def test_fsdp4_tensor2_on_8_devices_equals_one_device():
+def test_fsdp4_tensor2_on_8_devices_equals_one_device(one_device):
   assert jax.device_count() == 8, "conftest sets 8 fake CPU devices"
-  batch = _batch()
-  _assert_same_gradients(_sgd_change(batch, mesh_sizes=SHARDED),
-                         _sgd_change(batch, devices=jax.devices()[:1]))
-  one = _run(*_setup(devices=jax.devices()[:1]), [batch, _batch(seed=1)])
+  sgd, one = one_device
+  _assert_same_gradients(_sgd_change(TWO_BATCHES[0], mesh_sizes=SHARDED), sgd)
   mesh, rules, state, step = _setup(SHARDED)
   q_kernel = state["params"]["layer_0"]["attn"]["q"]["kernel"]  # logical (embed, heads, head_dim)
   assert q_kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
@@ -122,24 +126,22 @@ def test_fsdp4_tensor2_on_8_devices_equals_one_device():
   assert down.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
   mu = state["opt_state"][1][0].mu["layer_0"]["attn"]["q"]["kernel"]  # Adam moment, same layout
   assert mu.sharding.spec == q_kernel.sharding.spec
-  sharded = _run(mesh, rules, state, step, [batch, _batch(seed=1)])
+  sharded = _run(mesh, rules, state, step, TWO_BATCHES)
   np.testing.assert_allclose(sharded[1], one[1], atol=1e-5)
   np.testing.assert_allclose(sharded[2], one[2], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(sharded[0]["params"]), jax.tree.leaves(one[0]["params"])):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-@pytest.mark.parametrize("factor", [4.0, 1.001])
-@pytest.mark.parametrize("side", [{"microbatches": 4, "devices": jax.devices()[:1]},
-                                  {"mesh_sizes": SHARDED}], ids=["accumulated", "sharded"])
-def test_the_equality_checks_fail_on_scaled_gradients(side, factor):
+@pytest.mark.parametrize("side", [{"microbatches": 4, **ONE_DEVICE}, {"mesh_sizes": SHARDED}],
+                         ids=["accumulated", "sharded"])
+def test_the_equality_checks_fail_on_scaled_gradients(one_device, side):
   """The two tests above compare gradients, not AdamW updates: the accumulated or sharded side
-  with its gradients scaled by 4 (or by 1.001) while its loss stays the same fails them."""
-  batch = _batch()
-  want = _sgd_change(batch, devices=jax.devices()[:1])
-  got = _sgd_change(batch, loss_fn=scaled_gradients(lm.lm_loss, factor), **side)
+  with its gradients scaled by 1.001 (a 4x scale AdamW would cancel fails all the more) while
+  its loss stays the same fails them."""
+  got = _sgd_change(TWO_BATCHES[0], loss_fn=scaled_gradients(lm.lm_loss, 1.001), **side)
   with pytest.raises(AssertionError):
-    _assert_same_gradients(got, want)
+    _assert_same_gradients(got, one_device[0])
 
 
 def test_step_compiles_once():
@@ -202,6 +204,7 @@ def test_mean_squares_become_standard_deviations():
   assert out["eval/other_sq"] == 2.0  # no mean beside it: left as it is
 
 
+@pytest.mark.slow
 def test_epochs_and_minibatches_are_sequential_updates_on_shuffled_minibatches():
   """One step with epochs=2, minibatches=2 makes the four updates that single-update steps make
   on the rows each epoch's permutation picks, sharded on 8 devices as on one."""
@@ -246,6 +249,7 @@ def test_xla_options_parse_and_auto_picks_the_backend_defaults():
     step_lib.xla_options("fast_math")
 
 
+@pytest.mark.slow
 def test_step_with_auto_xla_options_equals_the_default_compile():
   """The CPU options change how XLA emits the step, not what it computes."""
   config = config_lib.base_config("tiny")

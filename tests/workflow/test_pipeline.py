@@ -32,6 +32,7 @@ def test_stage_configs_start_from_the_previous_stage(tmp_path):
   assert all(c[s].train.num_steps == 4 for s in TRAINING)
 
 
+@pytest.mark.slow  # the whole pipeline, as a subprocess
 def test_tiny_pipeline_end_to_end_then_resume(tmp_path):
   workdir = tmp_path / "p"
   args = ("--config=configs/pipeline/tiny.py:steps=4", f"--workdir={workdir}")

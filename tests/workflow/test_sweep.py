@@ -14,6 +14,7 @@ import pytest
 
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.workflow import sweep
+from tests.conftest import FAST_COMPILE_FLAGS
 from tests.helpers import ROOT, read_metrics
 
 TINY = "configs/pretrain/tiny.py"
@@ -21,7 +22,7 @@ TINY = "configs/pretrain/tiny.py"
 
 def _env():
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device in the child
+  env["XLA_FLAGS"] = FAST_COMPILE_FLAGS  # one CPU device in the child
   return env
 
 
@@ -219,6 +220,7 @@ with (workdir / "metrics.jsonl").open("a") as f:
 """
 
 
+@pytest.mark.slow  # points run as subprocesses
 def test_failed_points_are_recorded_and_complete_ones_skipped(tmp_path, monkeypatch):
   config = _config_file(tmp_path, """
 
@@ -275,6 +277,7 @@ def test_extra_overrides_are_checked_and_apply_to_every_point(tmp_path):
     sweep.plan(TINY, tmp_path, module="no_such.module")
 
 
+@pytest.mark.slow  # the sweep script as a subprocess
 def test_dry_run_prints_one_command_per_point_and_runs_nothing(tmp_path):
   done = _sweep_script(f"--config={TINY}", f"--workdir={tmp_path / 'sweep'}", "--dry_run",
                        "--set=train.num_steps=50")
@@ -294,6 +297,7 @@ def test_dry_run_prints_one_command_per_point_and_runs_nothing(tmp_path):
   assert "configs/pretrain/adapt_tiny.py defines no get_sweep()" in bad.stderr
 
 
+@pytest.mark.slow  # two real runs as subprocesses
 def test_end_to_end_sweep_of_tiny_pretraining_then_rerun_skips(tmp_path):
   config = _config_file(tmp_path, """
 
