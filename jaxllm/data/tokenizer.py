@@ -54,8 +54,16 @@ KINDS = ("bpe", "wordpiece", "unigram")
 # GPT-4 (cl100k) split: contractions, words with one leading non-letter, up to 3 digits,
 # punctuation runs, newlines, other whitespace. Both regex engines (onig in tokenizers,
 # fancy-regex in tiktoken) read it the same way.
-GPT4_SPLIT_PATTERN = (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}"
-                      r"| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+")
+def split_pattern(max_digits: int = 3) -> str:
+  """The GPT-4 split with numbers cut into pieces of at most `max_digits` digits (3 as in GPT-4
+  and Llama 3; 1 as in Llama 2, Mistral and Gemma, so every digit is its own token and sums can
+  be learned digit by digit)."""
+  digits = r"\p{N}" if max_digits == 1 else rf"\p{{N}}{{1,{max_digits}}}"
+  return (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|" + digits
+          + r"| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+")
+
+
+GPT4_SPLIT_PATTERN = split_pattern(3)
 # What ByteLevel(use_regex=True) splits with (GPT-2 tokenizers).
 GPT2_SPLIT_PATTERN = (r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+"""
                       r"""|\s+(?!\S)|\s+""")
@@ -415,10 +423,11 @@ def min_vocab_size(kind: str, num_special_tokens: int = len(SPECIAL_TOKENS)) -> 
   return _BASE[kind][0] + num_special_tokens
 
 
-def _train_bpe(texts, vocab_size, special_tokens, min_frequency) -> tokenizers.Tokenizer:
+def _train_bpe(texts, vocab_size, special_tokens, min_frequency,
+               max_digits) -> tokenizers.Tokenizer:
   hf = tokenizers.Tokenizer(models.BPE())
   hf.pre_tokenizer = pre_tokenizers.Sequence([
-      pre_tokenizers.Split(tokenizers.Regex(GPT4_SPLIT_PATTERN), behavior="isolated"),
+      pre_tokenizers.Split(tokenizers.Regex(split_pattern(max_digits)), behavior="isolated"),
       pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
   hf.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
@@ -430,9 +439,19 @@ def _train_bpe(texts, vocab_size, special_tokens, min_frequency) -> tokenizers.T
   return tokenizers.Tokenizer.from_str(json.dumps(spec))
 
 
-def _train_wordpiece(texts, vocab_size, special_tokens, min_frequency) -> tokenizers.Tokenizer:
+def _with_digits(pre_tokenizer, max_digits: int):
+  """`pre_tokenizer`, then numbers cut into single digits when max_digits is 1 (Unigram has no
+  digit-group limit otherwise)."""
+  if max_digits != 1:
+    return pre_tokenizer
+  return pre_tokenizers.Sequence([pre_tokenizer, pre_tokenizers.Digits(individual_digits=True)])
+
+
+def _train_wordpiece(texts, vocab_size, special_tokens, min_frequency,
+                     max_digits) -> tokenizers.Tokenizer:
   hf = tokenizers.Tokenizer(models.WordPiece(unk_token=UNK))
   hf.normalizer = normalizers.NFC()
+  del max_digits  # train_tokenizer refuses 1: WordPiece would decode split digits with spaces
   hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
   hf.decoder = decoders.WordPiece()
   specials = special_tokens + [UNK] * (UNK not in special_tokens)
@@ -443,12 +462,14 @@ def _train_wordpiece(texts, vocab_size, special_tokens, min_frequency) -> tokeni
   return hf
 
 
-def _train_unigram(texts, vocab_size, special_tokens, min_frequency) -> tokenizers.Tokenizer:
+def _train_unigram(texts, vocab_size, special_tokens, min_frequency,
+                   max_digits) -> tokenizers.Tokenizer:
   """SentencePiece-style Unigram with byte fallback: unseen characters become <0xNN> pieces."""
   del min_frequency  # Unigram prunes by likelihood, not by count
   specials = [t for t in special_tokens if t != UNK]
   hf = tokenizers.Tokenizer(models.Unigram())
-  hf.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+  hf.pre_tokenizer = _with_digits(
+      pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"), max_digits)
   hf.decoder = decoders.Sequence([
       decoders.ByteFallback(), decoders.Metaspace(replacement="▁", prepend_scheme="always")])
   # Printable ASCII is always a piece, so literal "<0x41>" text is never read as a byte piece.
@@ -471,9 +492,18 @@ def _train_unigram(texts, vocab_size, special_tokens, min_frequency) -> tokenize
 
 def train_tokenizer(texts: Iterable[str], *, kind: str = "bpe", vocab_size: int = 32768,
                     special_tokens: Sequence[str] = SPECIAL_TOKENS,
-                    min_frequency: int = 2) -> Tokenizer:
-  """Trains a `kind` tokenizer of at most `vocab_size` ids (special tokens included) on `texts`."""
+                    min_frequency: int = 2, max_digits: int = 3) -> Tokenizer:
+  """Trains a `kind` tokenizer of at most `vocab_size` ids (special tokens included) on `texts`.
+
+  max_digits: the longest run of digits one token may hold (BPE: 1, 2, 3, ...; Unigram: 1, or
+  any other value for its own rule; WordPiece: its own rule only).
+  """
   special_tokens = _check_specials(special_tokens)
+  if not isinstance(max_digits, int) or max_digits < 1:
+    raise UserError(f"max_digits={max_digits!r}: use 1 (one token per digit) or more.")
+  if kind == "wordpiece" and max_digits == 1:
+    raise UserError("max_digits=1 with kind='wordpiece': WordPiece decodes digits split apart "
+                    "with spaces between them (1 2 3); use kind='bpe' or 'unigram'.")
   minimum = min_vocab_size(kind, len(special_tokens))
   if vocab_size < minimum:
     raise UserError(f"vocab_size={vocab_size} is below the {minimum} ids a {kind} tokenizer needs "
@@ -490,7 +520,7 @@ def train_tokenizer(texts: Iterable[str], *, kind: str = "bpe", vocab_size: int 
                       "document.")
 
   train = {"bpe": _train_bpe, "wordpiece": _train_wordpiece, "unigram": _train_unigram}[kind]
-  hf = train(counted(), vocab_size, special_tokens, min_frequency)
+  hf = train(counted(), vocab_size, special_tokens, min_frequency, max_digits)
   size = hf.get_vocab_size(with_added_tokens=True)
   if size > vocab_size:
     raise UserError(f"the {kind} tokenizer came out with {size} ids, over vocab_size={vocab_size} "

@@ -32,6 +32,9 @@ def default_config(vocab_size: int = 8192, kind: str = "bpe") -> ml_collections.
   c.kind = kind  # bpe | wordpiece | unigram
   c.vocab_size = vocab_size  # special tokens included
   c.min_frequency = 2  # bpe/wordpiece: a pair must occur this often to be merged
+  # The most digits one token may hold: 3 as in GPT-4 and Llama 3; 1 as in Llama 2, Mistral and
+  # Gemma (every digit its own token, so arithmetic is learned digit by digit).
+  c.max_digits = 3
   c.heldout_fraction = 0.02  # documents 0, ~1/f, ~2/f, ... are held out to measure compression
   return c
 
@@ -50,6 +53,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"{len(tokenizer_lib.SPECIAL_TOKENS)} special tokens); raise it.")
   if not 0 <= config.heldout_fraction < 1:
     raise ConfigError(f"config.heldout_fraction={config.heldout_fraction} must be in [0, 1).")
+  if not isinstance(config.max_digits, int) or config.max_digits < 1:
+    raise ConfigError(f"config.max_digits={config.max_digits!r} must be an integer >= 1.")
   if config.min_frequency < 0:
     raise ConfigError(f"config.min_frequency={config.min_frequency} must be >= 0.")
 
@@ -91,7 +96,8 @@ def run(config, workdir, hooks=()) -> dict:
   start = time.perf_counter()
   tokenizer = tokenizer_lib.train_tokenizer(train_texts(), kind=config.kind,
                                             vocab_size=config.vocab_size,
-                                            min_frequency=config.min_frequency)
+                                            min_frequency=config.min_frequency,
+                                            max_digits=config.max_digits)
   seconds = time.perf_counter() - start
   chat.save_pretrained(tokenizer, workdir)
 

@@ -221,6 +221,31 @@ def test_bad_training_arguments_name_the_fix(kind, vocab_size, message):
     train_tokenizer(["", ""], kind="unigram", vocab_size=1000)
 
 
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_max_digits_one_gives_every_digit_its_own_token(corpus, kind, tmp_path):
+  numbers = [str(n) for n in range(100, 1000)] * 5  # enough for BPE to merge digits by default
+  text = "57 + 18 = 75, 12345 and 6 coins"
+  tok = train_tokenizer(corpus + numbers, kind=kind, vocab_size=1000, max_digits=1)
+  pieces = [tok.decode([i]).strip() for i in tok.encode(text)]
+  assert all(len(p) == 1 for p in pieces if any(c.isdigit() for c in p)), pieces
+  assert tok.decode(tok.encode(text)) == text
+  tok.save(tmp_path)
+  again = Tokenizer.from_file(tmp_path)
+  assert again.encode(text) == tok.encode(text)
+  assert hf_ids(again, [text])[0] == tok.encode(text)  # the file's split rule, as trained
+  if kind == "bpe":  # the default keeps GPT-4's groups of up to three digits
+    grouped = train_tokenizer(corpus + numbers, vocab_size=1000)
+    assert {"57", "18", "123"} <= {grouped.decode([i]) for i in grouped.encode(text)}
+    assert tok.uses_tiktoken
+
+
+def test_max_digits_is_checked():
+  with pytest.raises(UserError, match="max_digits=0"):
+    train_tokenizer(["hello 123"], vocab_size=300, max_digits=0)
+  with pytest.raises(UserError, match="kind='wordpiece'"):
+    train_tokenizer(["hello 123"], kind="wordpiece", vocab_size=300, max_digits=1)
+
+
 def _gpt2_style_json(tmp_path):
   """A tiny GPT-2-like tokenizer.json: ByteLevel pre-tokenizer with its own regex, no specials."""
   byte_chars = tok_lib._bytes_to_unicode()
