@@ -10,12 +10,12 @@ import functools
 import json
 import logging
 import pathlib
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from jaxllm.data import passages as passages_lib
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import UserError
 from jaxllm.inference.tools import Tool, ToolError
@@ -58,10 +58,6 @@ def read_passages(path) -> list[dict]:
   return passages
 
 
-def _passage_text(p: dict) -> str:
-  return f"{p['title']}. {p['text']}" if p.get("title") else p["text"]
-
-
 @dataclasses.dataclass
 class Bm25Index:
   """BM25 (Lucene scoring, k1 1.5, b 0.75) over passages; retrieve() skips zero scores."""
@@ -74,7 +70,8 @@ class Bm25Index:
     if not passages:
       raise UserError("cannot build an index over no passages.")
     retriever = bm25s.BM25()
-    retriever.index(_tokenize([_passage_text(p) for p in passages]), show_progress=False)
+    retriever.index(_tokenize([passages_lib.passage_text(p) for p in passages]),
+                    show_progress=False)
     return cls(list(passages), retriever)
 
   def save(self, directory) -> None:
@@ -118,7 +115,8 @@ class DenseIndex:
   @classmethod
   def build(cls, passages: Sequence[dict], embed: Callable[[Sequence[str]], np.ndarray],
             ) -> "DenseIndex":
-    return cls(list(passages), _unit(embed([_passage_text(p) for p in passages])), embed)
+    texts = [passages_lib.passage_text(p) for p in passages]
+    return cls(list(passages), _unit(embed(texts)), embed)
 
   def retrieve(self, query: str, k: int = 3) -> list[tuple[dict, float]]:
     scores_n = self.vectors_nd @ _unit(self.embed([query]))[0]
@@ -160,47 +158,27 @@ def mean_pooled_embedder(model, params, tokenizer: Tokenizer, max_len: int = 256
   return embed
 
 
-def format_passages(passages: Sequence[dict]) -> str:
-  return "\n".join(f"[{i + 1}] {_passage_text(p)}" for i, p in enumerate(passages))
-
-
 def rag_prompt(question: str, passages: Sequence[dict], tokenizer: Tokenizer,
                budget_tokens: int) -> tuple[str, int]:
   """(user message text, passages used): as many passages, in order, as fit the token budget.
 
-  The text is "Passages:\\n[1] ...\\n\\nQuestion: ..." (just the question if none fit); its
-  token count never exceeds budget_tokens unless the question alone does.
+  The text is passages_lib.with_passages's "Passages:\\n[1] ...\\n\\nQuestion: ..." (just the
+  question if none fit); its token count never exceeds budget_tokens unless the question alone
+  does.
   """
   used = 0
   text = question
   for n in range(1, len(passages) + 1):
-    candidate = f"Passages:\n{format_passages(passages[:n])}\n\nQuestion: {question}"
+    candidate = passages_lib.with_passages(question, passages[:n])
     if len(tokenizer.encode(candidate)) > budget_tokens:
       break
     text, used = candidate, n
   return text, used
 
 
-def plain_reply(question: dict) -> str:
-  """"The answer is X." or "I don't know."."""
-  answer = question["answer"]
-  return "I don't know." if answer == "I don't know" else f"The answer is {answer}."
-
-
-def cited_reply(question: dict, passages_by_id: dict[str, dict]) -> str:
-  """The sentence of a gold passage (question["doc_ids"]) that holds the answer, then the
-  answer: the model learns to copy the evidence first (tokens to think), then conclude."""
-  if question["answer"] != "I don't know":
-    for doc_id in question.get("doc_ids", []):
-      for sentence in re.split(r"(?<=[.!?])\s+", passages_by_id[doc_id]["text"]):
-        if question["answer"].lower() in sentence.lower():
-          return f"{sentence} {plain_reply(question)}"
-  return plain_reply(question)
-
-
 def rag_sft_examples(questions: Sequence[dict], index, tokenizer: Tokenizer, k: int = 3,
                      budget_tokens: int = 384, system: str | None = None,
-                     reply: Callable[[dict], str] = plain_reply) -> list[dict]:
+                     reply: Callable[[dict], str] = passages_lib.plain_reply) -> list[dict]:
   """SFT conversations {"messages"} whose user turn holds retrieved passages and the question.
 
   questions: {"question", "answer", ...} records (the world's kb_questions); `reply` turns one
@@ -240,7 +218,7 @@ def world_rag_conversations(tokenizer: Tokenizer, seed: int = 0, other_worlds: i
       # goods share names across worlds)
       questions = [q for q in questions + data["eval"]["kb_questions"]
                    if q["question"] not in held_out]
-    reply = functools.partial(cited_reply, passages_by_id=by_id)
+    reply = functools.partial(passages_lib.cited_reply, passages_by_id=by_id)
     conversations += rag_sft_examples(questions, Bm25Index.build(data["kb"]), tokenizer, k,
                                       budget_tokens, reply=reply)
     if not i:
@@ -257,6 +235,6 @@ def retrieval_tool(index, k: int = 3) -> Tool:
     if not isinstance(query, str) or not query.strip():
       raise ToolError('search takes {"query": "some words"}.')
     found = [p for p, _ in index.retrieve(query, k)]
-    return format_passages(found) if found else "no passage matches."
+    return passages_lib.format_passages(found) if found else "no passage matches."
 
   return Tool("search", 'finds passages in the knowledge base: {"query": "Greta Park job"}', search)

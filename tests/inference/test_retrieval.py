@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxllm.data import world
+from jaxllm.data import passages, world
 from jaxllm.data.tokenizer import train_tokenizer
 from jaxllm.errors import UserError
 from jaxllm.inference import retrieval
@@ -123,7 +123,7 @@ def test_dense_retrieval_from_the_models_pooled_hidden_states(kb, tok):
   np.testing.assert_allclose(embed([kb[3]["text"]])[0], vectors[3], atol=1e-5)
   index = retrieval.DenseIndex.build(kb[:10], embed)
   for p in kb[:10]:  # a passage's own text finds it first
-    assert index.retrieve(retrieval._passage_text(p), 1)[0][0]["id"] == p["id"]
+    assert index.retrieve(passages.passage_text(p), 1)[0][0]["id"] == p["id"]
 
 
 def test_world_rag_conversations_cite_evidence_and_keep_eval_questions_out(tok):
@@ -139,6 +139,6 @@ def test_world_rag_conversations_cite_evidence_and_keep_eval_questions_out(tok):
   by_id = {p["id"]: p for p in w0["kb"]}
   q = next(q for q in w0["train"]["kb_questions"] if q["answerable"] and q["doc_ids"] and
            q["doc_ids"][0].startswith("person/"))
-  reply = retrieval.cited_reply(q, by_id)
+  reply = passages.cited_reply(q, by_id)
   assert reply.endswith(f"The answer is {q['answer']}.") and reply.split(". ")[0] + "." in \
       by_id[q["doc_ids"][0]]["text"]
