@@ -78,6 +78,9 @@ def default_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.rl.aggregation = "token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm
   c.rl.entropy_coef = 0.0
   c.rl.drop_uniform_groups = True  # rows of groups with equal rewards get no loss
+  # DAPO dynamic sampling at a fixed shape: sample this many times the prompts per batch and
+  # fill the batch with groups whose rewards differ first (1: off).
+  c.rl.oversample = 1
   c.rl.mask_truncated = True  # completions cut off at max_new_tokens get no loss
   # Reward weights (jaxllm/rl/rewards.py); "correct" is logged even at weight 0.
   c.rl.rewards = ml_collections.ConfigDict(
@@ -261,7 +264,7 @@ def rollout_source(config, tokenizer, policy_: Policy, init_params, rewards, mes
       advantage=r.advantage, drop_uniform_groups=r.drop_uniform_groups,
       mask_truncated=r.mask_truncated, kl_coef=r.kl_coef, kl_in_reward=r.kl_in_reward,
       gamma=r.gamma, gae_lambda=r.gae_lambda, whiten_advantages=r.whiten_advantages,
-      seed=config.seed)
+      oversample=r.oversample, seed=config.seed)
   temperature = r.temperature
   logps = jax.jit(lambda params, frozen, batch: policy.rollout_logps(
       params, batch, step_lib.bind_frozen(policy_.model, frozen), temperature))

@@ -14,9 +14,13 @@ trained (the train loop calls it before each step, jaxllm/train/loop.py):
           "old_values"?, "returns"?}  (jaxllm/objectives/policy.policy_loss reads them)
 
 Groups whose completions all got the same reward carry no signal under group advantages; with
-`drop_uniform_groups` their rows get no loss (DAPO's dynamic sampling, without re-sampling:
-shapes stay fixed), and the fraction dropped is logged. With `mask_truncated`, completions cut
-off by max_new_tokens (no stop token) get no loss either (DAPO's overlong filtering).
+`drop_uniform_groups` their rows get no loss, and the fraction dropped is logged. With
+`oversample` = k > 1, k times the prompts are sampled and the batch is refilled with groups that
+carry signal first (DAPO's dynamic sampling at a fixed shape: uniform groups fill only the slots
+left over); rollout/signal_groups is the share of sampled groups with signal, and the reward and
+accuracy metrics describe every sampled completion, not only the kept ones. With
+`mask_truncated`, completions cut off by max_new_tokens (no stop token) get no loss either
+(DAPO's overlong filtering).
 
 Time split, per iteration: time/sample_seconds (generation), time/reward_seconds (scoring),
 time/logp_seconds (trainer and reference forward passes, advantages) and time/train_seconds
@@ -40,7 +44,7 @@ import numpy as np
 
 from jaxllm.data import chat
 from jaxllm.errors import ConfigError
-from jaxllm.inference.sampler import Sampler
+from jaxllm.inference.sampler import SampleOutput, Sampler
 from jaxllm.objectives import policy
 from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.rl import rewards as rewards_lib
@@ -63,6 +67,7 @@ class RolloutSettings:
   gamma: float = 1.0
   gae_lambda: float = 0.95
   whiten_advantages: bool = True  # GAE only
+  oversample: int = 1  # sample this many times the prompts; keep the groups with signal first
   seed: int = 0
 
   @property
@@ -109,6 +114,15 @@ def build_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[
   return {"tokens": tokens, "valid": valid, "completion": completion}
 
 
+def signal_first(total_n: np.ndarray, group_size: int, groups: int) -> np.ndarray:
+  """Row indices of `groups` whole groups: those whose rewards differ first, in sampled order,
+  then uniform ones for the slots left over (their rows get no loss when uniform groups are
+  dropped)."""
+  uniform = policy.uniform_groups(total_n, group_size)
+  order = np.concatenate([np.flatnonzero(~uniform), np.flatnonzero(uniform)])[:groups]
+  return (order[:, None] * group_size + np.arange(group_size)[None, :]).reshape(-1)
+
+
 def sequence_rewards_to_tokens(rewards_n: np.ndarray, completion_nt: np.ndarray) -> np.ndarray:
   """[N, T] with each row's reward on its last completion token (PPO's sparse reward)."""
   out = np.zeros(completion_nt.shape, np.float32)
@@ -133,6 +147,9 @@ class RolloutSource(loop.OnPolicySource):
     s = settings
     if s.advantage not in policy.ADVANTAGES:
       raise ConfigError(f"config.rl.advantage={s.advantage!r} is not one of {policy.ADVANTAGES}.")
+    if s.oversample < 1 or (s.oversample > 1 and s.advantage == "gae"):
+      raise ConfigError(f"config.rl.oversample={s.oversample}: use 1 or more, and 1 with "
+                        "advantage='gae' (only group advantages make groups without signal).")
     self.settings, self.tokenizer, self.rewards = s, tokenizer, rewards
     self.sampler, self.to_lm = sampler, to_lm
     self.logps_fn, self.ref_logps_fn = logps_fn, ref_logps_fn
@@ -179,7 +196,7 @@ class RolloutSource(loop.OnPolicySource):
     s = self.settings
     jax.block_until_ready(params)
     ready = time.perf_counter()
-    chosen = self._take_prompts(s.prompts_per_batch)
+    chosen = self._take_prompts(s.prompts_per_batch * s.oversample)
     records = [self.records[i] for i in chosen for _ in range(s.group_size)]
     prompts = [self.prompts[i] for i in chosen for _ in range(s.group_size)]
     self.sampler.params = self.to_lm(params, frozen)
@@ -191,11 +208,19 @@ class RolloutSource(loop.OnPolicySource):
                for c, stopped in zip(completions, out.stopped)]
     total, parts = self.rewards.evaluate(records, replies)
     scored = time.perf_counter()
+    reward_metrics = self._reward_metrics(total, parts)
+    if s.oversample > 1:
+      keep = signal_first(total, s.group_size, s.prompts_per_batch)
+      reward_metrics["rollout/signal_groups"] = float(
+          (~policy.uniform_groups(total, s.group_size)).mean())
+      prompts, completions = [prompts[i] for i in keep], [completions[i] for i in keep]
+      total = total[keep]
+      out = SampleOutput(*(getattr(out, f.name)[keep] for f in dataclasses.fields(out)))
     rows = build_rows(prompts, completions, s.seq_len, self.tokenizer.pad_id or 0)
     batch, extra = self._finish(params, frozen, rows, total, out)
     done = time.perf_counter()
 
-    metrics = self._metrics(total, parts, rows, out, extra)
+    metrics = {**self._metrics(rows, out, extra), **reward_metrics}
     metrics.update({"time/sample_seconds": sampled - ready, "time/reward_seconds": scored - sampled,
                     "time/logp_seconds": done - scored})
     if self._train_started is not None:  # the previous iteration's updates ran until `ready`
@@ -258,9 +283,9 @@ class RolloutSource(loop.OnPolicySource):
              for k, v in batch.items()}
     return batch, extra
 
-  def _metrics(self, total, parts, rows, out, extra) -> dict[str, float]:
+  def _reward_metrics(self, total, parts) -> dict[str, float]:
+    """Rewards of every sampled completion (before any oversampled groups are left out)."""
     s = self.settings
-    completion = rows["completion"]
     m: dict[str, float] = {"rollout/samples": float(len(total)),
                            "rollout/reward_mean": float(total.mean()),
                            "rollout/reward_std": float(total.std())}
@@ -270,6 +295,13 @@ class RolloutSource(loop.OnPolicySource):
       right = parts["correct"].reshape(-1, s.group_size) > 0
       m["rollout/accuracy"] = float(right.mean())
       m[f"rollout/pass@{s.group_size}"] = float(right.any(axis=1).mean())
+    return m
+
+  def _metrics(self, rows, out, extra) -> dict[str, float]:
+    """What the kept batch looks like: lengths, dropped groups, log-prob agreement, KL."""
+    s = self.settings
+    completion = rows["completion"]
+    m: dict[str, float] = {}
     m["rollout/response_length"] = float(out.lengths.mean())
     m["rollout/response_length_max"] = float(out.lengths.max())
     m["rollout/truncated_fraction"] = float(1.0 - out.stopped.mean())

@@ -15,6 +15,7 @@ from jax.sharding import Mesh
 
 from jaxllm.data import chat
 from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
+from jaxllm.errors import ConfigError
 from jaxllm.inference.sampler import SampleOutput, Sampler
 from jaxllm.models import Transformer, get_size
 from jaxllm.models.params import unbox
@@ -210,6 +211,36 @@ def test_uniform_groups_get_no_loss_and_are_counted(drop):
   m = source.last_metrics
   assert m["rollout/uniform_groups"] == pytest.approx(2 / 3)
   assert m["rollout/dropped_groups"] == pytest.approx(2 / 3 if drop else 0.0)
+
+
+def test_signal_first_keeps_whole_groups_with_signal_before_uniform_ones():
+  # groups of 2: [1, 1] uniform, [1, 0], [0, 0] uniform, [0, 2], [3, 3] uniform
+  total = np.array([1, 1, 1, 0, 0, 0, 0, 2, 3, 3], np.float32)
+  np.testing.assert_array_equal(rollout.signal_first(total, 2, 2), [2, 3, 6, 7])
+  np.testing.assert_array_equal(rollout.signal_first(total, 2, 3), [2, 3, 6, 7, 0, 1])
+
+
+def test_oversampling_refills_the_batch_with_groups_that_carry_signal():
+  # Two prompts per batch, sampled twice over: "a" and "c" are uniform, "b" and "d" are not.
+  script = {"a": ["y.", "zy."], "b": ["y.", "z."], "c": ["z.", "zz."], "d": ["yy.", "z."]}
+  source, sampler = _source(script, prompts_per_batch=2, oversample=2)
+  batch = source.next_for(None)
+  call = sampler.calls[-1]
+  assert len(call["texts"]) == 8  # every prompt sampled, two completions each
+  kept = [text for text in call["texts"] if text in ("b", "d")]
+  assert len(batch["tokens"]) == 4 and len(kept) == 4
+  assert batch["loss_mask"].sum(axis=1).min() > 0  # every kept row trains
+  # the kept rows are b's and d's, in sampled order: the prompt tokens say so
+  prompts = [tuple(row[:len(_prompt_ids("b"))]) for row in batch["tokens"]]
+  order = [t for t in call["texts"] if t in ("b", "d")]
+  assert prompts == [tuple(_prompt_ids(t)) for t in order]
+  m = source.last_metrics
+  assert m["rollout/signal_groups"] == pytest.approx(0.5)
+  assert m["rollout/dropped_groups"] == 0.0
+  assert m["rollout/samples"] == 8.0  # reward metrics describe every sampled completion
+  assert m["rollout/reward_mean"] == pytest.approx(np.mean([1, 1, 1, 0, 0, 0, 2, 0]))
+  with pytest.raises(ConfigError, match="oversample"):
+    _source(script, oversample=2, advantage="gae")
 
 
 @pytest.mark.parametrize("estimator", ["grpo", "rloo", "dr_grpo"])
