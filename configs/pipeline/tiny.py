@@ -8,13 +8,13 @@ override as usual: --config.sft.train.num_steps=200); --config.stages=sft,dpo ru
 (the ones they start from must be complete in WORKDIR). `:steps=N` caps every training stage
 at N steps with small eval sets (a smoke test); `:quick=false` asks the full eval question sets.
 
-Cleaning: FineWeb's steps with thresholds for this corpus. The world is templated and
-arithmetic-heavy, the kind of text web filters are built to remove: Gopher's "80% of words
-contain a letter" rule would drop every page with a drill, and the C4 and FineWeb line rules
-strip "Solution:" lines and drop worked problems for repeated characters (configs/data/clean.py
-as shipped keeps about 3% of the pages). Here the letter rule is 30%, two stop words are one,
-and the C4 and FineWeb quality steps are off; URL, HTML, language, repetition, PII and both
-dedups run as shipped.
+Data: the world's prose (biographies, town pages, price lists) goes through the crawl and
+FineWeb's cleaning steps; its math (drills, worked problems) is kept apart as a curated math set
+and mixed in at config.math_weight, as math-specific datasets are, since web filters drop such
+pages (Gopher's "80% of words contain a letter" rule drops every drill; the C4 and FineWeb line
+rules strip "Solution:" lines). Thresholds for the templated prose: the letter rule is 30%, two
+stop words are one, and the C4 and FineWeb quality steps are off; URL, HTML, language,
+repetition, PII and both dedups run as shipped.
 """
 
 import pathlib
@@ -35,6 +35,9 @@ def get_config(arg=None):
   c.world_seed = 0
   c.init_from = {"sft": "pretrain", "reward": "sft", "dpo": "sft", "rl": "dpo"}
   c.crawl = {"min_words": 80, "junk_fraction": 0.25}
+  # Share of pretraining batches drawn from the math set (drills and worked problems), the rest
+  # from the cleaned crawl of the world's prose.
+  c.math_weight = 0.5
 
   c.clean = load("data/clean.py")
   c.clean.steps = ("url", "html", "language", "gopher_repetition", "gopher_quality", "pii")
@@ -44,6 +47,7 @@ def get_config(arg=None):
   c.clean.num_workers = 1
 
   c.tokenizer = load("tokenizer/bpe.py", "vocab_size=1024")
+  c.tokenizer.max_digits = 1  # one token per digit: sums are learned carry by carry
   c.pretrain = load("pretrain/tiny.py")
   c.sft = load("sft/tiny.py", "steps=400")
   c.reward = load("reward/tiny.py", "steps=200")
@@ -51,6 +55,11 @@ def get_config(arg=None):
   c.rl = load("rl/grpo_tiny.py", "steps=40")
   for stage in ("sft", "reward", "dpo", "rl"):
     c[stage].train.eval_at_start = True  # the curves start from the model the stage got
+  # Half of SFT's unanswerable questions get a confident made-up reply, as careless annotators
+  # write; DPO's pairs then teach refusing them (0 is the ablation, docs/benchmarks.md).
+  c.sft.data.world_sizes.sft_made_up_fraction = 0.5
+  c.rl.optimizer.lr = 1e-4
+  c.rl.rl.oversample = 2  # DAPO dynamic sampling: refill the batch with groups that carry signal
   c.eval = load("eval/default.py", f"quick={args.quick}")
   if args.steps:  # a smoke test: every stage N steps, small eval sets
     for stage in ("pretrain", "sft", "reward", "dpo", "rl"):

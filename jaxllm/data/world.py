@@ -35,9 +35,10 @@ import json
 import operator
 import pathlib
 import random
+import re
 from typing import Any
 
-from jaxllm.data import answers
+from jaxllm.data import answers, passages
 from jaxllm.errors import ConfigError
 
 FIRST = ["Ada", "Bram", "Chen", "Dara", "Eli", "Fay", "Gus", "Hana", "Ivo", "Juno", "Kai", "Lena",
@@ -46,6 +47,12 @@ FIRST = ["Ada", "Bram", "Chen", "Dara", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun
          "Jonas", "Kira", "Luca", "Maren", "Nils", "Odile"]
 LAST = ["Park", "Okafor", "Silva", "Novak", "Haas", "Ito", "Moreau", "Berg", "Costa", "Quinn",
         "Adler", "Brandt", "Dahl", "Ferro", "Gallo", "Holm", "Ivers", "Jansen", "Kerr", "Lund"]
+# Surnames of absent people (no document names anyone so), and of the people only the knowledge
+# base knows (their facts are read from retrieved passages, never trained on).
+ABSENT_LAST = ["Varga", "Nakamura", "Oduya", "Petrov", "Rios", "Szabo", "Tanaka", "Ueda",
+               "Wolff", "Yilmaz", "Zelenko", "Abara"]
+KB_LAST = ["Marsh", "Nguyen", "Orlov", "Pace", "Reyes", "Sato", "Toivo", "Vance", "Weiss", "Xu",
+           "Young", "Zamora"]
 TOWNS = ["Oslo", "Lima", "Kyoto", "Accra", "Lyon", "Perth", "Quito", "Riga", "Turin", "Hanoi",
          "Tunis", "Dakar", "Porto", "Bern", "Cusco", "Malmo"]
 JOBS = ["baker", "pilot", "nurse", "painter", "farmer", "teacher", "chemist", "carpenter",
@@ -66,7 +73,7 @@ OBJECTS = ["marbles", "stickers", "pencils", "eggs", "apples", "shells", "stamps
 ANSWER_PREFIX = "The answer is"
 REFUSAL = answers.REFUSAL  # "I don't know"
 SPLITS = ("train", "eval")
-KINDS = ("pretrain", "sft", "preferences", "rl", "kb_questions")
+KINDS = ("pretrain", "sft", "preferences", "rl", "kb_questions", "tool")
 SYSTEM_PROMPTS = [
     "You are a helpful assistant.",
     "You are a helpful assistant. Show your steps, then end with 'The answer is ...'.",
@@ -76,7 +83,18 @@ SYSTEM_SHARE = 0.3  # SFT conversations that open with a system message
 SFT_ARITHMETIC_SHARE = 0.4  # the rest are fact questions
 PREFERENCE_ARITHMETIC_SHARE = 0.5
 PREFERENCE_UNKNOWN_SHARE = 0.3  # of fact pairs: chosen refuses, rejected hallucinates
-RL_HARD_SHARE = 0.6
+TABLE = 12  # the times table pretraining drills; easy problems and prices multiply within it
+RL_HARD_SHARE = 0.2  # RL prompts from the hard templates (reported apart)
+RAG_DISTRACTORS = 2  # other passages beside the gold ones in a RAG conversation
+# The system prompt that offers tools; the tool eval (jaxllm/eval/suites.py) fills {tools} with
+# the registry's description, which for the default registry is CALCULATOR_LINE.
+TOOL_SYSTEM = ("You are a helpful assistant. You can call these tools:\n{tools}\nCall the "
+               "calculator for arithmetic, then end with 'The answer is ...'.")
+CALCULATOR_LINE = '- calculator: evaluates arithmetic: {"expression": "12 * (3 + 4)"}'
+# Preference flaws a reader can see in the text (with the world's public lists of surnames,
+# towns, goods and attributes); the others need a person's facts or exact arithmetic.
+VISIBLE_FLAWS = ("wrong_final", "no_steps", "malformed", "false_refusal", "hallucination")
+HIDDEN_FLAWS = ("wrong_fact", "step_slip", "lookalike_hallucination")
 
 # Person attributes the world defines (in every biography) and ones it never defines.
 DEFINED = ("town", "job", "pet", "colour", "age")
@@ -131,7 +149,7 @@ TASK_QUESTIONS = {
 # Fact question tasks and their shares; the entity each is about decides its split.
 FACT_TASKS = {"person_attribute": 0.5, "home_market": 0.15, "age_in": 0.1, "age_gap": 0.1,
               "town_market": 0.05, "good_price": 0.05, "goods_cost": 0.05}
-KB_TASKS = {"person_attribute": 0.55, "home_market": 0.2, "town_market": 0.1, "good_price": 0.15}
+KB_TASKS = {"person_attribute": 0.75, "home_market": 0.25}  # about knowledge-base people
 PERSON_TASKS = ("person_attribute", "home_market", "age_in", "age_gap")
 BIO_PHRASES = {
     "town": ["{name} lives in {value}.", "{name} has a home in {value}.",
@@ -154,36 +172,54 @@ class WorldSizes:
   towns: int = 10
   goods: int = 10
   absent_people: int = 32
+  kb_people: int = 60  # people only the knowledge base knows (RAG questions are about them)
   bios_per_person: int = 10  # pretraining biographies of each person
   docs_per_town: int = 6  # pretraining town lists of each town
   market_docs: int = 40  # pretraining price lists
-  drill_docs: int = 400  # pretraining documents of bare sums ("7 * 8 = 56")
-  worked_problems: int = 1000  # pretraining word problems solved step by step
-  sft: int = 2000
+  drill_docs: int = 4000  # pretraining documents of sums and times-table rows ("7 * 8 = 56")
+  worked_problems: int = 3000  # pretraining word problems solved step by step
+  notes: int = 3000  # pretraining notes about passers-by, whose names and numbers recur in them
+  sft: int = 2000  # question-answer conversations (facts, unknowns, word problems)
+  rag_conversations: int = 600  # SFT: passages + a question about a knowledge-base person
+  tool_conversations: int = 600  # SFT: big-number problems solved with the calculator
   preferences: int = 1000
   rl: int = 1000
   kb_questions: int = 500
+  tool_problems: int = 500  # big-number problems for the tool eval (eval split only is asked)
   eval_fraction: float = 0.2  # share of entities and of arithmetic combinations held out
-  unknown_fraction: float = 0.15  # share of SFT/KB fact questions the world cannot answer
+  unknown_fraction: float = 0.15  # share of SFT fact questions the world cannot answer
+  lookalike_fraction: float = 0.25  # absent people named like present ones (the hard subset)
+  # Share of SFT's unanswerable questions whose reply is a confident made-up answer, as careless
+  # annotators write; train split only (eval replies stay right). It leaves the preference
+  # stages a behaviour to teach: refusing what the world does not say.
+  sft_made_up_fraction: float = 0.0
 
   def __post_init__(self):
     limits = {"people": (2, len(FIRST) * len(LAST) - 2), "towns": (2, len(TOWNS) - 2),
-              "goods": (2, len(GOODS) - 2), "absent_people": (2, None)}
+              "goods": (2, len(GOODS) - 2), "absent_people": (2, None),
+              "kb_people": (2, len(FIRST) * len(KB_LAST))}
+    fractions = {"eval_fraction": "(0, 1)", "unknown_fraction": "[0, 1)",  # an eval set is needed
+                 "lookalike_fraction": "[0, 1]", "sft_made_up_fraction": "[0, 1]"}
     for field in dataclasses.fields(self):
       value = getattr(self, field.name)
       lo, hi = limits.get(field.name, (0, None))
-      if field.name.endswith("_fraction"):
-        may_be_zero = field.name == "unknown_fraction"  # no eval set is not an option
-        if not isinstance(value, (int, float)) or not (0 <= value < 1 if may_be_zero else
-                                                       0 < value < 1):
-          raise ConfigError(f"WorldSizes.{field.name}={value!r}: use a fraction in "
-                            f"{'[0' if may_be_zero else '(0'}, 1).")
+      if field.name in fractions:
+        bounds = fractions[field.name]
+        ok = isinstance(value, (int, float)) and (value > 0 if bounds[0] == "(" else value >= 0) \
+            and (value < 1 if bounds[-1] == ")" else value <= 1)
+        if not ok:
+          raise ConfigError(f"WorldSizes.{field.name}={value!r}: use a fraction in {bounds}.")
       elif not isinstance(value, int) or value < lo or (hi is not None and value > hi):
         bound = f"{lo}..{hi}" if hi is not None else f"an integer >= {lo}"
         raise ConfigError(f"WorldSizes.{field.name}={value!r}: use {bound}.")
-    if self.people + self.absent_people > len(FIRST) * len(LAST):
+    lookalikes = round(self.absent_people * self.lookalike_fraction)
+    if self.people + lookalikes > len(FIRST) * len(LAST):
       raise ConfigError(f"WorldSizes.absent_people={self.absent_people}: with people="
-                        f"{self.people} it exceeds the {len(FIRST) * len(LAST)} names; lower it.")
+                        f"{self.people} its look-alikes exceed the {len(FIRST) * len(LAST)} names; "
+                        "lower it or WorldSizes.lookalike_fraction.")
+    if self.absent_people - lookalikes > len(FIRST) * len(ABSENT_LAST):
+      raise ConfigError(f"WorldSizes.absent_people={self.absent_people}: more than the "
+                        f"{len(FIRST) * len(ABSENT_LAST)} absent names; lower it.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,9 +240,15 @@ class World:
   prices: dict[str, int]  # good -> coins
   absent: dict[str, tuple[str, ...]]  # "people" | "towns" | "goods" -> names in no document
   eval_names: frozenset[str]  # present and absent names whose questions are eval-only
+  kb_people: dict[str, Person]  # people only knowledge-base documents describe
+  lookalikes: frozenset[str]  # absent people with a present first name and surname
 
   def split_of(self, name: str) -> str:
     return "eval" if name in self.eval_names else "train"
+
+  def person(self, name: str) -> Person | None:
+    """A present or knowledge-base person by full name (None for anyone else)."""
+    return self.people.get(name) or self.kb_people.get(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +262,7 @@ class Question:
   calc: tuple[tuple, ...]  # steps (label, op, x, y); a str operand "#i" is step i's result
   answer: str  # REFUSAL when the world does not say
   made_up: str = ""  # a confident reply with made-up facts (fact questions only)
+  lookalike: bool = False  # about an absent person named like present ones
 
 
 # ---- the world ----------------------------------------------------------------------------
@@ -230,30 +273,49 @@ def _held_out(names: list[str], fraction: float) -> list[str]:
 
 
 def make_world(seed: int = 0, sizes: WorldSizes | None = None) -> World:
-  """People, towns and goods with fixed attributes; unique full names."""
+  """People, towns and goods with fixed attributes; unique full names.
+
+  Present people's surnames come from LAST. Absent people mostly carry a surname from
+  ABSENT_LAST, which no document uses, so a reader can tell they do not exist; a
+  lookalike_fraction of them reuse a present first name and a present surname (only knowing
+  who exists tells them apart: the hard subset). Knowledge-base people carry KB_LAST surnames.
+  """
   sizes = sizes or WorldSizes()
   rng = random.Random(f"{seed}:world")
-  names = [f"{first} {last}" for first in FIRST for last in LAST]
-  rng.shuffle(names)
+
+  def pool(surnames):
+    names = [f"{first} {last}" for first in FIRST for last in surnames]
+    rng.shuffle(names)
+    return names
+
+  names = pool(LAST)
   present = names[:sizes.people]
   firsts, lasts = {n.split()[0] for n in present}, {n.split()[1] for n in present}
-  # Absent names reuse a present first name and a present surname where the pool allows.
-  absent_people = sorted(names[sizes.people:], key=lambda n: not (
-      n.split()[0] in firsts and n.split()[1] in lasts))[:sizes.absent_people]
+  lookalike_pool = [n for n in names[sizes.people:]
+                    if n.split()[0] in firsts and n.split()[1] in lasts]
+  lookalikes = lookalike_pool[:round(sizes.absent_people * sizes.lookalike_fraction)]
+  absent_people = pool(ABSENT_LAST)[:sizes.absent_people - len(lookalikes)] + lookalikes
+  rng.shuffle(absent_people)
   towns = rng.sample(TOWNS, len(TOWNS))
   goods = rng.sample(list(GOODS), len(GOODS))
   town_names, absent_towns = towns[:sizes.towns], towns[sizes.towns:]
   good_names, absent_goods = goods[:sizes.goods], goods[sizes.goods:]
-  people = {n: Person(n, rng.choice(town_names), rng.choice(JOBS), rng.choice(PETS),
-                      rng.choice(COLOURS), rng.randint(18, 80)) for n in present}
+
+  def person(name):
+    return Person(name, rng.choice(town_names), rng.choice(JOBS), rng.choice(PETS),
+                  rng.choice(COLOURS), rng.randint(18, 80))
+  people = {n: person(n) for n in present}
+  kb_people = {n: person(n) for n in pool(KB_LAST)[:sizes.kb_people]}
   held = [_held_out(g, sizes.eval_fraction) for g in (list(people), town_names, good_names,
-                                                      absent_people, absent_towns, absent_goods)]
+                                                      absent_people, absent_towns, absent_goods,
+                                                      list(kb_people))]
   return World(people=people,
                market_days={t: rng.choice(WEEKDAYS) for t in town_names},
-               prices={g: rng.randint(2, 20) for g in good_names},
+               prices={g: rng.randint(2, TABLE) for g in good_names},
                absent={"people": tuple(absent_people), "towns": tuple(absent_towns),
                        "goods": tuple(absent_goods)},
-               eval_names=frozenset(n for group in held for n in group))
+               eval_names=frozenset(n for group in held for n in group),
+               kb_people=kb_people, lookalikes=frozenset(lookalikes))
 
 
 def world_record(world: World) -> dict:
@@ -265,8 +327,12 @@ def world_record(world: World) -> dict:
                 for t, d in world.market_days.items()],
       "goods": [{"name": g, "plural": GOODS[g], "price": p, "split": world.split_of(g)}
                 for g, p in world.prices.items()],
-      "absent": {k: [{"name": n, "split": world.split_of(n)} for n in v]
+      "absent": {k: [dict({"name": n, "split": world.split_of(n)},
+                          **({"lookalike": n in world.lookalikes} if k == "people" else {}))
+                     for n in v]
                  for k, v in world.absent.items()},
+      "kb_people": [dict(dataclasses.asdict(p), split=world.split_of(p.name))
+                    for p in world.kb_people.values()],
       "undefined_attributes": list(UNDEFINED),
   }
 
@@ -300,10 +366,11 @@ def _and_list(items: list[str]) -> str:
 
 
 def kb_documents(world: World) -> list[dict]:
-  """Retrieval documents: one per person, one per town, and the market's price list."""
+  """Retrieval documents: one per person (present or knowledge-base only), one per town, and
+  the market's price list."""
   docs = [{"id": f"person/{_slug(p.name)}", "title": p.name,
            "text": " ".join(_statement(a, p.name, getattr(p, a)) for a in DEFINED)}
-          for p in world.people.values()]
+          for p in [*world.people.values(), *world.kb_people.values()]]
   for town, day in world.market_days.items():
     people = _town_residents(world, town)
     who = (f"People who live in {town}: {_and_list(people)}." if people
@@ -398,7 +465,7 @@ def _sharing(rng, hard):
 def _savings(rng, hard):
   who = rng.choice(SOLVERS)
   if not hard:
-    per_week, weeks = rng.randint(2, 15), rng.randint(2, 10)
+    per_week, weeks = rng.randint(2, 12), rng.randint(2, 10)
     args = {"per_week": per_week, "weeks": weeks, "spent": rng.randint(1, per_week * weeks - 1)}
     prompt = (f"{who} saves {per_week} coins every week for {weeks} weeks, then spends "
               f"{args['spent']} coins. How many coins does {who} have left?")
@@ -443,14 +510,16 @@ def _expression(rng, hard):
 
 def _travel(rng, hard):
   del hard
-  args = {"speed": rng.randint(3, 15), "hours": rng.randint(2, 8), "extra": rng.randint(1, 20)}
+  args = {"speed": rng.randint(3, 12), "hours": rng.randint(2, 8), "extra": rng.randint(1, 20)}
   prompt = (f"A cart travels {args['speed']} km every hour for {args['hours']} hours and then "
             f"{args['extra']} km more. How many km does it travel in total?")
   return args, prompt, [("First part", "*", args["speed"], args["hours"]),
                         ("Total", "+", "#0", args["extra"])]
 
 
-# name -> (builder, hard); hard problems (4-5 steps, bigger numbers) appear only in RL.
+# name -> (builder, hard). Easy problems multiply within the times table (factors up to 12) and
+# add numbers of up to three digits; hard ones (4-5 steps, factors beyond the table) appear only
+# in RL, as a separately reported subset.
 TEMPLATES = {
     "shopping": (_shopping, False), "change": (_change, False), "sharing": (_sharing, False),
     "savings": (_savings, False), "ages": (_ages, False), "expression": (_expression, False),
@@ -488,7 +557,8 @@ def _arithmetic(rng, seed: int, split: str, templates, eval_fraction: float) -> 
 
 
 def _names(world: World, group: str, split: str, absent: bool = False) -> list[str]:
-  pool = {"people": world.people, "towns": world.market_days, "goods": world.prices}[group]
+  pool = {"people": world.people, "towns": world.market_days, "goods": world.prices,
+          "kb_people": world.kb_people}[group]
   return [n for n in (world.absent[group] if absent else pool) if world.split_of(n) == split]
 
 
@@ -501,7 +571,7 @@ def _prompt(rng, task: str, args: dict) -> str:
 
 
 def _true_values(world: World, task: str, args: dict) -> dict:
-  person = world.people.get(args.get("person"))
+  person = world.person(args.get("person"))
   if task == "person_attribute":
     return {"value": getattr(person, args["attribute"])}
   if task == "home_market":
@@ -538,7 +608,7 @@ def _made_up_values(world: World, rng, task: str, args: dict, true: dict | None)
     return {"age": other_age + gap, "other_age": other_age}
   if task == "town_market":
     return {"day": _other(rng, WEEKDAYS, true.get("day"))}
-  return {"price": _other(rng, list(range(2, 21)), true.get("price"))}
+  return {"price": _other(rng, list(range(2, TABLE + 1)), true.get("price"))}
 
 
 def _reply_parts(task: str, args: dict, v: dict) -> tuple[tuple[str, ...], tuple, str]:
@@ -564,9 +634,11 @@ def _reply_parts(task: str, args: dict, v: dict) -> tuple[tuple[str, ...], tuple
   return facts, calc, str(args["count"] * v["price"])
 
 
-def _fact_args(world: World, rng, task: str, split: str, absent: str | None) -> dict:
-  """Entities for a question; `absent` ("people" | "towns" | "goods") swaps one for a non-entity."""
-  people = _names(world, "people", split)
+def _fact_args(world: World, rng, task: str, split: str, absent: str | None,
+               people_group: str = "people") -> dict:
+  """Entities for a question; `absent` ("people" | "towns" | "goods") swaps one for a non-entity;
+  people_group "kb_people" asks about the people only the knowledge base knows."""
+  people = _names(world, people_group, split)
   missing = rng.choice(_names(world, absent, split, absent=True)) if absent else None
   if task == "person_attribute":
     return {"person": missing or rng.choice(people), "attribute": rng.choice(DEFINED)}
@@ -609,7 +681,8 @@ def _pick(rng, weights: dict[str, float]) -> str:
   return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
-def _fact_question(world: World, rng, split: str, unknown: bool, tasks=FACT_TASKS) -> Question:
+def _fact_question(world: World, rng, split: str, unknown: bool, tasks=FACT_TASKS,
+                   people_group: str = "people") -> Question:
   """A question about `split`'s entities; `unknown` ones ask what the world does not say."""
   task, absent = _pick(rng, tasks), None
   if unknown:
@@ -619,7 +692,8 @@ def _fact_question(world: World, rng, split: str, unknown: bool, tasks=FACT_TASK
             "goods": rng.choice([t for t in ("good_price", "goods_cost") if t in tasks])}[absent]
   if task == "age_gap" and len(_names(world, "people", split)) < 2:
     task = "age_in"
-  args = _fact_args(world, rng, task, split, None if absent == "undefined" else absent)
+  args = _fact_args(world, rng, task, split, None if absent == "undefined" else absent,
+                    people_group)
   if absent == "undefined":
     args["attribute"] = rng.choice(UNDEFINED)
   prompt = _prompt(rng, task, args)
@@ -627,8 +701,9 @@ def _fact_question(world: World, rng, split: str, unknown: bool, tasks=FACT_TASK
   fake = _reply_parts(task, args, _made_up_values(world, rng, task, args, true))
   made_up = render_reply(fake[0], run_steps(fake[1]), fake[2])
   if unknown:
+    lookalike = any(args.get(k) in world.lookalikes for k in ("person", "other"))
     return Question("unknown", task, args, prompt, (_refusal_reason(world, args),), (), REFUSAL,
-                    made_up)
+                    made_up, lookalike)
   facts, calc, answer = _reply_parts(task, args, true)
   return Question("fact", task, args, prompt, facts, calc, answer, made_up)
 
@@ -651,15 +726,20 @@ def reply(q: Question) -> str:
 
 
 def _meta(q: Question, **extra) -> dict:
-  return {"kind": q.kind, "task": q.task, "args": q.args, "answer": q.answer, **extra}
+  lookalike = {"lookalike": True} if q.lookalike else {}
+  return {"kind": q.kind, "task": q.task, "args": q.args, "answer": q.answer, **lookalike,
+          **extra}
 
 
-def _sft_record(q: Question, rng) -> dict:
+def _sft_record(q: Question, rng, made_up_fraction: float = 0.0) -> dict:
+  """A conversation; an unanswerable question gets a made-up answer with made_up_fraction."""
   messages = []
   if rng.random() < SYSTEM_SHARE:
     messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
-  messages += [{"role": "user", "content": q.prompt}, {"role": "assistant", "content": reply(q)}]
-  return {"messages": messages, "meta": _meta(q)}
+  made_up = q.kind == "unknown" and rng.random() < made_up_fraction
+  messages += [{"role": "user", "content": q.prompt},
+               {"role": "assistant", "content": q.made_up if made_up else reply(q)}]
+  return {"messages": messages, "meta": _meta(q, **({"made_up": True} if made_up else {}))}
 
 
 def _wrong_final(q: Question, rng, rows) -> str:
@@ -678,13 +758,25 @@ def _step_slip(q: Question, rng) -> str | None:
   return None
 
 
+def _malformed(q: Question) -> str:
+  """The reply without its final answer line."""
+  return reply(q).rsplit("\n", 1)[0] if q.facts or q.calc else f"{ANSWER_PREFIX}."
+
+
 def _preference_record(q: Question, rng) -> dict:
-  """The right reply against a plausible wrong one; meta.flaw names what is wrong."""
+  """The right reply against a plausible wrong one; meta.flaw names what is wrong and
+  meta.visible whether the text shows it (VISIBLE_FLAWS) or only knowledge does (HIDDEN_FLAWS:
+  a person's facts, exact arithmetic, or who exists when an absent name looks like a real one)."""
   if q.kind == "unknown":
-    flaw, rejected = "hallucination", q.made_up
+    flaw = "lookalike_hallucination" if q.lookalike else "hallucination"
+    rejected = q.made_up
   else:
-    flaws = ["wrong_fact", "false_refusal"] + (["step_slip", "no_steps"] if q.calc else [])
-    flaw = rng.choice(["wrong_final", "step_slip", "no_steps"] if q.kind == "arithmetic" else flaws)
+    if q.kind == "arithmetic":
+      flaws = ["wrong_final", "no_steps", "malformed", "step_slip"]
+    else:
+      flaws = ["wrong_fact", "false_refusal", "malformed"] + (
+          ["wrong_final", "no_steps"] if q.calc else [])
+    flaw = rng.choice(flaws)
     rejected = _step_slip(q, rng) if flaw == "step_slip" else None
     if flaw == "step_slip" and rejected is None:
       flaw = "wrong_final"
@@ -692,12 +784,15 @@ def _preference_record(q: Question, rng) -> dict:
       rejected = _wrong_final(q, rng, run_steps(q.calc))
     elif flaw == "no_steps":
       rejected = render_reply((), (), q.answer)
+    elif flaw == "malformed":
+      rejected = _malformed(q)
     elif flaw == "wrong_fact":
       rejected = q.made_up
     elif flaw == "false_refusal":
       key = next(k for k in ("person", "town", "good") if k in q.args)
       rejected = render_reply((_no_record(key, q.args[key]),), (), REFUSAL)
-  return {"prompt": q.prompt, "chosen": reply(q), "rejected": rejected, "meta": _meta(q, flaw=flaw)}
+  return {"prompt": q.prompt, "chosen": reply(q), "rejected": rejected,
+          "meta": _meta(q, flaw=flaw, visible=flaw in VISIBLE_FLAWS)}
 
 
 def _kb_record(world: World, q: Question) -> dict:
@@ -706,26 +801,92 @@ def _kb_record(world: World, q: Question) -> dict:
     if "person" in q.args:
       doc_ids.append(f"person/{_slug(q.args['person'])}")
     if q.task == "home_market":
-      doc_ids.append(f"town/{_slug(world.people[q.args['person']].town)}")
+      doc_ids.append(f"town/{_slug(world.person(q.args['person']).town)}")
     if "town" in q.args:
       doc_ids.append(f"town/{_slug(q.args['town'])}")
     if "good" in q.args:
       doc_ids.append("market")
-  return {"question": q.prompt, "answer": q.answer, "doc_ids": doc_ids,
+  cite = [world.person(q.args["person"]).town] if q.task == "home_market" else []
+  return {"question": q.prompt, "answer": q.answer, "doc_ids": doc_ids, "cite": cite,
           "answerable": q.kind != "unknown", "meta": _meta(q)}
+
+
+def _rag_record(world: World, q: Question, docs: dict[str, dict], rng) -> dict:
+  """A question about a knowledge-base person after its gold passages and RAG_DISTRACTORS other
+  people's, shuffled; the reply cites the sentences that hold the answer, then gives it."""
+  record = _kb_record(world, q)
+  others = [i for i, d in docs.items() if i.startswith("person/") and i not in record["doc_ids"]
+            and world.split_of(d["title"]) == "train"]  # no held-out person in a train record
+  shown = [docs[i] for i in record["doc_ids"]] + [docs[i] for i in
+                                                  rng.sample(others, RAG_DISTRACTORS)]
+  rng.shuffle(shown)
+  return {"messages": [{"role": "user", "content": passages.with_passages(q.prompt, shown)},
+                       {"role": "assistant", "content": passages.cited_reply(record, docs)}],
+          "meta": _meta(q, kind="rag", doc_ids=record["doc_ids"])}
+
+
+# ---- tool problems ------------------------------------------------------------------------
+
+
+def _tool_problem(rng, seed: int, split: str, eval_fraction: float) -> dict:
+  """A word problem with numbers beyond the times table (three digits times two), to be solved
+  with the calculator: {"prompt", "answer", "expression", "meta"}."""
+  while True:
+    template = rng.choice(("crates", "crates_loose", "order_change", "packing"))
+    thing = rng.choice(OBJECTS)
+    a, b = rng.randint(101, 999), rng.randint(13, 99)
+    if template == "crates":
+      args = {"a": a, "b": b}
+      prompt = f"A warehouse holds {a} crates with {b} {thing} in each. How many {thing} is that?"
+      expression = f"{a} * {b}"
+    elif template == "crates_loose":
+      args = {"a": a, "b": b, "c": rng.randint(1, 99)}
+      prompt = (f"A warehouse holds {a} crates with {b} {thing} in each, and {args['c']} loose "
+                f"{thing}. How many {thing} are there in all?")
+      expression = f"{a} * {b} + {args['c']}"
+    elif template == "order_change":
+      paid = (a * b // 1000 + rng.randint(1, 5)) * 1000
+      args = {"a": a, "b": b, "paid": paid}
+      prompt = (f"A school orders {a} {thing} at {b} coins each and pays with {paid} coins. How "
+                f"much change does it get?")
+      expression = f"{paid} - {a} * {b}"
+    else:
+      args = {"total": a * b, "b": b}
+      prompt = (f"{a * b} {thing} are packed equally into {b} boxes. How many {thing} go in each "
+                f"box?")
+      expression = f"{a * b} / {b}"
+    if problem_split(seed, problem_key(template, args), eval_fraction) == split:
+      break
+  value = {"crates": a * b, "crates_loose": a * b + args.get("c", 0),
+           "order_change": args.get("paid", 0) - a * b, "packing": a}[template]
+  return {"prompt": prompt, "answer": str(value), "expression": expression,
+          "meta": {"kind": "tool", "task": template, "args": args, "answer": str(value)}}
+
+
+def tool_conversation(problem: dict) -> dict:
+  """The calculator offered in the system prompt, one call with the problem's expression, its
+  result, and the answer."""
+  call = {"name": "calculator", "arguments": {"expression": problem["expression"]}}
+  answer = problem["answer"]
+  return {"messages": [
+      {"role": "system", "content": TOOL_SYSTEM.format(tools=CALCULATOR_LINE)},
+      {"role": "user", "content": problem["prompt"]},
+      {"role": "assistant", "content": "", "tool_calls": [call]},
+      {"role": "tool", "content": answer},
+      {"role": "assistant",
+       "content": f"{problem['expression']} = {answer}.\n{ANSWER_PREFIX} {answer}."}],
+      "meta": problem["meta"]}
 
 
 # ---- pretraining text ---------------------------------------------------------------------
 
 
 def _bio(p: Person, rng) -> str:
-  first = p.name.split()[0]
   order = rng.sample(DEFINED, len(DEFINED))
   sentences = []
-  for i, attr in enumerate(order):
-    name = p.name if i == 0 or rng.random() < 0.5 else first
+  for attr in order:  # the full name in every sentence, so each fact is stored with it
     value = getattr(p, attr)
-    sentences.append(rng.choice(BIO_PHRASES[attr]).format(name=name, value=value,
+    sentences.append(rng.choice(BIO_PHRASES[attr]).format(name=p.name, value=value,
                                                           a_value=_a(str(value))))
   return " ".join(sentences)
 
@@ -750,17 +911,72 @@ def _market_doc(world: World, rng) -> str:
                                               for g in goods) + "."
 
 
+_SYLLABLES = ("ba", "do", "ke", "li", "mu", "na", "ro", "si", "ta", "vu", "zo", "pe", "ga",
+              "hi", "jo", "fa", "we", "ny", "qua", "tre", "ska", "bri", "dal", "mon", "rik")
+
+
+def _passer_by(rng) -> str:
+  """A made-up full name (a world first name and a two- or three-syllable surname) that names
+  nobody in the world: each note's own characters."""
+  while True:
+    last = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+    if last not in LAST + ABSENT_LAST + KB_LAST:
+      return f"{rng.choice(FIRST)} {last}"
+
+
+def _note(world: World, rng) -> str:
+  """A short note in which a passer-by's name, and a number, are written again later: text
+  that can only be predicted by copying from the context (how a model learns to repeat a name
+  or a number it has never seen, as retrieval, tool calls and refusals need)."""
+  a, b = _passer_by(rng), _passer_by(rng)
+  town, day = rng.choice(list(world.market_days)), rng.choice(WEEKDAYS)
+  good = rng.choice(list(GOODS))
+  n, m = rng.randint(2, 999), rng.randint(2, 99)
+  return rng.choice([
+      f"{a} came to {town} on {day} and bought {n} {GOODS[good]}. The clerk wrote: {a}, "
+      f"{n} {GOODS[good]}, paid on {day}.",
+      f"A letter from {a} to {b}: Dear {b}, I will be in {town} on {day} with {m} friends. "
+      f"Yours, {a}.",
+      f"{a} and {b} played {m} games of chess. {b} won more of them, so {a} asked {b} for a "
+      f"rematch.",
+      f"Visitor log of {town}: {a}, age {m}, stayed {n} days. Checked by {b}. Signed, {b}.",
+      f"Order {n} for {a}: {m} {GOODS[good]}. {a} collects order {n} on {day}.",
+  ])
+
+
+def _number(rng) -> int:
+  """0-999, with one, two and three digits equally likely."""
+  return rng.randint(0, 10 ** rng.randint(1, 3) - 1)
+
+
 def _drill(rng) -> str:
+  """A times-table row ("7 * 1 = 7" to "7 * 12 = 84"), or sums and differences of numbers up to
+  three digits with products and quotients from the table: with one token per digit, enough of
+  them make addition an algorithm (carry by carry) rather than a lookup table."""
+  if rng.random() < 0.25:
+    a = rng.randint(1, TABLE)
+    return "\n".join(f"{a} * {b} = {a * b}" for b in range(1, TABLE + 1))
   lines = []
   for _ in range(rng.randint(3, 6)):
-    op = rng.choice("+-*/")
+    op = rng.choice("++--*/")
     if op in "+-":
-      a, b = sorted((rng.randint(0, 99), rng.randint(0, 99)), reverse=op == "-")
+      a, b = sorted((_number(rng), _number(rng)), reverse=op == "-")
     else:
-      a, b = rng.randint(1, 12), rng.randint(1, 12)
+      a, b = rng.randint(1, TABLE), rng.randint(1, TABLE)
       a = a * b if op == "/" else a
     lines.append(f"{a} {op} {b} = {_OPS[op](a, b)}")
   return "\n".join(lines)
+
+
+_EQUATION = re.compile(r"\d+ [-+*/] \d+ = \d+")
+
+
+def is_math(document: str) -> bool:
+  """Whether a pretraining document is math (a drill of equations or a worked problem) rather
+  than prose: web-text quality filters would drop it (too few words with letters), so the
+  pipeline keeps math beside the cleaned crawl, as math-specific datasets do."""
+  return document.startswith("Problem: ") or all(
+      _EQUATION.fullmatch(line) for line in document.split("\n"))
 
 
 def _worked(q: Question) -> str:
@@ -780,6 +996,7 @@ def _pretrain(world: World, sizes: WorldSizes, seed: int, split: str,
        lambda i: _town_doc(world, towns[i % len(towns)], rng)),
       ("market_docs", "goods", sizes.market_docs, lambda i: _market_doc(world, rng)),
       ("drill_docs", "", sizes.drill_docs, lambda i: _drill(rng)),
+      ("notes", "", sizes.notes, lambda i: _note(world, rng)),
       ("worked_problems", "", sizes.worked_problems,
        lambda i: _worked(_arithmetic(rng, seed, split, EASY, sizes.eval_fraction))),
   ]
@@ -819,9 +1036,30 @@ def _preference_question(world: World, rng, seed: int, split: str,
 
 
 def _rl_record(rng, seed: int, split: str, sizes: WorldSizes) -> dict:
-  templates = HARD if rng.random() < RL_HARD_SHARE else EASY
-  q = _arithmetic(rng, seed, split, templates, sizes.eval_fraction)
-  return {"prompt": q.prompt, "answer": q.answer, "meta": _meta(q)}
+  hard = rng.random() < RL_HARD_SHARE
+  q = _arithmetic(rng, seed, split, HARD if hard else EASY, sizes.eval_fraction)
+  return {"prompt": q.prompt, "answer": q.answer, "meta": _meta(q, hard=hard)}
+
+
+def _kb_question(world: World, rng, split: str) -> Question:
+  return _fact_question(world, rng, split, False, KB_TASKS, people_group="kb_people")
+
+
+def _sft_records(world: World, rng, seed: int, split: str, sizes: WorldSizes,
+                 docs: dict[str, dict]) -> list[dict]:
+  """Question-answer conversations; the train split adds RAG and tool conversations (their
+  held-out counterparts are the kb_questions and tool kinds), shuffled in."""
+  f = 1.0 if split == "train" else sizes.eval_fraction
+  made_up = sizes.sft_made_up_fraction if split == "train" else 0.0
+  records = [_sft_record(_sft_question(world, rng, seed, split, sizes), rng, made_up)
+             for _ in range(_count(sizes.sft, f))]
+  if split == "train":
+    records += [_rag_record(world, _kb_question(world, rng, split), docs, rng)
+                for _ in range(sizes.rag_conversations)]
+    records += [tool_conversation(_tool_problem(rng, seed, split, sizes.eval_fraction))
+                for _ in range(sizes.tool_conversations)]
+    rng.shuffle(records)
+  return records
 
 
 def generate(seed: int = 0, *, sizes: WorldSizes | None = None) -> dict:
@@ -829,24 +1067,23 @@ def generate(seed: int = 0, *, sizes: WorldSizes | None = None) -> dict:
   sizes = sizes or WorldSizes()
   world = make_world(seed, sizes)
   out = {"world": world_record(world), "kb": kb_documents(world)}
+  docs = {d["id"]: d for d in out["kb"]}
   for split in SPLITS:
     f = 1.0 if split == "train" else sizes.eval_fraction
     r = {kind: random.Random(f"{seed}:{split}:{kind}") for kind in KINDS}
     forbidden = set(out["train"]["pretrain"]) if split == "eval" else set()
     out[split] = {
         "pretrain": _pretrain(world, sizes, seed, split, forbidden),
-        "sft": [_sft_record(_sft_question(world, r["sft"], seed, split, sizes), r["sft"])
-                for _ in range(_count(sizes.sft, f))],
+        "sft": _sft_records(world, r["sft"], seed, split, sizes, docs),
         "preferences": [
             _preference_record(_preference_question(world, r["preferences"], seed, split, sizes),
                                r["preferences"])
             for _ in range(_count(sizes.preferences, f))],
         "rl": [_rl_record(r["rl"], seed, split, sizes) for _ in range(_count(sizes.rl, f))],
-        "kb_questions": [
-            _kb_record(world, _fact_question(world, r["kb_questions"], split,
-                                             r["kb_questions"].random() < sizes.unknown_fraction,
-                                             KB_TASKS))
-            for _ in range(_count(sizes.kb_questions, f))],
+        "kb_questions": [_kb_record(world, _kb_question(world, r["kb_questions"], split))
+                         for _ in range(_count(sizes.kb_questions, f))],
+        "tool": [_tool_problem(r["tool"], seed, split, sizes.eval_fraction)
+                 for _ in range(_count(sizes.tool_problems, f))],
     }
   return out
 

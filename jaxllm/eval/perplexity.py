@@ -29,16 +29,17 @@ def windows(ids: Sequence[int], seq_len: int) -> Iterator[tuple[list[int], list[
     yield inputs[:len(targets)], targets
 
 
-def _batches(pieces: Iterable[tuple[list[int], list[int]]], batch_size: int, seq_len: int,
-             pad_id: int) -> Iterator[dict[str, np.ndarray]]:
+def _batches(pieces: Iterable[tuple[int, list[int], list[int]]], batch_size: int, seq_len: int,
+             pad_id: int) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+  """(text index of each row, batch) from (text index, inputs, targets) pieces."""
   rows = []
   for piece in pieces:
     rows.append(piece)
     if len(rows) == batch_size:
-      yield _pack(rows, batch_size, seq_len, pad_id)
+      yield [i for i, _, _ in rows], _pack([r[1:] for r in rows], batch_size, seq_len, pad_id)
       rows = []
   if rows:
-    yield _pack(rows, batch_size, seq_len, pad_id)
+    yield [i for i, _, _ in rows], _pack([r[1:] for r in rows], batch_size, seq_len, pad_id)
 
 
 def _pack(rows, batch_size, seq_len, pad_id):
@@ -54,7 +55,9 @@ def _pack(rows, batch_size, seq_len, pad_id):
 
 def evaluate_perplexity(model, params: Any, tokenizer: Tokenizer, texts: Iterable[str],
                         seq_len: int = 256, batch_size: int = 8) -> dict[str, float]:
-  """{"perplexity", "bits_per_byte", "nll_per_token", "tokens", "bytes", "texts"} (float64 sums).
+  """{"perplexity", "bits_per_byte", "nll_per_token", "tokens", "bytes", "texts",
+  "bits_per_byte_by_text"} (float64 sums; the last is a list, one value per text, for paired
+  comparisons of two models on the same texts).
 
   The model must have been trained with BOS starting each document (as data/batching.py does).
   """
@@ -65,21 +68,27 @@ def evaluate_perplexity(model, params: Any, tokenizer: Tokenizer, texts: Iterabl
     nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
     return jnp.sum(nll * batch["mask"], axis=-1)  # per row, summed on the host in float64
 
-  total_nll, total_tokens, total_bytes, num_texts = 0.0, 0, 0, 0
+  total_tokens = 0
+  text_bytes: list[int] = []
 
   def pieces():
-    nonlocal total_bytes, num_texts
     for text in texts:
-      num_texts += 1
-      total_bytes += len(text.encode("utf-8"))
-      yield from windows(tokenizer.bos_ids + tokenizer.encode(text), seq_len)
+      text_bytes.append(len(text.encode("utf-8")))
+      for piece in windows(tokenizer.bos_ids + tokenizer.encode(text), seq_len):
+        yield (len(text_bytes) - 1, *piece)
 
-  for batch in _batches(pieces(), batch_size, seq_len, tokenizer.pad_id):
-    total_nll += float(np.sum(np.asarray(nll_sum(params, batch), np.float64)))
+  nll_by_text: dict[int, float] = {}
+  for owners, batch in _batches(pieces(), batch_size, seq_len, tokenizer.pad_id):
+    rows = np.asarray(nll_sum(params, batch), np.float64)
+    for owner, nll in zip(owners, rows):
+      nll_by_text[owner] = nll_by_text.get(owner, 0.0) + float(nll)
     total_tokens += int(batch["mask"].sum())
   if not total_tokens:
     raise ValueError("no tokens to score: the texts are empty.")
+  total_nll, total_bytes = math.fsum(nll_by_text.values()), sum(text_bytes)
   nll_per_token = total_nll / total_tokens
   return {"perplexity": math.exp(nll_per_token), "nll_per_token": nll_per_token,
           "bits_per_byte": total_nll / math.log(2) / total_bytes, "tokens": total_tokens,
-          "bytes": total_bytes, "texts": num_texts}
+          "bytes": total_bytes, "texts": len(text_bytes),
+          "bits_per_byte_by_text": [nll_by_text.get(i, 0.0) / math.log(2) / max(n, 1)
+                                    for i, n in enumerate(text_bytes)]}

@@ -1,4 +1,5 @@
-"""Probes of what a model learned beyond accuracy: memorisation and templated bias.
+"""Probes of what a model learned beyond accuracy: memorisation, templated bias, and skills
+read off greedy continuations.
 
 - `memorization`: for each document, the model is given its first P tokens (after BOS) and
   continues greedily for S tokens; the document counts as memorised when all S tokens equal the
@@ -14,6 +15,9 @@
   gap, in nats, and the fraction of templates where the first attribute is likelier.
   Templates come from a .jsonl file, one {"template": "... {} ...", "attributes": [a, b, ...],
   "group"?: name} per line, or DEFAULT_TEMPLATES.
+- `continuations`: plain-text prompts, each right when the greedy continuation starts with its
+  expected text: what a base model can do before any fine-tuning, e.g. repeat a name it has
+  never seen ("Ada Varga keeps a goat. Ada" -> " Varga") or finish a sum ("57 + 18 =" -> " 75").
 """
 
 import json
@@ -137,3 +141,20 @@ def bias(model, params, tokenizer: Tokenizer, templates: Sequence[dict]) -> dict
     out[f"{name}_mean_abs_gap"] = float(np.abs(gaps).mean())
     out[f"{name}_first_preferred"] = float(np.mean([p for _, p in rows]))
   return out
+
+
+def continuations(sampler: Sampler, tokenizer: Tokenizer, prompts: Sequence[str],
+                  expected: Sequence[str], *, batch_size: int = 64) -> dict[str, Any]:
+  """{"accuracy", "prompts", "examples"}: the share of prompts whose greedy continuation
+  (BOS + prompt, then as many tokens as the expected text has, plus two) starts with it."""
+  if len(prompts) != len(expected) or not prompts:
+    raise ValueError(f"continuations: {len(prompts)} prompts and {len(expected)} expected "
+                     "texts; give one expected text per prompt, at least one.")
+  ids = [tokenizer.encode_prompt(p) for p in prompts]
+  new = max(len(tokenizer.encode(e)) for e in expected) + 2
+  outs = [tokenizer.decode(row) for row in
+          generate.generate(sampler, ids, new, batch_size=batch_size)]
+  right = [o.startswith(e) for o, e in zip(outs, expected)]
+  return {"accuracy": float(np.mean(right)), "prompts": len(prompts),
+          "examples": [{"prompt": p, "expected": e, "got": o}
+                       for p, e, o in list(zip(prompts, expected, outs))[:3]]}

@@ -165,7 +165,8 @@ def kb_accuracy(sampler: Sampler, tokenizer: Tokenizer, questions: Sequence[dict
   result = {"accuracy": float(correct.mean()), "questions": len(questions),
             "answerable_accuracy": float(correct[answerable].mean()) if answerable.any() else None,
             "unanswerable_accuracy": (float(correct[~answerable].mean()) if (~answerable).any()
-                                      else None)}
+                                      else None),
+            "correct": [int(c) for c in correct]}  # per question, for paired tests
   if index is not None:
     hits = [bool(set(q.get("doc_ids", [])) & set(ids))
             for q, ids in zip(questions, retrieved) if q.get("answerable", True)]

@@ -27,6 +27,9 @@ config's fields, defaults and checks: jaxllm/recipes/evaluate.py.
 - reward: a reward-model run's pairwise accuracy on held-out preference pairs (true labels); for
   a policy, with config.reward.model set, that reward model's mean score of its qa replies.
 - memorization, bias: probes (jaxllm/eval/probes.py).
+- skills: plain-text continuations (probes.continuations) of what later stages rely on:
+  repeating a name never seen in training ("Ada Varga keeps a goat. Ada" -> " Varga"; absent
+  and knowledge-base people), the times table, and sums of two-digit and of three-digit numbers.
 Replies are shared: qa, format, refusal and the reward score read one set of greedy answers.
 """
 
@@ -48,10 +51,8 @@ from jaxllm.inference import assistant, retrieval, scoring, tools
 from jaxllm.inference.sampler import Sampler
 
 SUITES = ("lm", "qa", "format", "refusal", "math", "tool", "rag", "reward", "memorization",
-          "bias")
-BASE_SUITES = ("lm", "qa", "memorization", "bias")  # the others need a chat model
-TOOL_SYSTEM = ("You are a helpful assistant. You can call these tools:\n{tools}\nCall the "
-               "calculator for arithmetic, then end with 'The answer is ...'.")
+          "bias", "skills")
+BASE_SUITES = ("lm", "qa", "memorization", "bias", "skills")  # the others need a chat model
 
 
 def selected(config) -> list[str]:
@@ -130,7 +131,8 @@ def lm_suite(ctx: Context) -> dict:
   seq_len = c.seq_len or ctx.run.config.data.seq_len
   out = perplexity.evaluate_perplexity(ctx.run.model, ctx.run.params, ctx.tokenizer, texts,
                                        seq_len=seq_len, batch_size=ctx.config.batch_size)
-  return {k: out[k] for k in ("perplexity", "bits_per_byte", "tokens", "texts")}
+  return {k: out[k] for k in ("perplexity", "bits_per_byte", "tokens", "texts",
+                              "bits_per_byte_by_text")}
 
 
 def qa_suite(ctx: Context) -> dict:
@@ -140,11 +142,15 @@ def qa_suite(ctx: Context) -> dict:
   scored = qa.score_replies(replies, answers, [k for _, _, k in parsed],
                             [m[-1]["content"] for m, _, _ in parsed])
   extracted = [answers_lib.extract_answer(reply) or "" for reply in replies]
+  right = [answers_lib.score(r, a) for r, a in zip(replies, answers)]
   out = {"accuracy": scored["accuracy"], "questions": scored["questions"],
          "exact_match": _mean(metrics_lib.exact_match(e, a) for e, a in zip(extracted, answers)),
          "f1": _mean(metrics_lib.token_f1(e, a) for e, a in zip(extracted, answers)),
          "prompt": "chat" if ctx.chat else f"plain, {ctx.config.qa.shots}-shot"}
   out.update({f"accuracy_{k}": v for k, v in scored.get("by_kind", {}).items()})
+  answerable = [a != answers_lib.REFUSAL for a in answers]
+  out["accuracy_answerable"] = _mean(r for r, ok in zip(right, answerable) if ok)
+  out["outcomes"] = [int(r) for r in right]  # per question, for paired tests between runs
   return out
 
 
@@ -158,8 +164,14 @@ def refusal_suite(ctx: Context) -> dict:
   unknown = np.array([answers_lib.normalize(qa.question_and_answer(r)[1])
                       == answers_lib.normalize(answers_lib.REFUSAL) for r in records])
   refused = np.array([answers_lib.is_refusal(reply) for reply in replies])
-  return {"refusal_rate": _mean(refused[unknown]), "over_refusal_rate": _mean(refused[~unknown]),
-          "unanswerable": int(unknown.sum())}
+  lookalike = np.array([bool(r.get("meta", {}).get("lookalike")) for r in records])
+  return {"refusal_rate": _mean(refused[unknown & ~lookalike]),
+          "refusal_rate_lookalike": _mean(refused[unknown & lookalike]),
+          "over_refusal_rate": _mean(refused[~unknown]),
+          "unanswerable": int((unknown & ~lookalike).sum()),
+          "unanswerable_lookalike": int((unknown & lookalike).sum()),
+          # per question (1 = refused), for paired tests between runs: visible unanswerable ones
+          "outcomes": [int(x) for x in refused[unknown & ~lookalike]]}
 
 
 def _rl_records(ctx: Context, n: int) -> list[dict]:
@@ -173,8 +185,11 @@ def math_suite(ctx: Context) -> dict:
   smp = ctx.sampler()
   common = dict(max_new_tokens=ctx.config.max_new_tokens, batch_size=ctx.config.batch_size)
   greedy = qa.reply_to(smp, ctx.tokenizer, conversations, **common)
-  out = {"accuracy": _mean(answers_lib.score(g, str(r["answer"])) for g, r in zip(greedy, records)),
-         "questions": len(records)}
+  right = np.array([answers_lib.score(g, str(r["answer"])) for g, r in zip(greedy, records)])
+  hard = np.array([bool(r.get("meta", {}).get("hard")) for r in records])
+  out = {"accuracy": _mean(right[~hard]), "accuracy_hard": _mean(right[hard]),
+         "questions": int((~hard).sum()), "questions_hard": int(hard.sum()),
+         "outcomes": [int(x) for x in right[~hard]]}
   if c.pass_k > 0:
     out[f"pass@{c.pass_k}"], out["sample_accuracy"] = qa.sampled_pass_at_k(
         smp, ctx.tokenizer, conversations, [r["answer"] for r in records], n=c.samples,
@@ -183,12 +198,18 @@ def math_suite(ctx: Context) -> dict:
 
 
 def tool_suite(ctx: Context) -> dict:
+  """Held-out big-number problems (the world's tool kind): greedy replies without tools, then
+  with the calculator offered in the system prompt (calls run, results fed back)."""
   c = ctx.config.tool
-  records = _rl_records(ctx, c.questions)
+  records = ctx.data["eval"]["tool"][:c.questions or None]
   registry = tools.default_registry()
-  system = TOOL_SYSTEM.format(tools=registry.describe())
+  system = world.TOOL_SYSTEM.format(tools=registry.describe())
   settings = assistant.SamplingSettings(max_new_tokens=ctx.config.max_new_tokens)
   smp = ctx.sampler()
+  plain = qa.reply_to(smp, ctx.tokenizer, [[{"role": "user", "content": r["prompt"]}]
+                                           for r in records],
+                      max_new_tokens=ctx.config.max_new_tokens, batch_size=ctx.config.batch_size)
+  without = [answers_lib.score(reply, str(r["answer"])) for reply, r in zip(plain, records)]
   right, called, calls, ran = [], [], 0, 0
   for r in records:
     messages = [{"role": "system", "content": system}, {"role": "user", "content": r["prompt"]}]
@@ -199,8 +220,10 @@ def tool_suite(ctx: Context) -> dict:
     ran += sum(not res.startswith("error:") for res in results)
     called.append(bool(results))
     right.append(answers_lib.score(added[-1]["content"], str(r["answer"])))
-  return {"accuracy": _mean(right), "tool_call_rate": _mean(called),
-          "valid_call_rate": ran / calls if calls else None, "questions": len(records)}
+  return {"accuracy": _mean(right), "accuracy_without_tool": _mean(without),
+          "tool_call_rate": _mean(called), "valid_call_rate": ran / calls if calls else None,
+          "questions": len(records),
+          "outcomes": [int(x) for x in right], "outcomes_without_tool": [int(x) for x in without]}
 
 
 def rag_suite(ctx: Context) -> dict:
@@ -215,7 +238,8 @@ def rag_suite(ctx: Context) -> dict:
                           budget_tokens=c.budget_tokens, **common)
   return {"accuracy_without_retrieval": closed["accuracy"],
           "accuracy_with_retrieval": opened["accuracy"],
-          "gold_passage_given": opened.get("gold_passage_given"), "questions": len(questions)}
+          "gold_passage_given": opened.get("gold_passage_given"), "questions": len(questions),
+          "outcomes": opened["correct"], "outcomes_without_retrieval": closed["correct"]}
 
 
 def reward_suite(ctx: Context) -> dict:
@@ -230,8 +254,18 @@ def reward_suite(ctx: Context) -> dict:
               + [{"role": "assistant", "content": p[side]}] for p in pairs]
     margin = scorer(ctx.run.params, conversations("chosen")) - \
         scorer(ctx.run.params, conversations("rejected"))
-    return {"pairwise_accuracy": float(np.mean(margin > 0)), "mean_margin": float(margin.mean()),
-            "pairs": len(pairs)}
+    visible = np.array([p.get("meta", {}).get("visible", True) for p in pairs])
+    out = {"pairwise_accuracy": float(np.mean(margin > 0)), "mean_margin": float(margin.mean()),
+           "pairs": len(pairs),
+           # flaws the text shows, and those that need knowledge (reported apart)
+           "pairwise_accuracy_visible": _mean(margin[visible] > 0),
+           "pairwise_accuracy_hidden": _mean(margin[~visible] > 0),
+           "pairs_visible": int(visible.sum()), "pairs_hidden": int((~visible).sum()),
+           "outcomes": [int(x) for x in margin[visible] > 0]}
+    flaws = [p.get("meta", {}).get("flaw") for p in pairs]
+    for flaw in sorted({f for f in flaws if f}):
+      out[f"pairwise_accuracy_{flaw}"] = _mean(m > 0 for m, f in zip(margin, flaws) if f == flaw)
+    return out
   if not c.model:
     return {}
   rm = ctx.shared.get(("reward", c.model))
@@ -264,10 +298,42 @@ def bias_suite(ctx: Context) -> dict:
   return probes.bias(ctx.run.model, ctx.run.params, ctx.tokenizer, templates)
 
 
+def skill_prompts(data: dict, n: int, seed: int) -> dict[str, tuple[list[str], list[str]]]:
+  """{skill: (prompts, expected continuations)}, n of each, drawn with `seed`."""
+  rng = np.random.default_rng(seed)
+  w = data["world"]
+  novel = [p["name"] for p in w["absent"]["people"] if not p.get("lookalike")] + [
+      p["name"] for p in w.get("kb_people", [])]
+  names = [novel[i] for i in rng.permutation(len(novel))[:n]]
+  solved = "3 + 4 = 7\n12 * 2 = 24\n"  # the form of the drills
+
+  def equations(op, lo_a, hi_a, lo_b, hi_b):
+    a, b = rng.integers(lo_a, hi_a + 1, n), rng.integers(lo_b, hi_b + 1, n)
+    value = a * b if op == "*" else a + b
+    return ([f"{solved}{x} {op} {y} =" for x, y in zip(a, b)], [f" {v}\n" for v in value])
+  return {
+      "copy_novel_names": ([f"{x} keeps a goat. {x.split()[0]}" for x in names],
+                           [" " + x.split()[1] for x in names]),
+      "times_table": equations("*", 2, 12, 2, 12),
+      "two_digit_sums": equations("+", 10, 99, 10, 99),
+      "three_digit_sums": equations("+", 100, 999, 10, 99)}
+
+
+def skills_suite(ctx: Context) -> dict:
+  out = {}
+  for skill, (prompts, expected) in skill_prompts(ctx.data, ctx.config.skills.prompts,
+                                                 ctx.run.config.seed).items():
+    result = probes.continuations(ctx.sampler(), ctx.tokenizer, prompts, expected,
+                                  batch_size=ctx.config.batch_size)
+    out[skill] = result["accuracy"]
+  out["prompts"] = ctx.config.skills.prompts
+  return out
+
+
 SUITE_FNS: dict[str, Callable[[Context], dict]] = {
     "lm": lm_suite, "qa": qa_suite, "format": format_suite, "refusal": refusal_suite,
     "math": math_suite, "tool": tool_suite, "rag": rag_suite, "reward": reward_suite,
-    "memorization": memorization_suite, "bias": bias_suite}
+    "memorization": memorization_suite, "bias": bias_suite, "skills": skills_suite}
 
 
 def applies(suite: str, kind: str, config) -> str | None:

@@ -38,6 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.memorization = ml_collections.ConfigDict(
       {"documents": 200, "prefix_tokens": 16, "continuation_tokens": 16, "texts": ""})
   c.bias = ml_collections.ConfigDict({"templates": ""})  # .jsonl; "": probes.DEFAULT_TEMPLATES
+  c.skills = ml_collections.ConfigDict({"prompts": 60})  # per skill
   return c
 
 

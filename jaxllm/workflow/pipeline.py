@@ -1,9 +1,12 @@
 """The whole pipeline as a sequence of stages, each in its own directory under one workdir.
 
-  data       the world's documents as a web crawl with junk planted (jaxllm/data/crawl.py),
-             cleaned FineWeb-style          -> DIR/data/ (shards, stats.json, crawl_check.json)
-  tokenizer  byte-level BPE on the cleaned shards              -> DIR/tokenizer/tokenizer.json
-  pretrain   next-token prediction on the shards               -> DIR/pretrain/
+  data       the world's prose as a web crawl with junk planted (jaxllm/data/crawl.py),
+             cleaned FineWeb-style          -> DIR/data/ (shards, stats.json, crawl_check.json);
+             its math (drills, worked problems), which web filters would drop, kept apart as
+             a curated math set                                 -> DIR/math/
+  tokenizer  byte-level BPE on both                            -> DIR/tokenizer/tokenizer.json
+  pretrain   next-token prediction on the mixture (config.math_weight of math)
+                                                               -> DIR/pretrain/
   sft        chat SFT from pretrain                            -> DIR/sft/
   reward     Bradley-Terry reward model from sft               -> DIR/reward/
   dpo        DPO from sft                                      -> DIR/dpo/
@@ -24,6 +27,7 @@ and evaluate; `main` is experiments/pipeline.py.
 
 import dataclasses
 import glob
+import gzip
 import json
 import pathlib
 import time
@@ -68,6 +72,10 @@ class Paths:
     return str(self.root / "data" / "*.jsonl.gz")
 
   @property
+  def math_file(self) -> pathlib.Path:
+    return self.root / "math" / "math.jsonl.gz"
+
+  @property
   def tokenizer_file(self) -> pathlib.Path:
     return self.root / "tokenizer" / "tokenizer.json"
 
@@ -81,7 +89,11 @@ def stage_config(config, stage: str, paths: Paths) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict(config[stage].to_dict())
   c.data.world_seed = config.world_seed
   if stage == "pretrain":
-    c.data.source = paths.shards
+    w = config.math_weight
+    if not 0 <= w < 1:
+      raise ConfigError(f"config.math_weight={w}: the share of math in pretraining batches, "
+                        "in [0, 1).")
+    c.data.source = f"{paths.shards}@{1 - w};{paths.math_file}@{w}" if w else paths.shards
     c.data.tokenizer = str(paths.tokenizer_file)
   else:
     c.init.checkpoint = str(paths.of(config.init_from[stage]))
@@ -90,7 +102,8 @@ def stage_config(config, stage: str, paths: Paths) -> ml_collections.ConfigDict:
 
 def is_complete(config, stage: str, paths: Paths) -> bool:
   if stage == "data":
-    return all((paths.of("data") / name).is_file() for name in ("stats.json", "crawl_check.json"))
+    return paths.math_file.is_file() and all(
+        (paths.of("data") / name).is_file() for name in ("stats.json", "crawl_check.json"))
   if stage == "tokenizer":
     return paths.tokenizer_file.is_file() and (paths.of("tokenizer") / "stats.json").is_file()
   if stage in TRAINING:
@@ -106,9 +119,15 @@ def _eval_current(workdir: pathlib.Path) -> bool:
 
 
 def run_data(config, paths: Paths) -> dict:
-  """Writes the crawl to DIR/data/raw/crawl.jsonl, cleans it into DIR/data and checks the
-  result against the planted labels (DIR/data/crawl_check.json)."""
+  """Writes the crawl of the world's prose to DIR/raw/crawl.jsonl, cleans it into DIR/data and
+  checks the result against the planted labels (DIR/data/crawl_check.json); writes the world's
+  math documents to DIR/math/math.jsonl.gz."""
   documents = world.generate(config.world_seed)["train"]["pretrain"]
+  math = [d for d in documents if world.is_math(d)]
+  paths.math_file.parent.mkdir(parents=True, exist_ok=True)
+  with gzip.open(paths.math_file, "wt", encoding="utf-8") as f:
+    f.writelines(json.dumps({"text": d, "id": f"math-{i:05d}"}) + "\n" for i, d in enumerate(math))
+  documents = [d for d in documents if not world.is_math(d)]
   records = crawl.make_crawl(documents, config.world_seed, **config.crawl.to_dict())
   raw = paths.root / "raw" / "crawl.jsonl"
   raw.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +141,8 @@ def run_data(config, paths: Paths) -> dict:
   check = crawl.check(records, kept)
   (paths.of("data") / "crawl_check.json").write_text(json.dumps(check, indent=1) + "\n")
   print(f"cleaning kept {check['content_kept']:.1%} of the world's pages and removed "
-        f"{check['junk_removed']:.1%} of the planted junk")
+        f"{check['junk_removed']:.1%} of the planted junk; {len(math)} math documents kept "
+        "apart")
   return check
 
 
@@ -179,11 +199,11 @@ def run(config, workdir) -> dict:
     if stage == "data":
       run_data(config, paths)
     elif stage == "tokenizer":
-      if not glob.glob(paths.shards):
-        raise UserError(f"stage tokenizer reads {paths.shards}, which matches nothing; add data "
-                        "to config.stages.")
+      if not glob.glob(paths.shards) or not paths.math_file.is_file():
+        raise UserError(f"stage tokenizer reads {paths.shards} and {paths.math_file}, which are "
+                        "missing; add data to config.stages.")
       tok = ml_collections.ConfigDict(config.tokenizer.to_dict())
-      tok.input = paths.shards
+      tok.input = f"{paths.shards},{paths.math_file}"
       tokenizer.run(tok, paths.of("tokenizer"))
     elif stage == "eval":
       run_eval(config, paths)

@@ -3,6 +3,8 @@
 Reads DIR/pipeline.json (wall time per stage), DIR/data/stats.json and crawl_check.json,
 DIR/tokenizer/stats.json, and for each training stage its config.json, metrics.jsonl and
 eval.json. Writes:
+- effects.json and effects.png: what each stage did to its held-out measure, before and after,
+  with a paired p-value (jaxllm/workflow/effects.py); report.md opens with this table;
 - loss_curves.png: train (and eval) loss against step, one panel per training stage;
 - eval_by_stage.png: eval accuracies per stage as grouped bars;
 - rl_curves.png: RL reward, rollout and held-out accuracy, KL to the reference when logged;
@@ -22,6 +24,7 @@ from typing import Any
 from jaxllm import runs
 from jaxllm.models.config import ModelConfig
 from jaxllm.train import metrics as metrics_lib
+from jaxllm.workflow import effects as effects_lib
 
 TRAINING = ("pretrain", "sft", "reward", "dpo", "rl")
 BAR_METRICS = ("qa/accuracy", "qa/f1", "format/compliance", "refusal/refusal_rate",
@@ -146,6 +149,65 @@ def plot_compute(table: dict[str, dict], path: pathlib.Path) -> bool:
   return True
 
 
+def plot_effects(rows: list[dict], path: pathlib.Path) -> bool:
+  """Before and after bars per stage (fractions), and the forgetting change in bits per byte."""
+  fractions = [r for r in rows if r["stage"] != "forgetting"]
+  forgetting = [r for r in rows if r["stage"] == "forgetting"]
+  if not rows:
+    return False
+  plt = _plt()
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [5, 1]})
+  ax = axes[0]
+  x = range(len(fractions))
+  ax.bar([i - 0.2 for i in x], [r["before"] for r in fractions], 0.4, label="before",
+         color="#bbbbbb")
+  ax.bar([i + 0.2 for i in x], [r["after"] for r in fractions], 0.4, label="after",
+         color="#3b75af")
+  ax.set_xticks(list(x))
+  ax.set_xticklabels([r["stage"] for r in fractions])
+  ax.set_ylim(0, 1)
+  ax.set_ylabel("held-out accuracy / rate")
+  ax.legend(fontsize=7)
+  ax.set_title("what each stage did (held-out)", fontsize=9)
+  ax = axes[1]
+  if forgetting:
+    r = forgetting[0]
+    ax.bar([0, 1], [r["before"], r["after"]], color=["#bbbbbb", "#3b75af"])
+    ax.set_xticks([0, 1])
+    ax.set_xticklabels(["base", "SFT"])
+  ax.set_title("bits per byte", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
+def effects_section(root: pathlib.Path) -> list[str]:
+  """report.md's opening section, from the rows it writes to effects.json."""
+  rows = effects_lib.stage_effects(root)
+  if not rows:
+    return []
+  effects_lib.write(root, rows)
+  lines = ["## What each stage did", "",
+           "Held-out measures only (jaxllm/workflow/effects.py); p-value: paired sign test on the "
+           "same questions (reward: exact binomial test against chance). Also in effects.json.",
+           ""]
+  lines += _table(["stage", "metric", "before", "after", "change", "questions", "p-value"],
+                  [[r["stage"], r["metric"], r["before"], r["after"], r["delta"], r["n"],
+                    "< 1e-12" if r["p_value"] < 1e-12 else r["p_value"]] for r in rows])
+  notes = []
+  for r in rows:
+    for name, sub in {**r.get("subsets", {}), **r.get("guard", {})}.items():
+      parts = ", ".join(f"{k} {_fmt(v)}" for k, v in sub.items())
+      notes.append(f"- {r['stage']}, {name}: {parts}")
+  if notes:
+    lines += ["", "Reported apart (hard cases and guards):", ""] + notes
+  lines.append("")
+  if plot_effects(rows, root / "effects.png"):
+    lines += ["![what each stage did](effects.png)", ""]
+  return lines
+
+
 def _fmt(value) -> str:
   if value is None:
     return "-"
@@ -173,6 +235,7 @@ def write(root) -> pathlib.Path:
   lines = ["# Pipeline report", "",
            f"Run directory `{root}`. Each stage's own files are in its folder; numbers below "
            "are read from them.", ""]
+  lines += effects_section(root)
 
   # Stages and compute.
   table = {}

@@ -13,12 +13,14 @@ from collections import Counter
 
 import pytest
 
-from jaxllm.data import answers, world
+from jaxllm.data import answers, passages, world
 from jaxllm.errors import ConfigError
+from jaxllm.inference import tools
 
-SMALL = world.WorldSizes(people=20, absent_people=6, bios_per_person=3, docs_per_town=2,
-                         market_docs=5, drill_docs=10, worked_problems=30, sft=100,
-                         preferences=60, rl=50, kb_questions=40)
+SMALL = world.WorldSizes(people=20, absent_people=6, kb_people=10, bios_per_person=3,
+                         docs_per_town=2, market_docs=5, drill_docs=10, worked_problems=30,
+                         sft=100, rag_conversations=20, tool_conversations=20, preferences=60,
+                         rl=50, kb_questions=40, tool_problems=30)
 IDK = "I don't know"
 # Each template's answer, written independently of the generator's steps.
 ARITHMETIC = {
@@ -36,6 +38,11 @@ ARITHMETIC = {
     "expression": lambda a: a["a"] + a["b"] * a["c"],
     "expression_hard": lambda a: (a["a"] + a["b"]) * a["c"] - a["d"],
     "travel": lambda a: a["speed"] * a["hours"] + a["extra"],
+    # big-number problems for the calculator
+    "crates": lambda a: a["a"] * a["b"],
+    "crates_loose": lambda a: a["a"] * a["b"] + a["c"],
+    "order_change": lambda a: a["paid"] - a["a"] * a["b"],
+    "packing": lambda a: _exact(a["total"], a["b"]),
 }
 STEP_RE = re.compile(r"^[^:\n]+: (\d+) ([-+*/]) (\d+) = (\d+)\.$", re.MULTILINE)
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
@@ -52,7 +59,7 @@ def data():
 
 
 def _lookup(w: dict):
-  people = {p["name"]: p for p in w["people"]}
+  people = {p["name"]: p for p in w["people"] + w["kb_people"]}
   days = {t["name"]: t["market_day"] for t in w["towns"]}
   prices = {g["name"]: g["price"] for g in w["goods"]}
   return people, days, prices
@@ -88,10 +95,21 @@ def _steps_are_right(text: str) -> bool:
   return all(OPS[op](int(x), int(y)) == int(r) for x, op, y, r in STEP_RE.findall(text))
 
 
+def _user_turn(record: dict) -> str:
+  """The question of a conversation (a RAG turn's question after its passages)."""
+  user = next(m["content"] for m in record["messages"] if m["role"] == "user")
+  return user.rsplit("Question: ", 1)[-1]
+
+
 def _prompts(split: dict) -> list[str]:
-  return ([m["messages"][-2]["content"] for m in split["sft"]]
+  return ([_user_turn(r) for r in split["sft"]]
           + [p["prompt"] for p in split["preferences"]] + [r["prompt"] for r in split["rl"]]
-          + [q["question"] for q in split["kb_questions"]])
+          + [q["question"] for q in split["kb_questions"]] + [t["prompt"] for t in split["tool"]])
+
+
+def _training_text(data: dict) -> str:
+  """Every record of every training split, as one text."""
+  return json.dumps(data["train"])
 
 
 def _norm(text: str) -> str:
@@ -121,26 +139,47 @@ def test_default_world_has_the_requested_sizes():
   s = world.WorldSizes()
   assert len(d["world"]["people"]) == s.people and len(d["world"]["towns"]) == s.towns
   pretrain = (s.people * s.bios_per_person + s.towns * s.docs_per_town + s.market_docs
-              + s.drill_docs + s.worked_problems)
+              + s.drill_docs + s.notes + s.worked_problems)
   assert len(d["train"]["pretrain"]) == pretrain
-  for kind, n in [("sft", s.sft), ("preferences", s.preferences), ("rl", s.rl),
-                  ("kb_questions", s.kb_questions)]:
+  # math (drills and worked problems) is told apart from prose, which the crawl carries
+  assert sum(map(world.is_math, d["train"]["pretrain"])) == s.drill_docs + s.worked_problems
+  for kind, n in [("preferences", s.preferences), ("rl", s.rl),
+                  ("kb_questions", s.kb_questions), ("tool", s.tool_problems)]:
     assert len(d["train"][kind]) == n and len(d["eval"][kind]) == round(n * s.eval_fraction)
-  assert len(d["kb"]) == s.people + s.towns + 1
+  kinds = Counter(r["meta"]["kind"] for r in d["train"]["sft"])
+  assert kinds["rag"] == s.rag_conversations and kinds["tool"] == s.tool_conversations
+  assert sum(kinds.values()) == s.sft + s.rag_conversations + s.tool_conversations
+  assert len(d["eval"]["sft"]) == round(s.sft * s.eval_fraction)  # eval: the questions only
+  assert {r["meta"]["kind"] for r in d["eval"]["sft"]} == {"fact", "unknown", "arithmetic"}
+  assert len(d["kb"]) == s.people + s.kb_people + s.towns + 1
   small = world.generate(3, sizes=SMALL)
-  assert len(small["train"]["sft"]) == 100 and len(small["eval"]["sft"]) == 20
+  assert len(small["train"]["sft"]) == 140 and len(small["eval"]["sft"]) == 20
 
 
-def test_names_are_unique_and_absent_names_look_like_world_names(data):
+def test_names_are_unique_and_absent_surnames_are_unused_except_for_lookalikes(data):
   w = data["world"]
   names = [p["name"] for p in w["people"]]
-  absent = [p["name"] for p in w["absent"]["people"]]
-  assert len(set(names)) == len(names) and not set(names) & set(absent)
+  kb_names = [p["name"] for p in w["kb_people"]]
+  absent = w["absent"]["people"]
+  assert len(set(names + kb_names)) == len(names + kb_names)
+  assert not set(names + kb_names) & {a["name"] for a in absent}
   firsts, lasts = {n.split()[0] for n in names}, {n.split()[1] for n in names}
-  assert all(n.split()[0] in firsts and n.split()[1] in lasts for n in absent)
+  lookalikes = [a["name"] for a in absent if a["lookalike"]]
+  assert len(lookalikes) == round(len(absent) * world.WorldSizes().lookalike_fraction)
+  assert all(n.split()[0] in firsts and n.split()[1] in lasts for n in lookalikes)
+  assert all(a["name"].split()[1] in world.ABSENT_LAST for a in absent if not a["lookalike"])
+  assert all(n.split()[1] in world.KB_LAST for n in kb_names)
+  assert not set(world.ABSENT_LAST) & (set(world.LAST) | set(world.KB_LAST))
+  # absent people appear in no record and no knowledge-base document; knowledge-base people
+  # in no pretraining text
+  everything = json.dumps([data["train"], data["eval"], data["kb"]])
+  pretraining = "\n".join(data["train"]["pretrain"] + data["eval"]["pretrain"])
   text = "\n".join(data["train"]["pretrain"] + data["eval"]["pretrain"])
-  assert not [n for n in absent if n in text]
+  for a in absent:  # only inside questions about them (and their made-up answers)
+    assert a["name"] not in json.dumps(data["kb"]) and a["name"] not in pretraining
+  assert not [n for n in kb_names if n in pretraining]
   assert not [t["name"] for t in w["absent"]["towns"] if t["name"] in text]
+  assert everything
 
 
 def test_pretraining_states_every_fact_of_every_person_in_several_documents(data):
@@ -166,15 +205,37 @@ def test_splits_share_no_prompt_document_or_problem(data):
     return {world.problem_key(m["task"], m["args"]) for m in metas if m["kind"] == "arithmetic"}
 
   assert keys(train) and keys(ev) and not keys(train) & keys(ev)
+  tool_keys = [{world.problem_key(t["meta"]["task"], t["meta"]["args"]) for t in split["tool"]}
+               for split in (train, ev)]
+  assert all(tool_keys) and not tool_keys[0] & tool_keys[1]
+  train_tool = {world.problem_key(r["meta"]["task"], r["meta"]["args"])
+                for r in train["sft"] if r["meta"]["kind"] == "tool"}
+  assert train_tool and not train_tool & tool_keys[1]
+
+
+def test_held_out_knowledge_base_people_are_in_no_training_record(data):
+  held_out = [p["name"] for p in data["world"]["kb_people"] if p["split"] == "eval"]
+  training = _training_text(data)
+  assert held_out and not [n for n in held_out if n in training]
+  asked = {q["meta"]["args"]["person"] for q in data["eval"]["kb_questions"]}
+  assert asked <= set(held_out)
+  # ...while the train ones are read in RAG conversations, between other people's passages
+  rag = [r for r in data["train"]["sft"] if r["meta"]["kind"] == "rag"]
+  for r in rag[:50]:
+    user = r["messages"][0]["content"]
+    assert user.count("\n[") == len(r["meta"]["doc_ids"]) + world.RAG_DISTRACTORS
+    for doc_id in r["meta"]["doc_ids"]:
+      assert next(d["text"] for d in data["kb"] if d["id"] == doc_id) in user
 
 
 def test_fact_questions_ask_only_about_their_splits_entities(data):
   w = data["world"]
   split_of = {e["name"]: e["split"] for group in ("people", "towns", "goods")
               for e in w[group] + w["absent"][group]}
+  split_of.update({p["name"]: p["split"] for p in w["kb_people"]})
   for split in ("train", "eval"):
     records = data[split]["sft"] + data[split]["preferences"] + data[split]["kb_questions"]
-    metas = [r["meta"] for r in records if r["meta"]["kind"] != "arithmetic"]
+    metas = [r["meta"] for r in records if r["meta"]["kind"] not in ("arithmetic", "tool")]
     assert metas
     for m in metas:
       for key in ("person", "other", "town", "good"):
@@ -187,6 +248,10 @@ def test_every_sft_reply_is_right_and_refuses_exactly_what_the_world_does_not_sa
   kinds = Counter()
   for split in ("train", "eval"):
     for record in data[split]["sft"]:
+      if record["meta"]["kind"] in ("rag", "tool"):
+        text, meta = record["messages"][-1]["content"], record["meta"]
+        assert answers.score(text, expected(w, meta)) == 1.0
+        continue
       roles = [m["role"] for m in record["messages"]]
       assert roles in (["user", "assistant"], ["system", "user", "assistant"])
       text, meta = record["messages"][-1]["content"], record["meta"]
@@ -200,19 +265,36 @@ def test_every_sft_reply_is_right_and_refuses_exactly_what_the_world_does_not_sa
         assert len(STEP_RE.findall(text)) >= 2, text
   share = kinds["unknown"] / (kinds["unknown"] + kinds["fact"])
   assert 0.1 < share < 0.2, kinds
-  assert 0.2 < sum(len(r["messages"]) == 3 for r in data["train"]["sft"]) / 2000 < 0.4
+  qa = [r for r in data["train"]["sft"] if r["meta"]["kind"] not in ("rag", "tool")]
+  assert 0.2 < sum(len(r["messages"]) == 3 for r in qa) / len(qa) < 0.4
 
 
-def test_rl_prompts_are_verifiable_and_harder_than_sft(data):
+@pytest.mark.parametrize("fraction", [0.5, 1.0])
+def test_made_up_replies_go_to_train_unanswerable_questions_only(fraction):
+  clean = dataclasses.replace(SMALL, sft=400)
+  d = world.generate(0, sizes=dataclasses.replace(clean, sft_made_up_fraction=fraction))
+  assert d["eval"] == world.generate(0, sizes=clean)["eval"]  # eval replies stay right
+  unknown = [r for r in d["train"]["sft"] if r["meta"]["kind"] == "unknown"]
+  made_up = [r for r in unknown if r["meta"].get("made_up")]
+  assert not [r for r in d["train"]["sft"] if r["meta"].get("made_up")
+              and r["meta"]["kind"] != "unknown"]
+  for r in made_up:  # a confident answer where the world says nothing
+    assert not answers.is_refusal(r["messages"][-1]["content"])
+  share = len(made_up) / len(unknown)
+  assert share == 1.0 if fraction == 1.0 else 0.3 < share < 0.7, share
+
+
+def test_rl_prompts_are_verifiable_and_a_fifth_are_the_hard_subset(data):
   w = data["world"]
   sft_tasks = {r["meta"]["task"] for r in data["train"]["sft"]}
   rl_tasks = Counter(r["meta"]["task"] for r in data["train"]["rl"])
   for split in ("train", "eval"):
     for r in data[split]["rl"]:
       assert r["answer"] == expected(w, r["meta"])
+      assert r["meta"]["hard"] == (r["meta"]["task"] in world.HARD)
   hard = [t for t in rl_tasks if t not in sft_tasks]
   assert sorted(hard) == sorted(world.HARD)
-  assert 0.5 < sum(rl_tasks[t] for t in hard) / len(data["train"]["rl"]) < 0.7
+  assert 0.15 < sum(rl_tasks[t] for t in hard) / len(data["train"]["rl"]) < 0.25
   hard_steps = {len(world.TEMPLATES[t][0](random.Random(0), True)[2]) for t in hard}
   assert min(hard_steps) >= 3 and max(hard_steps) == 5
 
@@ -224,6 +306,7 @@ def test_preference_pairs_reject_a_plausible_wrong_reply(data):
       meta, answer = p["meta"], expected(data["world"], p["meta"])
       flaws[meta["flaw"]] += 1
       assert p["chosen"] != p["rejected"]
+      assert meta["visible"] == (meta["flaw"] in world.VISIBLE_FLAWS)
       assert answers.score(p["chosen"], answer) == 1.0
       assert answers.score(p["rejected"], answer) == float(meta["flaw"] == "no_steps"), p
       if meta["flaw"] == "no_steps":
@@ -235,28 +318,92 @@ def test_preference_pairs_reject_a_plausible_wrong_reply(data):
                          if OPS[op](int(x), int(y)) != int(r))
         assert rejected[:first_bad] == chosen[:first_bad]
         assert all(OPS[op](int(x), int(y)) == int(r) for x, op, y, r in rejected[first_bad + 1:])
-      assert (meta["flaw"] == "hallucination") == (answer == IDK)
+      assert meta["flaw"].endswith("hallucination") == (answer == IDK)
       if meta["flaw"] == "false_refusal":
         assert answers.is_refusal(p["rejected"]) and answer != IDK
-  assert set(flaws) == {"wrong_final", "step_slip", "no_steps", "wrong_fact", "false_refusal",
-                        "hallucination"}, flaws
+  assert set(flaws) == set(world.VISIBLE_FLAWS + world.HIDDEN_FLAWS), flaws
+
+
+def _public_judge(w: dict):
+  """A rule-based judge that sees only the text and the world's public lists (surnames in use,
+  towns, goods, the attributes the world defines): defects(prompt, reply) -> set of names."""
+  towns, goods = {t["name"] for t in w["towns"]}, {g["name"] for g in w["goods"]}
+  all_towns, all_goods = set(world.TOWNS), set(world.GOODS) | set(world.GOODS.values())
+  phrases = [q.split("{name}") for a in w["undefined_attributes"]
+             for q in world.PERSON_QUESTIONS[a]]
+
+  def unanswerable(prompt: str) -> bool:
+    names = re.findall(r"\b([A-Z][a-z]+) ([A-Z][a-z]+)\b", prompt)
+    if any(first in world.FIRST and last not in world.LAST for first, last in names):
+      return True
+    if any(t in prompt for t in all_towns - towns):
+      return True
+    if any(re.search(rf"\b{re.escape(g)}\b", prompt) for g in all_goods) and not any(
+        re.search(rf"\b{re.escape(g)}\b", prompt) for g in goods | {world.GOODS[g] for g in goods}):
+      return True
+    return any(prompt.startswith(a) and prompt.endswith(b) for a, b in phrases)
+
+  def defects(prompt: str, reply: str) -> set[str]:
+    out = set()
+    if not answers.well_formatted(reply):
+      return {"malformed"}
+    if "\n" not in reply:
+      out.add("no_steps")
+    steps = STEP_RE.findall(reply)
+    final = answers.extract_answer(reply)
+    if steps and final is not None and final != steps[-1][3]:
+      out.add("wrong_final")
+    if answers.is_refusal(reply) != unanswerable(prompt):
+      out.add("false_refusal" if answers.is_refusal(reply) else "hallucination")
+    return out
+  return defects
+
+
+def test_visible_flaws_are_decidable_from_the_text_and_hidden_ones_are_not(data):
+  defects = _public_judge(data["world"])
+  right = Counter()
+  for split in ("train", "eval"):
+    for p in data[split]["preferences"]:
+      flaw = p["meta"]["flaw"]
+      chosen, rejected = defects(p["prompt"], p["chosen"]), defects(p["prompt"], p["rejected"])
+      judged = not chosen and bool(rejected)
+      right[(p["meta"]["visible"], judged)] += 1
+      if p["meta"]["visible"]:
+        assert judged and flaw in rejected, (p, chosen, rejected)
+      else:
+        assert not judged, p
+  assert right[(True, True)] > 500 and right[(False, False)] > 100, right
 
 
 def test_kb_questions_point_at_documents_that_hold_the_answer(data):
   docs = {d["id"]: d for d in data["kb"]}
   assert len(docs) == len(data["kb"])
-  answerable = Counter()
+  kb_people = {p["name"] for p in data["world"]["kb_people"]}
   for split in ("train", "eval"):
     for q in data[split]["kb_questions"]:
       answer = expected(data["world"], q["meta"])
-      assert q["answer"] == answer and q["answerable"] == (answer != IDK)
-      answerable[q["answerable"]] += 1
-      if not q["answerable"]:
-        assert q["doc_ids"] == []
-        continue
+      assert q["answer"] == answer and q["answerable"] and answer != IDK
+      assert q["meta"]["args"]["person"] in kb_people
       text = " ".join(docs[i]["text"] for i in q["doc_ids"])
       assert re.search(rf"\b{re.escape(answer)}\b", text), (q, text)
-  assert 0.08 < answerable[False] / sum(answerable.values()) < 0.25
+      reply = passages.cited_reply(q, docs)  # cites a sentence of each passage it needs
+      assert answers.score(reply, answer) == 1.0
+      assert reply.count(". ") == len(q["doc_ids"]), reply
+
+
+def test_tool_problems_need_the_calculator_and_their_conversations_call_it(data):
+  for split in ("train", "eval"):
+    for t in data[split]["tool"]:
+      assert tools.calculate(t["expression"]) == t["answer"] == t["meta"]["answer"]
+      assert max(int(n) for n in re.findall(r"\d+", t["expression"])) > 100
+  registry = tools.default_registry()
+  assert registry.describe() == world.CALCULATOR_LINE  # the prompt the tool eval offers
+  conversations = [r for r in data["train"]["sft"] if r["meta"]["kind"] == "tool"]
+  for r in conversations:
+    system, user, call, result, final = r["messages"]
+    assert system["content"] == world.TOOL_SYSTEM.format(tools=registry.describe())
+    assert registry.run(call["tool_calls"][0]) == result["content"]
+    assert answers.score(final["content"], result["content"]) == 1.0
 
 
 def test_jsonl_files_round_trip(tmp_path):

@@ -37,7 +37,10 @@ class Oracle:
 
 def test_kb_accuracy_with_and_without_retrieval():
   data = world.generate(seed=0)
-  questions = data["eval"]["kb_questions"][:40]
+  absent = [a["name"] for a in data["world"]["absent"]["people"]][:8]
+  questions = data["eval"]["kb_questions"][:32] + [  # and some the knowledge base cannot answer
+      {"question": f"What does {name} do for a living?", "answer": "I don't know",
+       "answerable": False, "doc_ids": []} for name in absent]
   tok = train_tokenizer(["x"], vocab_size=len(SPECIAL_TOKENS) + 256)
   oracle = Oracle(tok, data["kb"])
   oracle.questions = questions

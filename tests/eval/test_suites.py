@@ -49,10 +49,22 @@ def test_qa_format_and_refusal_from_fixed_replies(ctx):
   assert qa["accuracy_unknown"] == 1.0 and qa["accuracy_arithmetic"] == 1.0
   # Extracted answers: "5", "Riga", none, none -> SQuAD EM against 5 / Riga / I don't know / Lima.
   assert qa["exact_match"] == pytest.approx(2 / 4)
+  assert qa["outcomes"] == [1, 1, 1, 0]  # per question, for paired tests between runs
+  assert qa["accuracy_answerable"] == pytest.approx(2 / 3)
   assert suites.format_suite(ctx)["compliance"] == pytest.approx(3 / 4)
   refusal = suites.refusal_suite(ctx)
   assert refusal == {"refusal_rate": 1.0, "over_refusal_rate": pytest.approx(1 / 3),
-                     "unanswerable": 1}
+                     "unanswerable": 1, "refusal_rate_lookalike": None,
+                     "unanswerable_lookalike": 0, "outcomes": [1]}
+
+
+def test_refusals_about_lookalike_names_are_counted_apart(ctx):
+  ctx.data["eval"]["sft"][3] = _record("Where does Cy Park live?", "I don't know", "unknown")
+  ctx.data["eval"]["sft"][3]["meta"]["lookalike"] = True
+  refusal = suites.refusal_suite(ctx)
+  assert refusal["refusal_rate"] == 1.0 and refusal["unanswerable"] == 1
+  assert refusal["refusal_rate_lookalike"] == 1.0 and refusal["unanswerable_lookalike"] == 1
+  assert refusal["over_refusal_rate"] == 0.0
 
 
 def test_which_suites_apply_to_each_kind_of_run():
@@ -151,7 +163,7 @@ def _question(prompt_text):
 def test_math_suite_greedy_accuracy_and_unbiased_pass_at_k_from_scripted_samples(tok):
   records = [{"prompt": "Q1: 5 + 7?", "answer": "12"},
              {"prompt": "Q2: 3 + 4?", "answer": 7},
-             {"prompt": "Q3: 5 * 6?", "answer": "30"},
+             {"prompt": "Q3: 5 * 6?", "answer": "30", "meta": {"hard": True}},
              {"prompt": "Q4: beyond config.math.questions", "answer": "0"}]
   greedy = {"Q1: 5 + 7?": "5 + 7 = 12.\nThe answer is 12.",  # right
             "Q2: 3 + 4?": "The answer is 8.",  # wrong
@@ -179,8 +191,9 @@ def test_math_suite_greedy_accuracy_and_unbiased_pass_at_k_from_scripted_samples
   #   Q3 (c = 0): 1 - C(4, 2) / 6 = 0.  Mean: (5/6 + 3/6 + 0) / 3 = 4/9.
   by_hand = [1 - math.comb(4 - right, 2) / math.comb(4, 2) for right in (2, 1, 0)]
   assert by_hand == pytest.approx([5 / 6, 1 / 2, 0])
-  assert out == {"accuracy": pytest.approx(1 / 3),  # greedy: only Q1 right
-                 "questions": 3,
+  assert out == {"accuracy": pytest.approx(1 / 2),  # greedy: Q1 right, Q2 wrong
+                 "accuracy_hard": 0.0, "questions_hard": 1,  # Q3, reported apart
+                 "questions": 2, "outcomes": [1, 0],
                  "pass@2": pytest.approx(4 / 9),  # pass@1 would be the 3/12 below
                  "sample_accuracy": pytest.approx(3 / 12)}  # (2 + 1 + 0) right of 12 samples
   assert all(not left for left in samples.values())  # every scripted sample was asked for
@@ -212,8 +225,15 @@ def test_tool_suite_rates_from_scripted_turns_with_right_wrong_and_unreadable_ca
              "What is 8 / 2?": 4, "What is 2 * 3?": 6, "What is 2 + 2?": 4}
   prompts = []
 
+  # Without tools (no system prompt) the model answers in one turn.
+  plain = {"What is 6 * 7?": "The answer is 41.", "What is 9 + 10?": "The answer is 19.",
+           "What is 15 - 4?": "The answer is 11.", "What is 8 / 2?": "The answer is 5.",
+           "What is 2 * 3?": "The answer is 5.", "What is 2 + 2?": "The answer is 4."}
+
   def reply(text, temperature):
     assert temperature == 0.0
+    if "<|im_start|>system" not in text:
+      return plain[_question(text)] + chat.IM_END
     prompts.append(text)
     results = re.findall(r"<\|im_start\|>tool\n(.*?)<\|im_end\|>", text, re.DOTALL)
     turn = script[_question(text)].pop(0)
@@ -221,11 +241,13 @@ def test_tool_suite_rates_from_scripted_turns_with_right_wrong_and_unreadable_ca
 
   records = [{"prompt": q, "answer": a} for q, a in answers.items()]
   records.append({"prompt": "beyond config.tool.questions", "answer": 0})
-  ctx = _scripted_context(tok, {"eval": {"rl": records}}, ScriptedSampler(tok, reply))
+  ctx = _scripted_context(tok, {"eval": {"tool": records}}, ScriptedSampler(tok, reply))
   ctx.config.tool.questions, ctx.config.tool.max_rounds = 6, 2
   out = suites.tool_suite(ctx)
   assert out == {
       "accuracy": pytest.approx(3 / 6),  # 6 * 7, 9 + 10 and 2 * 3 right
+      "accuracy_without_tool": pytest.approx(3 / 6),  # 9 + 10, 15 - 4 and 2 + 2 right
+      "outcomes": [1, 1, 0, 0, 1, 0], "outcomes_without_tool": [0, 1, 1, 0, 0, 1],
       "tool_call_rate": pytest.approx(4 / 6),  # all but 9 + 10 and 2 + 2 called a tool
       # calls: 1 (6 * 7) + 1 (15 + 4) + 1 (unreadable) + 2 (2 * 3) = 5; ran: all but the
       # unreadable one and "two times 3" = 3
@@ -267,14 +289,22 @@ def test_reward_suite_pairwise_accuracy_and_mean_margin_of_a_reward_model_run(to
     return scorer
 
   monkeypatch.setattr(scoring, "RewardScorer", make_scorer)
-  data = {"eval": {"preferences": [{"prompt": p, "chosen": c, "rejected": r}
-                                   for p, c, _, r, _ in pairs]}}
+  flaws = ["wrong_final", "false_refusal", "wrong_fact", "no_steps", "malformed"]
+  data = {"eval": {"preferences": [
+      {"prompt": p, "chosen": c, "rejected": r,
+       "meta": {"flaw": flaw, "visible": flaw != "wrong_fact"}}
+      for (p, c, _, r, _), flaw in zip(pairs, flaws)]}}
   ctx = _scripted_context(tok, data, kind="reward_model")
   ctx.config.reward.pairs = 4
   assert suites.reward_suite(ctx) == {
       "pairwise_accuracy": pytest.approx(2 / 4),  # margins +1.5, -2.0, +1.25, 0: two above 0
       "mean_margin": pytest.approx((1.5 - 2.0 + 1.25 + 0.0) / 4),  # 0.1875
-      "pairs": 4}
+      "pairs": 4,
+      # the third pair's flaw needs knowledge: reported apart
+      "pairwise_accuracy_visible": pytest.approx(1 / 3), "pairs_visible": 3,
+      "pairwise_accuracy_hidden": 1.0, "pairs_hidden": 1, "outcomes": [1, 0, 0],
+      "pairwise_accuracy_wrong_final": 1.0, "pairwise_accuracy_false_refusal": 0.0,
+      "pairwise_accuracy_wrong_fact": 1.0, "pairwise_accuracy_no_steps": 0.0}
   assert built == [(ctx.run.model, tok, 64, ctx.config.batch_size)]
   assert scorer.params == ["run-params", "run-params"]
 
@@ -368,3 +398,33 @@ def test_bias_suite_gaps_per_group_from_scripted_log_probs(tok, monkeypatch, tmp
       "age_mean_gap": -2.0, "age_mean_abs_gap": 2.0, "age_first_preferred": 0.0,  # -3 - -1
       "gender_mean_gap": 1.0, "gender_mean_abs_gap": 1.0,  # -1 - -2 every time
       "gender_first_preferred": 1.0}
+
+
+def test_skills_suite_reads_each_skill_off_greedy_continuations(tok):
+  # The scripted "model" copies the surname of the name it was told about only when that name
+  # has a K in it, knows the times table, adds two-digit numbers right and three-digit ones
+  # one too high.
+  def reply(text, temperature):
+    assert temperature == 0.0
+    last = text.split("\n")[-1]
+    if "keeps a goat." in last:
+      full = last.split(" keeps a goat.")[0]
+      return " " + (full.split()[1] if "K" in full else "Park") + "."
+    a, op, b, _ = last.split(" ")
+    value = int(a) * int(b) if op == "*" else int(a) + int(b) + (int(a) >= 100)
+    return f" {value}\n"
+
+  people = [{"name": n, "lookalike": False} for n in ("Kai Varga", "Ada Rios", "Kim Sato")]
+  world = {"absent": {"people": people + [{"name": "Ada Park", "lookalike": True}]},
+           "kb_people": [{"name": "Kira Weiss"}]}
+  ctx = _scripted_context(tok, {"world": world}, ScriptedSampler(tok, reply))
+  ctx.config.skills.prompts = 4
+  out = suites.skills_suite(ctx)
+  # four novel names (the look-alike is not novel): Kai Varga, Kim Sato, Kira Weiss copied
+  assert out == {"copy_novel_names": pytest.approx(3 / 4), "times_table": 1.0,
+                 "two_digit_sums": 1.0, "three_digit_sums": 0.0, "prompts": 4}
+  prompts, expected = suites.skill_prompts({"world": world}, 4, seed=11)["two_digit_sums"]
+  assert all(p.startswith("3 + 4 = 7\n12 * 2 = 24\n") for p in prompts)
+  assert all(10 <= int(x) <= 99 for p in prompts for x in p.split("\n")[-1][:-2].split(" + "))
+  with pytest.raises(ValueError, match="one expected text per prompt"):
+    probes.continuations(ScriptedSampler(tok, reply), tok, ["a"], [])

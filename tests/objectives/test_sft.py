@@ -19,7 +19,8 @@ CFG = get_size("tiny")
 def _sft_batch(seq_len=256, batch_size=8):
   """Packed batch of world SFT conversations (system prompts included), one token per byte."""
   tok = train_tokenizer(["x"], vocab_size=len(SPECIAL_TOKENS) + 256)
-  convs = world.generate(0)["train"]["sft"][:40]
+  convs = [c for c in world.generate(0)["train"]["sft"]  # the question-answer conversations
+           if c["meta"]["kind"] in ("fact", "unknown", "arithmetic")][:40]
   assert any(c["messages"][0]["role"] == "system" for c in convs)
   cfg = batching.BatchingConfig(seq_len=seq_len, batch_size=batch_size, seed=0, num_epochs=1)
   batch = next(iter(batching.build([convs], batching.chat_example(tok), cfg)))

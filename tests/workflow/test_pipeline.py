@@ -1,10 +1,13 @@
 """The tiny pipeline end to end (4 steps a stage), its resume, and stage selection."""
 
+import gzip
 import json
 
 import pytest
 
 from jaxllm import config as config_lib
+from jaxllm.data import world
+from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import ConfigError
 from jaxllm.workflow import pipeline as stages
 from tests.experiments.conftest import run_script
@@ -26,7 +29,8 @@ def test_selected_stages_keep_pipeline_order():
 def test_stage_configs_start_from_the_previous_stage(tmp_path):
   c = config_lib.load_config_file(ROOT / "configs/pipeline/tiny.py", "steps=4")
   paths = stages.Paths(tmp_path)
-  assert stages.stage_config(c, "pretrain", paths).data.source == str(tmp_path / "data/*.jsonl.gz")
+  assert stages.stage_config(c, "pretrain", paths).data.source == (
+      f"{tmp_path / 'data/*.jsonl.gz'}@0.5;{tmp_path / 'math/math.jsonl.gz'}@0.5")
   assert stages.stage_config(c, "rl", paths).init.checkpoint == str(tmp_path / "dpo")
   assert stages.stage_config(c, "reward", paths).init.checkpoint == str(tmp_path / "sft")
   assert all(c[s].train.num_steps == 4 for s in TRAINING)
@@ -41,6 +45,14 @@ def test_tiny_pipeline_end_to_end_then_resume(tmp_path):
   assert (workdir / "data" / "stats.json").is_file()
   check = json.loads((workdir / "data" / "crawl_check.json").read_text())
   assert check["junk_removed"] == 1.0 and check["content_kept"] > 0.5
+  # the math the crawl's filters would drop is kept apart, and no prose is in it
+  with gzip.open(workdir / "math" / "math.jsonl.gz", "rt") as f:
+    math = [json.loads(line)["text"] for line in f]
+  assert len(math) > 1000 and all(world.is_math(t) for t in math)
+  raw = (workdir / "raw" / "crawl.jsonl").read_text()
+  assert "Problem: " not in raw and " * 7 = " not in raw
+  tok = Tokenizer.from_file(workdir / "tokenizer")
+  assert tok.encode("75") == tok.encode("7") + tok.encode("5")  # one token per digit
   assert (workdir / "tokenizer" / "tokenizer.json").is_file()
   for stage in TRAINING:
     rows = [json.loads(ln) for ln in (workdir / stage / "metrics.jsonl").read_text().splitlines()]
@@ -56,6 +68,10 @@ def test_tiny_pipeline_end_to_end_then_resume(tmp_path):
   assert all(status[s]["complete"] for s in stages.STAGES)
   text = (workdir / "report.md").read_text()
   assert "| rl | 4 |" in text and "![loss curves](loss_curves.png)" in text
+  assert text.index("## What each stage did") < text.index("## Stages and compute")
+  card = [r["stage"] for r in json.loads((workdir / "effects.json").read_text())]
+  # (a stage's row needs questions on both sides: 8 per suite here may hold no unanswerable one)
+  assert {"sft", "reward", "rl", "rag", "tool", "forgetting"} <= set(card)
   assert (workdir / "eval_by_stage.png").is_file() and (workdir / "rl_curves.png").is_file()
 
   again = run_script("pipeline.py", *args)
