@@ -58,6 +58,7 @@ def get_config(arg=None):
   # Half of SFT's unanswerable questions get a confident made-up reply, as careless annotators
   # write; DPO's pairs then teach refusing them (0 is the ablation, docs/benchmarks.md).
   c.sft.data.world_sizes.sft_made_up_fraction = 0.5
+  c.sft.data.text_weight = 0.3  # of SFT batches: pretraining text (pages, math), against forgetting
   c.rl.optimizer.lr = 1e-4
   c.rl.rl.oversample = 2  # DAPO dynamic sampling: refill the batch with groups that carry signal
   c.eval = load("eval/default.py", f"quick={args.quick}")

@@ -62,6 +62,13 @@ def chat_example(tokenizer, field: str = "messages") -> Callable[[dict], Example
   return to_example
 
 
+def chat_or_text_example(tokenizer, field: str = "messages") -> Callable[[dict], Example]:
+  """Conversation records as chat_example, text records ({"text"}, no `field`) as text_example:
+  fine-tuning data with pretraining text mixed in against forgetting."""
+  chat_fn, text_fn = chat_example(tokenizer, field), text_example(tokenizer)
+  return lambda record: chat_fn(record) if field in record else text_fn(record)
+
+
 def split_example(example: Example, seq_len: int) -> list[Example]:
   """tokens [n] -> pieces with inputs = tokens[:-1], targets = tokens[1:], <= seq_len each."""
   tokens, mask = example["tokens"], example["loss_mask"]

@@ -161,14 +161,15 @@ def train_and_eval(config: ml_collections.ConfigDict, workdir, kind: str,
   builds the eval rows when they differ from the training ones."""
   if train_sources is None:
     train_sources, weights = open_sources(config.data, kind, "train", workdir)
+  eval_weights = weights
   if eval_sources is None:
-    eval_sources, _ = open_sources(config.data, kind, "validation", workdir)
+    eval_sources, eval_weights = open_sources(config.data, kind, "validation", workdir)
   eval_example = eval_example or to_example
   t = config.train
   train_iter = batching.Batches(train_sources, to_example,
                                 batching_config(config, weights=weights))
   eval_config = batching_config(config, batch_size=t.batch_size // t.microbatches,
-                                weights=weights)
+                                weights=eval_weights)
 
   def eval_batches():  # microbatch-sized, so eval fits wherever a train microbatch fits
     return batching.padded_batches(eval_sources, eval_example, eval_config, t.eval_batches)

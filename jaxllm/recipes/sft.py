@@ -22,6 +22,7 @@ from jaxllm import cli, runs
 from jaxllm import config as config_lib
 from jaxllm.compress import quantize
 from jaxllm.data import batching, inputs
+from jaxllm.errors import ConfigError
 from jaxllm.eval import qa
 from jaxllm.inference import retrieval
 from jaxllm.models import Transformer
@@ -46,6 +47,10 @@ def default_config(size: str = "tiny", stage: str = "sft") -> ml_collections.Con
   c.data.rag.other_worlds = 12  # freshly generated worlds whose facts must be read, not recalled
   c.data.rag.k = 3  # passages per question
   c.data.rag.budget_tokens = 384  # passages + question, in tokens
+  # Pretraining text mixed into the training batches against forgetting (loss on every token):
+  # a glob of text records, drawn at text_weight of the mixture ("": conversations only).
+  c.data.text_source = ""
+  c.data.text_weight = 0.0
   c.optimizer.lr = 1e-3
   c.optimizer.warmup_steps = 20
   # LoRA (jaxllm/models/lora.py): rank 0 fine-tunes every parameter.
@@ -71,6 +76,11 @@ def validate(config: ml_collections.ConfigDict):
   """The fine-tuning fields (LoRA's are checked by LoraConfig) and the base ones; returns the
   model config."""
   lora_lib.LoraConfig.from_config(config.lora)
+  w = config.data.text_weight
+  if not 0 <= w < 1 or (w > 0) != bool(config.data.text_source):
+    raise ConfigError(f"config.data.text_weight={w} with config.data.text_source="
+                      f"{config.data.text_source!r}: give both (a weight in (0, 1) and a glob of "
+                      "text records) or neither.")
   return config_lib.validate(config)
 
 
@@ -90,6 +100,25 @@ def _rag_data(config, workdir, tokenizer) -> str:
   return str(path)
 
 
+def train_data(config, workdir, tokenizer):
+  """(train iterator, eval batches): the conversations, with config.data.text_weight of the
+  batches drawn from the text records of config.data.text_source (loss on every token); the
+  eval batches are conversations only."""
+  train_sources, weights = inputs.open_sources(config.data, "conversations", "train", workdir)
+  if config.data.text_source:
+    text_data = ml_collections.ConfigDict(config.data.to_dict())
+    text_data.source = config.data.text_source
+    text_sources, _ = inputs.open_sources(text_data, "text", "train", workdir)
+    w, total = config.data.text_weight, sum(weights)
+    weights = tuple(x / total * (1 - w) for x in weights) + tuple(
+        w / len(text_sources) for _ in text_sources)
+    train_sources = train_sources + text_sources
+  return inputs.train_and_eval(
+      config, workdir, "conversations",
+      batching.chat_or_text_example(tokenizer, config.data.messages_field), train_sources,
+      weights)
+
+
 def run(config, workdir, hooks=()):
   """Loads the init run, builds the conversation data and runs the training loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)
@@ -100,9 +129,7 @@ def run(config, workdir, hooks=()):
     config.data.source = _rag_data(config, workdir, tokenizer)
   model_cfg = validate(config)
   lora = lora_lib.LoraConfig.from_config(config.lora)
-  train_iter, eval_batches = inputs.train_and_eval(
-      config, workdir, "conversations",
-      batching.chat_example(tokenizer, config.data.messages_field))
+  train_iter, eval_batches = train_data(config, workdir, tokenizer)
   loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss,
                               chunk=config.train.loss_chunk)
   evals = qa.training_eval(config, quantize.float_config(model_cfg), tokenizer, lora)

@@ -97,6 +97,8 @@ def stage_config(config, stage: str, paths: Paths) -> ml_collections.ConfigDict:
     c.data.tokenizer = str(paths.tokenizer_file)
   else:
     c.init.checkpoint = str(paths.of(config.init_from[stage]))
+  if stage == "sft" and c.data.text_weight and not c.data.text_source:
+    c.data.text_source = f"{paths.shards};{paths.math_file}"  # what pretraining read
   return c
 
 

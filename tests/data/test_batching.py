@@ -321,3 +321,21 @@ def test_training_batches_shuffle_with_the_run_seed():
   c.seed = 11
   cfg = inputs.batching_config(c)
   assert cfg.shuffle and cfg.seed == 11
+
+
+def test_chat_or_text_example_trains_text_on_every_token_and_chat_on_replies():
+  from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
+  tok = train_tokenizer(["x"], vocab_size=len(SPECIAL_TOKENS) + 256)  # one token per byte
+  to_example = batching.chat_or_text_example(tok)
+  text = to_example({"text": "Ada Park lives in Oslo."})
+  assert text["tokens"].tolist() == [tok.bos_id] + tok.encode("Ada Park lives in Oslo.") + [
+      tok.eos_id]
+  assert text["loss_mask"].tolist() == [1.0] * len(text["tokens"])
+  chat = to_example({"messages": [{"role": "user", "content": "Hi?"},
+                                  {"role": "assistant", "content": "Hello."}]})
+  expected = batching.chat_example(tok)({"messages": [{"role": "user", "content": "Hi?"},
+                                                      {"role": "assistant",
+                                                       "content": "Hello."}]})
+  np.testing.assert_array_equal(chat["tokens"], expected["tokens"])
+  np.testing.assert_array_equal(chat["loss_mask"], expected["loss_mask"])
+  assert 0 < chat["loss_mask"].mean() < 1

@@ -31,6 +31,8 @@ def test_stage_configs_start_from_the_previous_stage(tmp_path):
   paths = stages.Paths(tmp_path)
   assert stages.stage_config(c, "pretrain", paths).data.source == (
       f"{tmp_path / 'data/*.jsonl.gz'}@0.5;{tmp_path / 'math/math.jsonl.gz'}@0.5")
+  assert stages.stage_config(c, "sft", paths).data.text_source == (  # against forgetting
+      f"{tmp_path / 'data/*.jsonl.gz'};{tmp_path / 'math/math.jsonl.gz'}")
   assert stages.stage_config(c, "rl", paths).init.checkpoint == str(tmp_path / "dpo")
   assert stages.stage_config(c, "reward", paths).init.checkpoint == str(tmp_path / "sft")
   assert all(c[s].train.num_steps == 4 for s in TRAINING)
