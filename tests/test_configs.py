@@ -10,6 +10,7 @@ from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer
 from jaxllm.recipes import dpo, reward_model, rl, sft
+from jaxllm.workflow import pipeline
 
 CONFIG_FILES = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.py"))
 PRETRAIN_FILES = [p for p in CONFIG_FILES if p.parent.name == "pretrain"]
@@ -42,13 +43,14 @@ def test_pretrain_config_builds_model(path):
 
 
 @pytest.mark.parametrize("name", ["tiny", "small"])
-def test_pipeline_configs_hold_valid_stage_configs(name):
+def test_pipeline_configs_hold_valid_stage_configs(name, tmp_path):
   config = _load(Path(__file__).resolve().parents[1] / "configs" / "pipeline" / f"{name}.py"
                  ).get_config(None)
   assert config_lib.validate(config.pretrain).vocab_size == config.tokenizer.vocab_size
+  paths = pipeline.Paths(tmp_path)  # each stage's config as the pipeline runs it
   for stage, recipe in (("sft", sft), ("reward", reward_model), ("dpo", dpo), ("rl", rl)):
     assert config[stage].stage == recipe.__name__.rsplit(".", 1)[1]
-    recipe.validate(config[stage])
+    recipe.validate(pipeline.stage_config(config, stage, paths))
 
 
 def test_parse_arg_types_and_errors():
