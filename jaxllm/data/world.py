@@ -1,32 +1,37 @@
 """The embedded world: a seeded generator that gives every stage its default data.
 
-### The embedded world (`jaxllm/data/world.py`)
-
-`world.generate(seed)` builds a small fictional world in pure Python (no downloads, ~0.2 s, the
-same bytes on any machine) and the data every stage trains and evaluates on:
+`world.generate(seed)` builds a small fictional world in pure Python (no downloads, about a
+second, the same bytes on any machine) and the data every stage trains and evaluates on:
 
 - **world**: 64 people with unique full names (town, job, pet, favourite colour, age), 10 towns
-  (market day), 10 market goods (price in coins), and *absent* people, towns and goods whose
-  look-alike names occur in no document.
-- **pretrain** `{"text"}`: 10 biographies per person (every fact, varied phrasing and order), town
-  lists, price lists, sums (`7 * 8 = 56`) and word problems solved step by step.
-- **sft** `{"messages": [system?, user, assistant]}`: fact questions (some need two facts, or a
-  fact and a sum) and 2-3 step word problems; 15% of fact questions ask what the world lacks.
-- **preferences** `{"prompt", "chosen", "rejected"}`: rejected has a wrong final number, a slip in
-  one step, a hallucinated answer, a needless refusal, or no steps (`meta.flaw` says which).
-- **rl** `{"prompt", "answer"}`: word problems, 60% harder (4-5 steps, bigger numbers) than any in
-  pretraining or SFT.
-- **kb** `{"id", "title", "text"}` per person, per town and the price list, and **kb_questions**
-  `{"question", "answer", "doc_ids", "answerable"}`.
+  (market day), 10 market goods (price in coins); knowledge-base people whose facts only
+  retrieval documents hold; absent people, towns and goods that no document names. Absent people
+  mostly carry surnames from ABSENT_LAST, which no document uses; lookalike_fraction of them
+  reuse a present first name and surname (the hard subset).
+- **pretrain** `{"text"}`: biographies (every fact, the full name in every sentence, a new
+  sentence order each time), town lists, price lists, notes about made-up passers-by, drills
+  (times-table rows, sums and differences) and word problems solved step by step; `is_math`
+  tells the drills and worked problems from the prose.
+- **sft** `{"messages"}`: fact questions (some need two facts, or a fact and a sum), questions
+  the world cannot answer, and 2-3 step word problems; the train split adds RAG conversations
+  (passages, then a question about a knowledge-base person) and calculator conversations;
+  `sft_made_up_fraction` gives that share of train unanswerable questions a made-up reply.
+- **preferences** `{"prompt", "chosen", "rejected"}`: meta.flaw says what is wrong with the
+  rejected reply, meta.visible whether the text shows it (VISIBLE_FLAWS, HIDDEN_FLAWS).
+- **rl** `{"prompt", "answer"}`: word problems, RL_HARD_SHARE of them from harder templates
+  (meta.hard).
+- **kb** `{"id", "title", "text"}` per person, per town and the price list; **kb_questions**
+  about knowledge-base people; **tool** big-number problems `{"prompt", "answer", "expression"}`.
 
 Replies show one step per line (`Cost of the pears: 3 * 4 = 12.`) and end with `The answer is X.`,
 or with `I don't know.` when the world does not say; jaxllm/data/answers.py checks replies (for
 eval, RL rewards and on-policy pairs).
-**Splits:** pretraining text covers every entity; questions about a held-out 20% of people, towns
-and goods (and absent names) occur only in `eval`, and word problems are split by a seeded hash
-of (template, numbers), so no eval question appears in any train set. Records carry `meta` (kind,
-task, arguments, answer). `write_jsonl_files(dir, seed)` writes
-`{train,eval}/{pretrain,sft,preferences,rl,kb_questions}.jsonl`, `kb.jsonl` and `world.json`.
+**Splits:** questions about a held-out 20% of people, towns, goods, knowledge-base people and
+absent names occur only in `eval` (held-out knowledge-base people are in no training record),
+and word and tool problems are split by a seeded hash of (template, numbers), so no eval
+question appears in any train set. Records carry `meta` (kind, task, arguments, answer).
+`write_jsonl_files(dir, seed)` writes `{train,eval}/{kind}.jsonl` for each of KINDS, `kb.jsonl`
+and `world.json`.
 """
 
 import dataclasses
