@@ -879,7 +879,7 @@ def tool_conversation(problem: dict) -> dict:
       {"role": "assistant", "content": "", "tool_calls": [call]},
       {"role": "tool", "content": answer},
       {"role": "assistant",
-       "content": f"{problem['expression']} = {answer}.\n{ANSWER_PREFIX} {answer}."}],
+       "content": render_reply((f"{problem['expression']} = {answer}.",), (), answer)}],
       "meta": problem["meta"]}
 
 

@@ -77,10 +77,12 @@ def question_and_answer(record: dict) -> tuple[list[dict], str, str]:
 
 def score_replies(replies: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
             questions: Sequence[str]) -> dict:
-  """Exact-match accuracy (answers_lib.score) overall and per kind, with a few examples."""
+  """Exact-match accuracy (answers_lib.score) overall and per kind, the per-question outcomes
+  ("correct", for paired tests between runs), and a few examples."""
   correct = np.array([answers_lib.score(r, a) for r, a in zip(replies, answers)])
   kinds = np.array(kinds)
-  result = {"accuracy": float(correct.mean()), "questions": len(replies)}
+  result = {"accuracy": float(correct.mean()), "questions": len(replies),
+            "correct": [int(c) for c in correct]}
   if len(set(kinds)) > 1:
     result["by_kind"] = {str(k): float(correct[kinds == k].mean()) for k in sorted(set(kinds))}
   result["examples"] = [{"question": q, "answer": a, "reply": r}

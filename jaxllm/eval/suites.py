@@ -142,7 +142,7 @@ def qa_suite(ctx: Context) -> dict:
   scored = qa.score_replies(replies, answers, [k for _, _, k in parsed],
                             [m[-1]["content"] for m, _, _ in parsed])
   extracted = [answers_lib.extract_answer(reply) or "" for reply in replies]
-  right = [answers_lib.score(r, a) for r, a in zip(replies, answers)]
+  right = scored["correct"]
   out = {"accuracy": scored["accuracy"], "questions": scored["questions"],
          "exact_match": _mean(metrics_lib.exact_match(e, a) for e, a in zip(extracted, answers)),
          "f1": _mean(metrics_lib.token_f1(e, a) for e, a in zip(extracted, answers)),
@@ -150,7 +150,7 @@ def qa_suite(ctx: Context) -> dict:
   out.update({f"accuracy_{k}": v for k, v in scored.get("by_kind", {}).items()})
   answerable = [a != answers_lib.REFUSAL for a in answers]
   out["accuracy_answerable"] = _mean(r for r, ok in zip(right, answerable) if ok)
-  out["outcomes"] = [int(r) for r in right]  # per question, for paired tests between runs
+  out["outcomes"] = right  # per question, for paired tests between runs
   return out
 
 

@@ -124,12 +124,12 @@ def run_data(config, paths: Paths) -> dict:
   """Writes the crawl of the world's prose to DIR/raw/crawl.jsonl, cleans it into DIR/data and
   checks the result against the planted labels (DIR/data/crawl_check.json); writes the world's
   math documents to DIR/math/math.jsonl.gz."""
-  documents = world.generate(config.world_seed)["train"]["pretrain"]
-  math = [d for d in documents if world.is_math(d)]
+  math, documents = [], []
+  for d in world.generate(config.world_seed)["train"]["pretrain"]:
+    (math if world.is_math(d) else documents).append(d)
   paths.math_file.parent.mkdir(parents=True, exist_ok=True)
   with gzip.open(paths.math_file, "wt", encoding="utf-8") as f:
     f.writelines(json.dumps({"text": d, "id": f"math-{i:05d}"}) + "\n" for i, d in enumerate(math))
-  documents = [d for d in documents if not world.is_math(d)]
   records = crawl.make_crawl(documents, config.world_seed, **config.crawl.to_dict())
   raw = paths.root / "raw" / "crawl.jsonl"
   raw.parent.mkdir(parents=True, exist_ok=True)
