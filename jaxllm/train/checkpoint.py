@@ -129,7 +129,10 @@ def check_manifest(step_dir: Path) -> str | None:
     return None
   try:
     files = json.loads(path.read_text())["files"]
-  except (ValueError, KeyError, TypeError):
+    if not all(isinstance(w, dict) and isinstance(w.get("size"), int)
+               and isinstance(w.get("sha256"), str) for w in files.values()):
+      raise ValueError("an entry without its size and digest")
+  except (ValueError, KeyError, TypeError, AttributeError):  # a damaged manifest is damage too
     return f"{path} is unreadable"
   for name, want in files.items():
     file = step_dir / name

@@ -48,6 +48,12 @@ def _flip_one_bit(step_dir):
   f.write_bytes(bytes(data))
 
 
+def _damage_the_manifest(step_dir):
+  """A bit flip that lands in the manifest itself: one entry loses its digest key."""
+  manifest = step_dir / checkpoint.MANIFEST
+  manifest.write_text(manifest.read_text().replace('"sha256"', '"sha2u6"', 1))
+
+
 def _delete_a_file(step_dir):
   (step_dir / "state" / "_METADATA").unlink()
 
@@ -72,8 +78,8 @@ def test_every_finished_step_is_sealed_and_restores(tmp_path):
   np.testing.assert_array_equal(state["params"]["w"], np.full((64, 32), 3.0))
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip_one_bit, _delete_a_file,
-                                    _cut_data_json_unsealed])
+@pytest.mark.parametrize("damage", [_truncate, _flip_one_bit, _damage_the_manifest,
+                                    _delete_a_file, _cut_data_json_unsealed])
 def test_a_damaged_latest_step_is_set_aside_and_the_previous_restores(tmp_path, damage):
   directory = _saved(tmp_path)
   damage(directory / "3")
