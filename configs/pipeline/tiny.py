@@ -76,6 +76,7 @@ def get_config(arg=None):
     c.rl.rl.max_new_tokens = 24
     e = c.eval
     e.qa.questions = e.math.questions = e.rag.questions = e.memorization.documents = 8
+    e.refusal.questions = 8
     e.math.samples, e.tool.questions, e.reward.pairs = 4, 2, 16
     e.max_new_tokens = 16
   return c

@@ -21,15 +21,18 @@ second, the same bytes on any machine) and the data every stage trains and evalu
 - **rl** `{"prompt", "answer"}`: word problems, RL_HARD_SHARE of them from harder templates
   (meta.hard).
 - **kb** `{"id", "title", "text"}` per person, per town and the price list; **kb_questions**
-  about knowledge-base people; **tool** big-number problems `{"prompt", "answer", "expression"}`.
+  about knowledge-base people; **tool** big-number problems `{"prompt", "answer", "expression"}`;
+  **refusal** (eval split only) fact questions in the sft format, every other one unanswerable
+  (meta.lookalike marks the look-alike names), for the refusal eval.
 
 Replies show one step per line (`Cost of the pears: 3 * 4 = 12.`) and end with `The answer is X.`,
 or with `I don't know.` when the world does not say; jaxllm/data/answers.py checks replies (for
 eval, RL rewards and on-policy pairs).
 **Splits:** questions about a held-out 20% of people, towns, goods, knowledge-base people and
-absent names occur only in `eval` (held-out knowledge-base people are in no training record),
-and word and tool problems are split by a seeded hash of (template, numbers), so no eval
-question appears in any train set. Records carry `meta` (kind, task, arguments, answer).
+absent names (of the look-alikes and of the other absent people each) occur only in `eval`
+(held-out knowledge-base people are in no training record), and word and tool problems are
+split by a seeded hash of (template, numbers), so no eval question appears in any train set.
+Records carry `meta` (kind, task, arguments, answer).
 `write_jsonl_files(dir, seed)` writes `{train,eval}/{kind}.jsonl` for each of KINDS, `kb.jsonl`
 and `world.json`.
 """
@@ -78,7 +81,7 @@ OBJECTS = ["marbles", "stickers", "pencils", "eggs", "apples", "shells", "stamps
 ANSWER_PREFIX = "The answer is"
 REFUSAL = answers.REFUSAL  # "I don't know"
 SPLITS = ("train", "eval")
-KINDS = ("pretrain", "sft", "preferences", "rl", "kb_questions", "tool")
+KINDS = ("pretrain", "sft", "preferences", "rl", "kb_questions", "tool", "refusal")
 SYSTEM_PROMPTS = [
     "You are a helpful assistant.",
     "You are a helpful assistant. Show your steps, then end with 'The answer is ...'.",
@@ -191,6 +194,10 @@ class WorldSizes:
   rl: int = 1000
   kb_questions: int = 500
   tool_problems: int = 500  # big-number problems for the tool eval (eval split only is asked)
+  # Held-out fact questions, half of them unanswerable, for the refusal eval: eval_fraction of
+  # this many, eval split only (no stage trains on them; the SFT eval set has too few
+  # unanswerable questions for a paired test).
+  refusal_questions: int = 1000
   eval_fraction: float = 0.2  # share of entities and of arithmetic combinations held out
   unknown_fraction: float = 0.15  # share of SFT fact questions the world cannot answer
   lookalike_fraction: float = 0.25  # absent people named like present ones (the hard subset)
@@ -311,9 +318,12 @@ def make_world(seed: int = 0, sizes: WorldSizes | None = None) -> World:
                   rng.choice(COLOURS), rng.randint(18, 80))
   people = {n: person(n) for n in present}
   kb_people = {n: person(n) for n in pool(KB_LAST)[:sizes.kb_people]}
+  # Absent people are held out per subset, so the eval split has look-alikes too.
+  plain_absent = [n for n in absent_people if n not in lookalikes]
   held = [_held_out(g, sizes.eval_fraction) for g in (list(people), town_names, good_names,
-                                                      absent_people, absent_towns, absent_goods,
+                                                      plain_absent, absent_towns, absent_goods,
                                                       list(kb_people))]
+  held.append(_held_out(lookalikes, sizes.eval_fraction) if lookalikes else [])
   return World(people=people,
                market_days={t: rng.choice(WEEKDAYS) for t in town_names},
                prices={g: rng.randint(2, TABLE) for g in good_names},
@@ -1046,6 +1056,15 @@ def _rl_record(rng, seed: int, split: str, sizes: WorldSizes) -> dict:
   return {"prompt": q.prompt, "answer": q.answer, "meta": _meta(q, hard=hard)}
 
 
+def _refusal_records(world: World, rng, split: str, sizes: WorldSizes) -> list[dict]:
+  """Fact questions about `split`'s entities, alternately unanswerable and answerable, as SFT
+  conversations with the right reply; eval split only."""
+  if split == "train":
+    return []
+  return [_sft_record(_fact_question(world, rng, split, unknown=i % 2 == 0), rng)
+          for i in range(_count(sizes.refusal_questions, sizes.eval_fraction))]
+
+
 def _kb_question(world: World, rng, split: str) -> Question:
   return _fact_question(world, rng, split, False, KB_TASKS, people_group="kb_people")
 
@@ -1089,6 +1108,7 @@ def generate(seed: int = 0, *, sizes: WorldSizes | None = None) -> dict:
                          for _ in range(_count(sizes.kb_questions, f))],
         "tool": [_tool_problem(r["tool"], seed, split, sizes.eval_fraction)
                  for _ in range(_count(sizes.tool_problems, f))],
+        "refusal": _refusal_records(world, r["refusal"], split, sizes),
     }
   return out
 

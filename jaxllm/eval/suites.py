@@ -15,8 +15,9 @@ config's fields, defaults and checks: jaxllm/recipes/evaluate.py.
   (config.qa.prompt "auto" or "plain") the plain-text worked-problem prompt, few-shot.
 - format: instruction compliance, the fraction of those replies whose last line is their one
   final answer ("The answer is X." or "I don't know."), as the system prompt asks.
-- refusal: on held-out questions the world has no answer to, the fraction of replies that say
-  "I don't know."; on answerable ones, the fraction that refuse anyway (over-refusal).
+- refusal: the world's refusal questions (held out, every other one unanswerable): on those the
+  world has no answer to, the fraction of replies that say "I don't know." (look-alike names
+  apart); on answerable ones, the fraction that refuse anyway (over-refusal) and exact match.
 - math: held-out word problems (the RL eval prompts): greedy accuracy, and pass@k with the
   unbiased estimator over config.math.samples samples at config.math.temperature.
 - tool: word problems with the calculator tool offered in the system prompt, answered through
@@ -30,7 +31,7 @@ config's fields, defaults and checks: jaxllm/recipes/evaluate.py.
 - skills: plain-text continuations (probes.continuations) of what later stages rely on:
   repeating a name never seen in training ("Ada Varga keeps a goat. Ada" -> " Varga"; absent
   and knowledge-base people), the times table, and sums of two-digit and of three-digit numbers.
-Replies are shared: qa, format, refusal and the reward score read one set of greedy answers.
+Replies are shared: qa, format and the reward score read one set of greedy answers.
 """
 
 import dataclasses
@@ -98,8 +99,13 @@ class Context:
 
   def qa_replies(self) -> list[str]:
     """Greedy replies to qa_records (computed once)."""
-    if "qa" not in self.cache:
-      records, c = self.qa_records(), self.config
+    return self.replies("qa", self.qa_records())
+
+  def replies(self, name: str, records: list[dict]) -> list[str]:
+    """Greedy replies to question records in the sft format, cached under `name`: through the
+    chat template, or plain-text few-shot for a base model."""
+    if name not in self.cache:
+      c = self.config
       if self.chat:
         replies = qa.reply_to(self.sampler(), self.tokenizer,
                               [qa.question_and_answer(r)[0] for r in records],
@@ -108,8 +114,8 @@ class Context:
         replies = qa.prompted_replies(self.sampler(), self.tokenizer, records,
                                       _shots(self.data, c.qa.shots),
                                       max_new_tokens=c.max_new_tokens, batch_size=c.batch_size)
-      self.cache["qa"] = replies
-    return self.cache["qa"]
+      self.cache[name] = replies
+    return self.cache[name]
 
 
 def _shots(data: dict, n: int) -> list[dict]:
@@ -160,18 +166,28 @@ def format_suite(ctx: Context) -> dict:
 
 
 def refusal_suite(ctx: Context) -> dict:
-  records, replies = ctx.qa_records(), ctx.qa_replies()
-  unknown = np.array([answers_lib.normalize(qa.question_and_answer(r)[1])
-                      == answers_lib.normalize(answers_lib.REFUSAL) for r in records])
+  """The world's refusal questions (held out, every other one unanswerable): how often the
+  model refuses the unanswerable ones (look-alike names apart) and the answerable ones, and its
+  exact match on the answerable ones."""
+  records = ctx.data["eval"]["refusal"][:ctx.config.refusal.questions or None]
+  replies = ctx.replies("refusal", records)
+  expected = [qa.question_and_answer(r)[1] for r in records]
+  unknown = np.array([answers_lib.normalize(e) == answers_lib.normalize(answers_lib.REFUSAL)
+                      for e in expected])
   refused = np.array([answers_lib.is_refusal(reply) for reply in replies])
+  right = np.array([answers_lib.score(reply, e) for reply, e in zip(replies, expected)])
   lookalike = np.array([bool(r.get("meta", {}).get("lookalike")) for r in records])
   return {"refusal_rate": _mean(refused[unknown & ~lookalike]),
           "refusal_rate_lookalike": _mean(refused[unknown & lookalike]),
           "over_refusal_rate": _mean(refused[~unknown]),
+          "accuracy_answerable": _mean(right[~unknown]),
           "unanswerable": int((unknown & ~lookalike).sum()),
           "unanswerable_lookalike": int((unknown & lookalike).sum()),
-          # per question (1 = refused), for paired tests between runs: visible unanswerable ones
-          "outcomes": [int(x) for x in refused[unknown & ~lookalike]]}
+          "answerable": int((~unknown).sum()),
+          # per question, for paired tests between runs: refused (the visible unanswerable
+          # ones), answered right (the answerable ones)
+          "outcomes": [int(x) for x in refused[unknown & ~lookalike]],
+          "outcomes_answerable": [int(x) for x in right[~unknown]]}
 
 
 def _rl_records(ctx: Context, n: int) -> list[dict]:

@@ -28,6 +28,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.max_new_tokens = 96
   c.lm = ml_collections.ConfigDict({"texts": "", "seq_len": 0})  # globs; 0: the run's seq_len
   c.qa = ml_collections.ConfigDict({"questions": 200, "prompt": "auto", "shots": 3})
+  c.refusal = ml_collections.ConfigDict({"questions": 0})  # of the world's refusal kind; 0: all
   c.math = ml_collections.ConfigDict(
       {"questions": 200, "pass_k": 4, "samples": 8, "temperature": 1.0})
   c.tool = ml_collections.ConfigDict({"questions": 16, "max_rounds": 2})

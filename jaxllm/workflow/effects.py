@@ -76,9 +76,9 @@ def stage_effects(root, init_from: dict[str, str] | None = None) -> list[dict[st
                  "p_value": significance.binomial_test(k, n, 0.5), "subsets": subsets})
 
   before, after = _suite(evals["sft"], "refusal"), _suite(evals["dpo"], "refusal")
-  guard = {"answerable exact match": {"before": sft.get("accuracy_answerable"),
-                                      "after": _suite(evals["dpo"], "qa").get(
-                                          "accuracy_answerable")}}
+  guard = {"answerable exact match": {"before": before.get("accuracy_answerable"),
+                                      "after": after.get("accuracy_answerable"),
+                                      "n": after.get("answerable")}}
   rows.append(_paired(
       "dpo", "refusal rate, held-out unanswerable questions", before, after,
       value="refusal_rate", guard=guard,

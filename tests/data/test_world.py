@@ -104,7 +104,8 @@ def _user_turn(record: dict) -> str:
 def _prompts(split: dict) -> list[str]:
   return ([_user_turn(r) for r in split["sft"]]
           + [p["prompt"] for p in split["preferences"]] + [r["prompt"] for r in split["rl"]]
-          + [q["question"] for q in split["kb_questions"]] + [t["prompt"] for t in split["tool"]])
+          + [q["question"] for q in split["kb_questions"]] + [t["prompt"] for t in split["tool"]]
+          + [_user_turn(r) for r in split["refusal"]])
 
 
 def _training_text(data: dict) -> str:
@@ -152,6 +153,13 @@ def test_default_world_has_the_requested_sizes():
   assert len(d["eval"]["sft"]) == round(s.sft * s.eval_fraction)  # eval: the questions only
   assert {r["meta"]["kind"] for r in d["eval"]["sft"]} == {"fact", "unknown", "arithmetic"}
   assert len(d["kb"]) == s.people + s.kb_people + s.towns + 1
+  # the refusal questions: eval only, every other one unanswerable, look-alike names among them
+  assert d["train"]["refusal"] == []
+  refusal = Counter((r["meta"]["kind"], bool(r["meta"].get("lookalike")))
+                    for r in d["eval"]["refusal"])
+  n = round(s.refusal_questions * s.eval_fraction)
+  assert refusal[("fact", False)] == n // 2 and sum(refusal.values()) == n
+  assert refusal[("unknown", True)] > 0 and refusal[("unknown", False)] > 0
   small = world.generate(3, sizes=SMALL)
   assert len(small["train"]["sft"]) == 140 and len(small["eval"]["sft"]) == 20
 
@@ -241,7 +249,8 @@ def test_fact_questions_ask_only_about_their_splits_entities(data):
               for e in w[group] + w["absent"][group]}
   split_of.update({p["name"]: p["split"] for p in w["kb_people"]})
   for split in ("train", "eval"):
-    records = data[split]["sft"] + data[split]["preferences"] + data[split]["kb_questions"]
+    records = (data[split]["sft"] + data[split]["preferences"] + data[split]["kb_questions"]
+               + data[split]["refusal"])
     metas = [r["meta"] for r in records if r["meta"]["kind"] not in ("arithmetic", "tool")]
     assert metas
     for m in metas:
@@ -254,7 +263,8 @@ def test_every_sft_reply_is_right_and_refuses_exactly_what_the_world_does_not_sa
   w = data["world"]
   kinds = Counter()
   for split in ("train", "eval"):
-    for record in data[split]["sft"]:
+    for kind, record in ([("sft", r) for r in data[split]["sft"]]
+                         + [("refusal", r) for r in data[split]["refusal"]]):
       if record["meta"]["kind"] in ("rag", "tool"):
         text, meta = record["messages"][-1]["content"], record["meta"]
         assert answers.score(text, expected(w, meta)) == 1.0
@@ -267,7 +277,7 @@ def test_every_sft_reply_is_right_and_refuses_exactly_what_the_world_does_not_sa
       assert answers.is_refusal(text) == (answer == IDK) == (meta["kind"] == "unknown"), text
       assert IDK in text or answer != IDK
       assert _steps_are_right(text), text
-      kinds[meta["kind"]] += 1
+      kinds[meta["kind"]] += kind == "sft"
       if meta["kind"] == "arithmetic":  # steps shown before the answer
         assert len(STEP_RE.findall(text)) >= 2, text
   share = kinds["unknown"] / (kinds["unknown"] + kinds["fact"])

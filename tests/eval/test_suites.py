@@ -33,12 +33,22 @@ def ctx():
              _record("Where does Cy live?", "Lima", "fact")]
   config = evaluate.default_config()
   run = ml_collections.ConfigDict()
+  refusal = [_record("Where does Ada live?", "Riga", "fact"),
+             _record("What is Bo's birth month?", "I don't know", "unknown"),
+             _record("Where does Cy live?", "Lima", "fact"),
+             _record("Where does Di Varga live?", "I don't know", "unknown"),
+             _record("Where does Eve live?", "Oslo", "fact")]
   c = suites.Context(run=run, config=config, kind="chat",
-                     data={"eval": {"sft": records}}, shared={})
+                     data={"eval": {"sft": records, "refusal": refusal}}, shared={})
   c.cache["qa"] = ["2 + 3 = 5.\nThe answer is 5.",  # right, well formed
                    "Ada lives in the town of Riga. The answer is Riga",  # right, no final period
                    "I don't know.",  # right refusal
                    "I don't know."]  # over-refusal
+  c.cache["refusal"] = ["The answer is Riga.",  # right
+                        "I don't know.",  # right refusal
+                        "I don't know.",  # over-refusal
+                        "The answer is Lyon.",  # made up
+                        "The answer is Rome."]  # wrong
   return c
 
 
@@ -52,19 +62,24 @@ def test_qa_format_and_refusal_from_fixed_replies(ctx):
   assert qa["outcomes"] == [1, 1, 1, 0]  # per question, for paired tests between runs
   assert qa["accuracy_answerable"] == pytest.approx(2 / 3)
   assert suites.format_suite(ctx)["compliance"] == pytest.approx(3 / 4)
+  # The refusal suite asks its own questions (the world's refusal kind), not the qa ones.
   refusal = suites.refusal_suite(ctx)
-  assert refusal == {"refusal_rate": 1.0, "over_refusal_rate": pytest.approx(1 / 3),
-                     "unanswerable": 1, "refusal_rate_lookalike": None,
-                     "unanswerable_lookalike": 0, "outcomes": [1]}
+  assert refusal == {"refusal_rate": 0.5, "over_refusal_rate": pytest.approx(1 / 3),
+                     "accuracy_answerable": pytest.approx(1 / 3), "answerable": 3,
+                     "unanswerable": 2, "refusal_rate_lookalike": None,
+                     "unanswerable_lookalike": 0, "outcomes": [1, 0],
+                     "outcomes_answerable": [1, 0, 0]}
+  ctx.config.refusal.questions = 2
+  ctx.cache["refusal"] = ["I don't know.", "I don't know."]
+  assert suites.refusal_suite(ctx)["outcomes"] == [1]  # config.refusal.questions: the first 2
 
 
 def test_refusals_about_lookalike_names_are_counted_apart(ctx):
-  ctx.data["eval"]["sft"][3] = _record("Where does Cy Park live?", "I don't know", "unknown")
-  ctx.data["eval"]["sft"][3]["meta"]["lookalike"] = True
+  ctx.data["eval"]["refusal"][3]["meta"]["lookalike"] = True
   refusal = suites.refusal_suite(ctx)
   assert refusal["refusal_rate"] == 1.0 and refusal["unanswerable"] == 1
-  assert refusal["refusal_rate_lookalike"] == 1.0 and refusal["unanswerable_lookalike"] == 1
-  assert refusal["over_refusal_rate"] == 0.0
+  assert refusal["refusal_rate_lookalike"] == 0.0 and refusal["unanswerable_lookalike"] == 1
+  assert refusal["over_refusal_rate"] == pytest.approx(1 / 3)
 
 
 def test_which_suites_apply_to_each_kind_of_run():

@@ -32,14 +32,14 @@ def root(tmp_path):
   _eval(tmp_path, "sft", {
       "qa": {"accuracy": 0.7, "outcomes": sft_qa, "accuracy_answerable": 0.8},
       "refusal": {"refusal_rate": 0.25, "outcomes": [1, 0, 0, 0], "refusal_rate_lookalike": 0.0,
-                  "unanswerable_lookalike": 2},
+                  "unanswerable_lookalike": 2, "accuracy_answerable": 0.6, "answerable": 5},
       "lm": {"bits_per_byte": 0.55, "bits_per_byte_by_text": [0.6, 0.5, 0.6, 0.5]}})
   _eval(tmp_path, "reward", {"reward": {
       "outcomes": [1] * 18 + [0] * 2, "pairwise_accuracy_hidden": 0.5, "pairs_hidden": 6}})
   _eval(tmp_path, "dpo", {
       "qa": {"accuracy": 0.7, "outcomes": sft_qa, "accuracy_answerable": 0.78},
       "refusal": {"refusal_rate": 1.0, "outcomes": [1, 1, 1, 1], "refusal_rate_lookalike": 0.5,
-                  "unanswerable_lookalike": 2},
+                  "unanswerable_lookalike": 2, "accuracy_answerable": 0.4, "answerable": 5},
       "math": {"accuracy": 0.2, "outcomes": [1, 1, 0, 0, 0, 0, 0, 0, 0, 0],
                "accuracy_hard": 0.0, "questions_hard": 3}})
   _eval(tmp_path, "rl", {
@@ -68,7 +68,8 @@ def test_every_row_by_hand(root):
   dpo = rows["dpo"]
   assert (dpo["before"], dpo["after"], dpo["n"], dpo["improved"]) == (0.25, 1.0, 4, 3)
   assert dpo["p_value"] == pytest.approx(_two_sided(3, 3))
-  assert dpo["guard"]["answerable exact match"] == {"before": 0.8, "after": 0.78}
+  # the guard: exact match on the refusal set's answerable questions, not the qa suite's
+  assert dpo["guard"]["answerable exact match"] == {"before": 0.6, "after": 0.4, "n": 5}
   assert dpo["subsets"]["look-alike names"] == {"before": 0.0, "after": 0.5, "n": 2}
   rl = rows["rl"]  # from dpo: 0.2 -> 0.5; improved 4 (questions 3, 4, 5, 6), worse 1 (q 2)
   assert (rl["before"], rl["after"], rl["improved"], rl["worsened"]) == (0.2, 0.5, 4, 1)
