@@ -959,6 +959,31 @@ def _note(world: World, rng) -> str:
   ])
 
 
+def reading_text(rng, people: int = 1, facts: int = 2) -> tuple[str, str]:
+  """`facts` facts about each of `people` made-up passers-by (BIO_PHRASES, shuffled together),
+  then a question about one fact: (text ending in "Answer:", " value"). The names are new every
+  time, so only reading the text answers it: the skill RAG and tool calls rely on."""
+  if not 1 <= facts <= len(DEFINED):
+    raise ValueError(f"facts={facts}: use 1..{len(DEFINED)}.")
+  names: list[str] = []
+  while len(names) < people:
+    name = _passer_by(rng)
+    if name not in names:
+      names.append(name)
+  pools = {"town": TOWNS, "job": JOBS, "pet": PETS, "colour": COLOURS, "age": range(18, 81)}
+  sentences, stated = [], []
+  for name in names:
+    for attr in rng.sample(DEFINED, facts):
+      value = rng.choice(pools[attr])
+      sentences.append(rng.choice(BIO_PHRASES[attr]).format(name=name, value=value,
+                                                            a_value=_a(str(value))))
+      stated.append((name, attr, value))
+  rng.shuffle(sentences)
+  name, attr, value = rng.choice(stated)
+  question = rng.choice(PERSON_QUESTIONS[attr]).format(name=name)
+  return " ".join(sentences) + f"\nQuestion: {question}\nAnswer:", f" {value}"
+
+
 def _number(rng) -> int:
   """0-999, with one, two and three digits equally likely."""
   return rng.randint(0, 10 ** rng.randint(1, 3) - 1)

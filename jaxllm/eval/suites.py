@@ -30,11 +30,14 @@ config's fields, defaults and checks: jaxllm/recipes/evaluate.py.
 - memorization, bias: probes (jaxllm/eval/probes.py).
 - skills: plain-text continuations (probes.continuations) of what later stages rely on:
   repeating a name never seen in training ("Ada Varga keeps a goat. Ada" -> " Varga"; absent
-  and knowledge-base people), the times table, and sums of two-digit and of three-digit numbers.
+  and knowledge-base people), reading a fact about a made-up person off a short text (one
+  person; three, where the name has to be matched; world.reading_text), the times table, and
+  sums of two-digit and of three-digit numbers.
 Replies are shared: qa, format and the reward score read one set of greedy answers.
 """
 
 import dataclasses
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -327,9 +330,16 @@ def skill_prompts(data: dict, n: int, seed: int) -> dict[str, tuple[list[str], l
     a, b = rng.integers(lo_a, hi_a + 1, n), rng.integers(lo_b, hi_b + 1, n)
     value = a * b if op == "*" else a + b
     return ([f"{solved}{x} {op} {y} =" for x, y in zip(a, b)], [f" {v}\n" for v in value])
+  reader = random.Random(seed)
+
+  def reading(people):
+    texts = [world.reading_text(reader, people) for _ in range(n)]
+    return [t for t, _ in texts], [a for _, a in texts]
   return {
       "copy_novel_names": ([f"{x} keeps a goat. {x.split()[0]}" for x in names],
                            [" " + x.split()[1] for x in names]),
+      "read_one_person": reading(1),
+      "read_three_people": reading(3),
       "times_table": equations("*", 2, 12, 2, 12),
       "two_digit_sums": equations("+", 10, 99, 10, 99),
       "three_digit_sums": equations("+", 100, 999, 10, 99)}

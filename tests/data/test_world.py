@@ -456,3 +456,24 @@ def test_small_worlds_still_generate_or_name_the_size_to_change():
   for split in ("train", "eval"):
     for record in d[split]["sft"]:
       assert answers.score(record["messages"][-1]["content"], expected(d["world"], record["meta"]))
+
+
+def test_reading_texts_state_the_asked_fact_about_made_up_people_only(data):
+  known = {p["name"] for p in data["world"]["people"] + data["world"]["kb_people"]}
+  for people in (1, 3):
+    texts = [world.reading_text(random.Random(i), people) for i in range(50)]
+    assert texts == [world.reading_text(random.Random(i), people) for i in range(50)]
+    for text, answer in texts:
+      facts, question = text.removesuffix("\nAnswer:").split("\nQuestion: ")
+      names = set(re.findall(r"[A-Z][a-z]+ [A-Z][a-z]+", facts))
+      assert len(names) == people and not names & known, text
+      asked = next(n for n in names if n in question)
+      attr = next(a for a in world.DEFINED for q in world.PERSON_QUESTIONS[a]
+                  if q.format(name=asked) == question)
+      # one of the text's sentences states the asked attribute of the asked person as the answer
+      value = answer.strip()
+      stated = {p.format(name=asked, value=value, a_value=world._a(value))
+                for p in world.BIO_PHRASES[attr]}
+      assert stated & set(re.split(r"(?<=\.) ", facts)), text
+  with pytest.raises(ValueError, match="facts=6"):
+    world.reading_text(random.Random(0), 1, facts=6)

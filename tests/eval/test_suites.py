@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxllm.data import chat
+from jaxllm.data import world as world_lib
 from jaxllm.data.tokenizer import SPECIAL_TOKENS, train_tokenizer
 from jaxllm.errors import ConfigError
 from jaxllm.eval import probes, suites
@@ -417,10 +418,30 @@ def test_bias_suite_gaps_per_group_from_scripted_log_probs(tok, monkeypatch, tmp
 
 def test_skills_suite_reads_each_skill_off_greedy_continuations(tok):
   # The scripted "model" copies the surname of the name it was told about only when that name
-  # has a K in it, knows the times table, adds two-digit numbers right and three-digit ones
+  # has a K in it, reads a fact off a text about one person but not off one about three (it
+  # answers "nobody"), knows the times table, adds two-digit numbers right and three-digit ones
   # one too high.
+  people = [{"name": n, "lookalike": False} for n in ("Kai Varga", "Ada Rios", "Kim Sato")]
+  world = {"absent": {"people": people + [{"name": "Ada Park", "lookalike": True}]},
+           "kb_people": [{"name": "Kira Weiss"}]}
+  pools = {"live": world_lib.TOWNS, "town": world_lib.TOWNS, "job": world_lib.JOBS,
+           "work": world_lib.JOBS, "living": world_lib.JOBS, "pet": world_lib.PETS,
+           "animal": world_lib.PETS, "colour": world_lib.COLOURS}
+
+  def read(text):
+    """A reader of its own: the value in the text from the pool the question asks about (the
+    only number for an age); "nobody" when the text is about more than one person."""
+    facts, question = text.split("\nQuestion: ")
+    if len(set(re.findall(r"[A-Z][a-z]+ [A-Z][a-z]+", facts))) > 1:
+      return "nobody"
+    pool = next((p for key, p in pools.items() if key in question), None)
+    words = re.findall(r"\w+", facts)
+    return next(w for w in words if (w in pool if pool else w.isdigit()))
+
   def reply(text, temperature):
     assert temperature == 0.0
+    if text.endswith("Answer:"):
+      return f" {read(text.split('<|bos|>')[-1])}."
     last = text.split("\n")[-1]
     if "keeps a goat." in last:
       full = last.split(" keeps a goat.")[0]
@@ -429,15 +450,13 @@ def test_skills_suite_reads_each_skill_off_greedy_continuations(tok):
     value = int(a) * int(b) if op == "*" else int(a) + int(b) + (int(a) >= 100)
     return f" {value}\n"
 
-  people = [{"name": n, "lookalike": False} for n in ("Kai Varga", "Ada Rios", "Kim Sato")]
-  world = {"absent": {"people": people + [{"name": "Ada Park", "lookalike": True}]},
-           "kb_people": [{"name": "Kira Weiss"}]}
   ctx = _scripted_context(tok, {"world": world}, ScriptedSampler(tok, reply))
   ctx.config.skills.prompts = 4
   out = suites.skills_suite(ctx)
   # four novel names (the look-alike is not novel): Kai Varga, Kim Sato, Kira Weiss copied
-  assert out == {"copy_novel_names": pytest.approx(3 / 4), "times_table": 1.0,
-                 "two_digit_sums": 1.0, "three_digit_sums": 0.0, "prompts": 4}
+  assert out == {"copy_novel_names": pytest.approx(3 / 4), "read_one_person": 1.0,
+                 "read_three_people": 0.0, "times_table": 1.0, "two_digit_sums": 1.0,
+                 "three_digit_sums": 0.0, "prompts": 4}
   prompts, expected = suites.skill_prompts({"world": world}, 4, seed=11)["two_digit_sums"]
   assert all(p.startswith("3 + 4 = 7\n12 * 2 = 24\n") for p in prompts)
   assert all(10 <= int(x) <= 99 for p in prompts for x in p.split("\n")[-1][:-2].split(" + "))
