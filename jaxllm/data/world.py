@@ -23,7 +23,8 @@ second, the same bytes on any machine) and the data every stage trains and evalu
 - **kb** `{"id", "title", "text"}` per person, per town and the price list; **kb_questions**
   about knowledge-base people; **tool** big-number problems `{"prompt", "answer", "expression"}`;
   **refusal** (eval split only) fact questions in the sft format, every other one unanswerable
-  (meta.lookalike marks the look-alike names), for the refusal eval.
+  (meta.lookalike marks the look-alike names), for the refusal eval. `reading_text` writes a
+  short text about made-up people and a question about one fact (the skills eval's reading probe).
 
 Replies show one step per line (`Cost of the pears: 3 * 4 = 12.`) and end with `The answer is X.`,
 or with `I don't know.` when the world does not say; jaxllm/data/answers.py checks replies (for
@@ -896,14 +897,14 @@ def tool_conversation(problem: dict) -> dict:
 # ---- pretraining text ---------------------------------------------------------------------
 
 
+def _bio_sentence(attr: str, name: str, value, rng) -> str:
+  """One of BIO_PHRASES for the fact, with the full name (so each fact is stored with it)."""
+  return rng.choice(BIO_PHRASES[attr]).format(name=name, value=value, a_value=_a(str(value)))
+
+
 def _bio(p: Person, rng) -> str:
   order = rng.sample(DEFINED, len(DEFINED))
-  sentences = []
-  for attr in order:  # the full name in every sentence, so each fact is stored with it
-    value = getattr(p, attr)
-    sentences.append(rng.choice(BIO_PHRASES[attr]).format(name=p.name, value=value,
-                                                          a_value=_a(str(value))))
-  return " ".join(sentences)
+  return " ".join(_bio_sentence(attr, p.name, getattr(p, attr), rng) for attr in order)
 
 
 def _town_doc(world: World, town: str, rng) -> str:
@@ -975,8 +976,7 @@ def reading_text(rng, people: int = 1, facts: int = 2) -> tuple[str, str]:
   for name in names:
     for attr in rng.sample(DEFINED, facts):
       value = rng.choice(pools[attr])
-      sentences.append(rng.choice(BIO_PHRASES[attr]).format(name=name, value=value,
-                                                            a_value=_a(str(value))))
+      sentences.append(_bio_sentence(attr, name, value, rng))
       stated.append((name, attr, value))
   rng.shuffle(sentences)
   name, attr, value = rng.choice(stated)
