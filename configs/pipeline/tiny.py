@@ -55,9 +55,10 @@ def get_config(arg=None):
   c.rl = load("rl/grpo_tiny.py", "steps=40")
   for stage in ("sft", "reward", "dpo", "rl"):
     c[stage].train.eval_at_start = True  # the curves start from the model the stage got
-  # Half of SFT's unanswerable questions get a confident made-up reply, as careless annotators
-  # write; DPO's pairs then teach refusing them (0 is the ablation, docs/benchmarks.md).
-  c.sft.data.world_sizes.sft_made_up_fraction = 0.5
+  # Half of SFT's replies with steps give only the final answer, as hurried annotators write;
+  # DPO's pairs (chosen: the worked reply) then teach showing the working (0 is the ablation,
+  # docs/benchmarks.md).
+  c.sft.data.world_sizes.sft_no_steps_fraction = 0.5
   c.sft.data.text_weight = 0.3  # of SFT batches: pretraining text (pages, math), against forgetting
   c.rl.optimizer.lr = 1e-4
   c.rl.rl.oversample = 2  # DAPO dynamic sampling: refill the batch with groups that carry signal

@@ -15,7 +15,8 @@ second, the same bytes on any machine) and the data every stage trains and evalu
 - **sft** `{"messages"}`: fact questions (some need two facts, or a fact and a sum), questions
   the world cannot answer, and 2-3 step word problems; the train split adds RAG conversations
   (passages, then a question about a knowledge-base person) and calculator conversations;
-  `sft_made_up_fraction` gives that share of train unanswerable questions a made-up reply.
+  `sft_made_up_fraction` gives that share of train unanswerable questions a made-up reply, and
+  `sft_no_steps_fraction` that share of train replies with steps only the final answer line.
 - **preferences** `{"prompt", "chosen", "rejected"}`: meta.flaw says what is wrong with the
   rejected reply, meta.visible whether the text shows it (VISIBLE_FLAWS, HIDDEN_FLAWS).
 - **rl** `{"prompt", "answer"}`: word problems, RL_HARD_SHARE of them from harder templates
@@ -206,13 +207,18 @@ class WorldSizes:
   # annotators write; train split only (eval replies stay right). It leaves the preference
   # stages a behaviour to teach: refusing what the world does not say.
   sft_made_up_fraction: float = 0.0
+  # Share of SFT's replies with steps (word problems, sums of facts) that give only the final
+  # answer line, as hurried annotators write; train split only. The preference pairs' no_steps
+  # flaw then teaches showing the working (the DPO row of the pipeline's report card).
+  sft_no_steps_fraction: float = 0.0
 
   def __post_init__(self):
     limits = {"people": (2, len(FIRST) * len(LAST) - 2), "towns": (2, len(TOWNS) - 2),
               "goods": (2, len(GOODS) - 2), "absent_people": (2, None),
               "kb_people": (2, len(FIRST) * len(KB_LAST))}
     fractions = {"eval_fraction": "(0, 1)", "unknown_fraction": "[0, 1)",  # an eval set is needed
-                 "lookalike_fraction": "[0, 1]", "sft_made_up_fraction": "[0, 1]"}
+                 "lookalike_fraction": "[0, 1]", "sft_made_up_fraction": "[0, 1]",
+                 "sft_no_steps_fraction": "[0, 1]"}
     for field in dataclasses.fields(self):
       value = getattr(self, field.name)
       lo, hi = limits.get(field.name, (0, None))
@@ -747,15 +753,24 @@ def _meta(q: Question, **extra) -> dict:
           **extra}
 
 
-def _sft_record(q: Question, rng, made_up_fraction: float = 0.0) -> dict:
-  """A conversation; an unanswerable question gets a made-up answer with made_up_fraction."""
+def _sft_record(q: Question, rng, made_up_fraction: float = 0.0,
+                no_steps_fraction: float = 0.0) -> dict:
+  """A conversation; an unanswerable question gets a made-up answer with made_up_fraction, and
+  a reply with steps only its final line with no_steps_fraction (the no_steps flaw's reply)."""
   messages = []
   if rng.random() < SYSTEM_SHARE:
     messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
   made_up = q.kind == "unknown" and rng.random() < made_up_fraction
-  messages += [{"role": "user", "content": q.prompt},
-               {"role": "assistant", "content": q.made_up if made_up else reply(q)}]
-  return {"messages": messages, "meta": _meta(q, **({"made_up": True} if made_up else {}))}
+  no_steps = bool(q.calc) and no_steps_fraction > 0 and rng.random() < no_steps_fraction
+  content = q.made_up if made_up else _no_steps(q) if no_steps else reply(q)
+  messages += [{"role": "user", "content": q.prompt}, {"role": "assistant", "content": content}]
+  flags = {"made_up": True} if made_up else {"no_steps": True} if no_steps else {}
+  return {"messages": messages, "meta": _meta(q, **flags)}
+
+
+def _no_steps(q: Question) -> str:
+  """The final answer line alone."""
+  return render_reply((), (), q.answer)
 
 
 def _wrong_final(q: Question, rng, rows) -> str:
@@ -799,7 +814,7 @@ def _preference_record(q: Question, rng) -> dict:
     if flaw == "wrong_final":
       rejected = _wrong_final(q, rng, run_steps(q.calc))
     elif flaw == "no_steps":
-      rejected = render_reply((), (), q.answer)
+      rejected = _no_steps(q)
     elif flaw == "malformed":
       rejected = _malformed(q)
     elif flaw == "wrong_fact":
@@ -1011,6 +1026,11 @@ def _drill(rng) -> str:
 _EQUATION = re.compile(r"\d+ [-+*/] \d+ = \d+")
 
 
+def shows_steps(reply: str) -> bool:
+  """Whether a reply works a step out (`x op y = r`) before its answer."""
+  return bool(_EQUATION.search(reply))
+
+
 def is_math(document: str) -> bool:
   """Whether a pretraining document is math (a drill of equations or a worked problem) rather
   than prose: web-text quality filters would drop it (too few words with letters), so the
@@ -1099,8 +1119,9 @@ def _sft_records(world: World, rng, seed: int, split: str, sizes: WorldSizes,
   """Question-answer conversations; the train split adds RAG and tool conversations (their
   held-out counterparts are the kb_questions and tool kinds), shuffled in."""
   f = 1.0 if split == "train" else sizes.eval_fraction
-  made_up = sizes.sft_made_up_fraction if split == "train" else 0.0
-  records = [_sft_record(_sft_question(world, rng, seed, split, sizes), rng, made_up)
+  made_up, no_steps = ((sizes.sft_made_up_fraction, sizes.sft_no_steps_fraction)
+                       if split == "train" else (0.0, 0.0))
+  records = [_sft_record(_sft_question(world, rng, seed, split, sizes), rng, made_up, no_steps)
              for _ in range(_count(sizes.sft, f))]
   if split == "train":
     records += [_rag_record(world, _kb_question(world, rng, split), docs, rng)

@@ -18,7 +18,8 @@ config's fields, defaults and checks: jaxllm/recipes/evaluate.py.
 - refusal: the world's refusal questions (held out, every other one unanswerable): on those the
   world has no answer to, the fraction of replies that say "I don't know." (look-alike names
   apart); on answerable ones, the fraction that refuse anyway (over-refusal) and exact match.
-- math: held-out word problems (the RL eval prompts): greedy accuracy, and pass@k with the
+- math: held-out word problems (the RL eval prompts): greedy accuracy (hard templates apart),
+  the share of greedy replies that show their working (world.shows_steps), and pass@k with the
   unbiased estimator over config.math.samples samples at config.math.temperature.
 - tool: word problems with the calculator tool offered in the system prompt, answered through
   jaxllm/inference/assistant.py (calls run, results fed back): answer accuracy, fraction of
@@ -206,9 +207,12 @@ def math_suite(ctx: Context) -> dict:
   greedy = qa.reply_to(smp, ctx.tokenizer, conversations, **common)
   right = np.array([answers_lib.score(g, str(r["answer"])) for g, r in zip(greedy, records)])
   hard = np.array([bool(r.get("meta", {}).get("hard")) for r in records])
+  steps = np.array([world.shows_steps(g) for g in greedy])
   out = {"accuracy": _mean(right[~hard]), "accuracy_hard": _mean(right[hard]),
          "questions": int((~hard).sum()), "questions_hard": int(hard.sum()),
-         "outcomes": [int(x) for x in right[~hard]]}
+         "outcomes": [int(x) for x in right[~hard]],
+         "steps_shown": _mean(steps), "outcomes_steps": [int(x) for x in steps],
+         "outcomes_all": [int(x) for x in right]}
   if c.pass_k > 0:
     out[f"pass@{c.pass_k}"], out["sample_accuracy"] = qa.sampled_pass_at_k(
         smp, ctx.tokenizer, conversations, [r["answer"] for r in records], n=c.samples,

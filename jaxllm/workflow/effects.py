@@ -5,8 +5,10 @@ one row per stage, {"stage", "metric", "before", "after", "delta", "n", "p_value
 
   sft         exact match on held-out questions: the base model (plain text, few-shot) -> SFT
   reward      pairwise accuracy on held-out pairs whose flaw the text shows: chance (0.5) -> RM
-  dpo         refusal rate on held-out unanswerable questions: SFT -> DPO (guard: exact match on
-              the answerable ones, before and after)
+  dpo         share of greedy replies to held-out word problems that show their working (a step
+              `x op y = r`): SFT -> DPO, the behaviour of the pairs whose rejected reply skips
+              the steps (guard: exact match on the same problems; the refusal set's rates are
+              under "also": DPO's other pairs move them too)
   rl          greedy accuracy on held-out word problems: the run RL started from -> RL
   rag         accuracy on questions about people only the knowledge base describes: the final
               policy without retrieval -> with it
@@ -16,8 +18,9 @@ one row per stage, {"stage", "metric", "before", "after", "delta", "n", "p_value
 
 p_value is the paired sign test on the same questions (jaxllm/eval/significance.py), or for the
 reward model the exact binomial test against chance. Hard cases are reported apart in
-"subsets" (hidden reward flaws, look-alike names, hard RL templates), never dropped. A stage
-without its eval.json has no row.
+"subsets" (hidden reward flaws, hard RL templates), never dropped; "guard" holds what a stage
+must not make worse, and "also" what else it moved (DPO's refusal rates, look-alike names among
+them). A stage without its eval.json has no row.
 """
 
 import json
@@ -52,6 +55,10 @@ def _paired(stage: str, metric: str, before: dict, after: dict, key: str = "outc
           "worsened": worse, **extra}
 
 
+def _mean(outcomes) -> float | None:
+  return sum(outcomes) / len(outcomes) if outcomes else None
+
+
 def stage_effects(root, init_from: dict[str, str] | None = None) -> list[dict[str, Any]]:
   """The report-card rows of the pipeline directory `root` (see the module docstring)."""
   root = pathlib.Path(root)
@@ -75,16 +82,20 @@ def stage_effects(root, init_from: dict[str, str] | None = None) -> list[dict[st
                  "before": 0.5, "after": k / n, "delta": k / n - 0.5, "n": n,
                  "p_value": significance.binomial_test(k, n, 0.5), "subsets": subsets})
 
-  before, after = _suite(evals["sft"], "refusal"), _suite(evals["dpo"], "refusal")
-  guard = {"answerable exact match": {"before": before.get("accuracy_answerable"),
-                                      "after": after.get("accuracy_answerable"),
-                                      "n": after.get("answerable")}}
-  rows.append(_paired(
-      "dpo", "refusal rate, held-out unanswerable questions", before, after,
-      value="refusal_rate", guard=guard,
-      subsets={"look-alike names": {"before": before.get("refusal_rate_lookalike"),
-                                    "after": after.get("refusal_rate_lookalike"),
-                                    "n": after.get("unanswerable_lookalike")}}))
+  before, after = _suite(evals["sft"], "math"), _suite(evals["dpo"], "math")
+  right_b, right_a = before.get("outcomes_all"), after.get("outcomes_all")
+  guard = {"exact match, the same problems": {
+      "before": _mean(right_b), "after": _mean(right_a), "n": len(right_a or ())}}
+  refused_b, refused_a = _suite(evals["sft"], "refusal"), _suite(evals["dpo"], "refusal")
+  also = {name: {"before": refused_b.get(key), "after": refused_a.get(key),
+                 "n": refused_a.get(n)} for name, key, n in (
+      ("refusal rate, held-out unanswerable questions", "refusal_rate", "unanswerable"),
+      ("refusal rate, look-alike names", "refusal_rate_lookalike", "unanswerable_lookalike"),
+      ("over-refusal rate, held-out answerable questions", "over_refusal_rate", "answerable"))
+      if refused_a.get(key) is not None}
+  rows.append(_paired("dpo", "replies that show their working, held-out word problems", before,
+                      after, key="outcomes_steps", value="steps_shown", guard=guard,
+                      **({"also": also} if also else {})))
 
   start = init_from.get("rl", "dpo")
   before, after = _suite(evals.get(start), "math"), _suite(evals["rl"], "math")

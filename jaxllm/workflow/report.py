@@ -197,11 +197,11 @@ def effects_section(root: pathlib.Path) -> list[str]:
                     "< 1e-12" if r["p_value"] < 1e-12 else r["p_value"]] for r in rows])
   notes = []
   for r in rows:
-    for name, sub in {**r.get("subsets", {}), **r.get("guard", {})}.items():
+    for name, sub in {**r.get("subsets", {}), **r.get("guard", {}), **r.get("also", {})}.items():
       parts = ", ".join(f"{k} {_fmt(v)}" for k, v in sub.items())
       notes.append(f"- {r['stage']}, {name}: {parts}")
   if notes:
-    lines += ["", "Reported apart (hard cases and guards):", ""] + notes
+    lines += ["", "Reported apart (hard cases, guards and side effects):", ""] + notes
   lines.append("")
   if plot_effects(rows, root / "effects.png"):
     lines += ["![what each stage did](effects.png)", ""]

@@ -301,6 +301,30 @@ def test_made_up_replies_go_to_train_unanswerable_questions_only(fraction):
   assert share == 1.0 if fraction == 1.0 else 0.3 < share < 0.7, share
 
 
+@pytest.mark.parametrize("fraction", [0.5, 1.0])
+def test_replies_without_steps_go_to_train_replies_with_steps_only(fraction):
+  clean = dataclasses.replace(SMALL, sft=400)
+  d = world.generate(0, sizes=dataclasses.replace(clean, sft_no_steps_fraction=fraction))
+  assert d["eval"] == world.generate(0, sizes=clean)["eval"]  # eval replies keep their steps
+  qa = [r for r in d["train"]["sft"] if r["meta"]["kind"] in ("arithmetic", "fact")]
+  skipped = [r for r in qa if r["meta"].get("no_steps")]
+  worked = [r for r in qa if world.shows_steps(r["messages"][-1]["content"])]
+  for r in skipped:  # the final line alone
+    assert r["messages"][-1]["content"] == f"{world.ANSWER_PREFIX} {r['meta']['answer']}."
+  # every word problem either works its steps out or is marked as skipping them
+  assert all(r in worked or r in skipped for r in qa if r["meta"]["kind"] == "arithmetic")
+  share = len(skipped) / (len(skipped) + len(worked))
+  assert share == 1.0 if fraction == 1.0 else 0.35 < share < 0.65, share
+
+
+def test_shows_steps_finds_a_worked_step_and_nothing_else():
+  assert world.shows_steps("Cost of the pears: 3 * 4 = 12.\nThe answer is 12.")
+  assert world.shows_steps("12 - 5 = 7")
+  assert not world.shows_steps("The answer is 12.")
+  assert not world.shows_steps("Ada Park is 34 years old. The answer is 34.")
+  assert not world.shows_steps("3 * 4 is 12. The answer is 12.")
+
+
 def test_rl_prompts_are_verifiable_and_a_fifth_are_the_hard_subset(data):
   w = data["world"]
   sft_tasks = {r["meta"]["task"] for r in data["train"]["sft"]}

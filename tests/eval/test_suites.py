@@ -182,7 +182,7 @@ def test_math_suite_greedy_accuracy_and_unbiased_pass_at_k_from_scripted_samples
              {"prompt": "Q3: 5 * 6?", "answer": "30", "meta": {"hard": True}},
              {"prompt": "Q4: beyond config.math.questions", "answer": "0"}]
   greedy = {"Q1: 5 + 7?": "5 + 7 = 12.\nThe answer is 12.",  # right
-            "Q2: 3 + 4?": "The answer is 8.",  # wrong
+            "Q2: 3 + 4?": "3 + 4 = 8.\nThe answer is 8.",  # wrong, but with its working
             "Q3: 5 * 6?": "thirty"}  # malformed: no final answer
   samples = {  # n = 4 per question, in the order the suite asks for them
       "Q1: 5 + 7?": ["The answer is 12.", "The answer is 13.", "12",  # right, wrong, malformed
@@ -210,6 +210,9 @@ def test_math_suite_greedy_accuracy_and_unbiased_pass_at_k_from_scripted_samples
   assert out == {"accuracy": pytest.approx(1 / 2),  # greedy: Q1 right, Q2 wrong
                  "accuracy_hard": 0.0, "questions_hard": 1,  # Q3, reported apart
                  "questions": 2, "outcomes": [1, 0],
+                 "outcomes_all": [1, 0, 0],  # the hard one too, for DPO's guard
+                 # a step `x op y = r` shown, right or not: Q1 and Q2 (of all three)
+                 "steps_shown": pytest.approx(2 / 3), "outcomes_steps": [1, 1, 0],
                  "pass@2": pytest.approx(4 / 9),  # pass@1 would be the 3/12 below
                  "sample_accuracy": pytest.approx(3 / 12)}  # (2 + 1 + 0) right of 12 samples
   assert all(not left for left in samples.values())  # every scripted sample was asked for

@@ -32,16 +32,23 @@ def root(tmp_path):
   _eval(tmp_path, "sft", {
       "qa": {"accuracy": 0.7, "outcomes": sft_qa, "accuracy_answerable": 0.8},
       "refusal": {"refusal_rate": 0.25, "outcomes": [1, 0, 0, 0], "refusal_rate_lookalike": 0.0,
-                  "unanswerable_lookalike": 2, "accuracy_answerable": 0.6, "answerable": 5},
+                  "unanswerable_lookalike": 2, "over_refusal_rate": 0.2, "unanswerable": 4,
+                  "accuracy_answerable": 0.6, "answerable": 5},
+      # the working shown on 1 of 5 word problems (2 right: accuracy counts 4, the 5th is hard)
+      "math": {"accuracy": 0.25, "outcomes": [1, 0, 0, 0], "outcomes_all": [1, 0, 0, 0, 1],
+               "steps_shown": 0.2, "outcomes_steps": [0, 0, 1, 0, 0]},
       "lm": {"bits_per_byte": 0.55, "bits_per_byte_by_text": [0.6, 0.5, 0.6, 0.5]}})
   _eval(tmp_path, "reward", {"reward": {
       "outcomes": [1] * 18 + [0] * 2, "pairwise_accuracy_hidden": 0.5, "pairs_hidden": 6}})
   _eval(tmp_path, "dpo", {
       "qa": {"accuracy": 0.7, "outcomes": sft_qa, "accuracy_answerable": 0.78},
-      "refusal": {"refusal_rate": 1.0, "outcomes": [1, 1, 1, 1], "refusal_rate_lookalike": 0.5,
-                  "unanswerable_lookalike": 2, "accuracy_answerable": 0.4, "answerable": 5},
+      "refusal": {"refusal_rate": 0.0, "outcomes": [0, 0, 0, 0], "refusal_rate_lookalike": 0.5,
+                  "unanswerable_lookalike": 2, "over_refusal_rate": 0.0, "unanswerable": 4,
+                  "accuracy_answerable": 0.4, "answerable": 5},
+      # the working shown on 4 of the same 5 (3 improved, 0 worse); 1 right of 5
       "math": {"accuracy": 0.2, "outcomes": [1, 1, 0, 0, 0, 0, 0, 0, 0, 0],
-               "accuracy_hard": 0.0, "questions_hard": 3}})
+               "accuracy_hard": 0.0, "questions_hard": 3, "outcomes_all": [0, 0, 0, 0, 1],
+               "steps_shown": 0.8, "outcomes_steps": [1, 1, 1, 0, 1]}})
   _eval(tmp_path, "rl", {
       "math": {"accuracy": 0.5, "outcomes": [1, 0, 1, 1, 1, 1, 0, 0, 0, 0],
                "accuracy_hard": 1 / 3, "questions_hard": 3},
@@ -66,11 +73,14 @@ def test_every_row_by_hand(root):
   assert reward["p_value"] == pytest.approx(2 * sum(math.comb(20, i) for i in range(3)) / 2**20)
   assert reward["subsets"]["hidden flaws (need facts or exact arithmetic)"]["n"] == 6
   dpo = rows["dpo"]
-  assert (dpo["before"], dpo["after"], dpo["n"], dpo["improved"]) == (0.25, 1.0, 4, 3)
+  assert (dpo["before"], dpo["after"], dpo["n"], dpo["improved"]) == (0.2, 0.8, 5, 3)
   assert dpo["p_value"] == pytest.approx(_two_sided(3, 3))
-  # the guard: exact match on the refusal set's answerable questions, not the qa suite's
-  assert dpo["guard"]["answerable exact match"] == {"before": 0.6, "after": 0.4, "n": 5}
-  assert dpo["subsets"]["look-alike names"] == {"before": 0.0, "after": 0.5, "n": 2}
+  # the guard: exact match on every one of the same problems (the hard one too)
+  assert dpo["guard"]["exact match, the same problems"] == {"before": 0.4, "after": 0.2, "n": 5}
+  assert dpo["also"] == {  # what DPO's other pairs did to refusals, reported beside it
+      "refusal rate, held-out unanswerable questions": {"before": 0.25, "after": 0.0, "n": 4},
+      "refusal rate, look-alike names": {"before": 0.0, "after": 0.5, "n": 2},
+      "over-refusal rate, held-out answerable questions": {"before": 0.2, "after": 0.0, "n": 5}}
   rl = rows["rl"]  # from dpo: 0.2 -> 0.5; improved 4 (questions 3, 4, 5, 6), worse 1 (q 2)
   assert (rl["before"], rl["after"], rl["improved"], rl["worsened"]) == (0.2, 0.5, 4, 1)
   assert rl["p_value"] == pytest.approx(_two_sided(4, 5))
@@ -104,7 +114,8 @@ def test_the_report_opens_with_the_card_and_writes_effects_json(root):
   assert text.index("## What each stage did") < text.index("## Stages and compute")
   assert "| sft | exact match, held-out questions (base: few-shot plain text) | 0.1 | 0.7 | " \
          "0.6 | 10 |" in text
-  assert "- dpo, look-alike names: before 0, after 0.5, n 2" in text
+  assert "- dpo, exact match, the same problems: before 0.4, after 0.2, n 5" in text
+  assert "- dpo, refusal rate, look-alike names: before 0, after 0.5, n 2" in text
   rows = json.loads((root / "effects.json").read_text())
   assert [r["stage"] for r in rows] == ["sft", "reward", "dpo", "rl", "rag", "tool",
                                         "forgetting"]
