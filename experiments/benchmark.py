@@ -23,6 +23,7 @@ config_flags.DEFINE_config_file("config", None, "Pretraining config file (config
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Optional: write benchmark.json here.")
 flags.mark_flags_as_required(["config"])
+cli.define_print_config()
 
 
 def run(config) -> dict:
@@ -72,6 +73,8 @@ def report(r: dict) -> str:
 
 def main(argv):
   del argv
+  if cli.print_config(FLAGS.config):
+    return
   results = run(FLAGS.config)
   print(report(results), flush=True)
   if FLAGS.workdir:

@@ -4,7 +4,9 @@
   python experiments/evaluate.py --workdir=RUN --config=configs/eval/default.py \\
       --config.suites=lm,qa --config.qa.questions=400 --step=600
 
-The stage: jaxllm/recipes/evaluate.py.
+A second evaluation of the same checkpoint merges into RUN/eval.json (the suites asked again
+are replaced, the others kept); the results of another checkpoint are kept beside it as
+RUN/eval_stepN.json. The stage: jaxllm/recipes/evaluate.py.
 """
 
 from jaxllm.recipes import evaluate

@@ -17,10 +17,11 @@ the reward-model and DPO stages read (--config.data.source=FILE).
 import contextlib
 import json
 import pathlib
+import signal
 
 from absl import flags
 
-from jaxllm import cli
+from jaxllm import cli, rundir
 from jaxllm.errors import UserError
 from jaxllm.labeling import agreement
 from jaxllm.labeling import store as labels
@@ -78,11 +79,26 @@ def main(argv):
     print(agreement.format_agreement(agreement.agreement(records, chosen)))
     return None
   # Imported here: --export and --agreement need no model (and no JAX start-up).
+  from jaxllm import runs  # pylint: disable=import-outside-toplevel
   from jaxllm.labeling import responses  # pylint: disable=import-outside-toplevel
   sampling = responses.Sampling(
       samples=FLAGS.samples, temperature=FLAGS.temperature, top_p=FLAGS.top_p,
       max_new_tokens=FLAGS.max_new_tokens, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
       chat=FLAGS.chat)
+  runs.read_config(FLAGS.workdir)  # a run directory, before anything is written into it
+  # One labeling process per run: a second server would hand out items judged on the first.
+  with rundir.lock(label_dir(FLAGS.workdir), what="--workdir (or stop the other labeling "
+                   "server)"):
+    return sample_and_serve(sampling)
+
+
+def _stop(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt
+
+
+def sample_and_serve(sampling) -> None:
+  from jaxllm.labeling import responses  # pylint: disable=import-outside-toplevel
   items = responses.prepare_items(FLAGS.workdir, FLAGS.prompts, sampling, FLAGS.step)
   if FLAGS.sample_only:
     return None
@@ -103,6 +119,7 @@ def main(argv):
     print(f"warning: --host={FLAGS.host}: the page has no login; anyone who can reach this "
           "address can read the responses and add judgements.", flush=True)
   print(f"labeling page: http://{FLAGS.host}:{server.server_port}/ (Ctrl-C to stop)", flush=True)
+  signal.signal(signal.SIGTERM, _stop)  # stop as on Ctrl-C: the run's lock is released
   with contextlib.suppress(KeyboardInterrupt):
     server.serve_forever()
   return None

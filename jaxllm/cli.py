@@ -10,6 +10,7 @@ Flags, the same in every script of experiments/:
   --config=FILE[:ARG]    settings; every field overrides as --config.a.b=VALUE (commands that
                          read a run default to their recipe's settings, so no file is needed)
   --step=N               a checkpoint other than the newest
+  --print_config         print the resolved config (every field, overrides applied) and exit
   --temperature, --top_k, --top_p, --max_new_tokens, --seed   sampling, where a command samples
   booleans               --name / --noname
 """
@@ -78,6 +79,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    missing = re.match(r"flag --(\w+)=None: Flag --\w+ must have a value other than None", lines[0])
+    if missing:
+      name = missing.group(1)
+      fail(f"--{name} is required: {flags.FLAGS[name].help} (see --help).")
     if isinstance(e.__context__, UserError) or "Traceback" in str(e):
       # An error raised by the config file's get_config: its own last line says it.
       fail(f"{lines[0].split(': ')[0]}: {lines[-1].split(': ', 1)[-1]}")
@@ -120,12 +125,35 @@ def run_stage(run_fn: Callable, config_help: str) -> None:
   """
   config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
   flags.DEFINE_string("workdir", None, "Run directory: config, metrics, checkpoints.")
-  flags.mark_flags_as_required(["config", "workdir"])
+  define_print_config()
+  flags.mark_flags_as_required(["config"])
 
   def main(argv):
     del argv
+    if print_config(flags.FLAGS.config):
+      return
+    require("workdir")
     run_fn(flags.FLAGS.config, flags.FLAGS.workdir)
   run(main)
+
+
+def define_print_config() -> None:
+  flags.DEFINE_bool("print_config", False, "Print the resolved config (every field, after the "
+                    "--config.* overrides) and exit; any field overrides as --config.a.b=VALUE.")
+
+
+def print_config(config) -> bool:
+  """With --print_config: prints `config` (every field and value) and returns True."""
+  if not flags.FLAGS.print_config:
+    return False
+  print(config)
+  return True
+
+
+def require(name: str) -> None:
+  """The one-line error for a flag a command needs (checked after --print_config)."""
+  if flags.FLAGS[name].value is None:
+    fail(f"--{name} is required: {flags.FLAGS[name].help} (see --help).")
 
 
 def run_on_run(run_fn: Callable, config_file, config_help: str,
@@ -137,24 +165,30 @@ def run_on_run(run_fn: Callable, config_file, config_help: str,
   defaults), so --config.FIELD=VALUE overrides work without a config file.
   """
   config_flags.DEFINE_config_file("config", str(config_file), config_help, lock_config=True)
-  define_run_flags()
+  define_run_flags(required=False)
+  define_print_config()
   if out_help:
     flags.DEFINE_string("out", None, out_help)
-    flags.mark_flag_as_required("out")
 
   def main(argv):
     del argv
     f = flags.FLAGS
+    if print_config(f.config):
+      return
+    for name in ("workdir", "out") if out_help else ("workdir",):
+      require(name)
     run_fn(f.config, f.workdir, *([f.out] if out_help else []), step=f.step)
   run(main)
 
 
-def define_run_flags() -> None:
-  """--workdir (required) and --step: the run a command reads and its checkpoint."""
+def define_run_flags(required: bool = True) -> None:
+  """--workdir (required unless the command checks it itself, `require`) and --step: the run a
+  command reads and its checkpoint."""
   flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints/, "
                       "tokenizer.json).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
-  flags.mark_flag_as_required("workdir")
+  if required:
+    flags.mark_flag_as_required("workdir")
 
 
 def define_sampling_flags(temperature: float, max_new_tokens: int, top_k: bool = True) -> None:

@@ -8,6 +8,7 @@ line, e.g. `--config.train.num_steps=50`.
 """
 
 import dataclasses
+import math
 import pathlib
 from typing import Any
 
@@ -221,6 +222,11 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
   if chunk < 0 or (chunk and d.seq_len % chunk):
     raise ConfigError(f"config.train.loss_chunk={chunk} must divide config.data.seq_len="
                       f"{d.seq_len}; pick a divisor, or 0 for the whole logits at once.")
+  o = config.optimizer
+  for name in ("lr", "min_lr_ratio", "b1", "b2", "eps", "weight_decay", "clip_norm"):
+    value = o.get(name)
+    if value is not None and not (math.isfinite(value) and value >= 0):
+      raise ConfigError(f"config.optimizer.{name}={value} must be a finite number >= 0.")
   if config.optimizer.schedule not in ("cosine", "linear", "constant"):
     raise ConfigError(f"config.optimizer.schedule={config.optimizer.schedule!r} is not one of "
                       "cosine, linear, constant.")

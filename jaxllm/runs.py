@@ -33,8 +33,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxllm import config as config_lib
+from jaxllm import rundir
 from jaxllm.compress import quantize
-from jaxllm.data import chat
+from jaxllm.data import chat, inputs
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.interop import hf_config, hf_models, hf_tokenizer, hf_weights
@@ -120,11 +121,7 @@ def is_reward_model(config) -> bool:
   return stage_of(config) == "reward_model"
 
 
-def latest_step(workdir) -> int | None:
-  """The newest step folder under WORKDIR/checkpoints (None when there is none)."""
-  steps = [int(p.name) for p in (pathlib.Path(workdir) / "checkpoints").glob("*")
-           if p.name.isdigit()]
-  return max(steps) if steps else None
+latest_step = rundir.latest_step
 
 
 def run_tokenizer(workdir, config) -> Tokenizer:
@@ -273,9 +270,10 @@ def start_from(config, workdir) -> Run | None:
 
   Loads that run (params only: the optimizer starts fresh), copies its model config into
   `config.model` (the checkpoint fixes the shapes) and records the step it used in
-  `config.init.step` and its lineage in `config.init.stage`; process 0 writes its tokenizer to
-  WORKDIR (tokenizer.json and tokenizer_config.json). A Hugging Face directory is imported with
-  its chat format mapped to ours (jaxllm/interop), its params placed directly on the run's mesh.
+  `config.init.step` and its lineage in `config.init.stage`; its tokenizer is written to WORKDIR
+  (inputs.save_run_tokenizer: a run that has checkpoints refuses another one). A Hugging Face
+  directory is imported with its chat format mapped to ours (jaxllm/interop), its params placed
+  directly on the run's mesh.
   """
   if not init_source(config):
     return None
@@ -292,8 +290,7 @@ def start_from(config, workdir) -> Run | None:
         config.model[key] = value
     config.init.step = init.step
     config.init.stage = lineage(init.config)
-  if jax.process_index() == 0:
-    chat.save_pretrained(init.tokenizer, workdir)
+  inputs.save_run_tokenizer(init.tokenizer, workdir, f"the tokenizer of {init_source(config)}")
   return init
 
 

@@ -8,9 +8,9 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxllm"
 # Lowest first, as docs/architecture.md lists them: each imports only layers before it.
-LAYERS = ("errors", "parallel", "models", "config", "cli", "data", "compress", "objectives",
-          "interop", "inference", "train", "runs", "eval", "rl", "labeling", "recipes",
-          "workflow")
+LAYERS = ("errors", "parallel", "rundir", "models", "config", "cli", "data", "compress",
+          "objectives", "interop", "inference", "train", "runs", "eval", "rl", "labeling",
+          "recipes", "workflow")
 
 
 def import_graph(root: pathlib.Path = ROOT) -> dict[str, set[str]]:

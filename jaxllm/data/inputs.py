@@ -6,15 +6,18 @@ jaxllm/data/sources.py). Every stage (pretraining, SFT, ...) builds its inputs h
 own record kind and `to_example` function.
 """
 
+import json
 import pathlib
+import tempfile
 from collections.abc import Callable
 
 import jax
 import ml_collections
 
-from jaxllm.data import batching, preferences, sources, stream
+from jaxllm import rundir
+from jaxllm.data import batching, chat, preferences, sources, stream
 from jaxllm.data import tokenizer as tokenizer_lib
-from jaxllm.errors import ConfigError
+from jaxllm.errors import ConfigError, UserError
 from jaxllm.parallel import mesh as mesh_lib
 
 
@@ -69,6 +72,33 @@ def open_sources(data_config: ml_collections.ConfigDict, kind: str, split: str,
   return out, tuple(weights)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def save_run_tokenizer(tok: tokenizer_lib.Tokenizer, workdir, given: str = "") -> None:
+  """Writes the tokenizer a run trains with into it (tokenizer.json, tokenizer_config.json), so
+  the run directory is whole wherever it is moved; process 0 writes. A run that has checkpoints
+  keeps its own: another tokenizer (`given` names where it came from) is refused."""
+  if jax.process_index() != 0:
+    return
+  workdir = pathlib.Path(workdir)
+  if rundir.latest_step(workdir) is not None and (workdir / "tokenizer.json").is_file():
+    with tempfile.TemporaryDirectory() as tmp:
+      chat.save_pretrained(tok, tmp)
+      same = all(_json_or_none(pathlib.Path(tmp) / f) == _json_or_none(workdir / f)
+                 for f in TOKENIZER_FILES)
+    if not same:
+      raise UserError(f"{given or 'the tokenizer'} differs from {workdir / 'tokenizer.json'}, "
+                      f"the tokenizer the run in --workdir={workdir} was trained with; resume "
+                      "it with that one, or start in a new --workdir.")
+    return
+  chat.save_pretrained(tok, workdir)
+
+
+def _json_or_none(path: pathlib.Path):
+  return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def tokenizer(data_config: ml_collections.ConfigDict, workdir,
               train_sources: list[sources.Source],
               extra_special_tokens: tuple[str, ...] = ()) -> tokenizer_lib.Tokenizer:
@@ -80,7 +110,7 @@ def tokenizer(data_config: ml_collections.ConfigDict, workdir,
   """
   d = data_config
   if d.tokenizer:
-    return tokenizer_lib.Tokenizer.from_file(d.tokenizer)
+    return _given_tokenizer(d.tokenizer, workdir)
 
   def texts():
     for source in train_sources:
@@ -89,6 +119,14 @@ def tokenizer(data_config: ml_collections.ConfigDict, workdir,
   return _workdir_tokenizer(workdir, lambda: tokenizer_lib.train_tokenizer(
       texts(), kind="bpe", vocab_size=d.tokenizer_vocab_size,
       special_tokens=tokenizer_lib.SPECIAL_TOKENS + tuple(extra_special_tokens)))
+
+
+def _given_tokenizer(path: str, workdir) -> tokenizer_lib.Tokenizer:
+  """config.data.tokenizer, copied into the run (the run's own copy is what later commands
+  read)."""
+  tok = tokenizer_lib.Tokenizer.from_file(path)
+  save_run_tokenizer(tok, workdir, f"config.data.tokenizer={path!r}")
+  return tok
 
 
 def _workdir_tokenizer(workdir, make: Callable[[], tokenizer_lib.Tokenizer]
@@ -113,7 +151,7 @@ def stream_tokenizer(data_config: ml_collections.ConfigDict, workdir) -> tokeniz
   "bpe": byte-level BPE of tokenizer_vocab_size), saved to WORKDIR/tokenizer.json."""
   d = data_config
   if d.tokenizer:
-    return tokenizer_lib.Tokenizer.from_file(d.tokenizer)
+    return _given_tokenizer(d.tokenizer, workdir)
   if d.tokenizer_kind not in ("char", "bpe"):
     raise ConfigError(f"config.data.tokenizer_kind={d.tokenizer_kind!r} is not 'char' or 'bpe'.")
 

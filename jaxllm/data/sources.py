@@ -7,10 +7,11 @@ decoded records for grain. `spec` is one of
   - "tfds:NAME[/CONFIG][:VERSION]": a TFDS catalog dataset, downloaded and prepared as
     ArrayRecord on first use (needs the network once; later runs read data_dir). Offline, put
     the files TFDS would download in `manual_dir` (e.g. input.txt for tiny_shakespeare).
-Local inputs become a TFDS builder whose config name is a fingerprint of the files (paths,
-sizes, modification times) and options, so a changed input is prepared again and an unchanged
-one is read from `data_dir`. What reading dropped or repaired (malformed lines, invalid UTF-8,
-empty documents) is counted and stored next to the prepared data as read_counts.json.
+Local inputs become a TFDS builder whose config name is a fingerprint of the files' content and
+the options, so a changed input is prepared again and an unchanged one is read from `data_dir`,
+wherever the files (or the run directory) are. What reading dropped or repaired (malformed
+lines, invalid UTF-8, empty documents) is counted and stored next to the prepared data as
+read_counts.json.
 
 Record kinds and their fields (all strings; `messages` is a JSON list of {role, content}):
   text: text, id        conversations: messages, id
@@ -141,6 +142,15 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
     return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(
         {name: tfds.features.Text() for name in _FIELDS[self.KIND]}))
 
+  # TFDS prints "Downloading and preparing dataset Unknown size ..." in bold for every builder;
+  # local files download nothing: one plain line instead.
+  def _log_download_bytes(self) -> None:
+    print(f"data: preparing {self.name}/{self.builder_config.name} from local files, once "
+          f"(-> {self.data_dir})", flush=True)
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _split_generators(self, dl_manager):
     del dl_manager
     c = self.builder_config
@@ -218,10 +228,16 @@ BUILDERS: dict[str, type[_LocalBuilder]] = {
 
 
 def _fingerprint(kind: str, files: Sequence[pathlib.Path], options: dict) -> str:
+  """The prepared dataset's name: a hash of the files' content (not their paths or times, so a
+  run directory that is moved or copied, its data regenerated, still reads the same name) and
+  the options that shape the records."""
   h = hashlib.sha256(json.dumps([kind, options], sort_keys=True).encode())
   for path in files:
-    stat = path.stat()
-    h.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    content = hashlib.sha256()
+    with path.open("rb") as f:
+      for block in iter(lambda: f.read(1 << 22), b""):
+        content.update(block)
+    h.update(f"{content.hexdigest()}\n".encode())
   return h.hexdigest()[:16]
 
 
@@ -317,8 +333,8 @@ def _world_dir_name(seed: int, sizes) -> str:
 
 
 def _world_files(directory: pathlib.Path, seed: int, sizes) -> dict[str, pathlib.Path]:
-  """The world's JSONL files; rewritten only when their content changes, so the prepared
-  datasets (keyed by file modification times) stay valid across runs."""
+  """The world's JSONL files; rewritten only when their content changes (the prepared datasets
+  are keyed by the content, so a rewrite with the same content would cost nothing either)."""
   from jaxllm.data import world
   directory.parent.mkdir(parents=True, exist_ok=True)
   out = {}

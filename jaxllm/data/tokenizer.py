@@ -34,6 +34,7 @@ token or after other text) as tokenizing the whole input would; it differs from 
 SentencePiece-style tokenizers (Llama 2, Mistral, our Unigram), which put a "▁" before a text.
 """
 
+import contextlib
 import json
 import pathlib
 from collections.abc import Iterable, Sequence
@@ -199,10 +200,30 @@ def _load_variant(spec: dict | None) -> tokenizers.Tokenizer | None:
 
 def _hf_encode(hf: tokenizers.Tokenizer, text: str) -> list[int]:
   """Ids of `text` from a `tokenizers` tokenizer, lone surrogates as U+FFFD."""
+  with _no_panic([text]):
+    try:
+      return hf.encode(text, add_special_tokens=False).ids
+    except TypeError:  # tokenizers rejects strings with lone surrogates
+      return hf.encode(_replace_surrogates(text), add_special_tokens=False).ids
+
+
+@contextlib.contextmanager
+def _no_panic(texts: list[str]):
+  """Turns a panic of a Rust tokenizer (tokenizers' or tiktoken's PanicException, a BaseException
+  that code expecting an Exception does not catch: in a prefetch thread it would leave the
+  training loop waiting forever) into a UserError naming the text."""
   try:
-    return hf.encode(text, add_special_tokens=False).ids
-  except TypeError:  # tokenizers rejects strings with lone surrogates
-    return hf.encode(_replace_surrogates(text), add_special_tokens=False).ids
+    yield
+  except (KeyboardInterrupt, SystemExit, GeneratorExit):
+    raise
+  except BaseException as e:  # noqa: BLE001  (the panic; re-raised as an error)
+    if isinstance(e, Exception):
+      raise
+    longest = max(texts, key=len, default="")
+    raise UserError(f"the tokenizer failed ({str(e)[:120]}) on a text of {len(longest):,} "
+                    f"characters starting {longest[:40]!r}; a long run of one character (such "
+                    "as a page of spaces) overflows its split pattern: clean the data "
+                    "(experiments/prepare_data.py) or drop that record.") from None
 
 
 def _template_adds(entry: dict | None, token: str) -> bool | None:
@@ -363,7 +384,8 @@ class Tokenizer:
     Lone surrogates (not encodable as UTF-8) become U+FFFD on both paths, as tiktoken does.
     """
     if self._fast is not None:
-      return self._fast.encode_ordinary(text)
+      with _no_panic([text]):
+        return self._fast.encode_ordinary(text)
     return _hf_encode(self._hf, text)
 
   def encode_inside(self, text: str, *, after_special: bool) -> list[int]:
@@ -379,15 +401,17 @@ class Tokenizer:
 
   def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
     """`encode` for each text (one Python loop on the fast path: quicker than tiktoken's pool)."""
+    texts = list(texts)
     if self._fast is not None:
       encode = self._fast.encode_ordinary
-      return [encode(text) for text in texts]
-    texts = list(texts)
-    try:
-      encodings = self._hf.encode_batch(texts, add_special_tokens=False)
-    except TypeError:
-      encodings = self._hf.encode_batch([_replace_surrogates(t) for t in texts],
-                                        add_special_tokens=False)
+      with _no_panic(texts):
+        return [encode(text) for text in texts]
+    with _no_panic(texts):
+      try:
+        encodings = self._hf.encode_batch(texts, add_special_tokens=False)
+      except TypeError:
+        encodings = self._hf.encode_batch([_replace_surrogates(t) for t in texts],
+                                          add_special_tokens=False)
     return [e.ids for e in encodings]
 
   def decode(self, ids: Iterable[int]) -> str:

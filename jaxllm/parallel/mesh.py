@@ -48,12 +48,13 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
 
 
 def maybe_initialize_distributed(dist_config) -> None:
-  """Calls jax.distributed.initialize when config.distributed.initialize is set.
+  """Calls jax.distributed.initialize when config.distributed.initialize is set (once: later
+  calls do nothing).
 
   On Cloud TPU VMs and SLURM/Open MPI clusters the arguments are found automatically; leave
   coordinator_address empty there. Elsewhere set coordinator_address, num_processes, process_id.
   """
-  if not dist_config.initialize:
+  if not dist_config.initialize or jax.distributed.is_initialized():
     return
   kwargs = {}
   if dist_config.coordinator_address:

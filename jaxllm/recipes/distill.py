@@ -18,7 +18,7 @@ import pathlib
 import jax
 import ml_collections
 
-from jaxllm import cli, runs
+from jaxllm import cli, rundir, runs
 from jaxllm import config as config_lib
 from jaxllm.data import batching, chat, inputs
 from jaxllm.errors import ConfigError, UserError
@@ -83,6 +83,7 @@ def load_teacher(config) -> runs.Run:
   return teacher
 
 
+@rundir.claims_workdir
 def run(config, workdir, hooks=()):
   """Loads the teacher, builds the student and the text data, and runs the training loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)

@@ -17,7 +17,7 @@ import functools
 
 import ml_collections
 
-from jaxllm import cli, runs
+from jaxllm import cli, rundir, runs
 from jaxllm import config as config_lib
 from jaxllm.data import inputs
 from jaxllm.errors import ConfigError
@@ -86,6 +86,7 @@ def validate(config: ml_collections.ConfigDict):
   return config_lib.validate(config)
 
 
+@rundir.claims_workdir
 def run(config, workdir, hooks=()):
   """Loads the init run (policy and reference), builds the pairs and runs the one loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)

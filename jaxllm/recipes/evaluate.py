@@ -6,7 +6,10 @@
       --config.suites=lm,qa --config.qa.questions=400 --step=600
 
 Suites that do not apply to the run (a base model has no chat template; a reward model does
-not generate) are listed under "skipped". Prints a table and writes RUN/eval.json.
+not generate) are listed under "skipped". Prints a table and writes RUN/eval.json. A second
+evaluation of the same checkpoint merges into it: the suites asked again are replaced, the
+others kept (each with its settings under "settings"); the results of another checkpoint are
+kept beside it as RUN/eval_stepN.json.
 """
 
 import json
@@ -14,7 +17,7 @@ import pathlib
 
 import ml_collections
 
-from jaxllm import cli, runs
+from jaxllm import cli, rundir, runs
 from jaxllm.errors import ConfigError
 from jaxllm.eval import suites
 
@@ -68,9 +71,43 @@ def run(config, workdir, step: int | None = None, shared: dict | None = None) ->
   loaded = runs.load_run(workdir, step)
   result = {"workdir": str(workdir), **suites.evaluate(loaded, config, shared),
             "config": config.to_dict()}
+  result["settings"] = {suite: config[suite].to_dict() for suite in result["suites"]
+                        if suite in config and hasattr(config[suite], "to_dict")}
   out = pathlib.Path(workdir) / "eval.json"
-  out.write_text(json.dumps(result, indent=1) + "\n")
+  previous = json.loads(out.read_text()) if out.is_file() else None
+  if previous is not None:
+    if _same_model_and_world(previous, result):
+      result = merge(previous, result, suites.selected(config))
+    else:  # another checkpoint (or world): its results are kept beside, under their step
+      aside = out.with_name(f"eval_step{previous.get('step')}.json")
+      if not aside.exists():
+        rundir.write_text(aside, json.dumps(previous, indent=1) + "\n")
+  rundir.write_text(out, json.dumps(result, indent=1) + "\n")
   return result
+
+
+def _same_model_and_world(a: dict, b: dict) -> bool:
+  return all(a.get(k) == b.get(k) for k in ("step", "world_seed", "stage"))
+
+
+def merge(previous: dict, new: dict, asked: list[str]) -> dict:
+  """`new` (the suites in `asked`, run now) over `previous` (an eval.json of the same
+  checkpoint): the suites asked now replace their earlier results, the others stay. Each
+  suite's settings are kept with it under "settings" (the config's section of that name)."""
+  merged = {**new, "suites": {**previous.get("suites", {})}, "skipped": {}, "seconds": {},
+            "settings": {**previous.get("settings", {})}}
+  for suite in asked:
+    merged["suites"].pop(suite, None)
+    merged["settings"].pop(suite, None)
+  merged["suites"].update(new["suites"])
+  merged["settings"].update(new.get("settings", {}))
+  merged["metrics"] = {k: v for k, v in previous.get("metrics", {}).items()
+                       if k.split("/")[0] not in asked}
+  merged["metrics"].update(new["metrics"])
+  for key in ("skipped", "seconds"):
+    merged[key] = {k: v for k, v in previous.get(key, {}).items() if k not in asked}
+    merged[key].update(new.get(key, {}))
+  return merged
 
 
 def main():

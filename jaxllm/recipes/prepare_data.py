@@ -14,7 +14,7 @@ import dataclasses
 
 import ml_collections
 
-from jaxllm import cli
+from jaxllm import cli, rundir
 from jaxllm.data.cleaning import runner
 from jaxllm.errors import ConfigError
 
@@ -68,6 +68,7 @@ def validate(config) -> None:
                       f"[0, config.process_count={config.process_count}).")
 
 
+@rundir.claims_workdir
 def run(config, workdir, hooks=()) -> dict:
   """Checks the config, cleans the input into WORKDIR and prints the per-step table; returns
   the stats (also in WORKDIR/stats.json)."""

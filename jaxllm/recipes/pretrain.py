@@ -12,7 +12,7 @@ import functools
 
 import ml_collections
 
-from jaxllm import cli, runs
+from jaxllm import cli, rundir, runs
 from jaxllm import config as config_lib
 from jaxllm.data import batching, inputs
 from jaxllm.errors import ConfigError
@@ -96,6 +96,7 @@ def validate(config: ml_collections.ConfigDict):
   return config_lib.validate(config)
 
 
+@rundir.claims_workdir
 def run(config, workdir, hooks=()):
   """Builds data, tokenizer, model and loss from `config` and runs the training loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)

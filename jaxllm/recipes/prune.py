@@ -23,7 +23,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from jaxllm import cli, runs
+from jaxllm import cli, rundir, runs
 from jaxllm import config as config_lib
 from jaxllm.compress import prune
 from jaxllm.data import batching, inputs
@@ -73,6 +73,7 @@ def validate(config: ml_collections.ConfigDict):
   return config_lib.validate(config)
 
 
+@rundir.claims_workdir
 def run(config, workdir, hooks=()):
   """Prunes the init run, fine-tunes with the masks kept, and writes the report and plot."""
   mesh_lib.maybe_initialize_distributed(config.distributed)

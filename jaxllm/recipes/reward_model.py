@@ -18,7 +18,7 @@ import functools
 import jax
 import ml_collections
 
-from jaxllm import cli, runs
+from jaxllm import cli, rundir, runs
 from jaxllm import config as config_lib
 from jaxllm.data import inputs
 from jaxllm.errors import ConfigError
@@ -100,6 +100,7 @@ def validate(config: ml_collections.ConfigDict):
   return config_lib.validate(config)
 
 
+@rundir.claims_workdir
 def run(config, workdir, hooks=()):
   """Loads the init run, builds the pairs and trains the reward model with the one loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)

@@ -24,7 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxllm import cli, runs
+from jaxllm import cli, rundir, runs
 from jaxllm import config as config_lib
 from jaxllm.data import chat, inputs, readers, world
 from jaxllm.errors import ConfigError, UserError
@@ -295,6 +295,7 @@ def loss_fn(config) -> Callable:
       entropy_coef=r.entropy_coef, value_coef=r.value_coef, value_clip=r.value_clip)
 
 
+@rundir.claims_workdir
 def run(config, workdir, hooks=(), rewards: rewards_lib.Rewards | None = None):
   """Loads the init run (and reward model), builds the rollouts and runs the one loop.
 

@@ -18,7 +18,7 @@ import pathlib
 
 import ml_collections
 
-from jaxllm import cli, runs
+from jaxllm import cli, rundir, runs
 from jaxllm import config as config_lib
 from jaxllm.compress import quantize
 from jaxllm.data import batching, inputs
@@ -119,6 +119,7 @@ def train_data(config, workdir, tokenizer):
       weights)
 
 
+@rundir.claims_workdir
 def run(config, workdir, hooks=()):
   """Loads the init run, builds the conversation data and runs the training loop."""
   mesh_lib.maybe_initialize_distributed(config.distributed)

@@ -16,7 +16,7 @@ import time
 
 import ml_collections
 
-from jaxllm import cli
+from jaxllm import cli, rundir
 from jaxllm.data import chat, readers
 from jaxllm.data import tokenizer as tokenizer_lib
 from jaxllm.errors import ConfigError, UserError
@@ -64,6 +64,7 @@ def is_heldout(index: int, fraction: float) -> bool:
   return math.ceil((index + 1) * fraction) > math.ceil(index * fraction)
 
 
+@rundir.claims_workdir
 def run(config, workdir, hooks=()) -> dict:
   """Trains the tokenizer, saves it to `workdir` and returns the stats it writes there."""
   del hooks  # no training loop

@@ -7,6 +7,10 @@ read. On top of that, `Checkpoints` seals every finished step with a manifest (s
 of each file, MANIFEST in the step folder, written by process 0 off the training thread) and
 `Checkpoints.restore_latest` checks it: a truncated or altered checkpoint is moved to
 WORKDIR/checkpoints_damaged/ with a warning and the run falls back to the previous good one.
+Every step also carries checksums of the state's arrays as they were in memory (in its data
+item, written by orbax with the step), compared on every restore: so the newest step, which a
+kill between its save and its seal leaves without a manifest, is checked too, and a step whose
+files are missing or cut off is damage whether sealed or not.
 """
 
 import concurrent.futures
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
@@ -27,9 +32,10 @@ from jax.experimental import multihost_utils
 from jaxllm.errors import ConfigError, UserError
 
 MANIFEST = "jaxllm_manifest.json"
-# tensorstore's status codes for damaged or cut-off files, as opposed to a checkpoint that does
-# not fit the config (orbax's structure and shape errors), which are raised.
-_DAMAGE_MARKERS = ("DATA_LOSS", "OUT_OF_RANGE")
+# tensorstore's status codes for damaged or cut-off files, and orbax's word for an item folder
+# that is gone, as opposed to a checkpoint that does not fit the config (orbax's structure and
+# shape errors), which are raised.
+_DAMAGE_MARKERS = ("DATA_LOSS", "OUT_OF_RANGE", "was not found in the checkpoint")
 
 
 def make_manager(directory: str | Path, keep: int,
@@ -53,10 +59,54 @@ def _all_processes(data_state: dict) -> list[dict]:
   return [json.loads(bytes(row[:n])) for row, n in zip(rows, lengths)]
 
 
+def _as_uint32(x: jax.Array) -> jax.Array:
+  """The bits of `x`, one uint32 per element (narrower types zero-extended)."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32)
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+  return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+@jax.jit
+def _checksums(leaves: list[jax.Array]) -> jax.Array:
+  """[leaves, 2] uint32: per leaf the wrapping sum of its bits and the sum weighted by position,
+  exact whatever the sharding (integer sums wrap the same in any order)."""
+  out = []
+  for x in leaves:
+    bits = _as_uint32(x).reshape(-1)
+    weights = jnp.arange(1, bits.size + 1, dtype=jnp.uint32)
+    out.append(jnp.stack([jnp.sum(bits, dtype=jnp.uint32),
+                          jnp.sum(bits * weights, dtype=jnp.uint32)]))
+  return jnp.stack(out) if out else jnp.zeros((0, 2), jnp.uint32)
+
+
+def state_checksums(state: Any) -> dict[str, list[int]]:
+  """A checksum of every leaf of `state` (two uint32, keyed by its path): computed from the
+  arrays in memory when a checkpoint is saved and compared with the arrays read back when it is
+  restored, so a changed bit is found even in a step the manifest has not sealed yet."""
+  leaves = jax.tree_util.tree_leaves_with_path(state)
+  sums = np.asarray(jax.device_get(_checksums([x for _, x in leaves]))).tolist()
+  return {jax.tree_util.keystr(path): pair for (path, _), pair in zip(leaves, sums)}
+
+
+def _checksum_problem(restored: Any, data: dict) -> str | None:
+  """What differs between restored arrays (all of a state, or some: its params) and the
+  checksums saved with them (None: all equal, or a checkpoint saved without them)."""
+  saved = data.get("checksums")
+  if not isinstance(saved, dict):
+    return None
+  now = state_checksums(restored)
+  bad = [path for path, pair in now.items() if path in saved and saved[path] != pair]
+  return (f"{len(bad)} array(s) differ from what was saved (checksum), first {bad[0]}"
+          if bad else None)
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict) -> None:
-  """Saves state and every process's data position. Returns once device arrays are copied
-  (safe to donate)."""
-  data = {"processes": _all_processes(data_state)}
+  """Saves state and every process's data position, with the state's checksums. Returns once
+  device arrays are copied (safe to donate)."""
+  data = {"processes": _all_processes(data_state), "checksums": state_checksums(state)}
   manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                              data=ocp.args.JsonSave(data)), force=True)
 
@@ -70,6 +120,9 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> t
   """
   out = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+  problem = _checksum_problem(out["state"], out["data"])
+  if problem is not None:
+    raise CheckpointDamaged(problem)
   processes = out["data"]["processes"]
   if len(processes) == jax.process_count():
     return out["state"], processes[jax.process_index()]
@@ -145,10 +198,22 @@ def check_manifest(step_dir: Path) -> str | None:
   return None
 
 
+class CheckpointDamaged(Exception):
+  """The restored arrays differ from the checksums saved with them."""
+
+
 def is_damage(error: Exception) -> bool:
-  """Whether a restore failed on damaged files rather than on a checkpoint that does not fit."""
-  return isinstance(error, json.JSONDecodeError) or any(
-      marker in str(error) for marker in _DAMAGE_MARKERS)
+  """Whether a restore failed on damaged or missing files rather than on a checkpoint that does
+  not fit the config (orbax's structure and shape errors). The errors it was raised from count:
+  orbax wraps tensorstore's in its own."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, (json.JSONDecodeError, CheckpointDamaged, FileNotFoundError)) or any(
+        marker in str(error) for marker in _DAMAGE_MARKERS):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 def _agree(flag: bool) -> bool:
@@ -256,7 +321,11 @@ def restore_params(directory: str | Path, abstract_params: Any, step: int | None
   try:
     out = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(item=abstract, restore_args=ocp.checkpoint_utils
-                                     .construct_restore_args(abstract), partial_restore=True)))
+                                     .construct_restore_args(abstract), partial_restore=True),
+        data=ocp.args.JsonRestore()))
+    problem = _checksum_problem(out["state"], out["data"])
+    if problem is not None:
+      raise CheckpointDamaged(problem)
   except Exception as e:  # noqa: BLE001
     if is_damage(e):
       raise UserError(f"checkpoint step {step} of {directory} is damaged ({str(e)[:300]}); "

@@ -9,6 +9,7 @@ shows (`progress`).
 import abc
 import contextlib
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxllm import rundir
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.models import params as params_lib
 from jaxllm.models import splash
@@ -75,14 +77,22 @@ PROGRESS_TAIL = (("perf/tokens_per_second", "{:,.0f} tok/s"), ("perf/mfu", "MFU 
 
 
 class _PreemptionFlag:
-  """Set by SIGTERM; restores the previous handler when closed."""
+  """Set by SIGTERM or a first Ctrl-C (SIGINT): the loop saves a checkpoint after the current
+  step and returns. A second Ctrl-C stops at once (KeyboardInterrupt), without that save.
+  Restores the previous handlers when closed."""
 
   def __init__(self):
     self.raised = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._previous = {sig: signal.signal(sig, self._handle)
+                      for sig in (signal.SIGTERM, signal.SIGINT)}
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
+    if signum == signal.SIGINT:
+      if self.raised:
+        raise KeyboardInterrupt
+      print("Ctrl-C: saving a checkpoint after this step, then stopping (Ctrl-C again to stop "
+            "at once, without saving).", file=sys.stderr, flush=True)
     self.raised = True
 
   def requested(self) -> bool:
@@ -93,7 +103,8 @@ class _PreemptionFlag:
     return bool(np.any(flags))
 
   def close(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
 
 
 def check_mesh_fits(config, mesh, model_cfg: ModelConfig, minibatches: int = 1) -> None:
@@ -184,16 +195,18 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
   PROGRESS_HEAD and PROGRESS_TAIL.
   Running again with the same workdir resumes from the newest checkpoint: params, optimizer,
   step, RNG (derived from seed and step) and data position, so results are bit-identical.
-  SIGTERM saves a checkpoint at the current step and returns cleanly.
+  SIGTERM (or a first Ctrl-C) saves a checkpoint at the current step and returns cleanly. No
+  checkpoint is saved inside a streak of non-finite steps.
   """
   workdir = Path(workdir)
   main = jax.process_index() == 0
   model_cfg = model.cfg
   tc = config.train
   seq_len = config.data.seq_len
+  rundir.check_resume(config, workdir)  # the resolved config, before config.json is replaced
   if main:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    rundir.write_text(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
 
   epochs, minibatches = updates_per_step
   num_updates = tc.num_steps * epochs * minibatches
@@ -224,6 +237,9 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       dropped = writer.truncate_after(latest)
       _log(main, f"resumed from {workdir / 'checkpoints'} at step {latest}"
            + (f" ({dropped} later metric lines dropped)" if dropped else ""))
+      if latest >= tc.num_steps:
+        _log(main, f"{workdir} is already complete at step {latest} (config.train.num_steps="
+             f"{tc.num_steps}); nothing to train. Raise --config.train.num_steps to go on.")
     else:
       writer.truncate_after(0)  # lines of an earlier attempt that never checkpointed
       state = state_lib.create_state(model, tx, init_rng, shardings, seq_len, init_params)
@@ -262,10 +278,13 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       values = metrics_lib.add_std(
           {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()})
       if values["train/nonfinite_streak"] >= tc.max_nonfinite_in_row:
+        saved = checkpoints.manager.latest_step()
         raise TrainingDiverged(
             f"{int(values['train/nonfinite_streak'])} steps in a row had a non-finite loss or "
             f"gradient (last at step {step_done}); lower config.optimizer.lr, raise "
-            "config.optimizer.warmup_steps, or raise config.train.max_nonfinite_in_row.")
+            "config.optimizer.warmup_steps, or raise config.train.max_nonfinite_in_row. No "
+            "checkpoint is saved inside such a streak: running again starts from "
+            + (f"step {saved} (the newest checkpoint)." if saved is not None else "step 0."))
       window_steps += 1
       if step_done % tc.log_every and step_done != tc.num_steps:
         return
@@ -321,7 +340,12 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       if step % tc.checkpoint_every == 0 or step == tc.num_steps or preempted:
         finish(*pending)
         pending = None
-        checkpoints.save(step, state, train_iter.get_state())
+        streak = int(jax.device_get(state["nonfinite_streak"]))
+        if streak:  # the params may be what made the steps diverge: keep the last good save
+          _log(main, f"step {step}: no checkpoint saved, the last {streak} steps were "
+               "non-finite (skipped).")
+        else:
+          checkpoints.save(step, state, train_iter.get_state())
       if (eval_batches is not None or evals) and (step % tc.eval_every == 0
                                                    or step == tc.num_steps):
         if pending is not None:
@@ -330,7 +354,10 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
         run_evals(step)
         window_start, window_steps = time.perf_counter(), 0
       if preempted:
-        _log(main, f"SIGTERM: saved a checkpoint at step {step}; run the same command to resume.")
+        newest = checkpoints.manager.latest_step()
+        _log(main, "stop requested (SIGTERM or Ctrl-C): " + (
+            f"saved a checkpoint at step {step}" if newest == step else
+            f"the newest checkpoint is step {newest}") + "; run the same command to resume.")
         break
     if pending is not None:
       finish(*pending)

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from jaxllm import rundir
 from jaxllm.errors import UserError
 from jaxllm.models.config import ModelConfig
 
@@ -111,7 +112,8 @@ class MetricWriter:
       if path.exists():
         lines = path.read_text().splitlines()
         kept = [ln for ln in lines if _step_of(ln) is not None and _step_of(ln) <= step]
-        path.write_text("".join(ln + "\n" for ln in kept))
+        if len(kept) < len(lines):  # a new file renamed over the old: a kill keeps one whole
+          rundir.write_text(path, "".join(ln + "\n" for ln in kept))
         if path == self.path:
           dropped = len(lines) - len(kept)
     return dropped

@@ -16,7 +16,10 @@ then DIR/report.md with plots (jaxllm/workflow/report.py).
 
 A stage is complete when its output exists (data, tokenizer), its newest checkpoint is at
 train.num_steps (training stages), or its eval.json matches the newest checkpoint (eval);
-complete stages are skipped, so running the same command again resumes. A training stage that
+complete stages are skipped, so running the same command again resumes. A stage is complete
+only for the settings and inputs it ran with (`stage_key`, recorded in DIR/pipeline.json): after
+a change (another world seed, another pretraining step count, ...) the stale stages' directories
+are moved to DIR/stale/ and they are done again. A training stage that
 stops early (SIGTERM saves a checkpoint and returns) stops the pipeline there. Each training
 stage starts from the stage named in config.init_from ("sft": "pretrain", ...); the stage it
 starts from must be complete, whether it ran in this call or an earlier one.
@@ -28,14 +31,16 @@ and evaluate; `main` is experiments/pipeline.py.
 import dataclasses
 import glob
 import gzip
+import hashlib
 import json
 import pathlib
+import shutil
 import time
 
 import jax
 import ml_collections
 
-from jaxllm import cli, runs
+from jaxllm import cli, rundir, runs
 from jaxllm.data import crawl, readers, world
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.recipes import dpo, evaluate, prepare_data, pretrain, reward_model, rl, sft, tokenizer
@@ -43,6 +48,7 @@ from jaxllm.workflow import report
 
 STAGES = ("data", "tokenizer", "pretrain", "sft", "reward", "dpo", "rl", "eval")
 TRAINING = ("pretrain", "sft", "reward", "dpo", "rl")
+_KEYED = ("data", "tokenizer", *TRAINING)  # stages whose output a changed config makes stale
 RECIPES = {"pretrain": pretrain, "sft": sft, "reward": reward_model, "dpo": dpo, "rl": rl}
 POLICIES = ("pretrain", "sft", "dpo", "rl")  # stages whose run answers questions
 
@@ -102,7 +108,45 @@ def stage_config(config, stage: str, paths: Paths) -> ml_collections.ConfigDict:
   return c
 
 
+# What each stage's output depends on, besides its own config section.
+_READS = {"data": ("world_seed", "crawl", "clean"), "tokenizer": ("tokenizer",),
+          "pretrain": ("math_weight",)}
+
+
+def stage_key(config, stage: str, paths: Paths) -> str:
+  """A digest of what a stage's output depends on: its settings (the resumable ones aside, its
+  step count kept; jaxllm/rundir.py) and the keys of the stages it reads. A stage whose
+  recorded key differs from this one is stale."""
+  if stage == "data":
+    settings, upstream = {k: config[k] for k in _READS["data"]}, []
+  elif stage == "tokenizer":
+    settings, upstream = config.tokenizer.to_dict(), ["data"]
+  else:
+    settings = rundir.defining_fields(stage_config(config, stage, paths),
+                                      keep=("train.num_steps",))
+    upstream = ["data", "tokenizer"] if stage == "pretrain" else [config.init_from[stage]]
+    if stage == "pretrain":
+      settings["math_weight"] = config.math_weight
+  text = json.dumps([stage, settings, [stage_key(config, s, paths) for s in upstream]],
+                    sort_keys=True, default=repr)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _recorded_key(stage: str, paths: Paths) -> str | None:
+  status = json.loads(paths.status.read_text()) if paths.status.is_file() else {}
+  return status.get(stage, {}).get("key")
+
+
+def is_stale(config, stage: str, paths: Paths) -> bool:
+  """Whether the stage ran with other settings or inputs than `config` gives it now (a
+  directory written before keys were recorded counts as current)."""
+  recorded = _recorded_key(stage, paths)
+  return recorded is not None and recorded != stage_key(config, stage, paths)
+
+
 def is_complete(config, stage: str, paths: Paths) -> bool:
+  if stage in _KEYED and is_stale(config, stage, paths):
+    return False
   if stage == "data":
     return paths.math_file.is_file() and all(
         (paths.of("data") / name).is_file() for name in ("stats.json", "crawl_check.json"))
@@ -173,9 +217,25 @@ def _record(paths: Paths, stage: str, **values) -> None:
   entry = status.setdefault(stage, {})
   values["seconds"] = round(entry.get("seconds", 0.0) + values.get("seconds", 0.0), 1)
   entry.update(values)
-  paths.status.write_text(json.dumps(status, indent=1) + "\n")
+  rundir.write_text(paths.status, json.dumps(status, indent=1) + "\n")
 
 
+def _set_aside(stage: str, paths: Paths) -> None:
+  """Moves a stale stage's directory to DIR/stale/STAGE-TIME (kept, not deleted) and forgets its
+  record, so it is done again."""
+  where = paths.of(stage)
+  if where.exists():
+    aside = paths.root / "stale" / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(where), aside)
+    print(f"== {stage}: its settings or the stages it reads changed since it ran; its directory "
+          f"moved to {aside}, doing it again")
+  status = json.loads(paths.status.read_text())
+  status.pop(stage, None)
+  rundir.write_text(paths.status, json.dumps(status, indent=1) + "\n")
+
+
+@rundir.claims_workdir
 def run(config, workdir) -> dict:
   """Runs the selected stages that are not complete, then writes the report; returns
   DIR/pipeline.json's contents."""
@@ -184,8 +244,10 @@ def run(config, workdir) -> dict:
                     "scripts for multi-host jobs (docs/tpu.md).")
   paths = Paths(pathlib.Path(workdir))
   paths.root.mkdir(parents=True, exist_ok=True)
-  (paths.root / "config.json").write_text(config.to_json(indent=1) + "\n")
+  rundir.write_text(paths.root / "config.json", config.to_json(indent=1) + "\n")
   for stage in selected(config):
+    if stage in _KEYED and is_stale(config, stage, paths):
+      _set_aside(stage, paths)
     if is_complete(config, stage, paths):
       print(f"== {stage}: complete, skipped")
       continue
@@ -213,7 +275,8 @@ def run(config, workdir) -> dict:
       RECIPES[stage].run(stage_config(config, stage, paths), paths.of(stage))
     seconds = time.perf_counter() - start
     done = is_complete(config, stage, paths)
-    _record(paths, stage, seconds=round(seconds, 1), complete=done)
+    _record(paths, stage, seconds=round(seconds, 1), complete=done,
+            **({"key": stage_key(config, stage, paths)} if done and stage in _KEYED else {}))
     if not done:
       print(f"== {stage} stopped before its last step ({seconds:.0f} s); run the same command "
             "again to resume.")

@@ -339,3 +339,19 @@ def test_chat_or_text_example_trains_text_on_every_token_and_chat_on_replies():
   np.testing.assert_array_equal(chat["tokens"], expected["tokens"])
   np.testing.assert_array_equal(chat["loss_mask"], expected["loss_mask"])
   assert 0 < chat["loss_mask"].mean() < 1
+
+
+def test_a_text_that_panics_the_tokenizer_is_an_error_not_a_hang():
+  """A page of a million spaces overflows the fast path's regex (tiktoken panics: a
+  BaseException, not an Exception); read on the prefetch thread, it must reach the loop as an
+  error naming the text, not leave it waiting."""
+  from jaxllm.data.tokenizer import train_tokenizer
+  from jaxllm.errors import UserError
+  tok = train_tokenizer(["the cat sat on the mat"] * 20, vocab_size=300)
+  assert tok.uses_tiktoken  # the fast path, whose regex engine is the one that overflows
+  docs = [*_docs(8), {"text": " " * 1_000_000}, *_docs(8, seed=1)]
+  batches = batching.Batches([docs], batching.text_example(tok), _config(prefetch=2, shuffle=False))
+  with pytest.raises(UserError, match="tokenizer failed .* a text of 1,000,000 characters"):
+    for _ in range(20):
+      next(batches)
+  batches.close()

@@ -56,13 +56,15 @@ def test_pretrain_on_local_files_trains_a_bpe_and_learns(tiny_config, tmp_path):
   assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["vocab_size"] == 384
   evals = [m["eval/loss"] for m in read_metrics(tmp_path / "run") if "eval/loss" in m]
   assert len(evals) == 2 and evals[1] < evals[0]
-  # A given tokenizer file is used as it is, in a mixture with the embedded world.
+  # A given tokenizer file is used as it is (and copied into the run), in a mixture with the
+  # embedded world.
   tiny_config.data.source = f"{tiny_config.data.source}@1;world@1"
   tiny_config.data.tokenizer = str(tmp_path / "run" / "tokenizer.json")
   tiny_config.model.vocab_size = 0
   tiny_config.train.num_steps = 2
   pretrain.run(tiny_config, tmp_path / "mix")
-  assert not (tmp_path / "mix" / "tokenizer.json").exists()
+  assert json.loads((tmp_path / "mix" / "tokenizer.json").read_text()) == json.loads(
+      (tmp_path / "run" / "tokenizer.json").read_text())
 
 
 def test_world_record_counts_come_from_config(tmp_path):

@@ -1,6 +1,7 @@
 """TFDS ArrayRecord sources from local files: splits, kinds, bad input, caching, catalog path."""
 
 import json
+import os
 
 import pytest
 
@@ -86,14 +87,24 @@ def test_structured_kinds(tmp_path):
       sources.open_source(str(bad), "preferences", "train", data_dir=tmp_path / "d")
 
 
-def test_prepared_once_and_again_when_input_changes(tmp_path):
+def test_prepared_once_and_again_when_input_changes(tmp_path, capsys):
   data = _jsonl(tmp_path / "x.jsonl", [{"text": "a"}, {"text": "b"}])
   first = sources.open_source(str(data), "text", "train", data_dir=tmp_path / "d")
+  out = capsys.readouterr().out
+  assert out.startswith("data: preparing jaxllm_text/") and len(out.splitlines()) == 1
+  assert "Unknown size" not in out  # TFDS's download lines: local files download nothing
   again = sources.open_source(str(data), "text", "train", data_dir=tmp_path / "d")
-  assert first.name == again.name
+  assert first.name == again.name and capsys.readouterr().out == ""
   _jsonl(data, [{"text": "a"}, {"text": "b"}, {"text": "c"}])
   changed = sources.open_source(str(data), "text", "train", data_dir=tmp_path / "d")
   assert changed.name != first.name and _texts(changed) == ["a", "b", "c"]
+  # Named by content, not place or time: the same files elsewhere, touched, read the same name.
+  moved = tmp_path / "elsewhere" / "x.jsonl"
+  moved.parent.mkdir()
+  moved.write_bytes(data.read_bytes())
+  os.utime(moved, (1, 1))
+  assert sources.open_source(str(moved), "text", "train", data_dir=tmp_path / "d").name == \
+      changed.name
 
 
 def test_catalog_name_path_loads_a_prepared_dataset(tmp_path):

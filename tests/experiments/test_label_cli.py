@@ -1,6 +1,6 @@
 """experiments/label.py as a user runs it: sample 2 x 2 responses once (a rerun reuses them),
-serve and judge, SIGKILL and restart without losing the judgement, export a judgements file to
-pairs, and a bad prompts file's one-line error."""
+serve and judge, a second labeling process refused, SIGKILL and restart without losing the
+judgement, export a judgements file to pairs, and a bad prompts file's one-line error."""
 
 import json
 import shutil
@@ -41,8 +41,10 @@ def test_label_samples_once_serves_exports_and_names_bad_lines(pretrained_run, t
     answer = _call(url + "api/judgements", {"prompt_id": "g", "labeler": "ann",
                                             "ranking": [1, 0], "note": "second is better"})
     assert answer["progress"]["done"] == 1
+    second = run_script("label.py", *args, "--sample_only")  # while the server runs
+    assert second.returncode == 2 and "labels is in use by 'label.py" in second.stderr
   finally:
-    server.kill()
+    server.kill()  # its lock stays behind: the restart below clears it (no such process)
     server.wait(timeout=10)
   judgements = run / "labels" / "judgements.jsonl"
   stored, torn = labels.read_jsonl(judgements)
@@ -55,6 +57,7 @@ def test_label_samples_once_serves_exports_and_names_bad_lines(pretrained_run, t
   finally:
     server.terminate()
     server.wait(timeout=10)
+  assert not (run / "labels" / "run.lock").exists()  # SIGTERM stops the server cleanly
 
   labels.append_jsonl(judgements, [
       labels.make_judgement(items[1], {"labeler": "ann", "ranking": [[0, 1]]}),

@@ -66,7 +66,7 @@ def test_sigterm_from_outside_then_same_command_is_bit_identical(full_run, tmp_p
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, out
   assert stopped_at < 40, "the run finished before it could be interrupted"
-  assert "SIGTERM: saved a checkpoint at step" in out
+  assert "stop requested (SIGTERM or Ctrl-C): saved a checkpoint at step" in out
   interrupted_at = _last_step(part)
   assert interrupted_at < 40
 
@@ -158,6 +158,32 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path, override, message):
   assert result.returncode == 2, result.stderr
   assert message in result.stderr
   assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("script,args,flag", [
+    ("pretrain.py", ["--config=configs/pretrain/tiny.py"], "--workdir"),
+    ("pretrain.py", ["--workdir=/nowhere"], "--config"),
+    ("sample.py", [], "--workdir"),
+])
+def test_a_missing_required_flag_is_one_line_naming_it(script, args, flag):
+  result = run_script(script, *args)
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"error: {flag} is required: "), lines
+
+
+@pytest.mark.parametrize("script,args,shown", [
+    ("pretrain.py", ["--config=configs/pretrain/tiny.py", "--config.train.num_steps=7"],
+     "  num_steps: 7"),
+    ("sft.py", ["--config=configs/sft/tiny.py", "--config.lora.rank=5"], "  rank: 5"),
+    ("evaluate.py", ["--config.qa.questions=9"], "  questions: 9"),
+    ("pipeline.py", ["--config=configs/pipeline/tiny.py", "--config.world_seed=4"],
+     "world_seed: 4"),
+])
+def test_print_config_shows_every_field_after_the_overrides(script, args, shown):
+  result = run_script(script, *args, "--print_config")  # no --workdir needed
+  assert result.returncode == 0, result.stderr
+  assert shown in result.stdout.splitlines()
 
 
 def test_masked_lm_run_trains_and_cannot_be_sampled(tmp_path):

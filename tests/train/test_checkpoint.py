@@ -16,8 +16,9 @@ from jaxllm.train import checkpoint
 
 
 def _state(step):
-  return {"params": {"w": jnp.full((64, 32), float(step)), "b": jnp.arange(32.0) + step},
-          "step": jnp.int32(step)}
+  noise = jax.random.normal(jax.random.key(step), (128, 128))  # values that do not compress
+  return {"params": {"w": jnp.full((64, 32), float(step)), "b": jnp.arange(32.0) + step,
+                     "noise": noise}, "step": jnp.int32(step)}
 
 
 def _abstract():
@@ -78,8 +79,39 @@ def test_every_finished_step_is_sealed_and_restores(tmp_path):
   np.testing.assert_array_equal(state["params"]["w"], np.full((64, 32), 3.0))
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip_one_bit, _damage_the_manifest,
-                                    _delete_a_file, _cut_data_json_unsealed])
+def _unsealed(damage):
+  """The same damage to a step killed between its save and its seal (no manifest yet)."""
+  def damage_unsealed(step_dir):
+    (step_dir / checkpoint.MANIFEST).unlink()
+    damage(step_dir)
+  damage_unsealed.__name__ = f"{damage.__name__}_unsealed"
+  return damage_unsealed
+
+
+def _flip_a_value_bit(step_dir):
+  """One bit in the middle of the largest array data file (random values, stored as they
+  are): the files still read, a value differs (only the checksum saved with the step finds it;
+  tensorstore checks its index nodes, not the values)."""
+  f = max((p for p in (step_dir / "state" / "ocdbt.process_0" / "d").iterdir()),
+          key=lambda p: p.stat().st_size)
+  data = bytearray(f.read_bytes())
+  data[len(data) // 2] ^= 0x01
+  f.write_bytes(bytes(data))
+
+
+def _empty_the_folder(step_dir):
+  for p in sorted(step_dir.rglob("*"), reverse=True):
+    p.rmdir() if p.is_dir() else p.unlink()
+
+
+def _delete_the_data_file(step_dir):
+  (step_dir / "data" / "metadata").unlink()
+
+
+@pytest.mark.parametrize("damage", [
+    _truncate, _flip_one_bit, _damage_the_manifest, _delete_a_file, _cut_data_json_unsealed,
+    _unsealed(_flip_a_value_bit), _unsealed(_empty_the_folder), _unsealed(_delete_the_data_file),
+    _unsealed(_truncate)], ids=lambda f: f.__name__)
 def test_a_damaged_latest_step_is_set_aside_and_the_previous_restores(tmp_path, damage):
   directory = _saved(tmp_path)
   damage(directory / "3")
@@ -119,11 +151,27 @@ def test_a_checkpoint_that_does_not_fit_is_an_error_not_damage(tmp_path):
   assert not (tmp_path / "checkpoints_damaged").exists()
 
 
-def test_restore_params_refuses_a_damaged_step(tmp_path):
+@pytest.mark.parametrize("damage", [_flip_one_bit, _unsealed(_flip_a_value_bit)],
+                         ids=lambda f: f.__name__)
+def test_restore_params_refuses_a_damaged_step(tmp_path, damage):
   directory = _saved(tmp_path, steps=(1,))
-  _flip_one_bit(directory / "1")
+  damage(directory / "1")
   with pytest.raises(UserError, match="checkpoint step 1 of .* is damaged"):
     checkpoint.restore_params(directory, _abstract()["params"])
+
+
+def test_the_checksums_see_every_bit_and_its_place():
+  state = _state(3)
+  sums = checkpoint.state_checksums(state)
+  assert sums == checkpoint.state_checksums(jax.tree.map(jnp.copy, state))
+  w = np.asarray(state["params"]["w"]).copy()
+  w.view(np.uint32)[5, 7] ^= 1  # the lowest mantissa bit of one value
+  assert checkpoint.state_checksums({**state, "params": {**state["params"], "w": w}}) != sums
+  b = np.asarray(state["params"]["b"]).copy()
+  b[[0, 1]] = b[[1, 0]]  # two values swapped: the plain sum is the same, the weighted one not
+  swapped = checkpoint.state_checksums({**state, "params": {**state["params"], "b": b}})
+  key = "['params']['b']"
+  assert swapped[key][0] == sums[key][0] and swapped[key][1] != sums[key][1]
 
 
 def test_the_newest_complete_step_exists_at_every_moment_of_later_saves(tmp_path):

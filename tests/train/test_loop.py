@@ -68,9 +68,11 @@ def test_sigterm_then_rerun_is_bit_identical_to_uninterrupted(tiny_config, tmp_p
 
 
 @pytest.mark.slow
-def test_rerun_after_finish_is_a_no_op(tiny_config, tmp_path):
+def test_rerun_after_finish_is_a_no_op(tiny_config, tmp_path, capsys):
   first = pretrain.run(tiny_config, tmp_path)
+  capsys.readouterr()
   again = pretrain.run(tiny_config, tmp_path)
+  assert f"{tmp_path} is already complete at step 10" in capsys.readouterr().out
   assert int(again["step"]) == 10
   for a, b in zip(_params(first), _params(again)):
     np.testing.assert_array_equal(a, b)
@@ -108,11 +110,52 @@ def test_the_memory_guard_stops_before_the_first_step(tiny_config, tmp_path, cap
   assert not any((tmp_path / "too_big" / "checkpoints").iterdir())
 
 
+def test_ctrl_c_saves_like_sigterm_and_a_second_one_stops_at_once(tiny_config, tmp_path):
+  from jaxllm.objectives import lm
+  model = Transformer(ModelConfig.from_dict(tiny_config.model))
+
+  def ctrl_c(times):
+    def hook(step):
+      for _ in range(times if step == 3 else 0):
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal, as a terminal sends it
+    return hook
+  state = loop.train(tiny_config, tmp_path / "once", model, lm.lm_loss,
+                     _Batches([_lm_batch(8, 32)]), hooks=(ctrl_c(1),))
+  assert int(state["step"]) == 3
+  assert checkpoint.make_manager(tmp_path / "once" / "checkpoints", 3).all_steps() == [3]
+  with pytest.raises(KeyboardInterrupt):
+    loop.train(tiny_config, tmp_path / "twice", model, lm.lm_loss,
+               _Batches([_lm_batch(8, 32)]), hooks=(ctrl_c(2),))
+  assert checkpoint.make_manager(tmp_path / "twice" / "checkpoints", 3).all_steps() == []
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_no_checkpoint_is_saved_inside_a_non_finite_streak(tiny_config, tmp_path):
+  """Steps 4 on are non-finite: the save at step 4 is skipped, and the message says a rerun
+  starts from step 2."""
+  from jaxllm.objectives import lm
+  tiny_config.train.checkpoint_every = 2
+  tiny_config.train.max_nonfinite_in_row = 3
+
+  def poisoned_loss(params, batch, rng, model, **kwargs):
+    loss, metrics = lm.lm_loss(params, {k: v for k, v in batch.items() if k != "poison"}, rng,
+                               model, **kwargs)
+    return loss + batch["poison"].mean(), metrics
+  good = {**_lm_batch(8, 32), "poison": np.zeros((8,), np.float32)}
+  bad = {**good, "poison": np.full((8,), np.nan, np.float32)}
+  model = Transformer(ModelConfig.from_dict(tiny_config.model))
+  with pytest.raises(loop.TrainingDiverged, match="running again starts from step 2"):
+    loop.train(tiny_config, tmp_path, model, poisoned_loss,
+               _Batches([good, good, good, bad, bad, bad, bad, bad]))
+  assert checkpoint.make_manager(tmp_path / "checkpoints", 3).all_steps() == [2]
+
+
 @pytest.mark.slow
 def test_divergence_stops_with_a_clear_message(tiny_config, tmp_path):
-  tiny_config.optimizer.lr = float("nan")  # every update non-finite
+  tiny_config.optimizer.lr = 1e30  # every update overflows: non-finite, skipped
   tiny_config.train.max_nonfinite_in_row = 3
-  with pytest.raises(loop.TrainingDiverged, match="3 steps in a row.*config.optimizer.lr"):
+  with pytest.raises(loop.TrainingDiverged, match="3 steps in a row.*config.optimizer.lr.*"
+                     "running again starts from step 0"):
     pretrain.run(tiny_config, tmp_path)
   metrics = read_metrics(tmp_path)
   assert [m["train/skipped"] for m in metrics if "train/skipped" in m] == [1.0, 1.0]
@@ -124,11 +167,20 @@ def test_divergence_stops_with_a_clear_message(tiny_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_data_position_from_another_batch_size_is_refused(tiny_config, tmp_path):
+def test_a_non_finite_learning_rate_is_refused_before_the_run(tiny_config, tmp_path):
+  tiny_config.optimizer.lr = float("nan")
+  with pytest.raises(ConfigError, match="config.optimizer.lr=nan must be a finite number"):
+    pretrain.run(tiny_config, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_resume_with_another_batch_size_is_refused(tiny_config, tmp_path):
   pretrain.run(tiny_config, tmp_path)
   tiny_config.train.num_steps = 12
   tiny_config.train.batch_size = 16
-  with pytest.raises(ConfigError, match="config.train.batch_size: 8 in the checkpoint, 16 now"):
+  # The run directory's check, before anything is read (the data position's own check is in
+  # tests/data/test_batching.py).
+  with pytest.raises(UserError, match="config.train.batch_size: 8 in the run, 16 now"):
     pretrain.run(tiny_config, tmp_path)
 
 

@@ -38,6 +38,20 @@ def test_stage_configs_start_from_the_previous_stage(tmp_path):
   assert all(c[s].train.num_steps == 4 for s in TRAINING)
 
 
+def test_a_stage_key_follows_its_settings_and_the_stages_it_reads(tmp_path):
+  c = config_lib.load_config_file(ROOT / "configs/pipeline/tiny.py", "steps=4")
+  paths = stages.Paths(tmp_path)
+  keys = lambda: {s: stages.stage_key(c, s, paths) for s in ("data", "tokenizer", *TRAINING)}
+  before = keys()
+  c.sft.train.log_every, c.rl.train.eval_every = 1, 2  # when things happen: no change
+  assert keys() == before
+  c.sft.train.num_steps = 5  # sft, and every stage that starts from it
+  after = keys()
+  assert [s for s in before if before[s] != after[s]] == ["sft", "reward", "dpo", "rl"]
+  c.world_seed = 1  # the data, and everything made from it
+  assert all(keys()[s] != after[s] for s in after)
+
+
 @pytest.mark.slow  # the whole pipeline, as a subprocess
 def test_tiny_pipeline_end_to_end_then_resume(tmp_path):
   workdir = tmp_path / "p"
@@ -79,6 +93,21 @@ def test_tiny_pipeline_end_to_end_then_resume(tmp_path):
   again = run_script("pipeline.py", *args)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("complete, skipped") == len(stages.STAGES)
+
+  # Another SFT step count: SFT is stale, set aside and done again; the stages that start from
+  # it (reward, dpo and rl after it) are no longer complete.
+  changed = run_script("pipeline.py", *args, "--config.stages=sft",
+                       "--config.sft.train.num_steps=5")
+  assert changed.returncode == 0, changed.stderr[-3000:]
+  assert "== sft: its settings or the stages it reads changed" in changed.stdout
+  (aside,) = (workdir / "stale").iterdir()
+  assert aside.name.startswith("sft-") and (aside / "eval.json").is_file()
+  assert json.loads((workdir / "sft" / "config.json").read_text())["train"]["num_steps"] == 5
+  config = config_lib.load_config_file(ROOT / "configs/pipeline/tiny.py", "steps=4")
+  config.sft.train.num_steps = 5
+  paths = stages.Paths(workdir)
+  assert stages.is_complete(config, "sft", paths)
+  assert not any(stages.is_complete(config, s, paths) for s in ("reward", "dpo", "rl"))
 
 
 def test_a_stage_whose_input_is_missing_is_refused(tmp_path):

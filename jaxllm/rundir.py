@@ -1,0 +1,269 @@
+"""A run directory's safety: one writer at a time, files replaced whole, and a config that a
+resume may change only where that is safe.
+
+  @rundir.claims_workdir          # on a recipe's run(config, workdir, ...)
+  def run(config, workdir): ...
+
+`claims_workdir` takes WORKDIR/run.lock for the call (the holder's host, pid, command and start
+time are in it) and, when the run already has a checkpoint, compares the config with the run's
+config.json before anything is written. The training loop compares again, field for field, once
+the recipe has resolved the config (the init run's model, its step), just before it rewrites
+config.json (`check_resume`).
+
+Fields that may change on resume (`RESUMABLE`): the step count, eval, logging and checkpoint
+cadence, the mesh and process layout, performance-only settings (remat, attention kernel,
+microbatches, loss chunking, XLA options, prefetching), and the eval and benchmark sections.
+Paths (`PATHS`: the data sources, the tokenizer file, the init run) are not compared as strings,
+so a run can be moved: what they point at is checked by content (the data position's
+fingerprint, jaxllm/data/batching.py; the tokenizer, jaxllm/data/inputs.py save_run_tokenizer;
+the init run's model and step, in the loop's comparison).
+
+A stale lock (its process is gone) on the same host is cleared on the next start, with a
+warning; one from another host is cleared by deleting WORKDIR/run.lock once that job is gone.
+"""
+
+import contextlib
+import datetime
+import functools
+import json
+import os
+import pathlib
+import socket
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from jaxllm.errors import UserError
+from jaxllm.parallel import mesh as mesh_lib
+
+LOCK = "run.lock"
+# Fields (or whole sections) a resumed run may change: they decide when things happen, how
+# the work is laid out on the devices, or how fast it runs, not what is computed.
+RESUMABLE = (
+    "train.num_steps", "train.log_every", "train.eval_every", "train.eval_at_start",
+    "train.eval_batches", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.async_checkpointing", "train.max_nonfinite_in_row", "train.peak_flops_per_device",
+    "train.device_memory_gib", "train.xla_options", "train.microbatches", "train.loss_chunk",
+    "model.remat", "model.attention_impl", "data.prefetch", "data.read_threads",
+    "data.num_workers", "data.data_dir", "data.manual_dir", "mesh", "distributed", "eval",
+    "benchmark", "logging")
+# Paths: compared by what they hold, elsewhere (see the module docstring).
+PATHS = ("data.source", "data.text_source", "data.eval_input", "data.tokenizer",
+         "init.checkpoint", "init.hf_path", "teacher.checkpoint")
+# Set by the recipe from what the run starts from, so a config given on the command line lacks
+# them; compared after resolution, in the loop (`check_resume`).
+RESOLVED = ("model", "init.step", "init.stage", "value_head", "compressed")
+
+_held: dict[pathlib.Path, int] = {}  # lock files this process holds, with their depth
+
+
+def write_text(path, text: str) -> None:
+  """Writes `path` whole or not at all: a new file beside it, then a rename over it, so a kill
+  mid-write leaves the old content."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def latest_step(workdir) -> int | None:
+  """The newest step folder under WORKDIR/checkpoints (None when there is none)."""
+  steps = [int(p.name) for p in (pathlib.Path(workdir) / "checkpoints").glob("*")
+           if p.name.isdigit()]
+  return max(steps) if steps else None
+
+
+# -- the lock --
+
+def _holder() -> dict:
+  return {"host": socket.gethostname(), "pid": os.getpid(),
+          "command": " ".join([pathlib.Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv
+          else "python",
+          "since": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # someone else's process
+    return True
+  return True
+
+
+def _read_holder(path: pathlib.Path) -> dict | None:
+  try:
+    holder = json.loads(path.read_text())
+    return holder if isinstance(holder, dict) else {}
+  except FileNotFoundError:
+    return None
+  except ValueError:  # written half-way: treat as held, the message says how to clear it
+    return {}
+
+
+@contextlib.contextmanager
+def lock(workdir, what: str = "--workdir"):
+  """Holds WORKDIR/run.lock while the block runs (re-entrant within a process).
+
+  Refuses, naming the holder, while another live process holds it; clears a lock whose process
+  is gone when it was taken on this host. Only process 0 of a multi-process job locks (the
+  others write nothing the lock protects).
+  """
+  workdir = pathlib.Path(workdir)
+  path = (workdir / LOCK).absolute()
+  if path in _held or _process_index() != 0:
+    _held[path] = _held.get(path, 0) + 1
+    try:
+      yield
+    finally:
+      _held[path] -= 1
+      if not _held[path]:
+        del _held[path]
+    return
+  workdir.mkdir(parents=True, exist_ok=True)
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      break
+    except FileExistsError:
+      holder = _read_holder(path)
+      if holder is None:  # released meanwhile
+        continue
+      if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) \
+          and not _alive(holder["pid"]):
+        print(f"warning: {path}: cleared a stale lock of pid {holder['pid']} (no such process; "
+              f"it ran {holder.get('command', '?')!r} since {holder.get('since', '?')}).",
+              file=sys.stderr, flush=True)
+        path.unlink(missing_ok=True)
+        continue
+      who = (f"{holder.get('command', '?')!r} (pid {holder.get('pid', '?')} on host "
+             f"{holder.get('host', '?')}, since {holder.get('since', '?')})" if holder
+             else "another process (its lock file is unreadable)")
+      raise UserError(f"{workdir} is in use by {who}; wait for it to finish or use another "
+                      f"{what}. If that process is gone (a lost machine), delete {path}."
+                      ) from None
+  else:
+    raise UserError(f"{path}: could not take the lock; delete it if no run is using {workdir}.")
+  with os.fdopen(fd, "w") as f:
+    json.dump(_holder(), f)
+  _held[path] = 1
+  try:
+    yield
+  finally:
+    del _held[path]
+    path.unlink(missing_ok=True)
+
+
+def _process_index() -> int:
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.process_index()
+
+
+# -- the config on resume --
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flat(value, f"{prefix}{key}."))
+    return out or {prefix[:-1]: {}}
+  return {prefix[:-1]: tree}
+
+
+def _covered(path: str, fields: Iterable[str]) -> bool:
+  return any(path == f or path.startswith(f + ".") for f in fields)
+
+
+def config_changes(saved: dict, config, ignore: Iterable[str] = ()) -> list[str]:
+  """"field: SAVED in the run, NEW now" for each field the run's saved config and `config`
+  (a ConfigDict or dict) both have and that differ, outside RESUMABLE, PATHS and `ignore`;
+  a top-level section only one of them has counts as a change ("lora: absent in the run")."""
+  new = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  new = json.loads(json.dumps(new, default=repr))  # tuples as lists, as config.json has them
+  skip = (*RESUMABLE, *PATHS, *ignore)
+  out = []
+  for key in sorted(set(saved) ^ set(new)):
+    if isinstance(saved.get(key, new.get(key)), dict) and not _covered(key, skip):
+      out.append(f"{key}: {'absent' if key not in saved else 'a section'} in the run, "
+                 f"{'absent' if key not in new else 'a section'} now")
+  flat_saved, flat_new = _flat(saved), _flat(new)
+  for path in sorted(set(flat_saved) & set(flat_new)):
+    if not _covered(path, skip) and flat_saved[path] != flat_new[path]:
+      out.append(f"{path}: {flat_saved[path]!r} in the run, {flat_new[path]!r} now")
+  return out
+
+
+def defining_fields(config, keep: Iterable[str] = ()) -> dict[str, Any]:
+  """The config's fields (flattened, "train.batch_size": 8) that define what a run computes:
+  all but RESUMABLE and PATHS, with the fields in `keep` brought back."""
+  tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  flat = _flat(json.loads(json.dumps(tree, default=repr)))
+  skip = [f for f in (*RESUMABLE, *PATHS) if f not in keep]
+  return {k: v for k, v in flat.items() if _covered(k, keep) or not _covered(k, skip)}
+
+
+def _refuse(workdir, changes: list[str]) -> None:
+  shown = "; ".join(f"config.{c}" for c in changes[:6])
+  more = f" (and {len(changes) - 6} more)" if len(changes) > 6 else ""
+  raise UserError(
+      f"--workdir={workdir} holds a run trained with another config ({shown}{more}); resume "
+      f"it with its own settings (its config.json), or start in a new --workdir. A resume may "
+      f"change only the step count, eval, logging and checkpoint cadence, the mesh, and "
+      f"speed settings (jaxllm/rundir.py RESUMABLE).")
+
+
+def saved_config(workdir) -> dict | None:
+  """The config.json of a run that has a checkpoint (None for a fresh or never-saved run)."""
+  path = pathlib.Path(workdir) / "config.json"
+  if latest_step(workdir) is None or not path.is_file():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except ValueError:
+    raise UserError(f"{path} is not JSON; the run's config was damaged: restore it from a "
+                    "copy, or start in a new --workdir.") from None
+
+
+def check_resume(config, workdir) -> None:
+  """UserError naming the fields when the resolved `config` differs from the config.json of
+  the run in `workdir` that it would resume (no-op for a run without checkpoints)."""
+  saved = saved_config(workdir)
+  if saved is not None:
+    changes = config_changes(saved, config)
+    if changes:
+      _refuse(workdir, changes)
+
+
+def check_resume_early(config, workdir) -> None:
+  """check_resume on a config as given, before the recipe resolves it: fields the recipe sets
+  from the init run (RESOLVED) are left to the loop's check; init.step -1 means "the newest"."""
+  saved = saved_config(workdir)
+  if saved is None:
+    return
+  ignore = [*RESOLVED]
+  if config.get("init", {}).get("step", -1) >= 0:
+    ignore.remove("init.step")
+  if not (config.get("init", {}).get("checkpoint") or config.get("init", {}).get("hf_path")):
+    ignore.remove("model")  # no init run: the model is the config's own
+  if config.get("stage") == "distill" or config.get("model", {}).get("vocab_size") == 0:
+    ignore.append("model.vocab_size")  # the teacher's, or 0: the tokenizer's, rounded up
+  changes = config_changes(saved, config, ignore)
+  if changes:
+    _refuse(workdir, changes)
+
+
+def claims_workdir(run: Callable) -> Callable:
+  """Wraps a recipe's `run(config, workdir, ...)`: the run directory's lock for the call, and
+  the resume check on the config as given, before anything is written."""
+  @functools.wraps(run)
+  def wrapped(config, workdir, *args, **kwargs):
+    if "distributed" in config:  # first, so that the lock knows which process this is
+      mesh_lib.maybe_initialize_distributed(config.distributed)
+    with lock(workdir):
+      check_resume_early(config, workdir)
+      return run(config, workdir, *args, **kwargs)
+  return wrapped
