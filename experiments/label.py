@@ -27,6 +27,7 @@ from jaxllm.labeling import agreement
 from jaxllm.labeling import store as labels
 
 FLAGS = flags.FLAGS
+LOCAL = ("127.0.0.1", "localhost", "::1")
 cli.define_run_flags()
 cli.define_sampling_flags(temperature=1.0, max_new_tokens=128, top_k=False)
 flags.DEFINE_string("prompts", None, "JSONL of prompts to sample and label (not needed once "
@@ -110,12 +111,15 @@ def sample_and_serve(sampling) -> None:
     print(f"{store.path}: a partial last line (a write cut short) was moved to "
           f"{store.path}.torn", flush=True)
   print(f"{len(store.records)} judgements so far in {store.path}", flush=True)
-  app = labeling.make_app(store, items, title=f"Labeling {pathlib.Path(FLAGS.workdir).name}")
+  # The Host headers answered: the served name (and this machine's other names for it).
+  hosts = [*LOCAL, "[::1]"] if FLAGS.host in LOCAL else [FLAGS.host]
+  app = labeling.make_app(store, items, title=f"Labeling {pathlib.Path(FLAGS.workdir).name}",
+                          hosts=hosts)
   try:
     server = serving.make_server(FLAGS.host, FLAGS.port, app, threaded=True)
   except OSError as e:
     raise UserError(f"cannot serve on {FLAGS.host}:{FLAGS.port} ({e}); pick another --port.") from e
-  if FLAGS.host not in ("127.0.0.1", "localhost", "::1"):
+  if FLAGS.host not in LOCAL:
     print(f"warning: --host={FLAGS.host}: the page has no login; anyone who can reach this "
           "address can read the responses and add judgements.", flush=True)
   print(f"labeling page: http://{FLAGS.host}:{server.server_port}/ (Ctrl-C to stop)", flush=True)

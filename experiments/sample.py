@@ -3,48 +3,38 @@
   python experiments/sample.py --workdir=/tmp/jaxllm/tiny --prompt="Greta Park works as"
   python experiments/sample.py --workdir=RUN --prompt="What is 3 + 4?" --chat --temperature=0
 
---chat wraps the prompt in the chat template as a user turn (for SFT runs); otherwise the
-prompt is plain text, encoded as the tokenizer's own rule says (BOS first for jaxllm's and
-Llama's tokenizers, none for GPT-2's: what transformers' `tokenizer(prompt)` gives).
---temperature=0 is greedy decoding.
+A chat run (SFT, DPO, RL: the run says which) gets the prompt as a user turn of the chat
+template and stops at the end of the assistant's turn; a base run (or --nochat) takes it as
+plain text, encoded as the tokenizer's own rule says (BOS first for jaxllm's and Llama's
+tokenizers, none for GPT-2's: what transformers' `tokenizer(prompt)` gives), and stops at EOS.
+Special tokens are not printed unless --raw. A prompt that does not fit the model's context with
+--max_new_tokens after it is refused (--truncate keeps its last tokens). --temperature=0 is
+greedy decoding. The same in Python: `jaxllm.load_run(RUN).generate([PROMPT])`.
 """
 
 from absl import flags
 
 from jaxllm import cli, runs
-from jaxllm.data import chat
-from jaxllm.errors import UserError
-from jaxllm.inference import sampler
 
 FLAGS = flags.FLAGS
 cli.define_run_flags()
 cli.define_sampling_flags(temperature=1.0, max_new_tokens=128)
 flags.DEFINE_string("prompt", None, "Prompt text.")
-flags.DEFINE_bool("chat", False, "Render the prompt as a user turn of the chat template.")
+flags.DEFINE_bool("chat", None, "Render the prompt as a user turn of the chat template (default: "
+                  "yes for chat runs, SFT, DPO and RL; --nochat for plain text).")
+flags.DEFINE_bool("raw", False, "Print special tokens (chat markers, EOS) as they were sampled.")
+flags.DEFINE_bool("truncate", False, "Keep the last tokens of a prompt too long for the model's "
+                  "context (default: refuse it).")
 flags.mark_flag_as_required("prompt")
 
 
 def main(argv):
   del argv
   run = runs.load_run(FLAGS.workdir, FLAGS.step)
-  tok = run.tokenizer
-  if FLAGS.chat:
-    ids, _ = chat.render_chat(tok, [{"role": "user", "content": FLAGS.prompt}],
-                              add_generation_prompt=True)
-    stops = chat.stop_ids(tok)
-  else:
-    ids = tok.encode_prompt(FLAGS.prompt)  # BOS first where the tokenizer's rule says so
-    if not ids:
-      raise UserError("--prompt is empty and the tokenizer starts prompts with no BOS token; "
-                      "pass a non-empty --prompt.")
-    stops = [] if tok.eos_id is None else [tok.eos_id]
-  smp = sampler.Sampler(run.model, run.params, tok.pad_id, vocab_limit=tok.vocab_size)
-  out = smp.generate([ids], FLAGS.max_new_tokens, temperature=FLAGS.temperature,
-                     top_k=FLAGS.top_k, top_p=FLAGS.top_p, stop_tokens=stops, seed=FLAGS.seed)
-  completion = out.completions()[0]
-  if completion and completion[-1] in stops:
-    completion = completion[:-1]
-  print(tok.decode(completion))
+  (text,) = run.generate([FLAGS.prompt], FLAGS.max_new_tokens, chat=FLAGS.chat,
+                         temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
+                         seed=FLAGS.seed, raw=FLAGS.raw, truncate=FLAGS.truncate)
+  print(text)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ writes params as a run; `import_hf` and `export_hf` convert whole Hugging Face d
 import dataclasses
 import json
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -35,9 +36,12 @@ import ml_collections
 from jaxllm import config as config_lib
 from jaxllm import rundir
 from jaxllm.compress import quantize
-from jaxllm.data import chat, inputs
+from jaxllm.data import chat as chat_lib
+from jaxllm.data import inputs
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import ConfigError, UserError
+from jaxllm.inference import generate as generate_lib
+from jaxllm.inference import sampler as sampler_lib
 from jaxllm.interop import hf_config, hf_models, hf_tokenizer, hf_weights
 from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
@@ -57,11 +61,70 @@ _KEEP_LINEAGE = ("prune", "quantize")  # compress the run they start from, whate
 
 @dataclasses.dataclass
 class Run:
+  """A trained run loaded for use (`load_run`): its config, model, params, tokenizer, step.
+
+    run = jaxllm.load_run("runs/pipeline/sft")
+    run.generate(["What is 3 + 4?"], max_new_tokens=32)   # -> ["3 + 4 = 7\nAnswer: 7"]
+  """
   config: ml_collections.ConfigDict
   model: Transformer | RewardModel
   params: Any
   tokenizer: Tokenizer
   step: int
+  _sampler: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+  def prompt_ids(self, prompt: str | Sequence[dict], chat: bool | None = None
+                 ) -> tuple[list[int], list[int]]:
+    """(ids, stop ids) of one prompt: for a chat run (or chat=True) a user turn of the chat
+    template (or the given messages) ending where the assistant writes, stopping at the end of
+    its turn; otherwise the text after the tokenizer's own prefix (BOS), stopping at EOS."""
+    tok = self.tokenizer
+    if chat is None:
+      chat = model_kind(self.config) == "chat"
+    if chat:
+      messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+      ids, _ = chat_lib.render_chat(tok, list(messages), add_generation_prompt=True)
+      return ids, chat_lib.stop_ids(tok)
+    if not isinstance(prompt, str):
+      raise UserError("a list of messages needs the chat template; pass chat=True (a chat run: "
+                      "SFT, DPO, RL) or a plain string.")
+    ids = tok.encode_prompt(prompt)
+    if not ids:
+      raise UserError("the prompt is empty and the tokenizer starts prompts with no BOS token; "
+                      "give a non-empty prompt.")
+    return ids, [] if tok.eos_id is None else [tok.eos_id]
+
+  def generate(self, prompts: Sequence[str | Sequence[dict]], max_new_tokens: int = 64, *,
+               chat: bool | None = None, temperature: float = 0.0, top_k: int = 0,
+               top_p: float = 1.0, seed: int = 0, raw: bool = False, truncate: bool = False
+               ) -> list[str]:
+    """The completion of each prompt (a string; for chat, also a list of messages) as text.
+
+    Chat runs (SFT, DPO, RL) render the chat template unless chat=False; base runs take plain
+    text. Greedy at temperature 0. Special tokens are left out of the text unless `raw`. A
+    prompt that does not fit the model's context with max_new_tokens after it is refused, or
+    with `truncate` cut to its last tokens. The id-level Sampler is jaxllm.inference.sampler.
+    """
+    if is_reward_model(self.config):
+      raise UserError("a reward-model run scores replies and does not generate; load a language "
+                      "model run (pretraining, SFT, DPO, RL).")
+    if isinstance(prompts, str):
+      prompts = [prompts]
+    if self._sampler is None:
+      self._sampler = sampler_lib.Sampler(self.model, self.params, self.tokenizer.pad_id,
+                                          vocab_limit=self.tokenizer.vocab_size)
+    context, specials = self.model.cfg.max_seq_len, self.tokenizer.special_ids
+    batch, stops = [], []
+    for i, prompt in enumerate(prompts):
+      ids, stops = self.prompt_ids(prompt, chat)
+      batch.append(generate_lib.fit_to_context(
+          ids, max_new_tokens, context, truncate=truncate,
+          keep_first=len(self.tokenizer.bos_ids[:1]), what=f"prompt {i}"))
+    completions = generate_lib.generate(self._sampler, batch, max_new_tokens,
+                                        temperature=temperature, top_k=top_k, top_p=top_p,
+                                        stop_tokens=stops, seed=seed)
+    return [self.tokenizer.decode(ids if raw else [t for t in ids if t not in specials])
+            for ids in completions]
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
@@ -307,7 +370,7 @@ def save_run(dst, config: ml_collections.ConfigDict, params: Any, tokenizer: Tok
   if jax.process_index() == 0:
     dst.mkdir(parents=True, exist_ok=True)
     (dst / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-    chat.save_pretrained(tokenizer, dst)
+    chat_lib.save_pretrained(tokenizer, dst)
   checkpoints = ckpt_lib.Checkpoints(dst / "checkpoints", keep=1, async_save=False)
   checkpoints.save(step, {"params": params}, {})
   checkpoints.close()

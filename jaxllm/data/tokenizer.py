@@ -341,6 +341,11 @@ class Tokenizer:
     return self._fast is not None
 
   @property
+  def special_ids(self) -> frozenset[int]:
+    """The ids of the special tokens (BOS, EOS, chat markers, ...)."""
+    return frozenset(i for i, t in self._hf.get_added_tokens_decoder().items() if t.special)
+
+  @property
   def hf_tokenizer(self) -> tokenizers.Tokenizer:
     """The wrapped Hugging Face tokenizer (with encode_special_tokens on)."""
     return self._hf

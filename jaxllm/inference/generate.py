@@ -6,8 +6,10 @@ Batch i (prompts i * batch_size ...) samples with seed + i, so a given seed give
 completions whatever else runs; a stop token that ends a completion is removed.
 """
 
+import sys
 from collections.abc import Callable, Sequence
 
+from jaxllm.errors import UserError
 from jaxllm.inference.sampler import Sampler
 
 
@@ -34,3 +36,28 @@ def generate_text(sampler: Sampler, tokenizer, prompts: Sequence[Sequence[int]],
                   max_new_tokens: int, **kwargs) -> list[str]:
   """`generate`, each completion decoded with `tokenizer`."""
   return [tokenizer.decode(ids) for ids in generate(sampler, prompts, max_new_tokens, **kwargs)]
+
+
+def fit_to_context(ids: Sequence[int], max_new_tokens: int, context: int, *,
+                   truncate: bool = False, keep_first: int = 0, what: str = "the prompt"
+                   ) -> list[int]:
+  """`ids` when they and `max_new_tokens` fit a model's context of `context` tokens. Otherwise a
+  UserError (the KV cache would be sized for them all: a prompt of 14k tokens to a 256-token
+  model takes gigabytes and gives noise), or with `truncate` the last tokens that fit after the
+  first `keep_first` (a BOS), with a warning."""
+  ids = list(ids)
+  room = context - max_new_tokens
+  if len(ids) <= room:
+    return ids
+  if room <= keep_first:
+    raise UserError(f"max_new_tokens={max_new_tokens} leaves no room for {what} in the model's "
+                    f"context of {context} tokens (config.model.max_seq_len); lower it.")
+  if not truncate:
+    raise UserError(f"{what} is {len(ids):,} tokens; with max_new_tokens={max_new_tokens} that "
+                    f"is past the model's context of {context} tokens (config.model.max_seq_len)."
+                    f" Shorten it, lower max_new_tokens, or truncate it (--truncate; "
+                    f"truncate=True) to its last {room - keep_first} tokens.")
+  print(f"warning: {what} is {len(ids):,} tokens; kept its last {room - keep_first} to fit the "
+        f"model's context of {context} with {max_new_tokens} new tokens.", file=sys.stderr,
+        flush=True)
+  return ids[:keep_first] + ids[len(ids) - (room - keep_first):]

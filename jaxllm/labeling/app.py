@@ -11,7 +11,8 @@
   GET  /api/agreement[?labelers=a,b]  Cohen's kappa per pair of labelers, Fleiss' over all
 
 Every judgement is on disk (appended, fsynced) before its answer leaves. Bad requests get 400
-with {"error": message, "field": name}. Model text only ever travels as JSON strings and the page
+with {"error": message, "field": name}; a body over 64 KiB gets 413, a Host header other than the
+served address 400 (DNS rebinding). Model text only ever travels as JSON strings and the page
 inserts it with textContent; the page's Content-Security-Policy also allows only its own
 nonce-tagged script. POST bodies must be application/json, which a cross-site form cannot send
 (and a cross-site fetch of it needs a CORS preflight this app never grants).
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 
 import flask
 import markupsafe
+import werkzeug.exceptions
 
 from jaxllm.labeling import agreement as agreement_lib
 from jaxllm.labeling import store as labels
@@ -39,11 +41,23 @@ def _bad(error: LabelError):
   return flask.jsonify({"error": str(error), "field": error.field}), 400
 
 
-def make_app(store: JudgementStore, items: Sequence[Item], title: str = "jaxllm labeling"
-             ) -> flask.Flask:
-  """The Flask app serving `items` (in this order) and writing judgements to `store`."""
+MAX_BODY_BYTES = 64 * 1024  # a judgement is a ranking and a note: far less
+
+
+def make_app(store: JudgementStore, items: Sequence[Item], title: str = "jaxllm labeling",
+             hosts: Sequence[str] | None = None) -> flask.Flask:
+  """The Flask app serving `items` (in this order) and writing judgements to `store`.
+
+  `hosts`: the host names it answers (the address it serves, e.g. "127.0.0.1", "localhost"; the
+  port is not compared); a request whose Host header names another gets 400, so a page of
+  another site cannot reach it through a DNS name rebound to this machine. None (or empty)
+  answers any host (tests' own client).
+  """
   app = flask.Flask(__name__)
   app.json.sort_keys = False
+  app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES  # larger bodies get 413
+  if hosts is not None:
+    app.config["TRUSTED_HOSTS"] = list(hosts)
   by_id = {item.id: item for item in items}
   if len(by_id) != len(items):
     raise ValueError("item ids must be unique.")
@@ -65,7 +79,10 @@ def make_app(store: JudgementStore, items: Sequence[Item], title: str = "jaxllm 
   def body_item() -> tuple[dict, Item]:
     if not flask.request.is_json:
       raise LabelError("body", "send a JSON object with Content-Type: application/json.")
-    body = flask.request.get_json(silent=True)
+    try:
+      body = flask.request.get_json(silent=True)
+    except RecursionError:  # JSON nested thousands deep
+      raise LabelError("body", "is nested too deeply; send a flat JSON object.") from None
     if not isinstance(body, dict):
       raise LabelError("body", "must be a JSON object.")
     pid = body.get("prompt_id")
@@ -76,6 +93,10 @@ def make_app(store: JudgementStore, items: Sequence[Item], title: str = "jaxllm 
   @app.errorhandler(LabelError)
   def label_error(error):
     return _bad(error)
+
+  @app.errorhandler(werkzeug.exceptions.HTTPException)
+  def http_error(error):  # 400 (an unknown Host), 404, 405, 413: JSON like every other answer
+    return flask.jsonify({"error": error.description, "field": None}), error.code
 
   @app.after_request
   def headers(response):

@@ -2,6 +2,8 @@
 
 import json
 import math
+import re
+import shutil
 import subprocess
 import sys
 
@@ -66,6 +68,7 @@ def test_sample_prints_only_the_completion_and_is_reproducible(run_dir):
                             temperature=0.0, stop_tokens=[tok.eos_id]).completions()[0]
   if completion and completion[-1] == tok.eos_id:
     completion = completion[:-1]
+  completion = [t for t in completion if t not in tok.special_ids]  # unless --raw
   assert completion and greedy.stdout == tok.decode(completion) + "\n"
   assert _run("sample.py", *args, "--temperature=0").stdout == greedy.stdout
   sampled = [_run("sample.py", *args, "--seed=1", "--top_k=20", "--top_p=0.9").stdout
@@ -155,3 +158,49 @@ def test_missing_run_or_index_is_a_clear_error(run_dir, tmp_path):
   assert done.returncode == 2 and "config.json does not exist" in done.stderr
   done = _run("chat.py", f"--workdir={run_dir}", "--rag_index=/no/such.jsonl", stdin="")
   assert done.returncode == 2 and "no such file or directory" in done.stderr
+
+
+def test_the_python_api_generates_text_as_sample_py_does(run_dir, tmp_path):
+  import jaxllm
+  run = jaxllm.load_run(run_dir)
+  texts = run.generate(["Greta Park works as", "The river"], max_new_tokens=12)
+  alone = _run("sample.py", f"--workdir={run_dir}", "--prompt=Greta Park works as",
+               "--max_new_tokens=12", "--temperature=0")
+  assert alone.returncode == 0, alone.stderr
+  assert texts[0] + "\n" == alone.stdout and isinstance(texts[1], str)
+  # A chat run (the kind is read from the run) gets the chat template and stops at the end of
+  # its turn; a list of messages works too. Here the pretrained params relabelled as SFT.
+  chat_run = tmp_path / "chat"
+  shutil.copytree(run_dir, chat_run, ignore=shutil.ignore_patterns("labels", "run.lock"))
+  config = json.loads((chat_run / "config.json").read_text())
+  (chat_run / "config.json").write_text(json.dumps({**config, "stage": "sft"}))
+  chat = jaxllm.load_run(chat_run)
+  ids, stops = chat.prompt_ids("What is 3 + 4?")
+  assert ids == chat.prompt_ids([{"role": "user", "content": "What is 3 + 4?"}])[0]
+  assert chat.tokenizer.decode(ids).rstrip().endswith("<|im_start|>assistant")
+  assert stops[0] == chat.tokenizer.token_id("<|im_end|>")
+  assert chat.generate(["What is 3 + 4?"], 8)[0] == _run(
+      "sample.py", f"--workdir={chat_run}", "--prompt=What is 3 + 4?", "--max_new_tokens=8",
+      "--temperature=0").stdout[:-1]
+
+
+def test_a_prompt_past_the_context_is_refused_or_truncated(run_dir):
+  long = "--prompt=" + "Greta Park works as a baker. " * 200  # about 1,400 tokens; context 256
+  refused = _run("sample.py", f"--workdir={run_dir}", long, "--max_new_tokens=8")
+  assert refused.returncode == 2
+  assert re.search(r"prompt 0 is [\d,]+ tokens; with max_new_tokens=8 that is past the model's "
+                   r"context of 256 tokens.*--truncate", refused.stderr), refused.stderr
+  cut = _run("sample.py", f"--workdir={run_dir}", long, "--max_new_tokens=8", "--truncate")
+  assert cut.returncode == 0, cut.stderr
+  assert "kept its last 247" in cut.stderr  # 256 - 8 new tokens - the BOS kept first
+
+
+def test_the_readme_python_blocks_run_as_written(run_dir):
+  """Every ```python block of the README, with the run it names replaced by a trained one."""
+  blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+  assert len(blocks) >= 3
+  for block in blocks:
+    code = block.replace('"runs/tiny"', repr(str(run_dir)))
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{block}\n{done.stderr[-2000:]}"

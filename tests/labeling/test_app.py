@@ -78,6 +78,24 @@ def test_bad_requests_get_400_naming_the_field(app_and_path, body, field):
   assert answer.get_json()["error"].startswith(field) and not path.exists()
 
 
+def test_bounded_requests_a_foreign_host_and_deep_json_get_4xx_not_500(tmp_path):
+  app = labeling.make_app(JudgementStore(tmp_path / "j.jsonl"), ITEMS,
+                          hosts=["127.0.0.1", "localhost"])
+  client = app.test_client()
+  ok = client.get("/api/progress?labeler=ann", headers={"Host": "127.0.0.1:8080"})
+  assert ok.status_code == 200
+  # DNS rebinding: another site's name pointed at this machine.
+  foreign = client.get("/api/progress?labeler=ann", headers={"Host": "evil.example:8080"})
+  assert foreign.status_code == 400 and "error" in foreign.get_json()
+  big = client.post("/api/judgements", data="{" + " " * 70_000 + "}",
+                    content_type="application/json", headers={"Host": "localhost:8080"})
+  assert big.status_code == 413 and "error" in big.get_json()
+  deep = client.post("/api/judgements", data="[" * 30_000 + "]" * 30_000,  # under 64 KiB
+                     content_type="application/json", headers={"Host": "localhost:8080"})
+  assert deep.status_code == 400 and deep.get_json()["field"] == "body"
+  assert not (tmp_path / "j.jsonl").exists()
+
+
 def test_json_only_and_model_text_is_never_html(app_and_path):
   app, _ = app_and_path
   client = app.test_client()
