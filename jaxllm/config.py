@@ -194,6 +194,18 @@ def on_accelerators(c: ml_collections.ConfigDict, remat: str) -> ml_collections.
   return c
 
 
+def validate_early(config: ml_collections.ConfigDict) -> None:
+  """`validate` before anything is prepared or written (jaxllm/rundir.py claims_workdir runs it):
+  on a copy whose vocab_size 0 ("the tokenizer's", resolved later) stands in as 1. Configs
+  without model and train sections (the tokenizer's, the pipeline's) are left alone."""
+  if "model" not in config or "train" not in config:
+    return
+  copy = ml_collections.ConfigDict(config.to_dict())
+  if copy.model.get("vocab_size") == 0:
+    copy.model.vocab_size = 1
+  validate(copy)
+
+
 def validate(config: ml_collections.ConfigDict) -> ModelConfig:
   """Checks the fields that do not depend on the devices; returns the model config."""
   model_cfg = ModelConfig.from_dict(config.model)

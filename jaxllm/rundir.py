@@ -33,6 +33,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from jaxllm import config as config_lib
 from jaxllm.errors import UserError
 from jaxllm.parallel import mesh as mesh_lib
 
@@ -110,7 +111,8 @@ def lock(workdir, what: str = "--workdir"):
   """Holds WORKDIR/run.lock while the block runs (re-entrant within a process).
 
   Refuses, naming the holder, while another live process holds it; clears a lock whose process
-  is gone when it was taken on this host. Only process 0 of a multi-process job locks (the
+  is gone when it was taken on this host. A directory it created is removed again when nothing
+  was written into it. Only process 0 of a multi-process job locks (the
   others write nothing the lock protects).
   """
   workdir = pathlib.Path(workdir)
@@ -124,6 +126,7 @@ def lock(workdir, what: str = "--workdir"):
       if not _held[path]:
         del _held[path]
     return
+  created = not workdir.exists()  # removed again if the command fails before writing anything
   workdir.mkdir(parents=True, exist_ok=True)
   for _ in range(2):
     try:
@@ -156,6 +159,8 @@ def lock(workdir, what: str = "--workdir"):
   finally:
     del _held[path]
     path.unlink(missing_ok=True)
+    if created and not any(workdir.iterdir()):
+      workdir.rmdir()
 
 
 def _process_index() -> int:
@@ -261,6 +266,7 @@ def claims_workdir(run: Callable) -> Callable:
   the resume check on the config as given, before anything is written."""
   @functools.wraps(run)
   def wrapped(config, workdir, *args, **kwargs):
+    config_lib.validate_early(config)  # the model and base fields, before anything is written
     if "distributed" in config:  # first, so that the lock knows which process this is
       mesh_lib.maybe_initialize_distributed(config.distributed)
     with lock(workdir):

@@ -24,6 +24,7 @@ writes params as a run; `import_hf` and `export_hf` convert whole Hugging Face d
 """
 
 import dataclasses
+import difflib
 import json
 import pathlib
 from collections.abc import Sequence
@@ -125,6 +126,20 @@ class Run:
                                         stop_tokens=stops, seed=seed)
     return [self.tokenizer.decode(ids if raw else [t for t in ids if t not in specials])
             for ids in completions]
+
+
+def require_run_dir(path, field: str) -> None:
+  """UserError naming `field` (the flag the user typed) when `path` is not a run directory,
+  with the nearest run directory beside it when one is close."""
+  path = pathlib.Path(path)
+  if (path / "config.json").is_file():
+    return
+  siblings = ([p.name for p in path.parent.iterdir() if (p / "config.json").is_file()]
+              if path.parent.is_dir() else [])
+  close = difflib.get_close_matches(path.name, siblings, n=1)
+  hint = f" (did you mean {str(path.parent / close[0])!r}?)" if close else ""
+  raise UserError(f"{field}={str(path)!r} is not a run directory: it has no config.json{hint}; "
+                  "give the --workdir of a trained run.")
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
@@ -343,6 +358,7 @@ def start_from(config, workdir) -> Run | None:
   if config.init.get("hf_path"):
     init = _start_from_hf(config)
   else:
+    require_run_dir(config.init.checkpoint, "config.init.checkpoint")
     init = load_run(config.init.checkpoint, None if config.init.step < 0 else config.init.step,
                     bidirectional_ok="mlm" in config)  # continued masked-LM pretraining
     if is_reward_model(init.config):

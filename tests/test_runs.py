@@ -56,3 +56,14 @@ def test_runs_written_before_the_stage_field_are_read_as_then():
 def test_save_run_needs_the_stage(tmp_path):
   with pytest.raises(ValueError, match="config.stage"):
     runs.save_run(tmp_path / "run", ml_collections.ConfigDict({"model": {}}), {}, None, 0)
+
+
+def test_a_bad_init_run_is_named_by_its_flag_with_the_nearest_run(tmp_path):
+  (tmp_path / "pretrain_tiny").mkdir()
+  (tmp_path / "pretrain_tiny" / "config.json").write_text("{}")
+  runs.require_run_dir(tmp_path / "pretrain_tiny", "config.init.checkpoint")
+  with pytest.raises(UserError, match=r"config.init.checkpoint='.*pretrain_tny' is not a run "
+                     r"directory: it has no config.json \(did you mean '.*pretrain_tiny'\?\)"):
+    runs.require_run_dir(tmp_path / "pretrain_tny", "config.init.checkpoint")
+  with pytest.raises(UserError, match="config.init.checkpoint='/nowhere/run' is not a run"):
+    runs.require_run_dir("/nowhere/run", "config.init.checkpoint")

@@ -153,11 +153,14 @@ def test_sigkill_at_a_seeded_random_point_then_same_command_is_bit_identical(ful
      "int"),
 ])
 def test_user_errors_print_one_line_and_exit_2(tmp_path, override, message):
-  result = subprocess.run(_cmd(tmp_path, override), cwd=ROOT, env=child_env(), capture_output=True,
-                          text=True)
+  workdir = tmp_path / "run"
+  result = subprocess.run(_cmd(workdir, override), cwd=ROOT, env=child_env(),
+                          capture_output=True, text=True)
   assert result.returncode == 2, result.stderr
   assert message in result.stderr
   assert "Traceback" not in result.stderr
+  if "num_kv_heads" in override or "nope.py" in override or "trian" in override:
+    assert not workdir.exists()  # found before any dataset is prepared or directory made
 
 
 @pytest.mark.parametrize("script,args,flag", [

@@ -123,6 +123,16 @@ def test_a_stale_lock_on_this_host_is_cleared_and_the_lock_is_released_after_err
   assert not path.exists()
 
 
+def test_a_directory_the_lock_made_is_removed_when_nothing_was_written(tmp_path):
+  for written in (False, True):
+    workdir = tmp_path / f"new-{written}" / "run"
+    with pytest.raises(RuntimeError), rundir.lock(workdir):
+      if written:
+        (workdir / "config.json").write_text("{}")
+      raise RuntimeError("a config error found after the lock was taken")
+    assert workdir.exists() == written and not (workdir / rundir.LOCK).exists()
+
+
 @pytest.mark.slow
 def test_a_second_writer_is_refused_while_a_run_trains(tiny_config, tmp_path):
   """Two runs into one --workdir: the second stops at once; the first finishes whole."""
