@@ -269,9 +269,11 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
                                              tc.peak_flops_per_device)
     tokens_per_step = tc.batch_size * seq_len * sequences_per_row * epochs
     step = int(jax.device_get(state["step"]))
+    first_step = step + 1  # of this call: its progress line is shown whatever log_every says
     pending = None  # (step, metrics) of the previous step, read after the next is dispatched
     compiled, compiled_shapes = None, None
     window_start, window_steps = None, 0
+    clock = _Clock(first_step - 1, tc.num_steps)
 
     def finish(step_done: int, metrics: dict) -> None:
       nonlocal window_start, window_steps
@@ -287,6 +289,9 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
             + (f"step {saved} (the newest checkpoint)." if saved is not None else "step 0."))
       window_steps += 1
       if step_done % tc.log_every and step_done != tc.num_steps:
+        if step_done == first_step:  # on the console only: metrics.jsonl keeps its cadence
+          _log(main, _progress_line(step_done, tc.num_steps, values, progress_keys)
+               + clock.line(step_done))
         return
       now = time.perf_counter()
       if window_start is not None and window_steps:
@@ -298,7 +303,8 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
               peak * jax.device_count())
       window_start, window_steps = now, 0
       writer.write(step_done, values)
-      _log(main, _progress_line(step_done, tc.num_steps, values, progress_keys))
+      _log(main, _progress_line(step_done, tc.num_steps, values, progress_keys)
+           + clock.line(step_done))
 
     def run_evals(at_step: int) -> None:
       eval_values = ({} if eval_batches is None else
@@ -320,9 +326,12 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
         local = next(train_iter)
       batch = sharding_lib.global_batch(local, mesh)
       if compiled is None:  # compiled ahead of the first step, to check its memory first
+        start = time.perf_counter()
         compiled = step_fn.lower(state, batch, train_rng, frozen).compile()
         compiled_shapes = _shapes(batch)
-        _log(main, memory_lib.check(compiled, tc.device_memory_gib))
+        _log(main, f"compiled the train step in {time.perf_counter() - start:.1f} s; "
+             + memory_lib.check(compiled, tc.device_memory_gib))
+        clock.restart()  # the ETA counts steps, not the compile
       if _shapes(batch) == compiled_shapes:
         state, metrics = compiled(state, batch, train_rng, frozen)
       else:  # a batch of another shape (a ragged last batch): jit compiles for it
@@ -362,6 +371,32 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
     if pending is not None:
       finish(*pending)
   return state
+
+
+class _Clock:
+  """Elapsed time of a call to train and the estimated time to its last step, from the steps
+  run so far (after the compile)."""
+
+  def __init__(self, start_step: int, num_steps: int):
+    self.start_step, self.num_steps = start_step, num_steps
+    self.began = self.counted_from = time.perf_counter()
+
+  def restart(self) -> None:
+    self.counted_from = time.perf_counter()
+
+  def line(self, step: int) -> str:
+    now = time.perf_counter()
+    done = step - self.start_step
+    text = f" | {_duration(now - self.began)} elapsed"
+    if done > 0 and step < self.num_steps:
+      text += f", ETA {_duration((now - self.counted_from) / done * (self.num_steps - step))}"
+    return text
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def _progress_line(step: int, num_steps: int, values: dict[str, float],

@@ -1,8 +1,8 @@
 """Memory per device of a compiled step, checked against the device before the first step.
 
 The estimate is XLA's own for the compiled program (per device, since the program is SPMD):
-its peak of live buffers when reported, otherwise arguments + outputs - donated aliases +
-temporaries. The limit is the device's `bytes_limit` (GPU, TPU); on CPU, where the devices
+arguments + outputs - donated aliases + temporaries, or its peak of live buffers when that is
+larger. The limit is the device's `bytes_limit` (GPU, TPU); on CPU, where the devices
 share the host, the host's memory divided by the local devices. config.train.device_memory_gib
 overrides it (a margin for other processes, or a test).
 """
@@ -24,8 +24,10 @@ def estimate(compiled) -> dict[str, int]:
     return {}
   out = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
          "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}
-  out["total"] = getattr(m, "peak_memory_in_bytes", 0) or (
-      out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"])
+  out["sum"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"]
+  out["peak"] = getattr(m, "peak_memory_in_bytes", 0) or 0
+  # Checked: the larger of the two (the CPU backend's "peak" leaves the temporaries out).
+  out["total"] = max(out["sum"], out["peak"])
   return out
 
 
@@ -55,9 +57,11 @@ def check(compiled, override_gib: float = 0.0) -> str:
   if not est:
     return "memory per device: not reported by this backend"
   limit = device_limit(jax.local_devices()[0], override_gib)
-  line = (f"memory per device (compiled step): {_size(est['total'])} = "
+  line = (f"memory per device (compiled step): {_size(est['sum'])} = "
           f"{_size(est['arguments'])} state and batch + {_size(est['temporaries'])} "
           f"temporaries + {_size(est['outputs'] - est['aliased'])} new outputs")
+  if est["peak"] > est["sum"]:
+    line += f" (XLA's peak of live buffers: {_size(est['peak'])})"
   if limit is None:
     return line + " (device limit unknown)"
   line += f", of {_size(limit)}"

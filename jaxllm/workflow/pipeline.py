@@ -220,6 +220,19 @@ def _record(paths: Paths, stage: str, **values) -> None:
   rundir.write_text(paths.status, json.dumps(status, indent=1) + "\n")
 
 
+def _progress(paths: Paths, remaining: list[str], began: float) -> str:
+  """Elapsed time of this call, and the time the remaining stages took when they last ran here
+  (DIR/pipeline.json), when each of them has run before."""
+  elapsed = time.perf_counter() - began
+  text = f"{int(elapsed) // 60}:{int(elapsed) % 60:02d} elapsed"
+  status = json.loads(paths.status.read_text()) if paths.status.is_file() else {}
+  took = [status.get(s, {}).get("seconds") for s in remaining]
+  if all(took):
+    left = int(sum(took))
+    text += f", about {left // 60}:{left % 60:02d} left (as these stages took here before)"
+  return text
+
+
 def _set_aside(stage: str, paths: Paths) -> None:
   """Moves a stale stage's directory to DIR/stale/STAGE-TIME (kept, not deleted) and forgets its
   record, so it is done again."""
@@ -245,7 +258,8 @@ def run(config, workdir) -> dict:
   paths = Paths(pathlib.Path(workdir))
   paths.root.mkdir(parents=True, exist_ok=True)
   rundir.write_text(paths.root / "config.json", config.to_json(indent=1) + "\n")
-  for stage in selected(config):
+  chosen, began = selected(config), time.perf_counter()
+  for k, stage in enumerate(chosen, 1):
     if stage in _KEYED and is_stale(config, stage, paths):
       _set_aside(stage, paths)
     if is_complete(config, stage, paths):
@@ -258,7 +272,7 @@ def run(config, workdir) -> dict:
     if stage == "pretrain" and not paths.tokenizer_file.is_file():
       raise UserError(f"stage pretrain needs {paths.tokenizer_file}; add tokenizer (and data) "
                       "to config.stages.")
-    print(f"== {stage}")
+    print(f"== stage {k}/{len(chosen)}: {stage} ({_progress(paths, chosen[k - 1:], began)})")
     start = time.perf_counter()
     if stage == "data":
       run_data(config, paths)

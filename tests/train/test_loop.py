@@ -99,8 +99,8 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_run_redoes_its_steps(
 @pytest.mark.slow
 def test_the_memory_guard_stops_before_the_first_step(tiny_config, tmp_path, capsys):
   pretrain.run(tiny_config, tmp_path / "fits")
-  line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("memory per"))
-  used_mib = float(line.split(": ")[1].split(" MiB")[0])
+  line = next(ln for ln in capsys.readouterr().out.splitlines() if "memory per device" in ln)
+  used_mib = float(line.split("(compiled step): ")[1].split(" MiB")[0])
   assert 0 < used_mib < 100 and "temporaries" in line and " GiB" in line  # of the host's share
   tiny_config.train.device_memory_gib = used_mib / 2 / 1024
   with pytest.raises(UserError, match=r"needs .* MiB per device .*remat=full .*microbatches"
@@ -332,3 +332,15 @@ def test_the_progress_line_shows_the_loop_keys_then_the_recipe_keys():
   line = loop._progress_line(3, 10, {"train/loss": 1.5, "rollout/reward_mean": 0.25,
                                      "perf/tokens_per_second": 1234.0, "other": 1.0}, keys)
   assert line == "step 3/10 | loss 1.5000 | reward 0.25 | 1,234 tok/s"
+
+
+def test_the_clock_gives_elapsed_time_and_an_eta_from_the_steps_after_the_compile(monkeypatch):
+  now = [100.0]
+  monkeypatch.setattr(loop.time, "perf_counter", lambda: now[0])
+  clock = loop._Clock(start_step=20, num_steps=120)  # a run resumed at step 20
+  now[0] = 130.0  # 30 s of compiling
+  clock.restart()
+  now[0] = 140.0  # then 10 steps in 10 s: 1 s a step, 90 steps to go
+  assert clock.line(30) == " | 0:40 elapsed, ETA 1:30"
+  now[0] = 100.0 + 3 * 3600 + 230
+  assert clock.line(120) == " | 3:03:50 elapsed"  # the last step: no ETA

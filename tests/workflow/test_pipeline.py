@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 
 import pytest
 
@@ -58,6 +59,8 @@ def test_tiny_pipeline_end_to_end_then_resume(tmp_path):
   args = ("--config=configs/pipeline/tiny.py:steps=4", f"--workdir={workdir}")
   done = run_script("pipeline.py", *args)
   assert done.returncode == 0, done.stderr[-3000:]
+  assert re.search(r"== stage 3/8: pretrain \(\d+:\d\d elapsed\)", done.stdout)
+  assert re.search(r"step 1/4 \| loss .* \| \d+:\d\d elapsed, ETA \d+:\d\d", done.stdout)
   assert (workdir / "data" / "stats.json").is_file()
   check = json.loads((workdir / "data" / "crawl_check.json").read_text())
   assert check["junk_removed"] == 1.0 and check["content_kept"] > 0.5
