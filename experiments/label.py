@@ -18,6 +18,7 @@ import contextlib
 import json
 import pathlib
 import signal
+import sys
 
 from absl import flags
 
@@ -123,6 +124,8 @@ def sample_and_serve(sampling) -> None:
     print(f"warning: --host={FLAGS.host}: the page has no login; anyone who can reach this "
           "address can read the responses and add judgements.", flush=True)
   print(f"labeling page: http://{FLAGS.host}:{server.server_port}/ (Ctrl-C to stop)", flush=True)
+  # werkzeug colours its request lines on POSIX whatever the output is: plain lines into files.
+  serving._log_add_style = sys.stderr.isatty()  # noqa: SLF001
   signal.signal(signal.SIGTERM, _stop)  # stop as on Ctrl-C: the run's lock is released
   with contextlib.suppress(KeyboardInterrupt):
     server.serve_forever()

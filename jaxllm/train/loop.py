@@ -318,6 +318,9 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       run_evals(0)
     while step < tc.num_steps:
       if on_policy:
+        if pending is not None:  # the update's line before the next rollout's: in step order
+          finish(*pending)
+          pending = None
         local = train_iter.next_for(state["params"], frozen)
         writer.write(step + 1, train_iter.last_metrics)
         _log(main, _progress_line(step + 1, tc.num_steps, train_iter.last_metrics,

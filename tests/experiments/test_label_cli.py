@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import pytest
@@ -54,10 +55,14 @@ def test_label_samples_once_serves_exports_and_names_bad_lines(pretrained_run, t
   try:
     served = _call(url + "api/next?labeler=ann")
     assert served["item"]["id"] == items[1].id and served["progress"]["done"] == 1
+    with pytest.raises(urllib.error.HTTPError, match="404"):  # werkzeug colours these lines
+      _call(url + "api/nothing")
   finally:
     server.terminate()
     server.wait(timeout=10)
   assert not (run / "labels" / "run.lock").exists()  # SIGTERM stops the server cleanly
+  log = server.stderr.read()
+  assert "GET /api/nothing" in log and "\x1b[" not in log  # request lines, no colour codes
 
   labels.append_jsonl(judgements, [
       labels.make_judgement(items[1], {"labeler": "ann", "ranking": [[0, 1]]}),

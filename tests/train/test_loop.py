@@ -2,6 +2,7 @@
 before a damaged one, divergence stop."""
 
 import os
+import re
 import signal
 
 import jax
@@ -305,7 +306,7 @@ def _lm_batch(rows, seq_len, seed=0):
 
 
 def test_an_on_policy_source_makes_each_batch_with_the_params_being_trained(tiny_config,
-                                                                            tmp_path):
+                                                                            tmp_path, capsys):
   from jaxllm.objectives import lm
   tiny_config.train.num_steps = 3
   source = _SumSource(_lm_batch(8, 32))
@@ -313,6 +314,10 @@ def test_an_on_policy_source_makes_each_batch_with_the_params_being_trained(tiny
   loop.train(tiny_config, tmp_path, model, lm.lm_loss, source,
              progress=(("rollout/param_sum", "param sum {:.2f}"),))
   assert len(source.param_sums) == 3 and len(set(source.param_sums)) == 3  # updated each step
+  # Each step's rollout line, then its update line, in step order.
+  printed = [(int(m.group(1)), "param sum" in line) for line in capsys.readouterr().out.splitlines()
+             if (m := re.match(r"step (\d+)/3 \|", line))]
+  assert printed == [(1, True), (1, False), (2, True), (2, False), (3, True), (3, False)]
   logged = [m["rollout/param_sum"] for m in read_metrics(tmp_path) if "rollout/param_sum" in m]
   assert logged == pytest.approx(source.param_sums)
 
