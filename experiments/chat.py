@@ -4,8 +4,11 @@
   python experiments/chat.py --workdir=RUN --rag_index=/tmp/world/kb.jsonl < questions.txt
 
 Reads one user message per line. On a terminal it prompts with "> "; otherwise it answers each
-input line and exits at end of input. --rag_index (a passages .jsonl file, or a directory saved
-by Bm25Index.save) puts the top passages before each question and adds a "search" tool.
+input line, ends each reply with a line "---", and exits at end of input. /reset starts a new
+conversation, /quit ends, /help lists these. A one-line banner (the run, its step and chat
+template) goes to stderr. --rag_index (a passages .jsonl file, or a directory saved by
+Bm25Index.save) puts the top passages before each question and adds a "search" tool; the
+world's knowledge base is kb.jsonl in a world run's data/world-seed0/.
 """
 
 import sys
@@ -13,9 +16,13 @@ import sys
 from absl import flags
 
 from jaxllm import cli, runs
+from jaxllm.data import chat as chat_lib
 from jaxllm.inference import assistant, retrieval, sampler, tools
 
 FLAGS = flags.FLAGS
+DELIMITER = "---"
+COMMANDS = {"/reset": "(a new conversation)", "/quit": "",
+            "/help": "/reset starts a new conversation, /quit ends (so does end of input)"}
 cli.define_run_flags()
 cli.define_sampling_flags(temperature=0.0, max_new_tokens=256)
 flags.DEFINE_string("system", "", "System prompt (tools are listed after it).")
@@ -39,8 +46,12 @@ def main(argv):
   system = FLAGS.system
   if registry is not None and system:
     system += "\nTools:\n" + registry.describe()
-  history = [{"role": "system", "content": system}] if system else []
+  start = [{"role": "system", "content": system}] if system else []
+  history = list(start)
   interactive = sys.stdin.isatty()
+  print(f"chat with {FLAGS.workdir} (step {run.step}, a {runs.model_kind(run.config)} run, "
+        f"{chat_lib.format_name(tok)} template); /help for commands", file=sys.stderr,
+        flush=True)
   turn = 0
   while True:
     if interactive:
@@ -50,6 +61,14 @@ def main(argv):
       break
     question = line.rstrip("\n")
     if not question.strip():
+      continue
+    command = question.strip().lower()
+    if command in COMMANDS:
+      if command == "/quit":
+        break
+      if command == "/reset":
+        history = list(start)
+      print(COMMANDS[command], flush=True)
       continue
     content = question
     if index is not None:
@@ -65,6 +84,8 @@ def main(argv):
         call = message.get("tool_calls")
         print(f"[tool call] {call[0]}" if call else f"[tool] {message['content']}", flush=True)
     print(added[-1]["content"], flush=True)
+    if not interactive:
+      print(DELIMITER, flush=True)  # where a reply of several lines ends
     turn += 1
 
 

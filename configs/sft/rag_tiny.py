@@ -3,7 +3,9 @@ BM25-retrieved passages, citing the passage sentence, and from memory without pa
 
   python experiments/sft.py --config=configs/sft/rag_tiny.py --workdir=/tmp/jaxllm/rag \\
       --config.init.checkpoint=/tmp/jaxllm/tiny
-  python experiments/evaluate.py --workdir=/tmp/jaxllm/rag --task=kb --rag_index=WORLD/kb.jsonl
+  python experiments/evaluate.py --workdir=/tmp/jaxllm/rag --config.suites=rag
+  python experiments/chat.py --workdir=/tmp/jaxllm/rag \\
+      --rag_index=/tmp/jaxllm/tiny/data/world-seed0/kb.jsonl
 
 The data (jaxllm.inference.retrieval.world_rag_conversations) mixes the world's training
 questions with and without passages, and questions about `other_worlds` freshly generated

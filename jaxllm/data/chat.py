@@ -238,6 +238,15 @@ def _detect(tokenizer: Tokenizer) -> ChatFormat | None:
   return None
 
 
+def format_name(tokenizer: Tokenizer) -> str:
+  """"ChatML" or "Llama 3 header" (the format `format_of` gives), or "no chat" when the
+  vocabulary has neither."""
+  fmt = _detect(tokenizer)
+  if fmt is None:
+    return "no chat"
+  return "ChatML" if fmt.header_end is None else "Llama 3 header"
+
+
 def format_of(tokenizer: Tokenizer) -> ChatFormat:
   """The chat format of the tokenizer's vocabulary: header style when it has all of
   <|start_header_id|>, <|end_header_id|> and <|eot_id|> (Llama 3), else ChatML.

@@ -137,7 +137,7 @@ def test_chat_answers_each_input_line_and_the_model_sees_the_retrieved_passages(
     # One turn per non-empty line, and what is printed is each turn's final reply.
     turns = seen["turns"]
     assert len(turns) == 2, turns
-    assert stdout == "".join(t["added"][-1]["content"] + "\n" for t in turns)
+    assert stdout == "".join(t["added"][-1]["content"] + "\n---\n" for t in turns)
     users = [t["messages"][-1] for t in turns]
     assert all(u["role"] == "user" for u in users)
     prompts = [[tok.decode(ids) for ids in t["prompts"]] for t in turns]
@@ -151,6 +151,17 @@ def test_chat_answers_each_input_line_and_the_model_sees_the_retrieved_passages(
     assert users[1]["content"].startswith(f"Passages:\n[1] Greta Park. {greta['text']}\n")
     assert users[1]["content"].endswith(f"\n\nQuestion: {questions[1]}")
     assert all(greta["text"] in text for text in prompts[1]), prompts[1]
+
+
+def test_chat_commands_and_banner(run_dir):
+  done = _run("chat.py", f"--workdir={run_dir}", "--max_new_tokens=4",
+              stdin="/help\nWhat is 3 + 4?\n/reset\n/quit\nnot answered\n")
+  assert done.returncode == 0, done.stderr
+  lines = done.stdout.splitlines()
+  assert lines[0].startswith("/reset starts a new conversation") and lines[-1] == (
+      "(a new conversation)")
+  assert lines.count("---") == 1  # one reply: the line after /quit is not read
+  assert f"chat with {run_dir} (step 30, a base run, ChatML template)" in done.stderr
 
 
 def test_missing_run_or_index_is_a_clear_error(run_dir, tmp_path):
