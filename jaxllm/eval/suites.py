@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -391,7 +392,8 @@ def evaluate(run: runs.Run, config, shared: dict | None = None) -> dict[str, Any
   ctx = Context(run, config, kind, data, {} if shared is None else shared)
   out = {"stage": stage, "kind": kind, "step": run.step, "world_seed": seed, "suites": {},
          "metrics": {}, "skipped": {}, "seconds": {}}
-  for suite in selected(config):
+  chosen = selected(config)
+  for k, suite in enumerate(chosen, 1):
     reason = applies(suite, kind, config)
     if reason:
       out["skipped"][suite] = reason
@@ -399,6 +401,9 @@ def evaluate(run: runs.Run, config, shared: dict | None = None) -> dict[str, Any
     start = time.perf_counter()
     result = SUITE_FNS[suite](ctx)
     out["seconds"][suite] = round(time.perf_counter() - start, 2)
+    if jax.process_index() == 0:
+      print(f"eval {stage} step {run.step}: {suite} ({k}/{len(chosen)}) in "
+            f"{out['seconds'][suite]:.1f} s", flush=True)
     out["suites"][suite] = result
     out["metrics"].update({f"{suite}/{k}": v for k, v in result.items()
                            if isinstance(v, (int, float)) and not isinstance(v, bool)})

@@ -98,6 +98,7 @@ def test_evaluate_writes_perplexity_and_bits_per_byte(run_dir):
   assert math.log(lm["perplexity"]) == pytest.approx(train_eval["eval/loss"], abs=0.1)
   assert result["metrics"]["lm/perplexity"] == lm["perplexity"]
   assert "lm/perplexity" in done.stdout
+  assert "eval pretrain step 30: lm (1/1) in " in done.stdout  # per-suite progress
 
 
 def test_evaluate_rag_with_the_world_and_a_given_index(run_dir, tmp_path):
