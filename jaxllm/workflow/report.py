@@ -68,6 +68,16 @@ def _plt():
   return plt
 
 
+def _y_from_zero(ax, values: list[float]) -> None:
+  """The y axis starts at 0 so that a small change does not fill the panel; where values go
+  below 0 (an RL or DPO loss), the panel says why it does not."""
+  finite = [v for v in values if v is not None and math.isfinite(v)]
+  if finite and min(finite) >= 0:
+    ax.set_ylim(bottom=0)
+  elif finite:
+    ax.set_title(ax.get_title() + " (below 0: axis not from 0)", fontsize=8)
+
+
 def plot_losses(root: pathlib.Path, path: pathlib.Path) -> bool:
   stages = [s for s in TRAINING if metrics_lib.read_metrics(root / s)]
   if not stages:
@@ -76,14 +86,17 @@ def plot_losses(root: pathlib.Path, path: pathlib.Path) -> bool:
   fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3), squeeze=False)
   for ax, stage in zip(axes[0], stages):
     rows = metrics_lib.read_metrics(root / stage)
+    shown = []
     for key, style in (("train/loss", "-"), ("eval/loss", "o--")):
       x, y = series(rows, key)
       if x:
         ax.plot(x, y, style, label=key.split("/")[0], markersize=3)
+        shown += y
     ax.set_title(stage)
     ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    _y_from_zero(ax, shown)
     ax.legend(fontsize=7)
-  axes[0][0].set_ylabel("loss")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -98,8 +111,12 @@ def plot_eval_bars(evals: dict[str, dict], path: pathlib.Path) -> bool:
   fig, ax = plt.subplots(figsize=(min(14, max(6, 1.2 * len(keys))), 3.6))
   width = 0.8 / len(evals)
   for i, (stage, result) in enumerate(evals.items()):
-    values = [result["metrics"].get(k) or 0.0 for k in keys]
-    ax.bar([j + i * width for j in range(len(keys))], values, width, label=stage)
+    bar = ax.bar([j + i * width for j in range(len(keys))],
+                 [result["metrics"].get(k) or 0.0 for k in keys], width, label=stage)
+    for j, key in enumerate(keys):
+      if result["metrics"].get(key) is None:  # the suite does not apply to this stage
+        bar[j].set_visible(False)
+        ax.text(j + i * width, 0.01, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
   ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
   ax.set_xticklabels(keys, rotation=30, ha="right", fontsize=7)
   ax.set_ylabel("fraction")
@@ -113,7 +130,13 @@ def plot_eval_bars(evals: dict[str, dict], path: pathlib.Path) -> bool:
 
 
 def plot_keys(rows: list[dict], curves, title: str, path: pathlib.Path) -> bool:
-  curves = [(k, label) for k, label in curves if series(rows, k)[0]]
+  kept, seen = [], []
+  for key, label in curves:  # a curve equal to one already shown (the reward when it is the
+    points = series(rows, key)  # accuracy) is left out, not drawn twice
+    if points[0] and points not in seen:
+      kept.append((key, label))
+      seen.append(points)
+  curves = kept
   if not curves:
     return False
   plt = _plt()
@@ -123,6 +146,8 @@ def plot_keys(rows: list[dict], curves, title: str, path: pathlib.Path) -> bool:
     ax.plot(x, y, "o-" if len(x) < 20 else "-", markersize=3)
     ax.set_title(label, fontsize=9)
     ax.set_xlabel("step")
+    ax.set_ylabel(key, fontsize=7)
+    _y_from_zero(ax, y)
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
@@ -136,9 +161,10 @@ def plot_compute(table: dict[str, dict], path: pathlib.Path) -> bool:
     return False
   plt = _plt()
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3))
-  ax1.bar(stages, [table[s].get("flops") or 0 for s in stages])
-  ax1.set_yscale("symlog")
-  ax1.set_title("training FLOPs", fontsize=9)
+  trained = [s for s in stages if table[s].get("flops")]  # data, tokenizer, eval: no bars
+  ax1.bar(trained, [table[s]["flops"] for s in trained])
+  ax1.set_yscale("log")
+  ax1.set_title("training FLOPs (log scale)", fontsize=9)
   ax2.bar(stages, [table[s]["seconds"] for s in stages])
   ax2.set_title("wall seconds", fontsize=9)
   for ax in (ax1, ax2):

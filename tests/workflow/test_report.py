@@ -82,3 +82,33 @@ def test_report_tables_and_plots(root):
 def test_report_of_an_empty_directory(tmp_path):
   text = report.write(tmp_path).read_text()
   assert text.startswith("# Pipeline report") and not list(tmp_path.glob("*.png"))
+
+
+def test_plots_a_reader_trusts_at_a_glance(root, monkeypatch):
+  """Axes from zero (a change of 0.005 does not fill the panel), every panel labelled, n/a
+  instead of empty bars, no curve drawn twice, no FLOPs bars for stages that do not train."""
+  from matplotlib.figure import Figure
+  saved = {}
+  monkeypatch.setattr(Figure, "savefig",
+                      lambda fig, path, **kwargs: saved.__setitem__(path.stem, fig))
+  _write(root / "reward" / "metrics.jsonl",  # a held-out accuracy that moves by 0.005
+         [{"step": 5, "eval/accuracy": 0.700, "eval/margin": 0.3},
+          {"step": 10, "eval/accuracy": 0.705, "eval/margin": 0.31}])
+  report.write(root)
+  rm_axes = saved["reward_model"].axes
+  assert [ax.get_ylim()[0] for ax in rm_axes] == [0, 0]
+  assert [ax.get_ylabel() for ax in rm_axes] == ["eval/accuracy", "eval/margin"]
+  # rollout reward == rollout accuracy here: one panel for the two.
+  assert [ax.get_title() for ax in saved["rl_curves"].axes] == [
+      "rollout reward", "held-out accuracy"]
+  losses = {ax.get_title(): ax for ax in saved["loss_curves"].axes}
+  assert losses["pretrain"].get_ylim()[0] == 0 and all(
+      ax.get_ylabel() == "loss" for ax in losses.values())
+  (bars,) = saved["eval_by_stage"].axes
+  labels = [t.get_text() for t in bars.texts]
+  assert labels == ["n/a"]  # pretrain has no math/accuracy; its qa/accuracy of 0 is a bar
+  hidden = [p for p in bars.patches if not p.get_visible()]
+  assert len(hidden) == labels.count("n/a")
+  flops_ax, _ = saved["compute"].axes
+  trained = [t.get_text() for t in flops_ax.get_xticklabels()]
+  assert "pretrain" in trained and "data" not in trained  # data trains nothing: no empty bar
