@@ -106,10 +106,30 @@ def _fail_for_user_error(error: Exception) -> None:
        "configs/pretrain/tiny.py.")
 
 
+def _not_from_orbax_threads(record) -> bool:
+  """Drops orbax's error logs of its background threads (each with a long traceback): the error
+  they log is raised again in the main thread, where it is reported in one line."""
+  return not ("orbax" in record.pathname and record.levelno >= logging.ERROR)
+
+
+def _quiet_closed_loop(hook):
+  """`hook` (sys.excepthook or sys.unraisablehook) without the "Event loop is closed" errors
+  that tensorstore's callbacks raise once orbax has given up on a failed save."""
+  def filtered(*args):
+    error = args[1] if len(args) == 3 else getattr(args[0], "exc_value", None)
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+      return
+    hook(*args)
+  return filtered
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   def wrapped(argv):
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+      logging.get_absl_logger().addFilter(_not_from_orbax_threads)
+      sys.excepthook = _quiet_closed_loop(sys.excepthook)
+      sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
     try:
       main(argv)
     except (UserError, OSError) as e:

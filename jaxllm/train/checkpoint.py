@@ -14,6 +14,7 @@ files are missing or cut off is damage whether sealed or not.
 """
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -198,6 +199,26 @@ def check_manifest(step_dir: Path) -> str | None:
   return None
 
 
+# What the OS says when a checkpoint cannot be written (tensorstore and orbax pass it on).
+_WRITE_FAILURES = ("No space left on device", "Read-only file system", "Permission denied",
+                   "Disk quota exceeded")
+
+
+def write_failure(error: BaseException | None) -> str | None:
+  """The OS's reason when `error` (or an error it was raised from) is a failed write: a full
+  disk, a read-only or forbidden directory; None for anything else."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.strerror in _WRITE_FAILURES:
+      return error.strerror
+    found = next((m for m in _WRITE_FAILURES if m in str(error)), None)
+    if found:
+      return found
+    error = error.__cause__ or error.__context__
+  return None
+
+
 class CheckpointDamaged(Exception):
   """The restored arrays differ from the checksums saved with them."""
 
@@ -236,13 +257,39 @@ class Checkpoints:
     self._pool = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="seal")
                   if jax.process_index() == 0 else None)
     self._sealing: list[concurrent.futures.Future] = []
+    self._failed = False
 
   def save(self, step: int, state: Any, data_state: dict) -> None:
     """Starts saving `step` (returns once device arrays are copied). The orbax save first waits
     for the previous one, so every earlier step is complete here and gets sealed."""
-    save(self.manager, step, state, data_state)
+    with self._writes(step):
+      save(self.manager, step, state, data_state)
     self._seal(self._unsealed)
     self._unsealed = [step]
+
+  def check(self) -> None:
+    """Raises the error of an asynchronous save that failed in the background (a full disk),
+    so that training stops within a log interval rather than at the next save."""
+    with self._writes(None):
+      self.manager.check_for_errors()
+
+  @contextlib.contextmanager
+  def _writes(self, step: int | None):
+    """A failed write (full disk, read-only directory) as one UserError naming the directory,
+    the reason and where a rerun starts; the steps already saved stay as they are."""
+    try:
+      yield
+    except Exception as e:  # noqa: BLE001  (only write failures are turned into a UserError)
+      reason = write_failure(e)
+      if reason is None:
+        raise
+      self._failed = True
+      complete = [s for s in self.manager.all_steps() if s != step and s not in self._unsealed]
+      newest = max(complete, default=None)
+      raise UserError(
+          f"{self.directory}: cannot write a checkpoint ({reason}); free space or make the "
+          "directory writable, then run the same command again: it resumes from "
+          + (f"step {newest}." if newest is not None else "step 0.")) from None
 
   def _seal(self, steps: list[int]) -> None:
     if self._pool is not None:
@@ -289,7 +336,8 @@ class Checkpoints:
     self.manager.reload()
 
   def wait_until_finished(self) -> None:
-    self.manager.wait_until_finished()
+    with self._writes(None):
+      self.manager.wait_until_finished()
     self._seal(self._unsealed)
     self._unsealed = []
     for future in self._sealing:
@@ -297,9 +345,11 @@ class Checkpoints:
     self._sealing = []
 
   def close(self) -> None:
-    """Waits for the last save and its seal, then closes the manager."""
+    """Waits for the last save and its seal, then closes the manager (after a failed write,
+    which was reported, without waiting on it again)."""
     try:
-      self.wait_until_finished()
+      if not self._failed:
+        self.wait_until_finished()
     finally:
       if self._pool is not None:
         self._pool.shutdown()

@@ -302,6 +302,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
           values["perf/mfu"] = flops_per_token * tokens_per_step / seconds / (
               peak * jax.device_count())
       window_start, window_steps = now, 0
+      checkpoints.check()  # a save that failed in the background stops the run here
       writer.write(step_done, values)
       _log(main, _progress_line(step_done, tc.num_steps, values, progress_keys)
            + clock.line(step_done))

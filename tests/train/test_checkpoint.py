@@ -200,3 +200,25 @@ def test_the_newest_complete_step_exists_at_every_moment_of_later_saves(tmp_path
   watcher.join()
   assert not gaps, gaps[:3]
   assert sorted(p.name for p in directory.iterdir() if p.name.isdigit()) == ["11"]
+
+
+def test_a_full_disk_or_read_only_directory_is_one_error_and_the_saved_steps_stay(
+    tmp_path, monkeypatch):
+  directory = _saved(tmp_path, steps=(1, 2))
+  ckpts = checkpoint.Checkpoints(directory, 3, async_save=False, log=lambda m: None)
+  real_save = checkpoint.save
+
+  def full(manager, step, state, data_state):
+    try:  # as tensorstore reports it, wrapped by orbax
+      raise OSError(28, "No space left on device")
+    except OSError as e:
+      raise ValueError(f"RESOURCE_EXHAUSTED: Error writing step {step}") from e
+  monkeypatch.setattr(checkpoint, "save", full)
+  with pytest.raises(UserError, match=r"checkpoints: cannot write a checkpoint \(No space left "
+                     r"on device\); free space .* resumes from step 2\."):
+    ckpts.save(3, _state(3), {"position": 3})
+  ckpts.close()  # reported once: closing does not wait on the failed save again
+  monkeypatch.setattr(checkpoint, "save", real_save)
+  assert checkpoint.make_manager(directory, 3).all_steps() == [1, 2]
+  assert checkpoint.write_failure(OSError(30, "Read-only file system")) == "Read-only file system"
+  assert checkpoint.write_failure(ValueError("DATA_LOSS: a checksum")) is None
