@@ -289,15 +289,24 @@ def load_run(workdir, step: int | None = None, *, bidirectional_ok: bool = False
     adapters, step = _restore(workdir, LoraModel(model.clone(lora=lora)), step)
     params = lora_lib.merge(_base_as_trained(base_params, model.cfg, config), adapters, lora)
   else:
-    base_dir = config.init.checkpoint
-    if not base_dir or not (pathlib.Path(base_dir) / "checkpoints").is_dir():
-      raise UserError(f"{workdir} is a LoRA run whose base run config.init.checkpoint="
-                      f"{base_dir!r} has no checkpoints/; restore that directory or edit "
-                      f"{pathlib.Path(workdir) / 'config.json'} to point at it.")
+    base_dir = lora_base_dir(config, workdir)
     base = load_run(base_dir, None if config.init.step < 0 else config.init.step)
     adapters, step = _restore(workdir, LoraModel(model.clone(lora=lora)), step)
     params = lora_lib.merge(_base_as_trained(base.params, model.cfg, config), adapters, lora)
   return Run(config, model, params, run_tokenizer(workdir, config), step)
+
+
+def lora_base_dir(config, workdir) -> pathlib.Path:
+  """The run a LoRA run's adapters sit on: config.init.checkpoint (absolute since runs record it
+  so), else a run of that name beside the LoRA run (a pipeline directory moved whole)."""
+  given = config.init.checkpoint
+  beside = pathlib.Path(workdir).parent / pathlib.Path(given).name if given else None
+  for candidate in (pathlib.Path(given) if given else None, beside):
+    if candidate is not None and (candidate / "checkpoints").is_dir():
+      return candidate
+  raise UserError(f"{workdir} is a LoRA run whose base run config.init.checkpoint={given!r} has "
+                  f"no checkpoints/ (nor has {str(beside)!r}); restore that directory or edit "
+                  f"{pathlib.Path(workdir) / 'config.json'} to point at it.")
 
 
 def _base_as_trained(params, cfg: ModelConfig, config) -> Any:
@@ -359,6 +368,8 @@ def start_from(config, workdir) -> Run | None:
     init = _start_from_hf(config)
   else:
     require_run_dir(config.init.checkpoint, "config.init.checkpoint")
+    # Recorded absolute: the run reads it (a LoRA run's base) from any working directory.
+    config.init.checkpoint = str(pathlib.Path(config.init.checkpoint).absolute())
     init = load_run(config.init.checkpoint, None if config.init.step < 0 else config.init.step,
                     bidirectional_ok="mlm" in config)  # continued masked-LM pretraining
     if is_reward_model(init.config):

@@ -67,3 +67,15 @@ def test_a_bad_init_run_is_named_by_its_flag_with_the_nearest_run(tmp_path):
     runs.require_run_dir(tmp_path / "pretrain_tny", "config.init.checkpoint")
   with pytest.raises(UserError, match="config.init.checkpoint='/nowhere/run' is not a run"):
     runs.require_run_dir("/nowhere/run", "config.init.checkpoint")
+
+
+def test_a_lora_runs_base_is_found_where_recorded_or_beside_a_moved_run(tmp_path):
+  for name in ("pretrain", "moved/pretrain"):
+    (tmp_path / name / "checkpoints").mkdir(parents=True)
+  config = ml_collections.ConfigDict({"init": {"checkpoint": str(tmp_path / "pretrain")}})
+  assert runs.lora_base_dir(config, tmp_path / "sft") == tmp_path / "pretrain"
+  # The pipeline directory moved whole: the recorded path is gone, the base is beside the run.
+  config.init.checkpoint = str(tmp_path / "gone" / "pretrain")
+  assert runs.lora_base_dir(config, tmp_path / "moved" / "sft") == tmp_path / "moved" / "pretrain"
+  with pytest.raises(UserError, match="is a LoRA run whose base run config.init.checkpoint="):
+    runs.lora_base_dir(config, tmp_path / "elsewhere" / "sft")
