@@ -6,7 +6,8 @@
 Reads one user message per line. On a terminal it prompts with "> "; otherwise it answers each
 input line, ends each reply with a line "---", and exits at end of input. /reset starts a new
 conversation, /quit ends, /help lists these. A one-line banner (the run, its step and chat
-template) goes to stderr. --rag_index (a passages .jsonl file, or a directory saved by
+template) goes to stderr. When the conversation outgrows the model's context its oldest turns
+are left out (said on stderr); a message too long on its own is not answered. --rag_index (a passages .jsonl file, or a directory saved by
 Bm25Index.save) puts the top passages before each question and adds a "search" tool; the
 world's knowledge base is kb.jsonl in a world run's data/world-seed0/.
 """
@@ -17,6 +18,7 @@ from absl import flags
 
 from jaxllm import cli, runs
 from jaxllm.data import chat as chat_lib
+from jaxllm.errors import UserError
 from jaxllm.inference import assistant, retrieval, sampler, tools
 
 FLAGS = flags.FLAGS
@@ -74,7 +76,18 @@ def main(argv):
     if index is not None:
       passages = [p for p, _ in index.retrieve(question, FLAGS.rag_k)]
       content, _ = retrieval.rag_prompt(question, passages, tok, FLAGS.rag_budget)
-    history.append({"role": "user", "content": content})
+    try:  # the oldest turns give way to fit the context; a message too long alone is refused
+      history, dropped = assistant.fit_history(
+          tok, [*history, {"role": "user", "content": content}], FLAGS.max_new_tokens,
+          run.model.cfg.max_seq_len)
+    except UserError as e:
+      print(f"(not answered: {e})", flush=True)
+      if not interactive:
+        print(DELIMITER, flush=True)
+      continue
+    if dropped:
+      print(f"({dropped} oldest turn(s) left out to fit the model's context of "
+            f"{run.model.cfg.max_seq_len} tokens)", file=sys.stderr, flush=True)
     settings = assistant.SamplingSettings(FLAGS.max_new_tokens, FLAGS.temperature, FLAGS.top_k,
                                           FLAGS.top_p, FLAGS.seed + 1000 * turn)
     added = assistant.respond(smp, tok, history, registry, settings)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from jaxllm.data import chat
 from jaxllm.data.tokenizer import Tokenizer
+from jaxllm.errors import UserError
 from jaxllm.inference.sampler import Sampler
 from jaxllm.inference.tools import ToolRegistry
 
@@ -29,6 +30,26 @@ class SamplingSettings:
   top_k: int = 0
   top_p: float = 1.0
   seed: int = 0
+
+
+def fit_history(tokenizer: Tokenizer, messages: Sequence[dict], max_new_tokens: int,
+                context: int) -> tuple[list[dict], int]:
+  """(the messages, the number of turns dropped): the conversation with its oldest turns after
+  the system message left out until it fits the model's context with max_new_tokens after it.
+  UserError when the last user message alone does not fit."""
+  messages = list(messages)
+  system = messages[:1] if messages and messages[0]["role"] == "system" else []
+  rest, dropped = messages[len(system):], 0
+  while True:
+    ids, _ = chat.render_chat(tokenizer, system + rest, add_generation_prompt=True)
+    if len(ids) + max_new_tokens <= context:
+      return system + rest, dropped
+    later = next((i for i in range(1, len(rest)) if rest[i]["role"] == "user"), None)
+    if later is None:
+      raise UserError(f"the message is {len(ids):,} tokens in the chat template; with "
+                      f"max_new_tokens={max_new_tokens} it does not fit the model's context of "
+                      f"{context} tokens: shorten it (or lower --max_new_tokens).")
+    rest, dropped = rest[later:], dropped + 1
 
 
 def respond(sampler: Sampler, tokenizer: Tokenizer, messages: Sequence[dict],

@@ -272,7 +272,8 @@ def run(config, workdir) -> dict:
     if stage == "pretrain" and not paths.tokenizer_file.is_file():
       raise UserError(f"stage pretrain needs {paths.tokenizer_file}; add tokenizer (and data) "
                       "to config.stages.")
-    print(f"== stage {k}/{len(chosen)}: {stage} ({_progress(paths, chosen[k - 1:], began)})")
+    to_do = [stage] + [s for s in chosen[k:] if not is_complete(config, s, paths)]
+    print(f"== stage {k}/{len(chosen)}: {stage} ({_progress(paths, to_do, began)})")
     start = time.perf_counter()
     if stage == "data":
       run_data(config, paths)

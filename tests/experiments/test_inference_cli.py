@@ -216,3 +216,16 @@ def test_the_readme_python_blocks_run_as_written(run_dir):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{block}\n{done.stderr[-2000:]}"
+
+
+def test_chat_keeps_the_conversation_within_the_context(run_dir):
+  """Context 256: a long conversation drops its oldest turns (said on stderr); a message too
+  long alone is not answered, and the next one is."""
+  question = "Where does Greta Park live and what does she do there every day? " * 3
+  too_long = "word " * 400
+  done = _run("chat.py", f"--workdir={run_dir}", "--max_new_tokens=16",
+              stdin=question + "\n" + question + "\n" + question + "\n" + too_long + "\nHi\n")
+  assert done.returncode == 0, done.stderr
+  replies = done.stdout.split("---\n")[:-1]
+  assert len(replies) == 5 and replies[3].startswith("(not answered: the message is ")
+  assert "oldest turn(s) left out to fit the model's context of 256 tokens" in done.stderr
