@@ -7,9 +7,10 @@ Reads one user message per line. On a terminal it prompts with "> "; otherwise i
 input line, ends each reply with a line "---", and exits at end of input. /reset starts a new
 conversation, /quit ends, /help lists these. A one-line banner (the run, its step and chat
 template) goes to stderr. When the conversation outgrows the model's context its oldest turns
-are left out (said on stderr); a message too long on its own is not answered. --rag_index (a passages .jsonl file, or a directory saved by
-Bm25Index.save) puts the top passages before each question and adds a "search" tool; the
-world's knowledge base is kb.jsonl in a world run's data/world-seed0/.
+are left out (said on stderr); a message too long on its own is not answered. --rag_index (a
+passages .jsonl file, or a directory saved by Bm25Index.save) puts the top passages before each
+question and adds a "search" tool; the world's knowledge base is kb.jsonl in a world run's
+data/world-seed0/.
 """
 
 import sys

@@ -60,8 +60,7 @@ def export(workdir) -> None:
   pairs, counts = labels.export_pairs(records, FLAGS.ties)
   out = pathlib.Path(FLAGS.out) if FLAGS.out else label_dir(workdir) / "pairs.jsonl"
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs),
-                 encoding="utf-8")
+  rundir.write_text(out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
   torn_note = " (a partial last line was left out)" if torn else ""
   print(f"{counts['judgements']} rankings -> {len(pairs)} pairs in {out}: {counts['pairs']} "
         f"strict, {counts['tied_pairs']} ties kept (both orders), {counts['ties_dropped']} ties "

@@ -396,7 +396,7 @@ def save_run(dst, config: ml_collections.ConfigDict, params: Any, tokenizer: Tok
     raise UserError(f"{dst / 'checkpoints'} exists; write into a new directory (or delete it).")
   if jax.process_index() == 0:
     dst.mkdir(parents=True, exist_ok=True)
-    (dst / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    rundir.write_text(dst / "config.json", config.to_json_best_effort(indent=2) + "\n")
     chat_lib.save_pretrained(tokenizer, dst)
   checkpoints = ckpt_lib.Checkpoints(dst / "checkpoints", keep=1, async_save=False)
   checkpoints.save(step, {"params": params}, {})

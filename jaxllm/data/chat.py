@@ -38,6 +38,7 @@ import json
 import pathlib
 from collections.abc import Sequence
 
+from jaxllm import rundir
 from jaxllm.data.tokenizer import BOS, IM_END, IM_START, TOOL_CALL, TOOL_CALL_END, Tokenizer
 from jaxllm.errors import UserError
 
@@ -400,7 +401,6 @@ def save_pretrained(tokenizer: Tokenizer, directory) -> pathlib.Path:
       "clean_up_tokenization_spaces": False,
       "chat_template": None if fmt is None else chat_template(fmt),
   }
-  (directory / "tokenizer_config.json").write_text(
-      json.dumps({k: v for k, v in config.items() if v is not None}, indent=2, ensure_ascii=False)
-      + "\n", encoding="utf-8")
+  rundir.write_text(directory / "tokenizer_config.json", json.dumps(
+      {k: v for k, v in config.items() if v is not None}, indent=2, ensure_ascii=False) + "\n")
   return directory

@@ -121,7 +121,7 @@ def run(config, workdir, hooks=()):
     runs.save_run(workdir, config, pruned, tokenizer, 0)
   if jax.process_index() == 0:
     out = pathlib.Path(workdir)
-    (out / "prune.json").write_text(json.dumps(report, indent=1) + "\n")
+    rundir.write_text(out / "prune.json", json.dumps(report, indent=1) + "\n")
     compression.plot_sparsity(points, recovered, out / "sparsity.png",
                           f"magnitude pruning of {config.init.checkpoint}")
     _summary(report)

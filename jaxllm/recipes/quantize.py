@@ -18,7 +18,7 @@ import pathlib
 
 import ml_collections
 
-from jaxllm import cli, runs
+from jaxllm import cli, rundir, runs
 from jaxllm.compress import quantize
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.eval import compression
@@ -89,7 +89,7 @@ def run(config, workdir, out, step: int | None = None) -> dict:
   if config.prompts:
     report["greedy"] = compression.greedy_agreement(source.model, source.params, qmodel, qparams,
                                                     source.tokenizer, texts[:config.prompts])
-  (out / "quantize.json").write_text(json.dumps(report, indent=1) + "\n")
+  rundir.write_text(out / "quantize.json", json.dumps(report, indent=1) + "\n")
   _summary(report, out)
   return report
 

@@ -72,7 +72,7 @@ def run(config, workdir, hooks=()) -> dict:
   paths = readers.expand_inputs(config.input)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
+  rundir.write_text(workdir / "config.json", config.to_json(indent=2) + "\n")
   counts = readers.ReadCounts()
   heldout, train = [], {"documents": 0, "bytes": 0}
 
@@ -112,7 +112,7 @@ def run(config, workdir, hooks=()) -> dict:
                   "bytes_per_token": num_bytes / num_tokens if num_tokens else None},
       "read": counts.as_dict(),
   }
-  (workdir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+  rundir.write_text(workdir / "stats.json", json.dumps(stats, indent=2) + "\n")
   print(f"read {counts.records} documents from {counts.files} files ({counts.bytes} bytes); "
         f"dropped {counts.empty} empty, skipped {counts.malformed_lines} malformed lines, "
         f"repaired {counts.invalid_utf8} invalid UTF-8")

@@ -14,6 +14,7 @@ import pathlib
 
 import numpy as np
 
+from jaxllm import rundir
 from jaxllm.train import metrics as metrics_lib
 
 EVAL_KEYS = ("eval/qa_accuracy", "eval/reward_model_score", "eval/format", "eval/sample_accuracy")
@@ -67,7 +68,7 @@ def write(workdir) -> dict:
   """Summarises WORKDIR/metrics.jsonl into WORKDIR/rl_report.json; returns the summary."""
   workdir = pathlib.Path(workdir)
   summary = summarize(metrics_lib.read_metrics(workdir))
-  (workdir / "rl_report.json").write_text(json.dumps(summary, indent=1) + "\n")
+  rundir.write_text(workdir / "rl_report.json", json.dumps(summary, indent=1) + "\n")
   return summary
 
 

@@ -27,6 +27,7 @@ import json
 import pathlib
 from typing import Any
 
+from jaxllm import rundir
 from jaxllm.eval import significance
 
 POLICY_ORDER = ("rl", "dpo", "sft")  # the final policy: the last of these with an eval.json
@@ -130,5 +131,5 @@ def stage_effects(root, init_from: dict[str, str] | None = None) -> list[dict[st
 
 def write(root, rows: list[dict]) -> pathlib.Path:
   path = pathlib.Path(root) / "effects.json"
-  path.write_text(json.dumps(rows, indent=1) + "\n")
+  rundir.write_text(path, json.dumps(rows, indent=1) + "\n")
   return path

@@ -185,7 +185,7 @@ def run_data(config, paths: Paths) -> dict:
   kept = [doc.id for path in readers.expand_inputs(paths.shards)
           for doc in readers.iter_documents(path, counts)]
   check = crawl.check(records, kept)
-  (paths.of("data") / "crawl_check.json").write_text(json.dumps(check, indent=1) + "\n")
+  rundir.write_text(paths.of("data") / "crawl_check.json", json.dumps(check, indent=1) + "\n")
   print(f"cleaning kept {check['content_kept']:.1%} of the world's pages and removed "
         f"{check['junk_removed']:.1%} of the planted junk; {len(math)} math documents kept "
         "apart")

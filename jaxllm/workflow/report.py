@@ -21,7 +21,7 @@ import math
 import pathlib
 from typing import Any
 
-from jaxllm import runs
+from jaxllm import rundir, runs
 from jaxllm.models.config import ModelConfig
 from jaxllm.train import metrics as metrics_lib
 from jaxllm.workflow import effects as effects_lib
@@ -337,7 +337,7 @@ def write(root) -> pathlib.Path:
       lines += [f"- {where} ({', '.join(suites)})" for where, suites in skipped.items()]
       lines.append("")
   path = root / "report.md"
-  path.write_text("\n".join(lines))
+  rundir.write_text(path, "\n".join(lines))
   print(f"wrote {path}")
   return path
 

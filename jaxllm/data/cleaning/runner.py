@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from jaxllm import rundir
 from jaxllm.data import readers
 from jaxllm.data.cleaning import dedup, filters, html, pii
 
@@ -379,8 +380,9 @@ def run(config, workdir) -> dict:
       "input_text_mb_per_s": round(text_mb / seconds, 3),
       "input_text_mb_per_s_per_worker": round(text_mb / seconds / workers, 3),
   }
-  (out_dir / "stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n")
-  (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1, default=list) + "\n")
+  rundir.write_text(out_dir / "stats.json", json.dumps(stats, indent=1, ensure_ascii=False) + "\n")
+  rundir.write_text(out_dir / "config.json",
+                    json.dumps(config.to_dict(), indent=1, default=list) + "\n")
   return stats
 
 
