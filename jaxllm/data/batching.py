@@ -288,6 +288,8 @@ class Batches:
     self._iter = iter(build(sources, to_example, config))
     self._settings = settings(sources, config)
     self._shards = shard_layout(config)[0]
+    # A source's other names (its name under an older jaxllm) -> its name now.
+    self._aliases = {alias: s.name for s in sources for alias in getattr(s, "aliases", ())}
 
   def __iter__(self) -> "Batches":
     return self
@@ -302,7 +304,10 @@ class Batches:
     return {"settings": self._settings, "shards": state["shards"]}
 
   def set_state(self, state: dict) -> None:
-    saved = state.get("settings", {})
+    saved = dict(state.get("settings", {}))
+    if isinstance(saved.get("sources"), list):
+      saved["sources"] = [[self._aliases.get(s[0], s[0]), *s[1:]] if isinstance(s, list) else s
+                          for s in saved["sources"]]
     changed = [f"{_FIELD_NAMES.get(k, 'config.data.' + k)}: {saved.get(k)!r} in the checkpoint, "
                f"{v!r} now" for k, v in self._settings.items() if saved.get(k) != v]
     if changed:

@@ -241,15 +241,28 @@ def _fingerprint(kind: str, files: Sequence[pathlib.Path], options: dict) -> str
   return h.hexdigest()[:16]
 
 
+def _legacy_fingerprint(kind: str, files: Sequence[pathlib.Path], options: dict) -> str:
+  """The name jaxllm gave the same prepared dataset before names were by content (paths, sizes
+  and modification times): a checkpoint written then still resumes while the files are as they
+  were (`Source.aliases`)."""
+  h = hashlib.sha256(json.dumps([kind, options], sort_keys=True).encode())
+  for path in files:
+    stat = path.stat()
+    h.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+  return h.hexdigest()[:16]
+
+
 @dataclasses.dataclass
 class Source:
-  """Decoded records of one split, random access for grain; `counts` are from preparation."""
+  """Decoded records of one split, random access for grain; `counts` are from preparation.
+  `aliases`: other names of the same records (the name an older jaxllm gave them)."""
   name: str
   kind: str
   split: str
   data: Any  # tfds ArrayRecord data source: len() and [i] -> dict of bytes
   decode: Callable[[dict], dict]
   counts: dict[str, int]
+  aliases: tuple[str, ...] = ()
 
   def __len__(self) -> int:
     return len(self.data)
@@ -316,7 +329,9 @@ def _local_builder(kind: str, train_files: Sequence[pathlib.Path],
   name = _fingerprint(kind, files, {**options, "n_train": len(train_files)})
   config = LocalFiles(name=name, train_files=tuple(map(str, train_files)),
                       validation_files=tuple(map(str, validation_files)), **options)
-  return BUILDERS[kind](config=config, data_dir=str(data_dir), file_format="array_record")
+  builder = BUILDERS[kind](config=config, data_dir=str(data_dir), file_format="array_record")
+  builder.legacy_name = _legacy_fingerprint(kind, files, {**options, "n_train": len(train_files)})
+  return builder
 
 
 def _counts_path(builder) -> pathlib.Path:
@@ -393,7 +408,7 @@ def open_source(spec: str, kind: str, split: str, *, data_dir, eval_input: str =
                       "config.data.eval_fraction > 0 or give config.data.eval_input.")
   name = f"{builder.name}/{builder.builder_config.name}"  # loads again as "tfds:" + name
   return Source(name, kind, split, _data_source(builder, split), _decoder(kind, text_field),
-                counts)
+                counts, aliases=(f"{builder.name}/{builder.legacy_name}",))
 
 
 def _catalog_source(name: str, kind: str, split: str, data_dir: pathlib.Path, text_field: str,

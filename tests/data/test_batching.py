@@ -355,3 +355,23 @@ def test_a_text_that_panics_the_tokenizer_is_an_error_not_a_hang():
     for _ in range(20):
       next(batches)
   batches.close()
+
+
+def test_a_checkpoint_naming_a_source_by_an_older_name_resumes():
+  """Prepared datasets were once named by their files' paths and times; a data position saved
+  under such a name (a source's alias) restores, another name is refused."""
+  class Named(list):
+    name, split, aliases = "jaxllm_text/content", "train", ("jaxllm_text/paths-and-times",)
+  docs = Named(_docs())
+  to_example = batching.text_example(CharTokenizer())
+  cfg = _config(prefetch=0)
+  run = batching.Batches([docs], to_example, cfg)
+  next(run)
+  state = json.loads(json.dumps(run.get_state()))
+  state["settings"]["sources"][0][0] = "jaxllm_text/paths-and-times"
+  resumed = batching.Batches([docs], to_example, cfg)
+  resumed.set_state(state)
+  np.testing.assert_array_equal(next(resumed)["inputs"], next(run)["inputs"])
+  state["settings"]["sources"][0][0] = "jaxllm_text/something-else"
+  with pytest.raises(ConfigError, match="config.data.source"):
+    batching.Batches([docs], to_example, cfg).set_state(state)

@@ -103,8 +103,17 @@ def test_prepared_once_and_again_when_input_changes(tmp_path, capsys):
   moved.parent.mkdir()
   moved.write_bytes(data.read_bytes())
   os.utime(moved, (1, 1))
-  assert sources.open_source(str(moved), "text", "train", data_dir=tmp_path / "d").name == \
-      changed.name
+  elsewhere = sources.open_source(str(moved), "text", "train", data_dir=tmp_path / "d")
+  assert elsewhere.name == changed.name
+  # The name an older jaxllm gave it (paths, sizes, times) stays known, for its checkpoints.
+  stat = moved.stat()
+  import hashlib
+  legacy = hashlib.sha256(json.dumps(["text", {"text_field": "text", "separator": None,
+                                               "skip_malformed": False,
+                                               "validation_fraction": 0.0, "n_train": 1}],
+                                     sort_keys=True).encode())
+  legacy.update(f"{moved.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+  assert elsewhere.aliases == (f"jaxllm_text/{legacy.hexdigest()[:16]}",)
 
 
 def test_catalog_name_path_loads_a_prepared_dataset(tmp_path):
