@@ -179,6 +179,12 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
+def _as_saved(config) -> dict:
+  """A ConfigDict or dict as config.json holds it (tuples as lists)."""
+  tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  return json.loads(json.dumps(tree, default=repr))
+
+
 def _covered(path: str, fields: Iterable[str]) -> bool:
   return any(path == f or path.startswith(f + ".") for f in fields)
 
@@ -187,8 +193,7 @@ def config_changes(saved: dict, config, ignore: Iterable[str] = ()) -> list[str]
   """"field: SAVED in the run, NEW now" for each field the run's saved config and `config`
   (a ConfigDict or dict) both have and that differ, outside RESUMABLE, PATHS and `ignore`;
   a top-level section only one of them has counts as a change ("lora: absent in the run")."""
-  new = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-  new = json.loads(json.dumps(new, default=repr))  # tuples as lists, as config.json has them
+  new = _as_saved(config)
   skip = (*RESUMABLE, *PATHS, *ignore)
   out = []
   for key in sorted(set(saved) ^ set(new)):
@@ -205,8 +210,7 @@ def config_changes(saved: dict, config, ignore: Iterable[str] = ()) -> list[str]
 def defining_fields(config, keep: Iterable[str] = ()) -> dict[str, Any]:
   """The config's fields (flattened, "train.batch_size": 8) that define what a run computes:
   all but RESUMABLE and PATHS, with the fields in `keep` brought back."""
-  tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-  flat = _flat(json.loads(json.dumps(tree, default=repr)))
+  flat = _flat(_as_saved(config))
   skip = [f for f in (*RESUMABLE, *PATHS) if f not in keep]
   return {k: v for k, v in flat.items() if _covered(k, keep) or not _covered(k, skip)}
 

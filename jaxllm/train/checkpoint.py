@@ -204,18 +204,24 @@ _WRITE_FAILURES = ("No space left on device", "Read-only file system", "Permissi
                    "Disk quota exceeded")
 
 
-def write_failure(error: BaseException | None) -> str | None:
-  """The OS's reason when `error` (or an error it was raised from) is a failed write: a full
-  disk, a read-only or forbidden directory; None for anything else."""
+def _chain(error: BaseException | None):
+  """`error`, then the errors it was raised from (orbax wraps tensorstore's in its own)."""
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
-    if isinstance(error, OSError) and error.strerror in _WRITE_FAILURES:
-      return error.strerror
-    found = next((m for m in _WRITE_FAILURES if m in str(error)), None)
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def write_failure(error: BaseException | None) -> str | None:
+  """The OS's reason when `error` (or an error it was raised from) is a failed write: a full
+  disk, a read-only or forbidden directory; None for anything else."""
+  for link in _chain(error):
+    if isinstance(link, OSError) and link.strerror in _WRITE_FAILURES:
+      return link.strerror
+    found = next((m for m in _WRITE_FAILURES if m in str(link)), None)
     if found:
       return found
-    error = error.__cause__ or error.__context__
   return None
 
 
@@ -227,14 +233,8 @@ def is_damage(error: Exception) -> bool:
   """Whether a restore failed on damaged or missing files rather than on a checkpoint that does
   not fit the config (orbax's structure and shape errors). The errors it was raised from count:
   orbax wraps tensorstore's in its own."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if isinstance(error, (json.JSONDecodeError, CheckpointDamaged, FileNotFoundError)) or any(
-        marker in str(error) for marker in _DAMAGE_MARKERS):
-      return True
-    error = error.__cause__ or error.__context__
-  return False
+  return any(isinstance(link, (json.JSONDecodeError, CheckpointDamaged, FileNotFoundError))
+             or any(marker in str(link) for marker in _DAMAGE_MARKERS) for link in _chain(error))
 
 
 def _agree(flag: bool) -> bool:

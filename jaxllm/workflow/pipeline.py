@@ -132,8 +132,13 @@ def stage_key(config, stage: str, paths: Paths) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _status(paths: Paths) -> dict:
+  """DIR/pipeline.json: per stage its seconds, completion and key ({} before the first stage)."""
+  return json.loads(paths.status.read_text()) if paths.status.is_file() else {}
+
+
 def _recorded_key(stage: str, paths: Paths) -> str | None:
-  status = json.loads(paths.status.read_text()) if paths.status.is_file() else {}
+  status = _status(paths)
   return status.get(stage, {}).get("key")
 
 
@@ -213,7 +218,7 @@ def run_eval(config, paths: Paths) -> None:
 
 def _record(paths: Paths, stage: str, **values) -> None:
   """Adds to DIR/pipeline.json: seconds accumulate over resumed calls."""
-  status = json.loads(paths.status.read_text()) if paths.status.is_file() else {}
+  status = _status(paths)
   entry = status.setdefault(stage, {})
   values["seconds"] = round(entry.get("seconds", 0.0) + values.get("seconds", 0.0), 1)
   entry.update(values)
@@ -225,7 +230,7 @@ def _progress(paths: Paths, remaining: list[str], began: float) -> str:
   (DIR/pipeline.json), when each of them has run before."""
   elapsed = time.perf_counter() - began
   text = f"{int(elapsed) // 60}:{int(elapsed) % 60:02d} elapsed"
-  status = json.loads(paths.status.read_text()) if paths.status.is_file() else {}
+  status = _status(paths)
   took = [status.get(s, {}).get("seconds") for s in remaining]
   if all(took):
     left = int(sum(took))
@@ -243,7 +248,7 @@ def _set_aside(stage: str, paths: Paths) -> None:
     shutil.move(str(where), aside)
     print(f"== {stage}: its settings or the stages it reads changed since it ran; its directory "
           f"moved to {aside}, doing it again")
-  status = json.loads(paths.status.read_text())
+  status = _status(paths)
   status.pop(stage, None)
   rundir.write_text(paths.status, json.dumps(status, indent=1) + "\n")
 
@@ -298,7 +303,7 @@ def run(config, workdir) -> dict:
       break
     print(f"== {stage} done in {seconds:.0f} s")
   report.write(paths.root)
-  return json.loads(paths.status.read_text()) if paths.status.is_file() else {}
+  return _status(paths)
 
 
 def main():
