@@ -176,10 +176,17 @@ def test_the_python_api_generates_text_as_sample_py_does(run_dir, tmp_path):
   import jaxllm
   run = jaxllm.load_run(run_dir)
   texts = run.generate(["Greta Park works as", "The river"], max_new_tokens=12)
+  # The same as the id-level sampler gives for each prompt alone (greedy, EOS and specials out).
+  tok = run.tokenizer
+  smp = Sampler(run.model, run.params, tok.pad_id, vocab_limit=tok.vocab_size)
+  for prompt, text in zip(["Greta Park works as", "The river"], texts):
+    ids = smp.generate([tok.encode_prompt(prompt)], 12, temperature=0.0,
+                       stop_tokens=[tok.eos_id]).completions()[0]
+    assert text == tok.decode([t for t in ids if t not in tok.special_ids])
   alone = _run("sample.py", f"--workdir={run_dir}", "--prompt=Greta Park works as",
                "--max_new_tokens=12", "--temperature=0")
   assert alone.returncode == 0, alone.stderr
-  assert texts[0] + "\n" == alone.stdout and isinstance(texts[1], str)
+  assert texts[0] + "\n" == alone.stdout
   # A chat run (the kind is read from the run) gets the chat template and stops at the end of
   # its turn; a list of messages works too. Here the pretrained params relabelled as SFT.
   chat_run = tmp_path / "chat"
