@@ -44,6 +44,7 @@ setup(
         "safetensors>=0.4",  # open: Hugging Face checkpoints read slice by slice; stable format
         "numpy>=1.26",  # open: stable API
         "absl-py>=2.1",  # open: flags and app.run
+        "tqdm>=4.66",  # open: the training bar; 4.66 reads TQDM_* settings (TQDM_DISABLE=1)
         "tensorboardX>=2.6",  # open: one SummaryWriter.add_scalar
         "matplotlib>=3.8",  # open: report and sweep plots (Agg backend, no display)
         "sacrebleu>=2.4",  # open: BLEU

@@ -33,6 +33,7 @@ from jaxllm.train import checkpoint as ckpt_lib
 from jaxllm.train import memory as memory_lib
 from jaxllm.train import metrics as metrics_lib
 from jaxllm.train import optimizer as optimizer_lib
+from jaxllm.train import progress as progress_lib
 from jaxllm.train import state as state_lib
 from jaxllm.train import step as step_lib
 
@@ -224,9 +225,11 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
     stack.callback(preemption.close)  # last: a second SIGTERM cannot cut the final save short
     writer = metrics_lib.MetricWriter(workdir, enabled=main)
     stack.callback(writer.close)
+    console = progress_lib.Progress(tc.num_steps, show=main)
     checkpoints = ckpt_lib.Checkpoints(workdir / "checkpoints", tc.keep_checkpoints,
-                                       tc.async_checkpointing, log=lambda m: _log(main, m))
+                                       tc.async_checkpointing, log=console.log)
     stack.callback(checkpoints.close)
+    stack.callback(console.close)  # the bar goes before the final save's lines
     stack.enter_context(jax.set_mesh(mesh))
     stack.enter_context(nn.logical_axis_rules(rules))
     abstract_state, shardings = state_lib.state_shardings(model, tx, mesh, rules, seq_len)
@@ -235,10 +238,10 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       latest, state, data_state = restored
       train_iter.set_state(data_state)
       dropped = writer.truncate_after(latest)
-      _log(main, f"resumed from {workdir / 'checkpoints'} at step {latest}"
+      console.log(f"resumed from {workdir / 'checkpoints'} at step {latest}"
            + (f" ({dropped} later metric lines dropped)" if dropped else ""))
       if latest >= tc.num_steps:
-        _log(main, f"{workdir} is already complete at step {latest} (config.train.num_steps="
+        console.log(f"{workdir} is already complete at step {latest} (config.train.num_steps="
              f"{tc.num_steps}); nothing to train. Raise --config.train.num_steps to go on.")
     else:
       writer.truncate_after(0)  # lines of an earlier attempt that never checkpointed
@@ -254,7 +257,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       described = (f"{num_params:,} trainable parameters, {num_frozen:,} frozen "
                    f"({params_lib.param_bytes(frozen) / 2**20:,.2f} MiB; trainable = "
                    f"{num_params / num_frozen:.2%} of frozen)")
-    _log(main, f"model: {described}; mesh {dict(mesh.shape)}; "
+    console.log(f"model: {described}; mesh {dict(mesh.shape)}; "
          f"{jax.device_count()} {jax.devices()[0].platform} devices, "
          f"{jax.process_count()} processes")
 
@@ -273,7 +276,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
     pending = None  # (step, metrics) of the previous step, read after the next is dispatched
     compiled, compiled_shapes = None, None
     window_start, window_steps = None, 0
-    clock = _Clock(first_step - 1, tc.num_steps)
+    console.start(first_step - 1)
 
     def finish(step_done: int, metrics: dict) -> None:
       nonlocal window_start, window_steps
@@ -288,10 +291,11 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
             "checkpoint is saved inside such a streak: running again starts from "
             + (f"step {saved} (the newest checkpoint)." if saved is not None else "step 0."))
       window_steps += 1
+      console.advance(step_done, values.get("train/loss"))
       if step_done % tc.log_every and step_done != tc.num_steps:
         if step_done == first_step:  # on the console only: metrics.jsonl keeps its cadence
-          _log(main, _progress_line(step_done, tc.num_steps, values, progress_keys)
-               + clock.line(step_done))
+          console.log(_progress_line(step_done, tc.num_steps, values, progress_keys)
+                      + console.line(step_done))
         return
       now = time.perf_counter()
       if window_start is not None and window_steps:
@@ -304,16 +308,17 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       window_start, window_steps = now, 0
       checkpoints.check()  # a save that failed in the background stops the run here
       writer.write(step_done, values)
-      _log(main, _progress_line(step_done, tc.num_steps, values, progress_keys)
-           + clock.line(step_done))
+      console.log(_progress_line(step_done, tc.num_steps, values, progress_keys)
+                  + console.line(step_done))
 
     def run_evals(at_step: int) -> None:
-      eval_values = ({} if eval_batches is None else
-                     evaluate(eval_fn, state["params"], eval_batches(), mesh, frozen))
-      for fn in evals:
-        eval_values.update(fn(state["params"], frozen))
+      with console.paused():  # the evals may print their own progress
+        eval_values = ({} if eval_batches is None else
+                       evaluate(eval_fn, state["params"], eval_batches(), mesh, frozen))
+        for fn in evals:
+          eval_values.update(fn(state["params"], frozen))
       writer.write(at_step, eval_values)
-      _log(main, _progress_line(at_step, tc.num_steps, eval_values, progress_keys))
+      console.log(_progress_line(at_step, tc.num_steps, eval_values, progress_keys))
 
     if (evals or eval_batches is not None) and step == 0 and tc.get("eval_at_start", False):
       run_evals(0)
@@ -322,10 +327,11 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
         if pending is not None:  # the update's line before the next rollout's: in step order
           finish(*pending)
           pending = None
-        local = train_iter.next_for(state["params"], frozen)
+        with console.paused():
+          local = train_iter.next_for(state["params"], frozen)
         writer.write(step + 1, train_iter.last_metrics)
-        _log(main, _progress_line(step + 1, tc.num_steps, train_iter.last_metrics,
-                                progress_keys))
+        console.log(_progress_line(step + 1, tc.num_steps, train_iter.last_metrics,
+                                   progress_keys))
       else:
         local = next(train_iter)
       batch = sharding_lib.global_batch(local, mesh)
@@ -333,9 +339,9 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
         start = time.perf_counter()
         compiled = step_fn.lower(state, batch, train_rng, frozen).compile()
         compiled_shapes = _shapes(batch)
-        _log(main, f"compiled the train step in {time.perf_counter() - start:.1f} s; "
-             + memory_lib.check(compiled, tc.device_memory_gib))
-        clock.restart()  # the ETA counts steps, not the compile
+        console.log(f"compiled the train step in {time.perf_counter() - start:.1f} s; "
+                    + memory_lib.check(compiled, tc.device_memory_gib))
+        console.compiled()  # the ETA counts steps, not the compile
       if _shapes(batch) == compiled_shapes:
         state, metrics = compiled(state, batch, train_rng, frozen)
       else:  # a batch of another shape (a ragged last batch): jit compiles for it
@@ -355,8 +361,8 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
         pending = None
         streak = int(jax.device_get(state["nonfinite_streak"]))
         if streak:  # the params may be what made the steps diverge: keep the last good save
-          _log(main, f"step {step}: no checkpoint saved, the last {streak} steps were "
-               "non-finite (skipped).")
+          console.log(f"step {step}: no checkpoint saved, the last {streak} steps were "
+                      "non-finite (skipped).")
         else:
           checkpoints.save(step, state, train_iter.get_state())
       if (eval_batches is not None or evals) and (step % tc.eval_every == 0
@@ -368,39 +374,13 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
         window_start, window_steps = time.perf_counter(), 0
       if preempted:
         newest = checkpoints.manager.latest_step()
-        _log(main, "stop requested (SIGTERM or Ctrl-C): " + (
+        console.log("stop requested (SIGTERM or Ctrl-C): " + (
             f"saved a checkpoint at step {step}" if newest == step else
             f"the newest checkpoint is step {newest}") + "; run the same command to resume.")
         break
     if pending is not None:
       finish(*pending)
   return state
-
-
-class _Clock:
-  """Elapsed time of a call to train and the estimated time to its last step, from the steps
-  run so far (after the compile)."""
-
-  def __init__(self, start_step: int, num_steps: int):
-    self.start_step, self.num_steps = start_step, num_steps
-    self.began = self.counted_from = time.perf_counter()
-
-  def restart(self) -> None:
-    self.counted_from = time.perf_counter()
-
-  def line(self, step: int) -> str:
-    now = time.perf_counter()
-    done = step - self.start_step
-    text = f" | {_duration(now - self.began)} elapsed"
-    if done > 0 and step < self.num_steps:
-      text += f", ETA {_duration((now - self.counted_from) / done * (self.num_steps - step))}"
-    return text
-
-
-def _duration(seconds: float) -> str:
-  seconds = int(round(seconds))
-  hours, rest = divmod(seconds, 3600)
-  return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def _progress_line(step: int, num_steps: int, values: dict[str, float],
@@ -416,7 +396,3 @@ def _shapes(batch: dict) -> dict[str, tuple]:
   """Each array's shape and dtype: what the compiled step was built for."""
   return {k: (v.shape, v.dtype) for k, v in batch.items()}
 
-
-def _log(main: bool, message: str) -> None:
-  if main:
-    print(message, flush=True)

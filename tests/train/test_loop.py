@@ -1,6 +1,7 @@
 """The generic loop: run directory contract, exact resume after SIGTERM or from the checkpoint
 before a damaged one, divergence stop."""
 
+import io
 import os
 import re
 import signal
@@ -339,13 +340,29 @@ def test_the_progress_line_shows_the_loop_keys_then_the_recipe_keys():
   assert line == "step 3/10 | loss 1.5000 | reward 0.25 | 1,234 tok/s"
 
 
-def test_the_clock_gives_elapsed_time_and_an_eta_from_the_steps_after_the_compile(monkeypatch):
-  now = [100.0]
-  monkeypatch.setattr(loop.time, "perf_counter", lambda: now[0])
-  clock = loop._Clock(start_step=20, num_steps=120)  # a run resumed at step 20
-  now[0] = 130.0  # 30 s of compiling
-  clock.restart()
-  now[0] = 140.0  # then 10 steps in 10 s: 1 s a step, 90 steps to go
-  assert clock.line(30) == " | 0:40 elapsed, ETA 1:30"
-  now[0] = 100.0 + 3 * 3600 + 230
-  assert clock.line(120) == " | 3:03:50 elapsed"  # the last step: no ETA
+class _Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_a_terminal_gets_a_bar_over_the_lines_and_a_file_only_the_lines(tiny_config, tmp_path,
+                                                                         monkeypatch, capsys):
+  from jaxllm.objectives import lm
+  tiny_config.train.num_steps = 4
+  tiny_config.train.log_every = 2
+  model = Transformer(ModelConfig.from_dict(tiny_config.model))
+  terminal = _Terminal()
+  monkeypatch.setattr("sys.stdout", terminal)
+  loop.train(tiny_config, tmp_path / "tty", model, lm.lm_loss, _Batches([_lm_batch(8, 32)] * 4))
+  shown = terminal.getvalue()
+  monkeypatch.undo()
+  assert re.search(r"\r 50%.*\| 2/4 \[.*loss \d\.\d{4}", shown)  # redrawn under step 2's line
+  lines = [ln.split("\r")[-1] for ln in shown.split("\n")]
+  assert sum(ln.startswith("step ") for ln in lines) == 3  # steps 1, 2 and 4, whole lines
+
+  loop.train(tiny_config, tmp_path / "file", model, lm.lm_loss,
+             _Batches([_lm_batch(8, 32)] * 4))
+  written = capsys.readouterr().out
+  assert "\r" not in written and "it/s" not in written and "step/s" not in written
+  assert [ln[:8] for ln in written.splitlines() if ln.startswith("step ")] == [
+      "step 1/4", "step 2/4", "step 4/4"]
