@@ -68,6 +68,12 @@ setup(
             "jinja2>=3.1.6",  # open: transformers' chat templates
             "selenium>=4.20",  # open: WebDriver protocol
             "ruff>=0.17,<0.18",  # lint rules change between 0.x minors; pyproject.toml
+            # libtpu: the compile-for-a-TPU-slice tests (experiments/compile.py); the jax extra
+            # pins the libtpu build made for this jax
+            "jax[tpu]>=0.10.2,<0.11",
         ],
+        # Compiling for TPU slices from any machine (experiments/compile.py), and running on a
+        # TPU VM.
+        "tpu": ["jax[tpu]>=0.10.2,<0.11"],
     },
 )

@@ -367,7 +367,12 @@ def _own_rows(c: BatchingConfig, batch: Example) -> Example:
   return {k: v[first:first + local_batch] for k, v in batch.items()}
 
 
+def row_layout(seq_len: int) -> dict[str, tuple[tuple[int, ...], type]]:
+  """key -> (shape of one row, dtype) of the packed rows these batches hold."""
+  return {"inputs": ((seq_len,), np.int32), "targets": ((seq_len,), np.int32),
+          "loss_mask": ((seq_len,), np.float32), "segment_ids": ((seq_len,), np.int32),
+          "positions": ((seq_len,), np.int32)}
+
+
 def _empty_batch(rows: int, seq_len: int) -> Example:
-  ints = np.zeros((rows, seq_len), np.int32)
-  return {"inputs": ints, "targets": ints, "loss_mask": np.zeros((rows, seq_len), np.float32),
-          "segment_ids": ints, "positions": ints}
+  return {k: np.zeros((rows, *shape), dtype) for k, (shape, dtype) in row_layout(seq_len).items()}

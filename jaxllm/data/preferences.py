@@ -57,6 +57,19 @@ def _fit(prompt_len: int, longest_reply: int, seq_len: int) -> tuple[int, int]:
   return keep_prompt, seq_len - keep_prompt
 
 
+def pair_layout(seq_len: int, reference: bool = False) -> dict[str, tuple[tuple[int, ...], type]]:
+  """key -> (shape of one row, dtype) of a pair row; `reference`: with reference log-probs."""
+  layout = {}
+  for side in SIDES:
+    layout.update({f"{side}_tokens": ((seq_len,), np.int32),
+                   f"{side}_valid": ((seq_len,), np.int32),
+                   f"{side}_loss_mask": ((seq_len,), np.float32)})
+  layout.update(margin=((), np.float32), pair_weight=((), np.float32), truncated=((), np.float32))
+  if reference:
+    layout.update({f"ref_{side}_logps": ((), np.float32) for side in SIDES})
+  return layout
+
+
 def pair_example(tokenizer, seq_len: int, relabel: Callable[[dict], dict] | None = None,
                  reference: dict[str, float] | None = None) -> Callable[[dict], Example]:
   """Preference record -> one row (see the module docstring). `relabel` (e.g. an Annotator)

@@ -8,6 +8,8 @@ and wrapped in shard_map over the mesh axes the activations are split on (the ke
 custom call the SPMD partitioner cannot split). `interpret=True` runs it on any backend (tests).
 """
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -74,5 +76,9 @@ def splash_attention(q_btnh: jax.Array, k_btkh: jax.Array, v_btkh: jax.Array,
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or mesh.size == 1:
     return local(q_btnh, k_btkh, v_btkh, segment_ids_bt)
+  batch_axes = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
+  if b % math.prod(mesh.shape[a] for a in batch_axes if a is not None):
+    # Fewer rows than batch shards (the params' init traces one row): not split over batch.
+    spec, kv_spec, seg_spec = P(None, *spec[1:]), P(None, *kv_spec[1:]), P(None, seg_spec[1])
   return jax.shard_map(local, mesh=mesh, in_specs=(spec, kv_spec, kv_spec, seg_spec),
                        out_specs=spec, check_vma=False)(q_btnh, k_btkh, v_btkh, segment_ids_bt)

@@ -18,6 +18,7 @@ from jax.ad_checkpoint import checkpoint_name
 from jaxllm.models import rope, splash
 from jaxllm.models.config import ModelConfig
 from jaxllm.models.lora import LoraConfig
+from jaxllm.parallel import target
 
 
 def dense(x, kernel, in_dims: int = 1, out_dtype=None):
@@ -170,7 +171,7 @@ def attention_implementation(cfg: ModelConfig, seq_len: int) -> str:
   TPU (for sequence lengths it tiles: multiples of 128), XLA elsewhere."""
   if cfg.attention_impl != "auto":
     return cfg.attention_impl
-  backend = jax.default_backend()
+  backend = target.platform()
   if backend == "gpu" and cfg.dtype in ("bfloat16", "float16"):
     return "cudnn"
   if backend == "tpu" and splash.block_size(seq_len) is not None:

@@ -19,7 +19,7 @@ import ml_collections
 
 from jaxllm import cli, rundir, runs
 from jaxllm import config as config_lib
-from jaxllm.data import inputs
+from jaxllm.data import inputs, preferences
 from jaxllm.errors import ConfigError
 from jaxllm.eval import qa
 from jaxllm.models import Transformer
@@ -29,7 +29,7 @@ from jaxllm.objectives import preference
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.recipes import reward_model
 from jaxllm.rl import policy_pairs
-from jaxllm.train import loop, reference_logps
+from jaxllm.train import aot, loop, reference_logps
 
 # The progress line's stage keys (jaxllm/train/loop.py adds loss, gradient norm, tok/s, ...).
 PROGRESS = (("train/rewards/accuracies", "pair acc {:.3f}"),
@@ -86,6 +86,39 @@ def validate(config: ml_collections.ConfigDict):
   return config_lib.validate(config)
 
 
+def loss_fn(config):
+  p = config.preference
+  return functools.partial(
+      preference.preference_loss, loss_type=p.loss, beta=p.beta,
+      label_smoothing=p.label_smoothing, gamma=p.simpo_gamma, sft_weight=p.sft_weight,
+      dpop_lambda=p.dpop_lambda, reference=p.reference)
+
+
+def policy_model(config, model_cfg) -> tuple[object, str]:
+  """(the model trained, what its frozen params are): "lora" (adapters train; the init params
+  are frozen and are the reference), "reference" (the policy trains beside a frozen reference
+  copy of the init params), or "" (no frozen params: reference-free, or a precomputed table)."""
+  p = config.preference
+  lora = lora_lib.LoraConfig.from_config(config.lora)
+  if lora is not None:
+    return lora_lib.LoraModel(Transformer(model_cfg, lora=lora)), "lora"
+  if p.loss not in preference.REFERENCE_FREE and p.reference != "precomputed":
+    return WithFrozen(Transformer(model_cfg)), "reference"
+  return Transformer(model_cfg), ""
+
+
+def step_spec(config) -> aot.StepSpec:
+  """The train step without data (experiments/compile.py)."""
+  validate_fields(config)
+  model_cfg = validate(config)
+  p = config.preference
+  precomputed = p.loss not in preference.REFERENCE_FREE and p.reference == "precomputed"
+  model, frozen = policy_model(config, model_cfg)
+  return aot.StepSpec(model, loss_fn(config),
+                      preferences.pair_layout(config.data.seq_len, reference=precomputed),
+                      frozen=bool(frozen), sequences_per_row=2, lora=frozen == "lora")
+
+
 @rundir.claims_workdir
 def run(config, workdir, hooks=()):
   """Loads the init run (policy and reference), builds the pairs and runs the one loop."""
@@ -103,20 +136,12 @@ def run(config, workdir, hooks=()):
   table = (reference_logps.for_run(config, workdir, Transformer(model_cfg), init.params, tokenizer)
            if precomputed else None)
   train_iter, eval_batches = inputs.preference_pairs(config, workdir, tokenizer, table)
-  loss_fn = functools.partial(
-      preference.preference_loss, loss_type=p.loss, beta=p.beta,
-      label_smoothing=p.label_smoothing, gamma=p.simpo_gamma, sft_weight=p.sft_weight,
-      dpop_lambda=p.dpop_lambda, reference=p.reference)
   evals = qa.training_eval(config, model_cfg, tokenizer, lora)
-  if lora is not None:  # adapters train; the init params are frozen (and are the reference)
-    model, init_params, frozen = (lora_lib.LoraModel(Transformer(model_cfg, lora=lora)), None,
-                                  init.params)
-  elif needs_reference and not precomputed:  # the policy trains beside a frozen reference copy
-    model, init_params, frozen = WithFrozen(Transformer(model_cfg)), init.params, init.params
-  else:
-    model, init_params, frozen = Transformer(model_cfg), init.params, None
+  model, frozen_kind = policy_model(config, model_cfg)
+  init_params = None if frozen_kind == "lora" else init.params  # LoRA: fresh adapters train
+  frozen = init.params if frozen_kind else None
   try:
-    return loop.train(config, workdir, model, loss_fn, train_iter, eval_batches,
+    return loop.train(config, workdir, model, loss_fn(config), train_iter, eval_batches,
                       init_params=init_params, hooks=hooks, frozen_params=frozen, evals=evals,
                       sequences_per_row=2, progress=PROGRESS)
   finally:

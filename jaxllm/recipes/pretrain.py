@@ -19,7 +19,7 @@ from jaxllm.errors import ConfigError
 from jaxllm.models import Transformer
 from jaxllm.objectives import lm, mlm
 from jaxllm.parallel import mesh as mesh_lib
-from jaxllm.train import loop
+from jaxllm.train import aot, loop
 
 
 def default_config(size: str = "tiny") -> ml_collections.ConfigDict:
@@ -96,6 +96,24 @@ def validate(config: ml_collections.ConfigDict):
   return config_lib.validate(config)
 
 
+def loss_fn(config, tokenizer=None):
+  """Next-token prediction, or masked LM with an mlm section (its masking needs `tokenizer`)."""
+  if "mlm" in config:
+    return functools.partial(mlm.mlm_loss, masking=mlm.masking(config.mlm, tokenizer),
+                             z_loss=config.train.z_loss, chunk=config.train.loss_chunk)
+  return functools.partial(lm.lm_loss, z_loss=config.train.z_loss,
+                           chunk=config.train.loss_chunk)
+
+
+def step_spec(config) -> aot.StepSpec:
+  """The train step without data (experiments/compile.py)."""
+  if "mlm" in config:
+    raise ConfigError("experiments/compile.py compiles causal-LM pretraining; a masked-LM config "
+                      "(an mlm section) needs its tokenizer to build the loss.")
+  return aot.StepSpec(Transformer(validate(config)), loss_fn(config),
+                      batching.row_layout(config.data.seq_len))
+
+
 @rundir.claims_workdir
 def run(config, workdir, hooks=()):
   """Builds data, tokenizer, model and loss from `config` and runs the training loop."""
@@ -116,13 +134,9 @@ def run(config, workdir, hooks=()):
   inputs.check_vocab(config, tokenizer.vocab_size)
   model_cfg = validate(config)
   train_iter, eval_batches = make_inputs()
-  loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss,
-                              chunk=config.train.loss_chunk)
-  if "mlm" in config:
-    loss_fn = functools.partial(mlm.mlm_loss, masking=mlm.masking(config.mlm, tokenizer),
-                                z_loss=config.train.z_loss, chunk=config.train.loss_chunk)
   try:
-    return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter, eval_batches,
+    return loop.train(config, workdir, Transformer(model_cfg), loss_fn(config, tokenizer),
+                      train_iter, eval_batches,
                       init_params=init.params if init else None, hooks=hooks)
   finally:
     train_iter.close()

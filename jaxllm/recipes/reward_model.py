@@ -20,14 +20,14 @@ import ml_collections
 
 from jaxllm import cli, rundir, runs
 from jaxllm import config as config_lib
-from jaxllm.data import inputs
+from jaxllm.data import inputs, preferences
 from jaxllm.errors import ConfigError
 from jaxllm.models import reward
 from jaxllm.objectives.reward import reward_loss
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.recipes import sft
 from jaxllm.rl import policy_pairs
-from jaxllm.train import loop
+from jaxllm.train import aot, loop
 
 # The progress line's stage keys (jaxllm/train/loop.py adds loss, accuracy, tok/s, ...).
 PROGRESS = (("train/margin", "margin {:.3f}"), ("eval/margin", "eval margin {:.3f}"))
@@ -100,6 +100,18 @@ def validate(config: ml_collections.ConfigDict):
   return config_lib.validate(config)
 
 
+def loss_fn(config):
+  return functools.partial(reward_loss, center_coefficient=config.reward.center_coefficient,
+                           use_margin=config.reward.use_margin, lm_weight=config.reward.lm_weight)
+
+
+def step_spec(config) -> aot.StepSpec:
+  """The train step without data (experiments/compile.py)."""
+  model_cfg = validate(config)
+  return aot.StepSpec(runs.reward_model(config, model_cfg), loss_fn(config),
+                      preferences.pair_layout(config.data.seq_len), sequences_per_row=2)
+
+
 @rundir.claims_workdir
 def run(config, workdir, hooks=()):
   """Loads the init run, builds the pairs and trains the reward model with the one loop."""
@@ -114,11 +126,8 @@ def run(config, workdir, hooks=()):
                                  jax.random.fold_in(jax.random.key(config.seed), 2),
                                  keep_lm_head=model.lm_head)
   train_iter, eval_batches = inputs.preference_pairs(config, workdir, init.tokenizer)
-  loss_fn = functools.partial(reward_loss, center_coefficient=config.reward.center_coefficient,
-                              use_margin=config.reward.use_margin,
-                              lm_weight=config.reward.lm_weight)
   try:
-    return loop.train(config, workdir, model, loss_fn, train_iter,
+    return loop.train(config, workdir, model, loss_fn(config), train_iter,
                       eval_batches, init_params=params, hooks=hooks, sequences_per_row=2,
                       progress=PROGRESS)
   finally:

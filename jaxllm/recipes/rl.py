@@ -42,7 +42,7 @@ from jaxllm.recipes import sft
 from jaxllm.rl import report
 from jaxllm.rl import rewards as rewards_lib
 from jaxllm.rl import rollout as rollout_lib
-from jaxllm.train import loop
+from jaxllm.train import aot, loop
 from jaxllm.train import step as step_lib
 
 # The progress line's stage keys (jaxllm/train/loop.py adds loss, gradient norm, tok/s, ...).
@@ -191,17 +191,27 @@ class Policy:
   lm: Transformer  # the LM those params run in
 
 
-def make_policy(config, model_cfg, init_params, rng) -> Policy:
-  lm = Transformer(model_cfg)
+def policy_model(config, model_cfg):
+  """What the loop trains: PolicyWithValue (PPO), a LoraModel over the frozen init params, or
+  the Transformer itself."""
   lora = lora_lib.LoraConfig.from_config(config.lora)
   if config.rl.advantage == "gae":
-    return Policy(PolicyWithValue(model_cfg),
-                  params_from_lm(init_params, model_cfg, rng, keep_lm_head=True), None,
+    return PolicyWithValue(model_cfg)
+  if lora is not None:
+    return lora_lib.LoraModel(Transformer(model_cfg, lora=lora))
+  return Transformer(model_cfg)
+
+
+def make_policy(config, model_cfg, init_params, rng) -> Policy:
+  lm, model = Transformer(model_cfg), policy_model(config, model_cfg)
+  lora = lora_lib.LoraConfig.from_config(config.lora)
+  if config.rl.advantage == "gae":
+    return Policy(model, params_from_lm(init_params, model_cfg, rng, keep_lm_head=True), None,
                   lambda params, frozen: params["backbone"], lm)
   if lora is not None:
-    return Policy(lora_lib.LoraModel(Transformer(model_cfg, lora=lora)), None, init_params,
+    return Policy(model, None, init_params,
                   lambda params, frozen: lora_lib.merge(frozen, params, lora), lm)
-  return Policy(lm, init_params, None, lambda params, frozen: params, lm)
+  return Policy(model, init_params, None, lambda params, frozen: params, lm)
 
 
 def make_rewards(config, records: Sequence[dict]) -> rewards_lib.Rewards:
@@ -254,17 +264,34 @@ def held_out_eval(config, tokenizer, policy_: Policy, rewards: rewards_lib.Rewar
   return (evaluate,)
 
 
-def rollout_source(config, tokenizer, policy_: Policy, init_params, rewards, mesh, rules,
-                   records: Sequence[dict]) -> rollout_lib.RolloutSource:
-  """The rollouts: the sampler, the trainer's log-prob functions and the reference's."""
+def rollout_settings(config) -> rollout_lib.RolloutSettings:
   r = config.rl
-  settings = rollout_lib.RolloutSettings(
+  return rollout_lib.RolloutSettings(
       prompts_per_batch=config.train.batch_size // r.group_size, group_size=r.group_size,
       seq_len=config.data.seq_len, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
       advantage=r.advantage, drop_uniform_groups=r.drop_uniform_groups,
       mask_truncated=r.mask_truncated, kl_coef=r.kl_coef, kl_in_reward=r.kl_in_reward,
       gamma=r.gamma, gae_lambda=r.gae_lambda, whiten_advantages=r.whiten_advantages,
       oversample=r.oversample, seed=config.seed)
+
+
+def step_spec(config) -> aot.StepSpec:
+  """The policy update step without rollouts (experiments/compile.py): config.rl.epochs x
+  config.rl.minibatches optimizer updates over a batch of rollout rows."""
+  validate_fields(config)
+  config.value_head = config.rl.advantage == "gae"
+  model_cfg = validate(config)
+  lora = bool(config.lora.rank) and config.rl.advantage != "gae"
+  return aot.StepSpec(policy_model(config, model_cfg), loss_fn(config),
+                      rollout_lib.row_layout(rollout_settings(config)), frozen=lora, lora=lora,
+                      updates_per_step=(config.rl.epochs, config.rl.minibatches))
+
+
+def rollout_source(config, tokenizer, policy_: Policy, init_params, rewards, mesh, rules,
+                   records: Sequence[dict]) -> rollout_lib.RolloutSource:
+  """The rollouts: the sampler, the trainer's log-prob functions and the reference's."""
+  r = config.rl
+  settings = rollout_settings(config)
   temperature = r.temperature
   logps = jax.jit(lambda params, frozen, batch: policy.rollout_logps(
       params, batch, step_lib.bind_frozen(policy_.model, frozen), temperature))

@@ -29,7 +29,7 @@ from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
 from jaxllm.objectives import lm
 from jaxllm.parallel import mesh as mesh_lib
-from jaxllm.train import loop
+from jaxllm.train import aot, loop
 
 # The progress line's stage keys (jaxllm/train/loop.py adds loss, gradient norm, tok/s, ...).
 PROGRESS = (("eval/qa_accuracy", "qa acc {:.3f}"),)
@@ -119,6 +119,29 @@ def train_data(config, workdir, tokenizer):
       weights)
 
 
+def loss_fn(config):
+  return functools.partial(lm.lm_loss, z_loss=config.train.z_loss, chunk=config.train.loss_chunk)
+
+
+def lora_model(config, base_cfg) -> lora_lib.LoraModel:
+  """The adapters over a frozen base of config `base_cfg` (int8 for QLoRA)."""
+  return lora_lib.LoraModel(Transformer(base_cfg, lora=lora_lib.LoraConfig.from_config(
+      config.lora)))
+
+
+def step_spec(config) -> aot.StepSpec:
+  """The train step without data (experiments/compile.py): full, LoRA or QLoRA
+  (config.lora.base_quant='int8')."""
+  model_cfg = validate(config)
+  layout = batching.row_layout(config.data.seq_len)
+  if not config.lora.rank:
+    return aot.StepSpec(Transformer(model_cfg), loss_fn(config), layout)
+  base_cfg = (quantize.quantized_config(model_cfg) if config.lora.base_quant == "int8"
+              else model_cfg)
+  return aot.StepSpec(lora_model(config, base_cfg), loss_fn(config), layout, frozen=True,
+                      lora=True)
+
+
 @rundir.claims_workdir
 def run(config, workdir, hooks=()):
   """Loads the init run, builds the conversation data and runs the training loop."""
@@ -131,20 +154,18 @@ def run(config, workdir, hooks=()):
   model_cfg = validate(config)
   lora = lora_lib.LoraConfig.from_config(config.lora)
   train_iter, eval_batches = train_data(config, workdir, tokenizer)
-  loss_fn = functools.partial(lm.lm_loss, z_loss=config.train.z_loss,
-                              chunk=config.train.loss_chunk)
   evals = qa.training_eval(config, quantize.float_config(model_cfg), tokenizer, lora)
   try:
     if lora is None:  # full fine-tuning: every param trains, starting from the init run's
-      return loop.train(config, workdir, Transformer(model_cfg), loss_fn, train_iter,
+      return loop.train(config, workdir, Transformer(model_cfg), loss_fn(config), train_iter,
                         eval_batches, init_params=init.params, hooks=hooks, evals=evals,
                         progress=PROGRESS)
     # LoRA: fresh adapters are the trained params; the init run's params stay frozen, as int8
     # with config.lora.base_quant="int8" or when the init run is quantized (QLoRA).
     base_cfg, base = quantize.frozen_base(init.params, model_cfg, config.lora.base_quant)
-    model = lora_lib.LoraModel(Transformer(base_cfg, lora=lora))
-    return loop.train(config, workdir, model, loss_fn, train_iter, eval_batches, hooks=hooks,
-                      frozen_params=base, evals=evals, progress=PROGRESS)
+    return loop.train(config, workdir, lora_model(config, base_cfg), loss_fn(config), train_iter,
+                      eval_batches, hooks=hooks, frozen_params=base, evals=evals,
+                      progress=PROGRESS)
   finally:
     train_iter.close()
 

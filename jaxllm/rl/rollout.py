@@ -75,6 +75,19 @@ class RolloutSettings:
     return self.kl_coef > 0
 
 
+def row_layout(s: RolloutSettings) -> dict[str, tuple[tuple[int, ...], type]]:
+  """key -> (shape of one row, dtype) of the training rows a rollout makes with settings `s`."""
+  t = (s.seq_len,)
+  layout = {"tokens": (t, np.int32), "valid": (t, np.int32), "old_logps": (t, np.float32)}
+  if s.needs_reference and not s.kl_in_reward:
+    layout["ref_logps"] = (t, np.float32)
+  layout["advantages"] = (t, np.float32)
+  if s.advantage == "gae":
+    layout.update(returns=(t, np.float32), old_values=(t, np.float32))
+  layout["loss_mask"] = (t, np.float32)
+  return layout
+
+
 def prompt_order(num_prompts: int, seed: int, epoch: int) -> np.ndarray:
   """The order prompts are taken in during `epoch`: a permutation seeded by (seed, epoch)."""
   return np.random.default_rng([seed, epoch]).permutation(num_prompts)

@@ -29,6 +29,7 @@ from jaxllm.models import splash
 from jaxllm.models.config import ModelConfig
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
+from jaxllm.parallel import target
 from jaxllm.train import checkpoint as ckpt_lib
 from jaxllm.train import memory as memory_lib
 from jaxllm.train import metrics as metrics_lib
@@ -128,21 +129,21 @@ def check_mesh_fits(config, mesh, model_cfg: ModelConfig, minibatches: int = 1) 
             f"config.mesh.{axis}={size}; change the mesh"
             + (" or pad the vocabulary (e.g. to a multiple of 128)." if name == "vocab_size"
                else "."))
-  if jax.process_count() > 1 and shards % jax.process_count():
+  processes = target.process_count(mesh.devices.flat)
+  if processes > 1 and shards % processes:
     raise ConfigError(
         f"config.mesh: the {shards} data x fsdp shards cannot be split over "
-        f"{jax.process_count()} processes (each process feeds its own rows); keep "
+        f"{processes} processes (each process feeds its own rows); keep "
         "config.mesh.tensor within one host and data x fsdp a multiple of the process count.")
-  impl = model_cfg.attention_impl
-  if impl == "cudnn" and (jax.default_backend() != "gpu" or model_cfg.dtype == "float32"):
+  impl, backend = model_cfg.attention_impl, target.platform()
+  if impl == "cudnn" and (backend != "gpu" or model_cfg.dtype == "float32"):
     raise ConfigError(
         f"config.model.attention_impl='cudnn' needs a GPU and 16-bit compute (backend "
-        f"{jax.default_backend()!r}, config.model.dtype={model_cfg.dtype!r}); use 'auto'.")
-  if impl == "splash" and (jax.default_backend() != "tpu"
-                           or splash.block_size(config.data.seq_len) is None):
+        f"{backend!r}, config.model.dtype={model_cfg.dtype!r}); use 'auto'.")
+  if impl == "splash" and (backend != "tpu" or splash.block_size(config.data.seq_len) is None):
     raise ConfigError(
         f"config.model.attention_impl='splash' needs a TPU and config.data.seq_len a multiple "
-        f"of 128 (backend {jax.default_backend()!r}, seq_len {config.data.seq_len}); use 'auto'.")
+        f"of 128 (backend {backend!r}, seq_len {config.data.seq_len}); use 'auto'.")
 
 
 def jit_train_step(config, loss_fn: Callable, model, tx, schedule, shardings, mesh,

@@ -8,6 +8,7 @@ from typing import Any
 from jaxllm import rundir
 from jaxllm.errors import UserError
 from jaxllm.models.config import ModelConfig
+from jaxllm.parallel import target
 
 # Dense bf16 peak FLOP/s per chip (vendor datasheets). MFU is reported against these; pass
 # config.train.peak_flops_per_device for other chips or for float32 compute.
@@ -16,11 +17,7 @@ PEAK_FLOPS_BF16 = {
     "H100": 989e12,  # SXM; PCIe is 756e12
     "A100": 312e12,
     "L4": 121e12,
-    "TPU v6 lite": 918e12,  # v6e (Trillium)
-    "TPU v5p": 459e12,
-    "TPU v5 lite": 197e12,  # v5e
-    "TPU v5": 459e12,
-    "TPU v4": 275e12,
+    **{kind: spec.peak_flops for kind, spec in target.CHIPS.items()},  # the TPUs
 }
 
 

@@ -30,7 +30,9 @@ def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
                     seq_len: int) -> tuple[Any, Any]:
   """(abstract unboxed state, NamedSharding tree) without allocating anything."""
   init = init_params_fn(model, seq_len)
-  boxed = jax.eval_shape(lambda r: _boxed_state(init(r), tx), jax.random.key(0))
+  # The key is made inside the trace: no array is created (a compile-only mesh has no devices
+  # to put one on).
+  boxed = jax.eval_shape(lambda: _boxed_state(init(jax.random.key(0)), tx))
   shardings = sharding_lib.logical_to_sharding(nn.get_partition_spec(boxed), mesh, rules)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           unbox(boxed), shardings)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxllm.errors import ConfigError
+from jaxllm.parallel import target
 
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
@@ -29,7 +30,7 @@ def xla_options(spec: str, backend: str | None = None) -> dict[str, str]:
   names of XLA debug options (e.g. xla_cpu_enable_fast_math=true).
   """
   if spec == "auto":
-    return dict(AUTO_XLA_OPTIONS.get(backend or jax.default_backend(), {}))
+    return dict(AUTO_XLA_OPTIONS.get(backend or target.platform(), {}))
   options = {}
   for item in filter(None, (part.strip() for part in spec.split(","))):
     name, eq, value = item.partition("=")
