@@ -375,3 +375,14 @@ def test_a_checkpoint_naming_a_source_by_an_older_name_resumes():
   state["settings"]["sources"][0][0] = "jaxllm_text/something-else"
   with pytest.raises(ConfigError, match="config.data.source"):
     batching.Batches([docs], to_example, cfg).set_state(state)
+
+
+def _layout_of(batch):
+  return {k: (np.asarray(v).shape[1:], np.asarray(v).dtype) for k, v in batch.items()}
+
+
+def test_packed_batches_have_the_row_layout_the_compiler_is_given():
+  """experiments/compile.py compiles the train step for row_layout; a real batch must match."""
+  batch = next(iter(batching.build([_docs()], batching.text_example(CharTokenizer()), _config())))
+  assert _layout_of(batch) == {k: (shape, np.dtype(dtype))
+                               for k, (shape, dtype) in batching.row_layout(16).items()}

@@ -118,3 +118,14 @@ def test_pipeline_batches_pair_rows_without_packing(tok):
   padded = batching.padded_batches([source], preferences.pair_example(tok, 48), config, 4)
   weights = np.concatenate([b["pair_weight"] for b in padded])
   assert weights.tolist() == [1.0] * 10 + [0.0] * 6
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_pair_rows_have_the_layout_the_compiler_is_given(tok, reference):
+  """experiments/compile.py compiles the preference steps for pair_layout."""
+  table = {preferences.sequence_key("Q?", "good"): -1.5,
+           preferences.sequence_key("Q?", "bad one"): -4.0} if reference else None
+  row = preferences.pair_example(tok, 48, reference=table)(PAIR)
+  assert {k: (np.asarray(v).shape, np.asarray(v).dtype) for k, v in row.items()} == {
+      k: (shape, np.dtype(dtype))
+      for k, (shape, dtype) in preferences.pair_layout(48, reference).items()}

@@ -345,3 +345,15 @@ def test_ppo_value_loss_falls_on_the_toy_bandit():
   value_loss = np.array([float(m["value_loss"]) for m in metrics])
   assert value_loss[-3:].mean() < min(0.05, 0.1 * value_loss[:3].mean()), value_loss
   assert rewards[-3:].mean() > 0.6, rewards
+
+
+@pytest.mark.parametrize("settings", [{}, {"kl_coef": 0.1}, {"advantage": "gae"},
+                                      {"advantage": "gae", "kl_coef": 0.1, "kl_in_reward": True}])
+def test_rollout_batches_have_the_row_layout_the_compiler_is_given(settings):
+  """experiments/compile.py compiles the policy update for row_layout(settings)."""
+  values = 0.5 if settings.get("advantage") == "gae" else None  # PPO's value head
+  source, _ = _source({"q": ["y.", "zz."], "qq": ["z.", "yz."]}, values=values, **settings)
+  batch = source.next_for("policy params")
+  assert {k: (v.shape[1:], v.dtype) for k, v in batch.items()} == {
+      k: (shape, np.dtype(dtype))
+      for k, (shape, dtype) in rollout.row_layout(source.settings).items()}
