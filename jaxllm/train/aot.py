@@ -5,9 +5,10 @@ What a stage trains, without its data, is a `StepSpec` (each recipe's `step_spec
 model, the loss, the layout of a batch row, whether frozen params ride along (a LoRA base, a DPO
 reference), and the optimizer updates per step. `compile_train_step` lowers exactly the step a
 run jits (jaxllm/train/loop.py: `jit_train_step`, donation, shardings from the logical rules)
-with abstract arrays placed on the mesh, compiles it, and reads back what XLA planned: memory
-per device, the collectives in the program and how many times each runs. `report` adds the
-model's FLOPs and a roofline bound from the chip's published peaks (jaxllm/parallel/target.py).
+with abstract arrays placed on the mesh, compiles it, and reports the bytes each device holds;
+XLA's memory plan comes from `memory`, the program's collectives and traffic from
+jaxllm/train/hlo.py, and `train_flops` is the model's count (jaxllm/workflow/compile.py puts
+them together against a chip's peaks).
 
 Nothing is allocated: the state, batch and frozen params are `jax.ShapeDtypeStruct`s.
 """
@@ -158,122 +159,6 @@ def train_flops(model_cfg: ModelConfig, spec: StepSpec, config) -> float:
   epochs, _ = spec.updates_per_step
   tokens = config.train.batch_size * seq_len * spec.sequences_per_row
   return per_token * tokens * epochs
-
-
-# Collectives as they appear in HLO text, by the kind reported.
-_COLLECTIVES = {"all-gather": "all-gather", "all-reduce": "all-reduce",
-                "reduce-scatter": "reduce-scatter", "all-to-all": "all-to-all",
-                "collective-permute": "collective-permute"}
-_SHAPE = re.compile(r"\b(pred|s8|u8|s16|u16|bf16|f16|s32|u32|f32|s64|u64|f64|c64)\[([\d,]*)\]")
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4,
-          "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8}
-
-
-def _shape_bytes(text: str) -> int:
-  """Bytes of every array shape written in `text` (a tuple shape counts each element)."""
-  total = 0
-  for dtype, dims in _SHAPE.findall(text):
-    total += _BYTES[dtype] * int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64))
-  return total
-
-
-def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
-  """{kind: {"count", "bytes"}} per device for one run of the program: each collective's result
-  bytes (an all-reduce counted twice: a reduce-scatter then an all-gather), times the trip
-  count of every while loop around it (scanned layers, microbatches)."""
-  computations, calls = _parse_hlo(hlo_text)
-  times = _executions(computations, calls)
-  out: dict[str, dict[str, float]] = {}
-  for name, lines in computations.items():
-    for line in lines:
-      match = re.search(r"=\s*(.*?)\s+(all-gather|all-reduce|reduce-scatter|all-to-all|"
-                        r"collective-permute)(-start)?\(", line)
-      if not match:
-        continue
-      kind = _COLLECTIVES[match.group(2)]
-      result = match.group(1)
-      if match.group(3):  # an async start returns (operands, results[, context]): the results
-        parts = _top_level_parts(result)
-        result = parts[1] if len(parts) > 1 else result
-      size = _shape_bytes(result) * (2 if kind == "all-reduce" else 1)
-      entry = out.setdefault(kind, {"count": 0.0, "bytes": 0.0})
-      entry["count"] += times.get(name, 1)
-      entry["bytes"] += size * times.get(name, 1)
-  return out
-
-
-def _top_level_parts(shape: str) -> list[str]:
-  """'(a, (b, c), d)' -> ['a', '(b, c)', 'd']."""
-  shape = shape.strip()
-  if not shape.startswith("("):
-    return [shape]
-  parts, depth, current = [], 0, ""
-  for ch in shape[1:-1]:
-    if ch == "," and depth == 0:
-      parts.append(current.strip())
-      current = ""
-      continue
-    depth += (ch in "([{") - (ch in ")]}")
-    current += ch
-  parts.append(current.strip())
-  return parts
-
-
-def _parse_hlo(text: str) -> tuple[dict[str, list[str]], dict[str, list[tuple[str, int]]]]:
-  """(computation -> its instruction lines, computation -> [(callee, times per call)])."""
-  computations: dict[str, list[str]] = {}
-  current = None
-  for line in text.splitlines():
-    header = re.match(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
-    if header and not line.startswith(" "):
-      current = header.group(1)
-      computations[current] = []
-      if line.startswith("ENTRY"):
-        computations.setdefault("__entry__", []).append(current)
-      continue
-    if current is not None and line.startswith(" "):
-      computations[current].append(line)
-  calls: dict[str, list[tuple[str, int]]] = {}
-  for name, lines in computations.items():
-    if name == "__entry__":
-      continue
-    for line in lines:
-      trips = 1
-      if re.search(r"\swhile\(", line):
-        known = re.search(r'known_trip_count["\s:=]*\{?["\s]*n["\s:=]*"?(\d+)', line)
-        trips = int(known.group(1)) if known else 1
-        body = re.search(r"body=%?([\w.\-]+)", line)
-        cond = re.search(r"condition=%?([\w.\-]+)", line)
-        if body:
-          calls.setdefault(name, []).append((body.group(1), trips))
-        if cond:
-          calls.setdefault(name, []).append((cond.group(1), trips + 1))
-        continue
-      for attr in ("calls", "to_apply", "true_computation", "false_computation"):
-        for callee in re.findall(rf"{attr}=%?([\w.\-]+)", line):
-          calls.setdefault(name, []).append((callee, 1))
-      branches = re.search(r"branch_computations=\{([^}]*)\}", line)
-      if branches:
-        for callee in re.findall(r"%?([\w.\-]+)", branches.group(1)):
-          calls.setdefault(name, []).append((callee, 1))
-  return computations, calls
-
-
-def _executions(computations: dict[str, list[str]],
-                calls: dict[str, list[tuple[str, int]]]) -> dict[str, float]:
-  """How many times each computation runs in one run of the entry computation."""
-  entries = computations.get("__entry__", [])
-  times: dict[str, float] = {}
-
-  def visit(name: str, count: float, depth: int = 0) -> None:
-    if depth > 64:
-      return
-    times[name] = times.get(name, 0.0) + count
-    for callee, per_call in calls.get(name, []):
-      visit(callee, count * per_call, depth + 1)
-  for entry in entries:
-    visit(entry, 1.0)
-  return times
 
 
 def memory(compiled) -> dict[str, int]:

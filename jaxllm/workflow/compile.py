@@ -14,8 +14,9 @@ FLOPs per step (6 N + attention per token; XLA's own count is shown beside it an
 repeats and Pallas kernels); the bytes of each kind of collective in the compiled program (with
 the trip counts of the loops around them); and a roofline lower bound on the step time from the
 FLOPs, HBM and ICI traffic and the chip's published peaks (jaxllm/parallel/target.py), with the
-MFU upper bound it implies. Both are estimates: the lower bound counts each byte of the state
-and batch once, not the activations' traffic.
+MFU upper bound it implies. Both are estimates (jaxllm/train/hlo.py: every instruction reads its
+operands from HBM and writes its result once; collectives move their result's bytes over ICI;
+the bound is the longest of the three times, as if the other two overlapped with it entirely).
 
 A step that does not fit ends with exit status 2 and advice that names the numbers.
 """
@@ -36,7 +37,7 @@ from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.parallel import target
 from jaxllm.recipes import dpo, pretrain, reward_model, rl, sft
-from jaxllm.train import aot
+from jaxllm.train import aot, hlo
 
 STAGES = {"pretrain": pretrain, "sft": sft, "reward_model": reward_model, "dpo": dpo, "rl": rl}
 GiB = 2 ** 30
@@ -131,9 +132,10 @@ def _train_report(step, spec, config, chip, devices: int, per_chip: int,
   model_cfg = spec.model.cfg
   flops = aot.train_flops(model_cfg, spec, config)
   flops_per_device = flops / devices
-  collectives = aot.collective_bytes(compiled.as_text())
+  text = compiled.as_text()
+  collectives = hlo.collectives(text)
   ici_bytes = sum(c["bytes"] for c in collectives.values())
-  hbm_traffic = mem["arguments"] + mem["outputs"]  # read the state and batch, write the state
+  hbm_traffic = hlo.hbm_traffic(text)
   times = {"flops": flops_per_device / (chip.peak_flops / per_chip),
            "hbm": hbm_traffic / (chip.hbm_bandwidth / per_chip),
            "ici": ici_bytes / (chip.ici_bandwidth / per_chip)}
@@ -151,6 +153,7 @@ def _train_report(step, spec, config, chip, devices: int, per_chip: int,
       "model_flops_per_step": flops, "model_flops_per_device": flops_per_device,
       "xla_flops_per_device": float(cost.get("flops", 0.0)),
       "collectives": collectives, "collective_bytes_per_device": ici_bytes,
+      "hbm_traffic_bytes_per_device": hbm_traffic,
       "estimate": {"seconds_by_bound": times, "step_seconds_lower_bound": bound,
                    "bound_by": max(times, key=times.get),
                    "mfu_upper_bound": times["flops"] / bound if bound else 0.0},
@@ -254,6 +257,7 @@ def describe(report: dict[str, Any]) -> str:
       f"{_size(t['temporaries_bytes'])}, new outputs {_size(t['new_outputs_bytes'])}",
       f"model FLOPs per step {t['model_flops_per_step']:.3e} ({t['model_flops_per_device']:.3e} "
       f"per device; XLA's count: {t['xla_flops_per_device']:.3e})",
+      f"HBM traffic per device and step (estimate) {_size(t['hbm_traffic_bytes_per_device'])}",
       "collectives per device and step: " + (", ".join(
           f"{k} {_size(v['bytes'])} ({int(v['count'])})"
           for k, v in sorted(t["collectives"].items())) or "none"),

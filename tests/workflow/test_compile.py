@@ -11,7 +11,7 @@ import pytest
 from jaxllm.models import params as params_lib
 from jaxllm.parallel import target
 from jaxllm.recipes import dpo, pretrain, reward_model, rl, sft
-from jaxllm.train import aot, metrics
+from jaxllm.train import aot, hlo, metrics
 from jaxllm.workflow import compile as compile_lib
 from tests.experiments.conftest import run_script
 
@@ -30,6 +30,13 @@ HloModule m
   ROOT %c = pred[] constant(true)
 }
 
+%cond5 (p: (s32[], f32[8])) -> pred[] {
+  %p = (s32[], f32[8]) parameter(0)
+  %five = s32[]{:T(128)} constant(5)
+  %i = s32[] get-tuple-element(%p), index=0
+  ROOT %lt = pred[] compare(%i, %five), direction=LT
+}
+
 %add (a: f32[], b: f32[]) -> f32[] {
   ROOT %s = f32[] add(%a, %b)
 }
@@ -37,6 +44,7 @@ HloModule m
 ENTRY %main (x: f32[8]) -> f32[8] {
   %x = f32[8]{0} parameter(0)
   %w = (s32[], f32[8]) while(%init), condition=%cond, body=%body, backend_config={TRIPS}
+  %v = (s32[], f32[8]) while(%init), condition=%cond5, body=%body
   %s = (f32[8]{0}, f32[16]{0}) all-gather-start(%x), dimensions={0}
   %d = f32[16]{0} all-gather-done(%s)
   ROOT %a = bf16[4,4]{1,0} all-reduce(%y), to_apply=%add
@@ -45,12 +53,13 @@ ENTRY %main (x: f32[8]) -> f32[8] {
 
 
 def test_collectives_are_counted_with_the_trip_counts_of_their_loops():
-  got = aot.collective_bytes(HLO)
-  # In the loop body, 12 times: all-gather f32[32] (128 bytes), reduce-scatter f32[8] (32 bytes).
-  # Outside: an async all-gather's result f32[16] (64 bytes), an all-reduce of bf16[4,4] counted
-  # twice (32 bytes: reduce-scatter then all-gather).
-  assert got == {"all-gather": {"count": 13, "bytes": 12 * 128 + 64},
-                 "reduce-scatter": {"count": 12, "bytes": 12 * 32},
+  got = hlo.collectives(HLO)
+  # The loop body runs 12 times (XLA's known trip count) + 5 (read off its condition, i < 5):
+  # all-gather f32[32] (128 bytes) and reduce-scatter f32[8] (32 bytes) each time. Outside: an
+  # async all-gather's result f32[16] (64 bytes), an all-reduce of bf16[4,4] counted twice (32
+  # bytes: reduce-scatter then all-gather).
+  assert got == {"all-gather": {"count": 18, "bytes": 17 * 128 + 64},
+                 "reduce-scatter": {"count": 17, "bytes": 17 * 32},
                  "all-reduce": {"count": 1, "bytes": 2 * 32}}
 
 
@@ -66,7 +75,7 @@ def _cpu_step(tiny_config, scan: bool):
   mesh = mesh_lib.make_mesh(c.mesh, jax.devices())
   out = aot.compile_train_step(c, pretrain.step_spec(c), mesh,
                                sharding_lib.rules_from_config(c.mesh.rules))
-  return aot.collective_bytes(out["compiled"].as_text()), out
+  return hlo.collectives(out["compiled"].as_text()), out
 
 
 def test_scanned_layers_count_the_same_gradient_reductions_as_unrolled_ones(tiny_config):
@@ -76,11 +85,17 @@ def test_scanned_layers_count_the_same_gradient_reductions_as_unrolled_ones(tiny
   all-gathers differ for a reason: unrolled, XLA keeps each gathered weight from the forward
   pass for the backward one; looped, it gathers again."""
   looped, out = _cpu_step(tiny_config.copy_and_resolve_references(), scan=True)
-  unrolled, _ = _cpu_step(tiny_config.copy_and_resolve_references(), scan=False)
+  unrolled, unrolled_out = _cpu_step(tiny_config.copy_and_resolve_references(), scan=False)
   assert looped["all-reduce"]["count"] < unrolled["all-reduce"]["count"]  # fewer ops, looped
   assert looped["all-reduce"]["bytes"] == pytest.approx(unrolled["all-reduce"]["bytes"],
                                                         rel=0.01)
   assert looped["all-gather"]["bytes"] >= unrolled["all-gather"]["bytes"] > 0
+  # HBM traffic, estimated instruction by instruction, near XLA's own count on the unrolled
+  # program (XLA counts a loop's body once, so only there do the two compare).
+  compiled = unrolled_out["compiled"]
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  assert hlo.hbm_traffic(compiled.as_text()) == pytest.approx(cost["bytes accessed"], rel=0.3)
   # What one device holds, summed from the shardings, is what XLA allocates for the arguments
   # (the state and the batch's rows; the RNG key, 8 bytes, may be a constant).
   memory = aot.memory(out["compiled"])

@@ -1,0 +1,169 @@
+"""What a compiled program does, read from its optimized HLO text: the collectives it runs (and
+their bytes) and an estimate of its HBM traffic, each counted as many times as the loops around
+it run (scanned layers and microbatches are `while` loops executed once per iteration).
+
+Counting is per device (the SPMD program every device runs). A `while` loop's trip count is
+XLA's `known_trip_count` when the backend writes it, else read off its condition (`counter <
+N`, the form `jax.lax.scan` lowers to); a loop whose count cannot be read counts once.
+"""
+
+import dataclasses
+import re
+
+import numpy as np
+
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+_SHAPE = re.compile(r"\b(pred|s4|u4|s8|u8|s16|u16|bf16|f16|s32|u32|f32|s64|u64|f64|c64|c128|"
+                    r"f8e4m3fn|f8e5m2)\[([\d,]*)\]")
+_BYTES = {"pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2,
+          "f16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8,
+          "c128": 16, "f8e4m3fn": 1, "f8e5m2": 1}
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s+([a-z][\w\-]*)\((.*)$")
+# Instructions that move no data of their own (names, views, control flow, bookkeeping).
+_NO_TRAFFIC = {"parameter", "get-tuple-element", "tuple", "bitcast", "constant", "while",
+               "conditional", "call", "after-all", "partition-id", "replica-id", "opt-barrier",
+               "add-dependency", "custom-call-done", "copy-done", "all-gather-done",
+               "all-reduce-done", "collective-permute-done", "async-done", "async-update"}
+
+
+def shape_bytes(text: str) -> float:
+  """Bytes of every array shape written in `text` (each element of a tuple shape)."""
+  total = 0.0
+  for dtype, dims in _SHAPE.findall(text):
+    total += _BYTES[dtype] * float(np.prod([int(d) for d in dims.split(",") if d]))
+  return total
+
+
+@dataclasses.dataclass
+class _Instruction:
+  name: str
+  shape: str  # the result's shape text
+  op: str
+  rest: str  # operands and attributes
+
+
+def _parse(text: str) -> tuple[dict[str, list[_Instruction]], list[str]]:
+  """(computation -> its instructions, the entry computations)."""
+  computations: dict[str, list[_Instruction]] = {}
+  entries: list[str] = []
+  current = None
+  for line in text.splitlines():
+    if line and not line[0].isspace() and line.rstrip().endswith("{"):
+      header = re.match(r"^(ENTRY\s+)?%?([\w.\-]+)", line)
+      if header:
+        current = header.group(2)
+        computations[current] = []
+        if header.group(1):
+          entries.append(current)
+      continue
+    if current is None:
+      continue
+    match = _INSTRUCTION.match(line)
+    if match:
+      computations[current].append(_Instruction(*match.groups()))
+  return computations, entries
+
+
+def _trip_count(instruction: _Instruction, computations) -> int:
+  known = re.search(r'known_trip_count"?\s*[:=]\s*\{\s*"?n"?\s*[:=]\s*"?(\d+)', instruction.rest)
+  if known:
+    return int(known.group(1))
+  cond = re.search(r"condition=%?([\w.\-]+)", instruction.rest)
+  body = computations.get(cond.group(1), []) if cond else []
+  constants = [int(c.group(1)) for i in body if i.op == "constant"
+               for c in [re.match(r"(-?\d+)\)", i.rest)] if c and i.shape.startswith("s32")]
+  compares = [i for i in body if i.op == "compare" and "direction=LT" in i.rest]
+  return constants[0] if len(constants) == 1 and len(compares) == 1 else 1
+
+
+def executions(computations, entries) -> tuple[dict[str, float], set[str]]:
+  """(how many times each computation runs per run of the program, the computations that run
+  as control flow: the entry, loop bodies and conditions, branches, calls; not fusion bodies or
+  reducers)."""
+  times: dict[str, float] = {}
+  control: set[str] = set()
+
+  def visit(name: str, count: float, is_control: bool, depth: int) -> None:
+    if depth > 64 or name not in computations:
+      return
+    times[name] = times.get(name, 0.0) + count
+    if is_control:
+      control.add(name)
+    for ins in computations[name]:
+      if ins.op == "while":
+        trips = _trip_count(ins, computations)
+        for attr, n in (("body", trips), ("condition", trips + 1)):
+          callee = re.search(rf"{attr}=%?([\w.\-]+)", ins.rest)
+          if callee:
+            visit(callee.group(1), count * n, True, depth + 1)
+        continue
+      branches = re.search(r"branch_computations=\{([^}]*)\}", ins.rest)
+      callees = re.findall(r"%?([\w.\-]+)", branches.group(1)) if branches else []
+      callees += re.findall(r"(?:true|false)_computation=%?([\w.\-]+)", ins.rest)
+      if ins.op == "call":
+        callees += re.findall(r"to_apply=%?([\w.\-]+)", ins.rest)
+      for callee in callees:
+        visit(callee, count, True, depth + 1)
+      for callee in re.findall(r"calls=%?([\w.\-]+)", ins.rest):  # fusions, async bodies
+        visit(callee, count, False, depth + 1)
+  for entry in entries:
+    visit(entry, 1.0, True, 0)
+  return times, control
+
+
+def collectives(text: str) -> dict[str, dict[str, float]]:
+  """{kind: {"count", "bytes"}} per device and run: each collective's result bytes (an
+  all-reduce counted twice: a reduce-scatter then an all-gather), times its executions."""
+  computations, entries = _parse(text)
+  times, _ = executions(computations, entries)
+  out: dict[str, dict[str, float]] = {}
+  for name, instructions in computations.items():
+    for ins in instructions:
+      kind = ins.op.removesuffix("-start")
+      if kind not in COLLECTIVES:
+        continue
+      shape = ins.shape
+      if ins.op.endswith("-start"):  # an async start returns (operands, results[, context])
+        parts = _top_level(shape)
+        shape = parts[1] if len(parts) > 1 else shape
+      size = shape_bytes(shape) * (2 if kind == "all-reduce" else 1)
+      entry = out.setdefault(kind, {"count": 0.0, "bytes": 0.0})
+      entry["count"] += times.get(name, 0.0)
+      entry["bytes"] += size * times.get(name, 0.0)
+  return out
+
+
+def hbm_traffic(text: str) -> float:
+  """Bytes read and written per run, estimated: each data-moving instruction of the control-flow
+  computations (a fusion, a dot, a copy, a collective, a custom call) reads its operands and
+  writes its result once, times its executions. Fusion bodies are not counted (their
+  intermediates stay on chip)."""
+  computations, entries = _parse(text)
+  times, control = executions(computations, entries)
+  total = 0.0
+  for name in control:
+    sizes = {ins.name: shape_bytes(ins.shape) for ins in computations[name]}
+    for ins in computations[name]:
+      if ins.op in _NO_TRAFFIC:
+        continue
+      operands = ins.rest.split("), ", 1)[0]
+      read = sum(sizes.get(n, 0.0) for n in re.findall(r"%([\w.\-]+)", operands))
+      total += (read + shape_bytes(ins.shape)) * times.get(name, 0.0)
+  return total
+
+
+def _top_level(shape: str) -> list[str]:
+  """'(a, (b, c), d)' -> ['a', '(b, c)', 'd']."""
+  shape = shape.strip()
+  if not shape.startswith("("):
+    return [shape]
+  parts, depth, current = [], 0, ""
+  for ch in shape[1:-1]:
+    if ch == "," and depth == 0:
+      parts.append(current.strip())
+      current = ""
+      continue
+    depth += (ch in "([{") - (ch in ")]}")
+    current += ch
+  parts.append(current.strip())
+  return parts
