@@ -79,26 +79,26 @@ def _trip_count(instruction: _Instruction, computations) -> int:
   return constants[0] if len(constants) == 1 and len(compares) == 1 else 1
 
 
-def executions(computations, entries) -> tuple[dict[str, float], set[str]]:
-  """(how many times each computation runs per run of the program, the computations that run
-  as control flow: the entry, loop bodies and conditions, branches, calls; not fusion bodies or
-  reducers)."""
+def executions(computations, entries) -> tuple[dict[str, float], dict[str, str]]:
+  """(how many times each computation runs per run of the program, the control-flow computation
+  each one runs inside: itself for the entry, loop bodies and conditions, branches and calls;
+  the caller's for fusion bodies, async wrappers and reducers)."""
   times: dict[str, float] = {}
-  control: set[str] = set()
+  owner: dict[str, str] = {}
 
-  def visit(name: str, count: float, is_control: bool, depth: int) -> None:
+  def visit(name: str, count: float, owned_by: str | None, depth: int) -> None:
     if depth > 64 or name not in computations:
       return
     times[name] = times.get(name, 0.0) + count
-    if is_control:
-      control.add(name)
+    owner.setdefault(name, owned_by or name)
+    here = owner[name]
     for ins in computations[name]:
       if ins.op == "while":
         trips = _trip_count(ins, computations)
         for attr, n in (("body", trips), ("condition", trips + 1)):
           callee = re.search(rf"{attr}=%?([\w.\-]+)", ins.rest)
           if callee:
-            visit(callee.group(1), count * n, True, depth + 1)
+            visit(callee.group(1), count * n, None, depth + 1)
         continue
       branches = re.search(r"branch_computations=\{([^}]*)\}", ins.rest)
       callees = re.findall(r"%?([\w.\-]+)", branches.group(1)) if branches else []
@@ -106,21 +106,26 @@ def executions(computations, entries) -> tuple[dict[str, float], set[str]]:
       if ins.op == "call":
         callees += re.findall(r"to_apply=%?([\w.\-]+)", ins.rest)
       for callee in callees:
-        visit(callee, count, True, depth + 1)
-      for callee in re.findall(r"calls=%?([\w.\-]+)", ins.rest):  # fusions, async bodies
-        visit(callee, count, False, depth + 1)
+        visit(callee, count, None, depth + 1)
+      if ins.op != "call":  # fusions, async wrappers, reducers: part of this computation
+        for callee in re.findall(r"(?:calls|to_apply)=%?([\w.\-]+)", ins.rest):
+          visit(callee, count, here, depth + 1)
   for entry in entries:
-    visit(entry, 1.0, True, 0)
-  return times, control
+    visit(entry, 1.0, None, 0)
+  return times, owner
 
 
 def collectives(text: str) -> dict[str, dict[str, float]]:
   """{kind: {"count", "bytes"}} per device and run: each collective's result bytes (an
-  all-reduce counted twice: a reduce-scatter then an all-gather), times its executions."""
+  all-reduce counted twice: a reduce-scatter then an all-gather), times its executions. A
+  collective XLA split over several fusions (the same channel id within one control-flow
+  computation: an asynchronous start, its steps, its end) counts once."""
   computations, entries = _parse(text)
-  times, _ = executions(computations, entries)
-  out: dict[str, dict[str, float]] = {}
+  times, owner = executions(computations, entries)
+  seen: dict[tuple, tuple[str, float, float]] = {}  # key -> (kind, bytes, runs)
   for name, instructions in computations.items():
+    if name not in times:
+      continue
     for ins in instructions:
       kind = ins.op.removesuffix("-start")
       if kind not in COLLECTIVES:
@@ -130,9 +135,18 @@ def collectives(text: str) -> dict[str, dict[str, float]]:
         parts = _top_level(shape)
         shape = parts[1] if len(parts) > 1 else shape
       size = shape_bytes(shape) * (2 if kind == "all-reduce" else 1)
-      entry = out.setdefault(kind, {"count": 0.0, "bytes": 0.0})
-      entry["count"] += times.get(name, 0.0)
-      entry["bytes"] += size * times.get(name, 0.0)
+      channel = re.search(r"channel_id=(\d+)", ins.rest)
+      if channel:
+        key, runs = (owner[name], kind, channel.group(1)), times[owner[name]]
+      else:
+        key, runs = (name, kind, ins.name), times[name]
+      if key not in seen or size > seen[key][1]:
+        seen[key] = (kind, size, runs)
+  out: dict[str, dict[str, float]] = {}
+  for kind, size, runs in seen.values():
+    entry = out.setdefault(kind, {"count": 0.0, "bytes": 0.0})
+    entry["count"] += runs
+    entry["bytes"] += size * runs
   return out
 
 
@@ -186,9 +200,9 @@ def hbm_traffic(text: str) -> float:
   whole): equal within 0.1% on CPU; on TPU lower (2.1 vs 3.6 GiB for 4 layers of llama-125m
   on v5e:2x4, batch 8 x 512), XLA's TPU count including the on-chip buffers."""
   computations, entries = _parse(text)
-  times, control = executions(computations, entries)
+  times, owner = executions(computations, entries)
   total = 0.0
-  for name in control:
+  for name in [c for c, o in owner.items() if c == o]:  # the control-flow computations
     sizes = {ins.name: shape_bytes(ins.shape, hbm_only=True) for ins in computations[name]}
     for ins in computations[name]:
       if ins.op in _NO_TRAFFIC:
