@@ -9,6 +9,7 @@ mkdir -p "$out"
 # v5e-8 (one host), v5e-256 (a full v5e pod), v5p-128 (64 chips); the global batch grows with the
 # slice so that every chip gets rows.
 slices=("v5e:2x4 64" "v5e:16x16 256" "v5p:4x4x4 64")
+if [ $# -gt 0 ]; then slices=("$@"); fi  # e.g. "v5e:2x4 64": one slice again
 run() {  # name topology args...
   local name=$1 topo=$2; shift 2
   local file="$out/${name}_${topo/:/-}.json"

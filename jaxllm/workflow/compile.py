@@ -21,8 +21,10 @@ the bound is the longest of the three times, as if the other two overlapped with
 A step that does not fit ends with exit status 2 and advice that names the numbers.
 """
 
+import glob
 import json
 import pathlib
+import sys
 from typing import Any
 
 import jax
@@ -32,7 +34,7 @@ from jaxllm import config as config_lib
 from jaxllm import rundir
 from jaxllm.data import inputs
 from jaxllm.errors import ConfigError, UserError
-from jaxllm.models import Transformer
+from jaxllm.models import Transformer, transformer
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.parallel import target
@@ -55,12 +57,19 @@ class DoesNotFit(UserError):
 _HOW_TO_RUN = ("dtype", "scan_layers", "remat", "attention_impl")  # kept from the stage config
 
 
+def _set_architecture(config, model: dict) -> None:
+  """config.model becomes `model`, except how to run it (dtype, scanned layers, remat,
+  attention), which stays the stage config's."""
+  keep = {k: config.model[k] for k in _HOW_TO_RUN if k in config.model}
+  config.model = ml_collections.ConfigDict(model)
+  config.model.update(keep)
+
+
 def with_model(config, model_config) -> ml_collections.ConfigDict:
-  """`config` with the architecture (config.model, the tokenizer size) of `model_config`; how to
-  run it (dtype, scanned layers, remat, attention) stays `config`'s."""
+  """A copy of `config` with the architecture (config.model, the tokenizer size) of the config
+  `model_config` (--model)."""
   out = ml_collections.ConfigDict(config.to_dict())
-  out.model = ml_collections.ConfigDict(model_config.model.to_dict())
-  out.model.update({k: config.model[k] for k in _HOW_TO_RUN if k in config.model})
+  _set_architecture(out, model_config.model.to_dict())
   out.data.tokenizer_vocab_size = model_config.data.tokenizer_vocab_size
   return out
 
@@ -73,9 +82,7 @@ def resolve_model(config) -> None:
     if saved is None:
       raise ConfigError(f"--config.init.checkpoint={config.init.checkpoint}: no config.json "
                         "there; name a run directory, or give --model=PRETRAIN_CONFIG.")
-    keep = {k: config.model[k] for k in _HOW_TO_RUN if k in config.model}
-    config.model = ml_collections.ConfigDict(saved["model"])
-    config.model.update(keep)
+    _set_architecture(config, saved["model"])
   if config.model.vocab_size == 0:
     inputs.check_vocab(config, config.data.tokenizer_vocab_size)
 
@@ -113,9 +120,12 @@ def compile_for(config, topology: str, sampler: bool = True) -> dict[str, Any]:
       step = aot.compile_train_step(config, spec, mesh, rules)
     except aot.OutOfMemory as e:  # XLA could not place the step (it says so at compile time)
       needs, limit = e.needs
+      sizes = {k: v for k, v in e.sizes.items() if k.endswith("_bytes")}
+      if "temporaries" in str(e):  # XLA's figure is the temporaries alone; add what is held
+        sizes["temporaries_bytes"] = needs
+        needs += sizes["state_bytes"] + sizes["batch_bytes"] + sizes["frozen_bytes"]
       report["train"] = {"fits": False, "total_bytes": needs, "total_gib": needs / GiB,
-                         "compiler_limit_gib": limit / GiB, "compiler": str(e),
-                         **{k: v for k, v in e.sizes.items() if k.endswith("_bytes")}}
+                         "compiler_limit_gib": limit / GiB, "compiler": str(e), **sizes}
       raise DoesNotFit(_advice(report, config, spec), report) from None
     report["train"] = _train_report(step, spec, config, chip, len(devices), per_chip, hbm)
     if sampler and stage != "reward_model":
@@ -177,7 +187,6 @@ def _sampler_report(config, mesh, rules, chip, per_chip: int, hbm: float) -> dic
 
 
 def _attention(config) -> str:
-  from jaxllm.models import transformer
   return transformer.attention_implementation(config_lib.validate(config), config.data.seq_len)
 
 
@@ -212,8 +221,13 @@ def _advice(report, config, spec) -> str:
              " (the rest activations and temporaries)"))
   tips = []
   if state > 0.5 * have:
-    tips.append(f"shard the state over more chips (--config.mesh.fsdp=-1, now mesh "
-                f"{report['mesh']}) or take a larger slice")
+    mesh = report["mesh"]
+    if mesh["fsdp"] * mesh["tensor"] < report["devices"]:
+      tips.append(f"shard the state over every chip (--config.mesh.data=1 "
+                  f"--config.mesh.fsdp=-1; now mesh {mesh})")
+    else:
+      tips.append(f"take a larger slice (the state is split over all {report['devices']} "
+                  "devices already)")
     if report["stage"] in ("sft", "dpo", "rl") and not spec.lora:
       tips.append("train LoRA adapters (--config.lora.rank=16)")
   if config.model.get("remat", "none") != "full":
@@ -277,6 +291,30 @@ def describe(report: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def table(reports: list[tuple[str, dict[str, Any]]]) -> str:
+  """Markdown rows, one per (name for the first column, report): what was compiled, where,
+  whether it fits, memory per device and the estimate."""
+  rows = ["| config | slice | batch | fits | GiB per device: total (state + temporaries) | "
+          "step >= (bound by) | MFU <= | compile |",
+          "|---|---|---|---|---|---|---|---|"]
+  for name, r in reports:
+    t = r["train"]
+    head = f"| {name} | {r['topology']} | {r['batch_size']} x {r['seq_len']} |"
+    state = (t["state_bytes"] + t["frozen_bytes"]) / GiB
+    if "compiler" in t:
+      rows.append(f"{head} no | {t['total_gib']:.1f} ({state:.1f} + "
+                  f"{t['temporaries_bytes'] / GiB:.1f}); XLA's limit "
+                  f"{t['compiler_limit_gib']:.2f} | | | |")
+      continue
+    e = t["estimate"]
+    rows.append(
+        f"{head} {'yes' if t['fits'] else 'no'} | {t['total_gib']:.1f} of {t['hbm_gib']:.0f} "
+        f"({state:.1f} + {t['temporaries_bytes'] / GiB:.1f}) | "
+        f"{_ms(e['step_seconds_lower_bound'])} ({e['bound_by']}) | {e['mfu_upper_bound']:.0%} "
+        f"| {t['compile_seconds']:.0f} s |")
+  return "\n".join(rows)
+
+
 def write(report: dict[str, Any], path: str) -> None:
   out = pathlib.Path(path)
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -299,23 +337,35 @@ def main():
   flags.DEFINE_string("out", None, "Optional: write the report as JSON to this file.")
   flags.DEFINE_bool("sampler", True, "Also compile the KV-cache sampler (config.benchmark's "
                     "sample_batch, prompt_len, new_tokens).")
+  flags.DEFINE_string("table", None, "Instead: print a Markdown table of the JSON reports this "
+                      "glob matches (docs/tpu.md).")
   cli.define_print_config()
-  flags.mark_flags_as_required(["config"])
   f = flags.FLAGS
 
   def run(argv):
     del argv
+    if f.table:  # rows named by the files' names, less the slice (NAME_TOPOLOGY.json)
+      paths = [pathlib.Path(p) for p in sorted(glob.glob(f.table))]
+      if not paths:
+        raise UserError(f"--table={f.table!r} matches no file.")
+      print(table([(p.stem.rsplit("_", 1)[0], json.loads(p.read_text())) for p in paths]))
+      return
+    cli.require("config")
     config = with_model(f.config, f.model) if f.model is not None else f.config
     if cli.print_config(config):
       return
     cli.require("topology")
+    command = "python experiments/compile.py " + " ".join(
+        a for a in sys.argv[1:] if not a.startswith("--out="))
     try:
       report = compile_for(config, f.topology, sampler=f.sampler)
     except DoesNotFit as e:
+      e.report["command"] = command
       print(describe(e.report), flush=True)
       if f.out:
         write(e.report, f.out)
       raise
+    report["command"] = command
     print(describe(report), flush=True)
     if f.out:
       write(report, f.out)
