@@ -14,7 +14,6 @@ Nothing is allocated: the state, batch and frozen params are `jax.ShapeDtypeStru
 """
 
 import dataclasses
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,10 +69,9 @@ def abstract_batch(layout: Layout, rows: int, mesh: Mesh) -> dict[str, jax.Shape
 
 def compile_train_step(config, spec: StepSpec, mesh: Mesh, rules) -> dict[str, Any]:
   """Compiles the stage's train step for `mesh`; returns {"compiled", "compile_seconds", "state"
-  (abstract, placed), and
-  per device "params_bytes", "state_bytes" (params and optimizer state), "batch_bytes",
-  "frozen_bytes"; "num_params", "num_frozen"}. XLA's out-of-memory error propagates (callers
-  give advice)."""
+  (abstract, placed), per device "params_bytes", "state_bytes" (params and optimizer state),
+  "batch_bytes" and "frozen_bytes"; "num_params", "num_frozen"}. Raises OutOfMemory when the
+  compiler cannot place the step (TPU says so at compile time)."""
   tc, seq_len = config.train, config.data.seq_len
   epochs, minibatches = spec.updates_per_step
   num_updates = tc.num_steps * epochs * minibatches
@@ -99,7 +97,7 @@ def compile_train_step(config, spec: StepSpec, mesh: Mesh, rules) -> dict[str, A
     try:
       out["compiled"] = step.lower(state, batch, rng, frozen).compile()
     except Exception as e:  # XLA's own out-of-memory at compile time (TPU): said with numbers
-      needs = out_of_memory(str(e))
+      needs = memory_lib.compiler_out_of_memory(str(e))
       if needs is None:
         raise
       raise OutOfMemory(str(e).splitlines()[0][:400], needs, out) from None
@@ -115,24 +113,6 @@ class OutOfMemory(Exception):
   def __init__(self, message: str, needs: tuple[float, float], sizes: dict[str, Any]):
     super().__init__(message)
     self.needs, self.sizes = needs, sizes
-
-
-_UNITS = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
-
-
-def out_of_memory(message: str) -> tuple[float, float] | None:
-  """(bytes needed, bytes available) from XLA's RESOURCE_EXHAUSTED message, or None when the
-  message is about something else."""
-  if "RESOURCE_EXHAUSTED" not in message and "Ran out of memory" not in message:
-    return None
-  patterns = (r"\(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)",
-              r"Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm")
-  for pattern in patterns:
-    match = re.search(pattern, message)
-    if match:
-      return (float(match.group(1)) * _UNITS[match.group(2)],
-              float(match.group(3)) * _UNITS[match.group(4)])
-  return (float("nan"), float("nan"))
 
 
 def per_device_bytes(tree: Any) -> int:

@@ -338,7 +338,14 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
       batch = sharding_lib.global_batch(local, mesh)
       if compiled is None:  # compiled ahead of the first step, to check its memory first
         start = time.perf_counter()
-        compiled = step_fn.lower(state, batch, train_rng, frozen).compile()
+        try:
+          compiled = step_fn.lower(state, batch, train_rng, frozen).compile()
+        except Exception as e:  # the TPU compiler refuses a step that does not fit
+          needs = memory_lib.compiler_out_of_memory(str(e))
+          if needs is None:
+            raise
+          raise UserError(f"the train step needs {needs[0] / 2**30:.2f} GiB per device (XLA: "
+                          f"{str(e).splitlines()[0][:200]}); {memory_lib.ADVICE}") from None
         compiled_shapes = _shapes(batch)
         console.log(f"compiled the train step in {time.perf_counter() - start:.1f} s; "
                     + memory_lib.check(compiled, tc.device_memory_gib))

@@ -8,6 +8,7 @@ overrides it (a margin for other processes, or a test).
 """
 
 import os
+import re
 from typing import Any
 
 import jax
@@ -69,9 +70,30 @@ def check(compiled, override_gib: float = 0.0) -> str:
     raise UserError(
         f"the train step needs {_size(est['total'])} per device and a device has "
         f"{_size(limit)} ({_size(est['arguments'])} of state and batch, "
-        f"{_size(est['temporaries'])} of activations and temporaries); it would run out of "
-        "memory. Lower it with --config.model.remat=full (recompute activations), a larger "
-        "--config.train.microbatches (smaller pieces of the batch), more FSDP "
-        "(--config.mesh.fsdp=-1 shards params and optimizer state over all devices), "
-        "--config.train.loss_chunk=N for a large vocabulary, or a smaller batch or seq_len.")
+        f"{_size(est['temporaries'])} of activations and temporaries); {ADVICE}")
   return line
+
+
+ADVICE = ("it would run out of memory. Lower it with --config.model.remat=full (recompute "
+          "activations), a larger --config.train.microbatches (smaller pieces of the batch), "
+          "more FSDP (--config.mesh.fsdp=-1 shards params and optimizer state over all "
+          "devices), --config.train.loss_chunk=N for a large vocabulary, or a smaller batch or "
+          "seq_len; experiments/compile.py tries a config for a TPU slice from any machine.")
+
+_UNITS = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+
+
+def compiler_out_of_memory(message: str) -> tuple[float, float] | None:
+  """(bytes needed, bytes available) from XLA's RESOURCE_EXHAUSTED message at compile time (the
+  TPU compiler refuses a program that does not fit), NaN where it gives no figure; None when the
+  message is about something else."""
+  if "RESOURCE_EXHAUSTED" not in message and "Ran out of memory" not in message:
+    return None
+  patterns = (r"\(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)",
+              r"Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm")
+  for pattern in patterns:
+    match = re.search(pattern, message)
+    if match:
+      return (float(match.group(1)) * _UNITS[match.group(2)],
+              float(match.group(3)) * _UNITS[match.group(4)])
+  return (float("nan"), float("nan"))
