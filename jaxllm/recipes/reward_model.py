@@ -107,9 +107,9 @@ def loss_fn(config):
 
 def step_spec(config) -> aot.StepSpec:
   """The train step without data (experiments/compile.py)."""
-  model_cfg = validate(config)
-  return aot.StepSpec(runs.reward_model(config, model_cfg), loss_fn(config),
-                      preferences.pair_layout(config.data.seq_len), sequences_per_row=2)
+  model = runs.reward_model(config, validate(config))
+  return aot.StepSpec(model, loss_fn(config), preferences.pair_layout(config.data.seq_len),
+                      sequences_per_row=2, lm_head=model.lm_head)
 
 
 @rundir.claims_workdir

@@ -49,6 +49,7 @@ class StepSpec:
   sequences_per_row: int = 1  # 2 for preference pairs
   updates_per_step: tuple[int, int] = (1, 1)  # (epochs, minibatches): RL's updates per batch
   lora: bool = False  # only the adapters train: no weight gradients for the frozen base
+  lm_head: bool = True  # False: a reward model's scalar head instead of the vocabulary matmul
 
 
 def abstract_params(model: nn.Module, mesh: Mesh, rules, seq_len: int) -> Any:
@@ -128,9 +129,11 @@ def train_flops(model_cfg: ModelConfig, spec: StepSpec, config) -> float:
   """Model FLOPs of one train step, all devices together: 6 N + attention per token
   (metrics.train_flops_per_token) for each trained token, times the optimizer updates over the
   batch; LoRA skips the frozen weights' gradients (4 N); a frozen reference adds a forward
-  (2 N)."""
+  (2 N); a reward model without the LM head leaves out its d_model x vocab matmul."""
   seq_len = config.data.seq_len
   per_token = metrics_lib.train_flops_per_token(model_cfg, seq_len)
+  if not spec.lm_head:  # a score head of d_model x 1 instead of d_model x vocab
+    per_token -= 6 * model_cfg.d_model * model_cfg.vocab_size
   forward = per_token / 3  # 2 N + attention's forward share
   if spec.lora:
     per_token -= forward  # no gradient of the frozen weights: forward + input gradients

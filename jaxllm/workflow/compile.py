@@ -23,6 +23,7 @@ A step that does not fit ends with exit status 2 and advice that names the numbe
 
 import glob
 import json
+import math
 import pathlib
 import sys
 from typing import Any
@@ -209,13 +210,12 @@ def _advice(report, config, spec) -> str:
   t = report["train"]
   have = report["device_hbm_gib"]
   state, temporaries = t.get("state_bytes", 0) / GiB, t.get("temporaries_bytes")
-  needs = (f"{t['total_gib']:.2f} GiB" if t["total_gib"] == t["total_gib"] else
+  needs = (f"{t['total_gib']:.2f} GiB" if not math.isnan(t["total_gib"]) else
            "more memory than it has")  # NaN: XLA gave no figure
+  limit = t.get("compiler_limit_gib", math.nan)
   text = (f"the {report['stage']} train step needs {needs} per device on {report['topology']} "
           f"and a {report['chip']} device has {have:.2f} GiB"
-          + (f" (the compiler's limit: {t['compiler_limit_gib']:.2f} GiB)"
-             if t.get("compiler_limit_gib", 0) == t.get("compiler_limit_gib", 0)
-             and "compiler_limit_gib" in t else "")
+          + (f" (the compiler's limit: {limit:.2f} GiB)" if not math.isnan(limit) else "")
           + f"; of it {state:.2f} GiB are params and optimizer state"
           + (f", {temporaries / GiB:.2f} GiB temporaries" if temporaries is not None else
              " (the rest activations and temporaries)"))
