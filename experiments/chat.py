@@ -40,7 +40,8 @@ def main(argv):
   del argv
   run = runs.load_run(FLAGS.workdir, FLAGS.step)
   tok = run.tokenizer
-  smp = sampler.Sampler(run.model, run.params, tok.pad_id, vocab_limit=tok.vocab_size)
+  smp = sampler.Sampler(run.model, run.params, tok.pad_id, mesh=run.mesh, rules=run.rules,
+                        vocab_limit=tok.vocab_size)
   index = retrieval.Bm25Index.load(FLAGS.rag_index) if FLAGS.rag_index else None
   registry = None
   if FLAGS.tools:

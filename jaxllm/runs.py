@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
+from jax.sharding import Mesh
 
 from jaxllm import config as config_lib
 from jaxllm import rundir
@@ -48,7 +48,7 @@ from jaxllm.models import Transformer
 from jaxllm.models import lora as lora_lib
 from jaxllm.models.config import ModelConfig
 from jaxllm.models.lora import LoraConfig, LoraModel
-from jaxllm.models.params import init_params_fn, unbox
+from jaxllm.models.params import init_params_fn, params_shardings, unbox
 from jaxllm.models.reward import PolicyWithValue, RewardModel
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.parallel import sharding as sharding_lib
@@ -72,6 +72,8 @@ class Run:
   params: Any
   tokenizer: Tokenizer
   step: int
+  mesh: Mesh | None = dataclasses.field(default=None, repr=False, compare=False)
+  rules: tuple = dataclasses.field(default=(), repr=False, compare=False)
   _sampler: Any = dataclasses.field(default=None, repr=False, compare=False)
 
   def prompt_ids(self, prompt: str | Sequence[dict], chat: bool | None = None
@@ -113,6 +115,7 @@ class Run:
       prompts = [prompts]
     if self._sampler is None:
       self._sampler = sampler_lib.Sampler(self.model, self.params, self.tokenizer.pad_id,
+                                          mesh=self.mesh, rules=self.rules,
                                           vocab_limit=self.tokenizer.vocab_size)
     context, specials = self.model.cfg.max_seq_len, self.tokenizer.special_ids
     batch, stops = [], []
@@ -220,9 +223,28 @@ def _model_config(config) -> ModelConfig:
   return dataclasses.replace(ModelConfig.from_dict(config.model), dropout_rate=0.0, remat="none")
 
 
-def _restore(workdir, model, step: int | None) -> tuple[Any, int]:
+def placement(config, mesh: Mesh | None = None, rules=None) -> tuple[Mesh, tuple]:
+  """(mesh, logical rules) a run's params are loaded onto: the given ones, else the run's own
+  config.mesh over this machine's devices when it fits them, else FSDP over every device."""
+  if rules is None:
+    rules = sharding_lib.rules_from_config(config.get("mesh", {}).get(
+        "rules", sharding_lib.DEFAULT_RULES))
+  if mesh is not None:
+    return mesh, rules
+  try:
+    return mesh_lib.make_mesh(config.mesh), rules
+  except (ConfigError, KeyError, AttributeError):  # trained on another number of devices
+    return mesh_lib.make_mesh(ml_collections.ConfigDict(
+        {"data": 1, "fsdp": -1, "tensor": 1})), rules
+
+
+def _restore(workdir, model, step: int | None, mesh: Mesh, rules) -> tuple[Any, int]:
+  """The params of `model` from the run's checkpoint `step` (default: the newest), each read
+  straight onto its sharding on `mesh`: a device reads only its own slice of the files."""
+  shardings = params_shardings(model, mesh, rules, 8)
   abstract = unbox(jax.eval_shape(init_params_fn(model, 8), jax.random.key(0)))
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          abstract, shardings)
   checkpoints = pathlib.Path(workdir) / "checkpoints"
   step = step if step is not None else latest_step(workdir)
   try:
@@ -231,7 +253,7 @@ def _restore(workdir, model, step: int | None) -> tuple[Any, int]:
     params = ckpt_lib.restore_params(checkpoints, abstract, step)
   except FileNotFoundError as e:
     raise UserError(f"{checkpoints}: no checkpoint to load ({e}); train the run first.") from e
-  return jax.tree.map(jnp.asarray, params), step
+  return params, step
 
 
 def lora_config(config) -> LoraConfig | None:
@@ -261,9 +283,14 @@ def require_language_model(run: "Run", field: str, workdir) -> None:
                     "(a pretraining, SFT, DPO or RL run).")
 
 
-def load_run(workdir, step: int | None = None, *, bidirectional_ok: bool = False) -> Run:
-  """The newest (or given) checkpoint's params, on the default device, float32 as saved.
+def load_run(workdir, step: int | None = None, *, bidirectional_ok: bool = False,
+             mesh: Mesh | None = None, rules=None) -> Run:
+  """The newest (or given) checkpoint's params, float32 as saved, read onto a mesh.
 
+  Each param is restored straight onto its sharding (`placement`: the given mesh and rules, else
+  the run's own config.mesh, else FSDP over every device), every device reading only its slice,
+  so a run larger than one device loads wherever it was trained; with several processes each
+  reads the slices of its own devices.
   A LoRA run's checkpoints hold its adapters only: they are merged into the params of the run
   it started from (config.init.checkpoint at config.init.step), so the result is a plain model.
   A masked-LM run (config.model.causal=False) is refused unless `bidirectional_ok`.
@@ -271,29 +298,32 @@ def load_run(workdir, step: int | None = None, *, bidirectional_ok: bool = False
   config = read_config(workdir)
   if not bidirectional_ok:
     require_causal(config, workdir)
+  mesh, rules = placement(config, mesh, rules)
+  on_mesh = dict(mesh=mesh, rules=rules)
   if is_reward_model(config):
     model = reward_model(config, _model_config(config))
-    params, step = _restore(workdir, model, step)
-    return Run(config, model, params, run_tokenizer(workdir, config), step)
+    params, step = _restore(workdir, model, step, **on_mesh)
+    return Run(config, model, params, run_tokenizer(workdir, config), step, **on_mesh)
   model = Transformer(_model_config(config))
   lora = lora_config(config)
   if lora is not None:  # merged adapters give a float model, whatever the base was held as
     model = Transformer(quantize.float_config(model.cfg))
   if has_value_head(config):
-    params, step = _restore(workdir, PolicyWithValue(model.cfg), step)
+    params, step = _restore(workdir, PolicyWithValue(model.cfg), step, **on_mesh)
     params = params["backbone"]
   elif lora is None:
-    params, step = _restore(workdir, model, step)
+    params, step = _restore(workdir, model, step, **on_mesh)
   elif config.init.get("hf_path"):  # LoRA on an imported model: merge into the import
-    base_params = hf_weights.load_params(config.init.hf_path, model.cfg)
-    adapters, step = _restore(workdir, LoraModel(model.clone(lora=lora)), step)
+    base_params = hf_weights.load_params(config.init.hf_path, model.cfg, params_shardings(
+        Transformer(model.cfg), mesh, rules, 8))
+    adapters, step = _restore(workdir, LoraModel(model.clone(lora=lora)), step, **on_mesh)
     params = lora_lib.merge(_base_as_trained(base_params, model.cfg, config), adapters, lora)
   else:
     base_dir = lora_base_dir(config, workdir)
-    base = load_run(base_dir, None if config.init.step < 0 else config.init.step)
-    adapters, step = _restore(workdir, LoraModel(model.clone(lora=lora)), step)
+    base = load_run(base_dir, None if config.init.step < 0 else config.init.step, **on_mesh)
+    adapters, step = _restore(workdir, LoraModel(model.clone(lora=lora)), step, **on_mesh)
     params = lora_lib.merge(_base_as_trained(base.params, model.cfg, config), adapters, lora)
-  return Run(config, model, params, run_tokenizer(workdir, config), step)
+  return Run(config, model, params, run_tokenizer(workdir, config), step, **on_mesh)
 
 
 def lora_base_dir(config, workdir) -> pathlib.Path:
@@ -355,12 +385,12 @@ def start_from(config, workdir) -> Run | None:
   """Fine-tuning set-up from config.init.checkpoint or config.init.hf_path (None when both
   are empty).
 
-  Loads that run (params only: the optimizer starts fresh), copies its model config into
-  `config.model` (the checkpoint fixes the shapes) and records the step it used in
-  `config.init.step` and its lineage in `config.init.stage`; its tokenizer is written to WORKDIR
-  (inputs.save_run_tokenizer: a run that has checkpoints refuses another one). A Hugging Face
-  directory is imported with its chat format mapped to ours (jaxllm/interop), its params placed
-  directly on the run's mesh.
+  Loads that run (params only, read onto the stage's mesh: the optimizer starts fresh), copies
+  its model config into `config.model` (the checkpoint fixes the shapes) and records the step it
+  used in `config.init.step` and its lineage in `config.init.stage`; its tokenizer is written to
+  WORKDIR (inputs.save_run_tokenizer: a run that has checkpoints refuses another one). A Hugging
+  Face directory is imported with its chat format mapped to ours (jaxllm/interop), its params
+  placed directly on the run's mesh.
   """
   if not init_source(config):
     return None
@@ -370,8 +400,11 @@ def start_from(config, workdir) -> Run | None:
     require_run_dir(config.init.checkpoint, "config.init.checkpoint")
     # Recorded absolute: the run reads it (a LoRA run's base) from any working directory.
     config.init.checkpoint = str(pathlib.Path(config.init.checkpoint).absolute())
+    # Read straight onto the stage's own mesh, where training wants the params.
     init = load_run(config.init.checkpoint, None if config.init.step < 0 else config.init.step,
-                    bidirectional_ok="mlm" in config)  # continued masked-LM pretraining
+                    bidirectional_ok="mlm" in config,  # continued masked-LM pretraining
+                    mesh=mesh_lib.make_mesh(config.mesh),
+                    rules=sharding_lib.rules_from_config(config.mesh.rules))
     if is_reward_model(init.config):
       raise UserError(f"config.init.checkpoint={config.init.checkpoint!r} is a reward-model "
                       "run; start from a language model (a pretraining or SFT run).")

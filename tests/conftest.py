@@ -36,6 +36,20 @@ def pytest_configure(config):
       "training checks; the fast tier (-m 'not slow') skips them")
 
 
+# The longest tests, started first so that the quick ones fill the workers' last minutes
+# (pytest-xdist hands tests out in collection order).
+_LONGEST = ("test_tiny_pipeline_end_to_end_then_resume", "test_a_newcomers_session",
+            "test_rl_across_two_processes", "test_lora_sft_sharded_and_resumed_matches",
+            "test_two_processes_train_like_one")
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  rank = lambda item: (next((i for i, n in enumerate(_LONGEST) if item.name.startswith(n)),
+                            len(_LONGEST)), item.get_closest_marker("slow") is None)
+  items.sort(key=rank)  # stable: otherwise in collection order
+
+
 def pytest_unconfigure(config):
   if _OWN_CACHE and not hasattr(config, "workerinput"):
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -1,11 +1,20 @@
 """Run directories: what a run is comes from the fields its recipe writes (config.stage,
 config.value_head, config.init.stage), never from which config sections exist."""
 
+import jax
 import ml_collections
+import numpy as np
 import pytest
 
+from jaxllm import config as config_lib
 from jaxllm import runs
+from jaxllm.data.tokenizer import train_tokenizer
 from jaxllm.errors import UserError
+from jaxllm.models import Transformer
+from jaxllm.models import params as params_lib
+from jaxllm.models.config import ModelConfig
+from jaxllm.parallel import mesh as mesh_lib
+from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.recipes import distill, dpo, pretrain, prune, reward_model, rl, sft
 
 
@@ -79,3 +88,52 @@ def test_a_lora_runs_base_is_found_where_recorded_or_beside_a_moved_run(tmp_path
   assert runs.lora_base_dir(config, tmp_path / "moved" / "sft") == tmp_path / "moved" / "pretrain"
   with pytest.raises(UserError, match="is a LoRA run whose base run config.init.checkpoint="):
     runs.lora_base_dir(config, tmp_path / "elsewhere" / "sft")
+
+
+def _saved_run(tmp_path, mesh_fields: dict):
+  """A tiny pretraining run written by save_run (random params), with config.mesh set."""
+  config = config_lib.base_config("tiny", "pretrain")
+  config.model.vocab_size = 256
+  for key, value in mesh_fields.items():
+    config.mesh[key] = value
+  model = Transformer(ModelConfig.from_dict(config.model))
+  params = params_lib.unbox(params_lib.init_params_fn(model, 8)(jax.random.key(3)))
+  tokenizer = train_tokenizer(["a b c d e f g h"] * 4, vocab_size=300)
+  runs.save_run(tmp_path / "run", config, params, tokenizer, 5)
+  return tmp_path / "run", model, params
+
+
+def _fsdp_mesh(devices: int = 8):
+  return mesh_lib.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": devices,
+                                                       "tensor": 1}))
+
+
+def test_load_run_reads_each_param_onto_its_shard_of_the_mesh(tmp_path):
+  workdir, model, saved = _saved_run(tmp_path, {"data": -1, "fsdp": 1})
+  mesh = _fsdp_mesh()
+  rules = sharding_lib.DEFAULT_RULES
+  run = runs.load_run(workdir, mesh=mesh, rules=rules)
+  want = params_lib.params_shardings(model, mesh, rules, 8)
+  got, expected = jax.tree.leaves(run.params), jax.tree.leaves(saved)
+  for x, sharding, value in zip(got, jax.tree.leaves(want), expected):
+    assert x.sharding == sharding
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(value))
+  # The embedding (vocab, embed) is split over the 8 fsdp devices along embed: each holds 1/8.
+  embed = run.params["embed"]["embedding"]
+  assert {s.data.shape for s in embed.addressable_shards} == {(256, model.cfg.d_model // 8)}
+  assert run.mesh is mesh and run.step == 5
+
+
+def test_load_run_defaults_to_the_runs_mesh_or_fsdp_when_it_does_not_fit(tmp_path):
+  workdir, _, saved = _saved_run(tmp_path, {"data": -1, "fsdp": 1})
+  run = runs.load_run(workdir)  # the run's own mesh: data-parallel, params replicated
+  assert dict(run.mesh.shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+  assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(run.params))
+  # Trained on 16 devices (fsdp=16): on this machine's 8 the params go FSDP over all of them.
+  workdir, _, _ = _saved_run(tmp_path / "big", {"data": 1, "fsdp": 16})
+  run = runs.load_run(workdir)
+  assert dict(run.mesh.shape) == {"data": 1, "fsdp": 8, "tensor": 1}
+  embed = run.params["embed"]["embedding"]
+  assert not embed.sharding.is_fully_replicated
+  for x, value in zip(jax.tree.leaves(run.params), jax.tree.leaves(saved)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(value))

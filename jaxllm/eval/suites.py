@@ -94,6 +94,7 @@ class Context:
     key = repr(self.run.model.cfg)
     if key not in self.shared:
       self.shared[key] = Sampler(self.run.model, None, self.tokenizer.pad_id,
+                                   mesh=self.run.mesh, rules=self.run.rules,
                                    vocab_limit=self.tokenizer.vocab_size)
     smp = self.shared[key]
     smp.params = self.run.params

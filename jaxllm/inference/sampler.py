@@ -29,6 +29,7 @@ import numpy as np
 
 from jaxllm.errors import UserError
 from jaxllm.models import transformer
+from jaxllm.parallel import sharding as sharding_lib
 
 NEG_INF = -1e30  # finite, so that 0 * masked stays 0 and softmax of an all-masked row is uniform
 
@@ -272,7 +273,7 @@ class Sampler:
             np.float32(temperature), np.int32(top_k), np.float32(top_p), stops)
     with mesh_context(self.mesh, self.rules):
       out = self._jitted(*args, num_new=num_new)
-    out = jax.device_get(out)
+    out = sharding_lib.fetch(out)  # whole in every process (the rows may be split over hosts)
     return SampleOutput(tokens=out["tokens"][:num, :max(max_new)],
                         lengths=out["lengths"][:num],
                         logprobs=out["logprobs"][:num, :max(max_new)],

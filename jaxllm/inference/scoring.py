@@ -20,6 +20,7 @@ import numpy as np
 from jaxllm.data import preferences
 from jaxllm.errors import UserError
 from jaxllm.inference.sampler import POWERS_OF_TWO, bucket, mesh_context
+from jaxllm.parallel import sharding as sharding_lib
 
 
 def conversation_ids(tokenizer, messages: Sequence[dict]) -> list[int]:
@@ -58,5 +59,5 @@ class RewardScorer:
         tokens[i, :len(s)], valid[i, :len(s)] = s, 1
       with mesh_context(self.mesh, self.rules):
         rewards = self._jitted(params, tokens, valid)
-      out[start:start + len(chunk)] = jax.device_get(rewards)[:len(chunk)]
+      out[start:start + len(chunk)] = sharding_lib.fetch(rewards)[:len(chunk)]
     return out

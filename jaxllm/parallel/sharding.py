@@ -6,6 +6,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -60,3 +61,40 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
     out[key] = jax.make_array_from_process_local_data(batch_sharding(mesh, local.ndim), local,
                                                       global_shape)
   return out
+
+
+def process_rows(num_rows: int) -> slice:
+  """This process's rows of a global batch of `num_rows` that every process holds whole: the
+  process_index-th of process_count equal parts (the rows `global_batch` takes from it)."""
+  count = jax.process_count()
+  if num_rows % count:
+    raise ValueError(f"{num_rows} rows cannot be split evenly over {count} processes.")
+  per = num_rows // count
+  return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+
+
+def local_rows(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """This process's share (`process_rows`) of rows every process holds whole."""
+  if jax.process_count() == 1:
+    return rows
+  part = process_rows(len(next(iter(rows.values()))))
+  return {k: v[part] for k, v in rows.items()}
+
+
+def fetch(tree: Any) -> Any:
+  """Numpy copies of the arrays in `tree`, each whole in every process (arrays spread over
+  several processes are gathered; jax.device_get reads only arrays this process holds)."""
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return jax.device_get(x)
+  return jax.tree.map(one, tree)
+
+
+def gather_rows(tree: Any) -> Any:
+  """Every process's rows of `tree` (numpy arrays with rows first), concatenated in process
+  order, in every process: the inverse of `local_rows`."""
+  if jax.process_count() == 1:
+    return tree
+  return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)),
+                      tree)

@@ -306,7 +306,10 @@ def rollout_source(config, tokenizer, policy_: Policy, init_params, rewards, mes
         placed = jax.device_put(init_params, params_lib.params_shardings(
             policy_.lm, mesh, rules, config.data.seq_len))
       ref_fn = lambda frozen, batch: ref_lm(placed, batch)
-  sampler = Sampler(policy_.lm, None, tokenizer.pad_id, vocab_limit=tokenizer.vocab_size)
+  # Under the mesh's rules the rows are split over the data x fsdp devices: with several
+  # processes, each process's devices sample their share of the prompts.
+  sampler = Sampler(policy_.lm, None, tokenizer.pad_id, mesh=mesh, rules=rules,
+                    vocab_limit=tokenizer.vocab_size)
   chunk = config.train.batch_size // r.minibatches // config.train.microbatches
   return rollout_lib.RolloutSource(settings, tokenizer, records, rewards, sampler,
                                    policy_.to_lm, logps, ref_fn, mesh, chunk)
@@ -330,9 +333,6 @@ def run(config, workdir, hooks=(), rewards: rewards_lib.Rewards | None = None):
   """
   mesh_lib.maybe_initialize_distributed(config.distributed)
   runs.require_init(config, "the SFT run (or Hugging Face model) to improve")
-  if jax.process_count() > 1:
-    raise ConfigError("RL runs in one process (any number of local devices); the rollouts "
-                      "are not yet split across processes.")
   validate_fields(config)
   config.value_head = config.rl.advantage == "gae"  # PPO: checkpoints hold PolicyWithValue
   init = runs.start_from(config, workdir)

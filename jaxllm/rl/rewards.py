@@ -70,6 +70,7 @@ def learned(scorer, params) -> RewardFn:
     conversations = [chat.prompt_messages(r) + [{"role": "assistant", "content": reply}]
                      for r, reply in zip(records, replies)]
     return np.asarray(scorer(params, conversations), np.float32)
+  reward.on_device = True  # one program over the mesh: every process calls it alike
   return reward
 
 
@@ -91,6 +92,13 @@ class Rewards:
       raise ConfigError("every reward weight is 0: set config.rl.rewards.<name> (e.g. "
                         "correct=1.0).")
     self.logged = [k for k in self.components if k in self.weights or k in also]
+
+  @property
+  def on_device(self) -> bool:
+    """Whether a logged component runs a program on the devices (the reward model), which every
+    process must call with the same replies; the others are scored by each process for its own
+    share of the replies."""
+    return any(getattr(self.components[k], "on_device", False) for k in self.logged)
 
   def evaluate(self, records: Sequence[dict], replies: Sequence[str]) -> tuple[np.ndarray, dict]:
     parts = {k: np.asarray(self.components[k](records, replies), np.float32)

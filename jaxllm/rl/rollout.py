@@ -219,7 +219,7 @@ class RolloutSource(loop.OnPolicySource):
     completions = out.completions()
     replies = [self.tokenizer.decode(c[:-1] if stopped else c)
                for c, stopped in zip(completions, out.stopped)]
-    total, parts = self.rewards.evaluate(records, replies)
+    total, parts = self._score(records, replies)
     scored = time.perf_counter()
     reward_metrics = self._reward_metrics(total, parts)
     if s.oversample > 1:
@@ -241,7 +241,17 @@ class RolloutSource(loop.OnPolicySource):
     self._train_started = done
     self.last_metrics = metrics
     self.iteration += 1
-    return batch
+    return sharding_lib.local_rows(batch)  # this process's rows of the global batch
+
+  def _score(self, records: list[dict], replies: list[str]) -> tuple[np.ndarray, dict]:
+    """Rewards of every reply, in every process. With several processes each scores its share
+    of the replies and the scores are gathered; a reward model, one program over the whole
+    mesh, scores them all in every process (its batch is split over every device anyway)."""
+    if jax.process_count() == 1 or self.rewards.on_device:
+      return self.rewards.evaluate(records, replies)
+    mine = sharding_lib.process_rows(len(replies))
+    total, parts = self.rewards.evaluate(records[mine], replies[mine])
+    return sharding_lib.gather_rows((total, parts))
 
   def _forward(self, fn, rows: dict[str, np.ndarray]) -> tuple[np.ndarray, Any]:
     """fn over the rows in chunks (global batches on the mesh) -> numpy (logps, values)."""
@@ -249,7 +259,9 @@ class RolloutSource(loop.OnPolicySource):
     n = len(rows["tokens"])
     for start in range(0, n, self.chunk_rows):
       chunk = {k: rows[k][start:start + self.chunk_rows] for k in ("tokens", "valid")}
-      lp, v = jax.device_get(fn(sharding_lib.global_batch(chunk, self.mesh)))
+      # Every process holds every row; each places its share, and the results come back whole.
+      lp, v = sharding_lib.fetch(fn(sharding_lib.global_batch(sharding_lib.local_rows(chunk),
+                                                              self.mesh)))
       logps.append(lp)
       values.append(v)
     return (np.concatenate(logps), None if values[0] is None else np.concatenate(values))

@@ -2,11 +2,7 @@
 same devices, each reading only its data shards; their checkpoint resumes in one process."""
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -16,8 +12,7 @@ from jaxllm.models import params as params_lib
 from jaxllm.models.config import ModelConfig
 from jaxllm.models.transformer import Transformer
 from jaxllm.train import checkpoint
-from tests.conftest import FAST_COMPILE_FLAGS
-from tests.helpers import ROOT, read_metrics
+from tests.helpers import finish, launch, read_metrics
 
 pytestmark = pytest.mark.slow  # two processes and a third run, each a subprocess
 
@@ -28,36 +23,9 @@ ARGS = ["--config=configs/pretrain/tiny.py", "--config.train.num_steps=6",
         "--config.data.shards=2", "--config.mesh.data=1", "--config.mesh.fsdp=-1"]
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
-def _pretrain(workdir, devices: int, *extra) -> subprocess.Popen:
-  env = dict(os.environ,
-             XLA_FLAGS=f"{FAST_COMPILE_FLAGS} --xla_force_host_platform_device_count={devices}",
-             JAX_PLATFORMS="cpu")
-  return subprocess.Popen([sys.executable, "experiments/pretrain.py", f"--workdir={workdir}",
-                           *ARGS, *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-
-
-def _two_processes(workdir) -> list[subprocess.Popen]:
-  port = _free_port()
-  return [_pretrain(workdir, 4, "--config.distributed.initialize=True",
-                    f"--config.distributed.coordinator_address=localhost:{port}",
-                    "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}")
-          for i in range(2)]
-
-
-def _finish(procs) -> list[str]:
-  outs = []
-  for p in procs:
-    out, _ = p.communicate(timeout=600)
-    assert p.returncode == 0, out
-    outs.append(out)
-  return outs
+def _pretrain(workdir, devices: int = 8, processes: int = 1) -> list:
+  return launch("pretrain.py", f"--workdir={workdir}", *ARGS, devices=devices,
+                processes=processes)
 
 
 def _losses(workdir) -> dict[str, dict[int, float]]:
@@ -81,7 +49,7 @@ def _final_params(workdir) -> list[np.ndarray]:
 
 def test_two_processes_train_like_one_and_hand_over_to_one(tmp_path):
   two, one = tmp_path / "two", tmp_path / "one"
-  outs = _finish(_two_processes(two) + [_pretrain(one, 8)])
+  outs = finish(_pretrain(two, 4, 2) + _pretrain(one))
   assert "8 cpu devices, 2 processes" in outs[0]
   assert "8 cpu devices, 1 processes" in outs[2]
 
@@ -103,7 +71,7 @@ def test_two_processes_train_like_one_and_hand_over_to_one(tmp_path):
   # shard's position) restores in one process on 8 devices and continues to the same end.
   losses, params = _losses(two)["train"], _final_params(two)
   shutil.rmtree(two / "checkpoints" / "6")
-  out = _finish([_pretrain(two, 8)])[0]
+  out = finish(_pretrain(two))[0]
   assert f"resumed from {two / 'checkpoints'} at step 3" in out
   assert "8 cpu devices, 1 processes" in out
   resumed = _losses(two)["train"]
