@@ -174,11 +174,18 @@ def base_config(size: str = "tiny", stage: str = "pretrain") -> ml_collections.C
   # its architecture replaces config.model (dtype, remat, scan_layers and attention_impl stay).
   c.init.hf_path = ""
 
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.initialize = False
-  c.distributed.coordinator_address = ""  # empty: auto-detect (TPU VM, SLURM)
-  c.distributed.num_processes = 1
-  c.distributed.process_id = 0
+  c.distributed = distributed_config()
+  return c
+
+
+def distributed_config() -> ml_collections.ConfigDict:
+  """config.distributed: whether and how to join a multi-process job (jax.distributed;
+  parallel/mesh.maybe_initialize_distributed)."""
+  c = ml_collections.ConfigDict()
+  c.initialize = False
+  c.coordinator_address = ""  # empty: auto-detect (TPU VM, SLURM)
+  c.num_processes = 1
+  c.process_id = 0
   return c
 
 

@@ -224,18 +224,27 @@ def _model_config(config) -> ModelConfig:
 
 
 def placement(config, mesh: Mesh | None = None, rules=None) -> tuple[Mesh, tuple]:
-  """(mesh, logical rules) a run's params are loaded onto: the given ones, else the run's own
-  config.mesh over this machine's devices when it fits them, else FSDP over every device."""
+  """(mesh, logical rules) a run's params are loaded onto: the given ones; else, for a run whose
+  training kept every param whole on each device (config.mesh without fsdp or tensor axes), one
+  device of this process, where inference computes nothing twice (each process then works on
+  its own); else the run's own config.mesh over the devices present when it fits them, else
+  FSDP over every device (a run too large for one device, trained on another number of them)."""
   if rules is None:
     rules = sharding_lib.rules_from_config(config.get("mesh", {}).get(
         "rules", sharding_lib.DEFAULT_RULES))
   if mesh is not None:
     return mesh, rules
+  sizes = config.get("mesh", {})
+  if sizes.get("fsdp", 1) == 1 and sizes.get("tensor", 1) == 1:
+    return mesh_lib.make_mesh(_ONE_DEVICE, jax.local_devices()[:1]), rules
   try:
     return mesh_lib.make_mesh(config.mesh), rules
-  except (ConfigError, KeyError, AttributeError):  # trained on another number of devices
+  except ConfigError:  # trained on another number of devices
     return mesh_lib.make_mesh(ml_collections.ConfigDict(
         {"data": 1, "fsdp": -1, "tensor": 1})), rules
+
+
+_ONE_DEVICE = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1})
 
 
 def _restore(workdir, model, step: int | None, mesh: Mesh, rules) -> tuple[Any, int]:

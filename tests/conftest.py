@@ -38,7 +38,7 @@ def pytest_configure(config):
 
 # The longest tests, started first so that the quick ones fill the workers' last minutes
 # (pytest-xdist hands tests out in collection order).
-_LONGEST = ("test_tiny_pipeline_end_to_end_then_resume", "test_a_newcomers_session",
+_LONGEST = ("test_tiny_pipeline_in_two_processes", "test_a_newcomers_session",
             "test_rl_across_two_processes", "test_lora_sft_sharded_and_resumed_matches",
             "test_two_processes_train_like_one")
 

@@ -124,11 +124,17 @@ def test_load_run_reads_each_param_onto_its_shard_of_the_mesh(tmp_path):
   assert run.mesh is mesh and run.step == 5
 
 
-def test_load_run_defaults_to_the_runs_mesh_or_fsdp_when_it_does_not_fit(tmp_path):
+def test_load_run_defaults_to_one_device_the_runs_mesh_or_fsdp(tmp_path):
+  # Trained data-parallel (every param whole on each device): one device, nothing computed twice.
   workdir, _, saved = _saved_run(tmp_path, {"data": -1, "fsdp": 1})
-  run = runs.load_run(workdir)  # the run's own mesh: data-parallel, params replicated
-  assert dict(run.mesh.shape) == {"data": 8, "fsdp": 1, "tensor": 1}
-  assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(run.params))
+  run = runs.load_run(workdir)
+  assert run.mesh.devices.size == 1
+  assert all(x.sharding.device_set == {jax.local_devices()[0]}
+             for x in jax.tree.leaves(run.params))
+  # Trained with FSDP over 4 devices: the run's own mesh (here 2 x 4 of the 8 devices).
+  workdir, _, _ = _saved_run(tmp_path / "fsdp", {"data": -1, "fsdp": 4})
+  run = runs.load_run(workdir)
+  assert dict(run.mesh.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
   # Trained on 16 devices (fsdp=16): on this machine's 8 the params go FSDP over all of them.
   workdir, _, _ = _saved_run(tmp_path / "big", {"data": 1, "fsdp": 16})
   run = runs.load_run(workdir)

@@ -38,6 +38,10 @@ def get_config(arg=None):
   # Share of pretraining batches drawn from the math set (drills and worked problems), the rest
   # from the cleaned crawl of the world's prose.
   c.math_weight = 0.5
+  # A multi-process job (every stage's processes): --config.distributed.initialize=True on
+  # every host (docs/tpu.md); process 0 alone makes the data and the tokenizer and writes the
+  # shared files.
+  c.distributed = config_lib.distributed_config()
 
   c.clean = load("data/clean.py")
   c.clean.steps = ("url", "html", "language", "gopher_repetition", "gopher_quality", "pii")

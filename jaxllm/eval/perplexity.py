@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxllm.data.tokenizer import Tokenizer
+from jaxllm.parallel import sharding as sharding_lib
 
 
 def windows(ids: Sequence[int], seq_len: int) -> Iterator[tuple[list[int], list[int]]]:
@@ -79,7 +80,7 @@ def evaluate_perplexity(model, params: Any, tokenizer: Tokenizer, texts: Iterabl
 
   nll_by_text: dict[int, float] = {}
   for owners, batch in _batches(pieces(), batch_size, seq_len, tokenizer.pad_id):
-    rows = np.asarray(nll_sum(params, batch), np.float64)
+    rows = np.asarray(sharding_lib.fetch(nll_sum(params, batch)), np.float64)
     for owner, nll in zip(owners, rows):
       nll_by_text[owner] = nll_by_text.get(owner, 0.0) + float(nll)
     total_tokens += int(batch["mask"].sum())

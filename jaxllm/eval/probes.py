@@ -33,6 +33,7 @@ from jaxllm.errors import UserError
 from jaxllm.inference import generate
 from jaxllm.inference.sampler import POWERS_OF_TWO, Sampler, bucket
 from jaxllm.objectives import preference
+from jaxllm.parallel import sharding as sharding_lib
 
 _OCCUPATIONS = ("baker", "doctor", "teacher", "farmer", "nurse", "builder")
 DEFAULT_TEMPLATES = tuple(
@@ -116,7 +117,8 @@ def continuation_logprobs(model, params, tokenizer: Tokenizer,
       ids = context + continuation
       tokens[i, :len(ids)] = ids
       target_mask[i, len(context):len(ids)] = 1.0
-    out[start:start + len(chunk)] = np.asarray(score(params, tokens, target_mask))[:len(chunk)]
+    scores = sharding_lib.fetch(score(params, tokens, target_mask))
+    out[start:start + len(chunk)] = scores[:len(chunk)]
   return out
 
 

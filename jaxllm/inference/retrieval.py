@@ -19,6 +19,7 @@ from jaxllm.data import passages as passages_lib
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import UserError
 from jaxllm.inference.tools import Tool, ToolError
+from jaxllm.parallel import sharding as sharding_lib
 
 PASSAGES_FILE = "passages.jsonl"
 
@@ -152,7 +153,7 @@ def mean_pooled_embedder(model, params, tokenizer: Tokenizer, max_len: int = 256
       for i, ids in enumerate(chunk):
         tokens[i, :len(ids)] = ids
         mask[i, :len(ids)] = True
-      out.append(np.asarray(pooled(params, tokens, mask))[:len(chunk)])
+      out.append(sharding_lib.fetch(pooled(params, tokens, mask))[:len(chunk)])
     return np.concatenate(out)
 
   return embed

@@ -2,13 +2,14 @@
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh
 
-from jaxllm.errors import ConfigError
+from jaxllm.errors import ConfigError, UserError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -77,3 +78,32 @@ def process_zero_first(needed: Callable[[], bool], make: Callable[[], None], nam
   multihost_utils.sync_global_devices(f"jaxllm-{name}")
   if jax.process_index() != 0 and needed():
     make()
+
+
+def on_process_zero(make: Callable[[], Any], name: str) -> Any:
+  """Runs `make` in process 0 only (files every process reads: the others find them on the shared
+  disk once this returns); every process waits here for it. Returns what `make` returned in
+  process 0, None in the others. When it raises in process 0, the others raise too, naming
+  `name`, instead of waiting forever."""
+  if jax.process_count() == 1:
+    return make()
+  result, failed = None, False
+  try:
+    if jax.process_index() == 0:
+      result = make()
+  except BaseException:
+    failed = True
+    raise
+  finally:  # every process joins, whether or not process 0 failed
+    any_failed = bool(np.any(multihost_utils.process_allgather(np.int32(failed))))
+  if any_failed:
+    raise UserError(f"process 0 failed in {name}; its output says why.")
+  return result
+
+
+def process_zero_value(value: int) -> int:
+  """Process 0's `value` (an int or bool) in every process: a decision read from files that
+  process 0 may rewrite is taken once, by process 0, and every process follows it."""
+  if jax.process_count() == 1:
+    return int(value)
+  return int(multihost_utils.broadcast_one_to_all(np.int32(value)))

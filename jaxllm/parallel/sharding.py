@@ -85,9 +85,11 @@ def fetch(tree: Any) -> Any:
   """Numpy copies of the arrays in `tree`, each whole in every process (arrays spread over
   several processes are gathered; jax.device_get reads only arrays this process holds)."""
   def one(x):
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return jax.device_get(x)
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      return jax.device_get(x)
+    if x.is_fully_replicated:  # this process holds a whole copy
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return jax.tree.map(one, tree)
 
 

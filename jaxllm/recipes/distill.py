@@ -25,6 +25,7 @@ from jaxllm.errors import ConfigError, UserError
 from jaxllm.models import Transformer
 from jaxllm.objectives import distill
 from jaxllm.parallel import mesh as mesh_lib
+from jaxllm.parallel import sharding as sharding_lib
 from jaxllm.train import loop
 
 
@@ -75,7 +76,10 @@ def load_teacher(config) -> runs.Run:
     raise UserError(f"config.teacher.checkpoint={t.checkpoint!r} is not a run directory (it has "
                     "no config.json); give the teacher's run directory, e.g. the --workdir of "
                     "experiments/pretrain.py.")
-  teacher = runs.load_run(t.checkpoint, None if t.step < 0 else t.step)
+  # Read onto the student's mesh, where the loop keeps the frozen teacher.
+  teacher = runs.load_run(t.checkpoint, None if t.step < 0 else t.step,
+                          mesh=mesh_lib.make_mesh(config.mesh),
+                          rules=sharding_lib.rules_from_config(config.mesh.rules))
   if runs.is_reward_model(teacher.config):
     raise UserError(f"config.teacher.checkpoint={t.checkpoint!r} is a reward-model run; the "
                     "teacher must be a language model (a pretraining or SFT run).")

@@ -15,11 +15,14 @@ kept beside it as RUN/eval_stepN.json.
 import json
 import pathlib
 
+import jax
 import ml_collections
 
 from jaxllm import cli, rundir, runs
+from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError
 from jaxllm.eval import suites
+from jaxllm.parallel import mesh as mesh_lib
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -43,6 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
       {"documents": 200, "prefix_tokens": 16, "continuation_tokens": 16, "texts": ""})
   c.bias = ml_collections.ConfigDict({"templates": ""})  # .jsonl; "": probes.DEFAULT_TEMPLATES
   c.skills = ml_collections.ConfigDict({"prompts": 60})  # per skill
+  c.distributed = config_lib.distributed_config()  # several processes: every host runs it
   return c
 
 
@@ -65,9 +69,12 @@ def run(config, workdir, step: int | None = None, shared: dict | None = None) ->
   """Evaluates WORKDIR's newest (or given) checkpoint into WORKDIR/eval.json; returns it.
 
   `shared` (a dict kept across calls) reuses compiled samplers and loaded reward models when
-  several runs are evaluated in one process (the pipeline's eval stage).
+  several runs are evaluated in one process (the pipeline's eval stage). With several processes
+  (config.distributed) every process evaluates and process 0 writes eval.json.
   """
   validate(config)
+  if "distributed" in config:
+    mesh_lib.maybe_initialize_distributed(config.distributed)
   loaded = runs.load_run(workdir, step)
   result = {"workdir": str(workdir), **suites.evaluate(loaded, config, shared),
             "config": config.to_dict()}
@@ -75,14 +82,15 @@ def run(config, workdir, step: int | None = None, shared: dict | None = None) ->
                         if suite in config and hasattr(config[suite], "to_dict")}
   out = pathlib.Path(workdir) / "eval.json"
   previous = json.loads(out.read_text()) if out.is_file() else None
-  if previous is not None:
-    if _same_model_and_world(previous, result):
-      result = merge(previous, result, suites.selected(config))
-    else:  # another checkpoint (or world): its results are kept beside, under their step
+  if previous is not None and _same_model_and_world(previous, result):
+    result = merge(previous, result, suites.selected(config))
+  if jax.process_index() == 0:  # with several processes, one writes
+    if previous is not None and not _same_model_and_world(previous, result):
+      # another checkpoint (or world): its results are kept beside, under their step
       aside = out.with_name(f"eval_step{previous.get('step')}.json")
       if not aside.exists():
         rundir.write_text(aside, json.dumps(previous, indent=1) + "\n")
-  rundir.write_text(out, json.dumps(result, indent=1) + "\n")
+    rundir.write_text(out, json.dumps(result, indent=1) + "\n")
   return result
 
 
@@ -114,8 +122,9 @@ def main():
   """python -m jaxllm.recipes.evaluate --workdir=RUN [--config=FILE] (experiments/evaluate.py)."""
   def run_and_print(config, workdir, step=None):
     result = run(config, workdir, step)
-    print(suites.table(result))
-    print(f"wrote {pathlib.Path(workdir) / 'eval.json'}")
+    if jax.process_index() == 0:
+      print(suites.table(result))
+      print(f"wrote {pathlib.Path(workdir) / 'eval.json'}")
   cli.run_on_run(run_and_print, __file__, "Eval config (default: this recipe's; see "
                  "configs/eval/).")
 

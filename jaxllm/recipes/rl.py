@@ -346,7 +346,7 @@ def run(config, workdir, hooks=(), rewards: rewards_lib.Rewards | None = None):
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = sharding_lib.rules_from_config(config.mesh.rules)
   source = rollout_source(config, tokenizer, policy_, init.params, rewards, mesh, rules, records)
-  if source.too_long:
+  if source.too_long and jax.process_index() == 0:
     print(f"{source.too_long} of {len(records)} prompts are longer than config.data.seq_len - "
           f"config.rl.max_new_tokens = {config.data.seq_len - config.rl.max_new_tokens} tokens "
           "and are skipped.", flush=True)

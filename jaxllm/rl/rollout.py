@@ -182,7 +182,8 @@ class RolloutSource(loop.OnPolicySource):
 
   # -- iterator state (checkpointed with the train state) --
   def get_state(self) -> dict:
-    return {"iteration": self.iteration, "cursor": self.cursor}
+    # Every process takes the same prompts: a checkpoint resumes on any number of processes.
+    return {"iteration": self.iteration, "cursor": self.cursor, "same_in_every_process": True}
 
   def set_state(self, state: dict) -> None:
     self.iteration, self.cursor = int(state["iteration"]), int(state["cursor"])

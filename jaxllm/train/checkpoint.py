@@ -117,7 +117,9 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> t
 
   The state is resharded onto whatever mesh `abstract_state` describes. A checkpoint written by
   another number of processes restores when the data positions are per shard (a "shards" dict,
-  jaxllm/data/batching.py): this process gets the union of every writer's shards.
+  jaxllm/data/batching.py): this process gets the union of every writer's shards; or when they
+  are one position of the whole job, the same in every process and marked so
+  ("same_in_every_process": RL's prompt order, jaxllm/rl/rollout.py).
   """
   out = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
@@ -127,12 +129,14 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> t
   processes = out["data"]["processes"]
   if len(processes) == jax.process_count():
     return out["state"], processes[jax.process_index()]
+  if all(p.get("same_in_every_process") and p == processes[0] for p in processes):
+    return out["state"], processes[0]  # a position of the whole job (RL's prompts)
   merged = merge_shard_positions(processes)
   if merged is None:
     raise ConfigError(
         f"checkpoint step {step} was written by {len(processes)} processes and this run has "
-        f"{jax.process_count()}; its data positions are per process (a text-file stream, RL "
-        "prompts, or config.data.num_workers > 0), so resume with the same number of processes "
+        f"{jax.process_count()}; its data positions are per process (a text-file stream or "
+        "config.data.num_workers > 0), so resume with the same number of processes "
         "or start in a new --workdir.")
   return out["state"], merged
 

@@ -29,6 +29,7 @@ and evaluate; `main` is experiments/pipeline.py.
 """
 
 import dataclasses
+import functools
 import glob
 import gzip
 import hashlib
@@ -43,6 +44,7 @@ import ml_collections
 from jaxllm import cli, rundir, runs
 from jaxllm.data import crawl, readers, world
 from jaxllm.errors import ConfigError, UserError
+from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.recipes import dpo, evaluate, prepare_data, pretrain, reward_model, rl, sft, tokenizer
 from jaxllm.workflow import report
 
@@ -202,10 +204,12 @@ def run_eval(config, paths: Paths) -> None:
   policies get the pipeline's reward model's score of their replies when it is complete, and
   memorisation is measured on the cleaned pages pretraining read."""
   shared: dict = {}  # compiled samplers and the reward model, across the runs
-  for stage in TRAINING:
+  # Chosen before any eval.json is written, by process 0: every process evaluates these runs
+  # (orbax's restore is a step every process takes together).
+  todo = [stage for stage in TRAINING if mesh_lib.process_zero_value(
+      is_complete(config, stage, paths) and not _eval_current(paths.of(stage)))]
+  for stage in todo:
     workdir = paths.of(stage)
-    if not is_complete(config, stage, paths) or _eval_current(workdir):
-      continue
     eval_config = ml_collections.ConfigDict(config.eval.to_dict())
     if stage in POLICIES and is_complete(config, "reward", paths):
       eval_config.reward.model = str(paths.of("reward"))
@@ -213,7 +217,8 @@ def run_eval(config, paths: Paths) -> None:
       eval_config.memorization.texts = paths.shards
     start = time.perf_counter()
     result = evaluate.run(eval_config, workdir, shared=shared)
-    print(f"evaluated {stage} (step {result['step']}) in {time.perf_counter() - start:.0f} s")
+    if jax.process_index() == 0:
+      print(f"evaluated {stage} (step {result['step']}) in {time.perf_counter() - start:.0f} s")
 
 
 def _record(paths: Paths, stage: str, **values) -> None:
@@ -256,19 +261,30 @@ def _set_aside(stage: str, paths: Paths) -> None:
 @rundir.claims_workdir
 def run(config, workdir) -> dict:
   """Runs the selected stages that are not complete, then writes the report; returns
-  DIR/pipeline.json's contents."""
-  if jax.process_count() > 1:
-    raise UserError("the pipeline runs in one process (its RL stage does); run the stages' own "
-                    "scripts for multi-host jobs (docs/tpu.md).")
+  DIR/pipeline.json's contents.
+
+  With several processes (config.distributed, joined by rundir.claims_workdir) every process
+  runs the training stages and the eval together; process 0 alone makes the data and the
+  tokenizer and writes the pipeline's own files (config, pipeline.json, report) while the others
+  wait, and the choices read from those files (stale, complete) are process 0's. The processes
+  share the work directory (a disk every host mounts).
+  """
+  say = print if jax.process_index() == 0 else (lambda *a, **k: None)
   paths = Paths(pathlib.Path(workdir))
-  paths.root.mkdir(parents=True, exist_ok=True)
-  rundir.write_text(paths.root / "config.json", config.to_json(indent=1) + "\n")
+
+  def write_config():
+    paths.root.mkdir(parents=True, exist_ok=True)
+    rundir.write_text(paths.root / "config.json", config.to_json(indent=1) + "\n")
+  mesh_lib.on_process_zero(write_config, "pipeline-config")
   chosen, began = selected(config), time.perf_counter()
   for k, stage in enumerate(chosen, 1):
-    if stage in _KEYED and is_stale(config, stage, paths):
-      _set_aside(stage, paths)
-    if is_complete(config, stage, paths):
-      print(f"== {stage}: complete, skipped")
+    # Decisions read from files process 0 rewrites are its own, followed by every process.
+    agreed = mesh_lib.process_zero_value
+    if agreed(stage in _KEYED and is_stale(config, stage, paths)):
+      mesh_lib.on_process_zero(functools.partial(_set_aside, stage, paths),
+                               f"pipeline-aside-{stage}")
+    if agreed(is_complete(config, stage, paths)):
+      say(f"== {stage}: complete, skipped")
       continue
     source = config.init_from.get(stage)
     if source and not is_complete(config, source, paths):
@@ -278,32 +294,44 @@ def run(config, workdir) -> dict:
       raise UserError(f"stage pretrain needs {paths.tokenizer_file}; add tokenizer (and data) "
                       "to config.stages.")
     to_do = [stage] + [s for s in chosen[k:] if not is_complete(config, s, paths)]
-    print(f"== stage {k}/{len(chosen)}: {stage} ({_progress(paths, to_do, began)})")
+    say(f"== stage {k}/{len(chosen)}: {stage} ({_progress(paths, to_do, began)})")
     start = time.perf_counter()
     if stage == "data":
-      run_data(config, paths)
+      mesh_lib.on_process_zero(lambda: run_data(config, paths), "pipeline-data")
     elif stage == "tokenizer":
-      if not glob.glob(paths.shards) or not paths.math_file.is_file():
-        raise UserError(f"stage tokenizer reads {paths.shards} and {paths.math_file}, which are "
-                        "missing; add data to config.stages.")
-      tok = ml_collections.ConfigDict(config.tokenizer.to_dict())
-      tok.input = f"{paths.shards},{paths.math_file}"
-      tokenizer.run(tok, paths.of("tokenizer"))
+      mesh_lib.on_process_zero(lambda: run_tokenizer(config, paths), "pipeline-tokenizer")
     elif stage == "eval":
       run_eval(config, paths)
     else:
       RECIPES[stage].run(stage_config(config, stage, paths), paths.of(stage))
     seconds = time.perf_counter() - start
-    done = is_complete(config, stage, paths)
-    _record(paths, stage, seconds=round(seconds, 1), complete=done,
-            **({"key": stage_key(config, stage, paths)} if done and stage in _KEYED else {}))
+    record = functools.partial(_finished, config, stage, paths, seconds)
+    done = agreed(bool(mesh_lib.on_process_zero(record, f"pipeline-done-{stage}")))
     if not done:
-      print(f"== {stage} stopped before its last step ({seconds:.0f} s); run the same command "
-            "again to resume.")
+      say(f"== {stage} stopped before its last step ({seconds:.0f} s); run the same command "
+          "again to resume.")
       break
-    print(f"== {stage} done in {seconds:.0f} s")
-  report.write(paths.root)
+    say(f"== {stage} done in {seconds:.0f} s")
+  mesh_lib.on_process_zero(lambda: report.write(paths.root), "pipeline-report")
   return _status(paths)
+
+
+def run_tokenizer(config, paths: Paths) -> None:
+  """Trains the BPE tokenizer on the cleaned pages and the math set into DIR/tokenizer."""
+  if not glob.glob(paths.shards) or not paths.math_file.is_file():
+    raise UserError(f"stage tokenizer reads {paths.shards} and {paths.math_file}, which are "
+                    "missing; add data to config.stages.")
+  tok = ml_collections.ConfigDict(config.tokenizer.to_dict())
+  tok.input = f"{paths.shards},{paths.math_file}"
+  tokenizer.run(tok, paths.of("tokenizer"))
+
+
+def _finished(config, stage: str, paths: Paths, seconds: float) -> bool:
+  """Whether the stage is complete now; records its time (and key) in DIR/pipeline.json."""
+  done = is_complete(config, stage, paths)
+  _record(paths, stage, seconds=round(seconds, 1), complete=done,
+          **({"key": stage_key(config, stage, paths)} if done and stage in _KEYED else {}))
+  return done
 
 
 def main():

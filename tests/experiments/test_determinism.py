@@ -14,7 +14,9 @@ pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
 
 EVAL = ["--config.eval.qa_questions=4", "--config.eval.max_new_tokens=8"]
 # Pretraining is covered by tests/experiments/test_pretrain_cli.py: its SIGTERM and SIGKILL
-# reruns are separate processes (random hash seeds) whose metrics must equal bit for bit.
+# reruns are separate processes (random hash seeds) whose metrics must equal bit for bit; RL by
+# tests/experiments/test_multiprocess_stages.py, whose runs (separate processes, random hash
+# seeds) must agree to float rounding.
 STAGES = {
     "sft": ("sft.py", ["--config=configs/sft/tiny.py:steps=4", "--config.train.log_every=1",
                        "--config.train.eval_every=4", "--config.train.checkpoint_every=4",
@@ -22,12 +24,6 @@ STAGES = {
     "dpo": ("dpo.py", ["--config=configs/dpo/tiny.py:steps=4", "--config.train.log_every=1",
                        "--config.train.eval_every=4", "--config.train.checkpoint_every=4",
                        "--config.train.eval_batches=2", "--config.train.batch_size=8", *EVAL]),
-    "rl": ("rl.py", ["--config=configs/rl/grpo_tiny.py:steps=2", "--config.train.batch_size=8",
-                     "--config.rl.group_size=4", "--config.rl.max_new_tokens=12",
-                     "--config.data.seq_len=96", "--config.train.eval_every=2",
-                     "--config.train.checkpoint_every=2", "--config.eval.qa_questions=4",
-                     "--config.eval.pass_k=2", "--config.eval.pass_samples=2",
-                     "--config.eval.batch_size=8"]),
 }
 
 

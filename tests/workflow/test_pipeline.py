@@ -1,4 +1,5 @@
-"""The tiny pipeline end to end (4 steps a stage), its resume, and stage selection."""
+"""The tiny pipeline end to end (4 steps a stage) in two processes, its resume in one, and stage
+selection."""
 
 import gzip
 import json
@@ -12,7 +13,7 @@ from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import ConfigError
 from jaxllm.workflow import pipeline as stages
 from tests.experiments.conftest import run_script
-from tests.helpers import ROOT
+from tests.helpers import ROOT, finish, launch
 
 TRAINING = ("pretrain", "sft", "reward", "dpo", "rl")
 
@@ -53,14 +54,18 @@ def test_a_stage_key_follows_its_settings_and_the_stages_it_reads(tmp_path):
   assert all(keys()[s] != after[s] for s in after)
 
 
-@pytest.mark.slow  # the whole pipeline, as a subprocess
-def test_tiny_pipeline_end_to_end_then_resume(tmp_path):
+@pytest.mark.slow  # the whole pipeline, as subprocesses
+def test_tiny_pipeline_in_two_processes_then_resumed_in_one(tmp_path):
+  """Every stage in two JAX processes (4 CPU devices each): process 0 makes the data and the
+  tokenizer and writes the pipeline's files, both train and evaluate; then the same command in
+  one process finds every stage complete."""
   workdir = tmp_path / "p"
   args = ("--config=configs/pipeline/tiny.py:steps=4", f"--workdir={workdir}")
-  done = run_script("pipeline.py", *args)
-  assert done.returncode == 0, done.stderr[-3000:]
-  assert re.search(r"== stage 3/8: pretrain \(\d+:\d\d elapsed\)", done.stdout)
-  assert re.search(r"step 1/4 \| loss .* \| \d+:\d\d elapsed, ETA \d+:\d\d", done.stdout)
+  first, second = finish(launch("pipeline.py", *args, devices=4, processes=2))
+  assert "8 cpu devices, 2 processes" in first
+  assert re.search(r"== stage 3/8: pretrain \(\d+:\d\d elapsed\)", first)
+  assert re.search(r"step 1/4 \| loss .* \| \d+:\d\d elapsed, ETA \d+:\d\d", first)
+  assert "== stage" not in second and "step 1/4" not in second  # process 0 alone prints
   assert (workdir / "data" / "stats.json").is_file()
   check = json.loads((workdir / "data" / "crawl_check.json").read_text())
   assert check["junk_removed"] == 1.0 and check["content_kept"] > 0.5
@@ -97,20 +102,31 @@ def test_tiny_pipeline_end_to_end_then_resume(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("complete, skipped") == len(stages.STAGES)
 
-  # Another SFT step count: SFT is stale, set aside and done again; the stages that start from
-  # it (reward, dpo and rl after it) are no longer complete.
-  changed = run_script("pipeline.py", *args, "--config.stages=sft",
-                       "--config.sft.train.num_steps=5")
-  assert changed.returncode == 0, changed.stderr[-3000:]
-  assert "== sft: its settings or the stages it reads changed" in changed.stdout
-  (aside,) = (workdir / "stale").iterdir()
-  assert aside.name.startswith("sft-") and (aside / "eval.json").is_file()
-  assert json.loads((workdir / "sft" / "config.json").read_text())["train"]["num_steps"] == 5
+
+def test_a_changed_stage_is_set_aside_and_the_stages_after_it_are_no_longer_complete(
+    tmp_path, capsys):
+  """Every stage complete for one config (checkpoints at the last step, keys recorded as the
+  pipeline records them); then another SFT step count: SFT is stale, its directory is moved to
+  DIR/stale/ (kept), and the stages that start from it (reward, dpo, rl) are not complete."""
   config = config_lib.load_config_file(ROOT / "configs/pipeline/tiny.py", "steps=4")
+  paths = stages.Paths(tmp_path)
+  status = {}
+  for stage in TRAINING:
+    (paths.of(stage) / "checkpoints" / "4").mkdir(parents=True)
+    (paths.of(stage) / "eval.json").write_text("{}")
+    status[stage] = {"complete": True, "key": stages.stage_key(config, stage, paths)}
+  paths.status.write_text(json.dumps(status))
+  assert all(stages.is_complete(config, s, paths) for s in TRAINING)
   config.sft.train.num_steps = 5
-  paths = stages.Paths(workdir)
-  assert stages.is_complete(config, "sft", paths)
-  assert not any(stages.is_complete(config, s, paths) for s in ("reward", "dpo", "rl"))
+  assert [s for s in TRAINING if stages.is_stale(config, s, paths)] == [
+      "sft", "reward", "dpo", "rl"]
+  stages._set_aside("sft", paths)
+  assert "== sft: its settings or the stages it reads changed" in capsys.readouterr().out
+  (aside,) = (tmp_path / "stale").iterdir()
+  assert aside.name.startswith("sft-") and (aside / "eval.json").is_file()
+  assert not paths.of("sft").exists() and "sft" not in json.loads(paths.status.read_text())
+  assert stages.is_complete(config, "pretrain", paths)
+  assert not any(stages.is_complete(config, s, paths) for s in ("sft", "reward", "dpo", "rl"))
 
 
 def test_a_stage_whose_input_is_missing_is_refused(tmp_path):
