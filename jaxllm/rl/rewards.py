@@ -70,7 +70,8 @@ def learned(scorer, params) -> RewardFn:
     conversations = [chat.prompt_messages(r) + [{"role": "assistant", "content": reply}]
                      for r, reply in zip(records, replies)]
     return np.asarray(scorer(params, conversations), np.float32)
-  reward.on_device = True  # one program over the mesh: every process calls it alike
+  # A device program whose params may span processes: every process calls it with every reply.
+  reward.on_device = True
   return reward
 
 

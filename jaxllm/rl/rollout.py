@@ -246,8 +246,8 @@ class RolloutSource(loop.OnPolicySource):
 
   def _score(self, records: list[dict], replies: list[str]) -> tuple[np.ndarray, dict]:
     """Rewards of every reply, in every process. With several processes each scores its share
-    of the replies and the scores are gathered; a reward model, one program over the whole
-    mesh, scores them all in every process (its batch is split over every device anyway)."""
+    of the replies and the scores are gathered; a reward model, whose params may span every
+    process's devices (a program all of them run together), scores them all in every process."""
     if jax.process_count() == 1 or self.rewards.on_device:
       return self.rewards.evaluate(records, replies)
     mine = sharding_lib.process_rows(len(replies))

@@ -16,6 +16,7 @@ from tests.experiments.conftest import run_script
 from tests.helpers import ROOT, finish, launch
 
 TRAINING = ("pretrain", "sft", "reward", "dpo", "rl")
+TRAINED = ("data", "tokenizer", *TRAINING)  # every stage but eval
 
 
 def test_selected_stages_keep_pipeline_order():
@@ -56,16 +57,25 @@ def test_a_stage_key_follows_its_settings_and_the_stages_it_reads(tmp_path):
 
 @pytest.mark.slow  # the whole pipeline, as subprocesses
 def test_tiny_pipeline_in_two_processes_then_resumed_in_one(tmp_path):
-  """Every stage in two JAX processes (4 CPU devices each): process 0 makes the data and the
-  tokenizer and writes the pipeline's files, both train and evaluate; then the same command in
-  one process finds every stage complete."""
+  """The data, the tokenizer and every training stage in two JAX processes (4 CPU devices each):
+  process 0 makes the data and the tokenizer and writes the pipeline's files, both train. Then
+  the whole command in one process finds those stages complete, evaluates every run and writes
+  the report; and once more, every stage is complete. (evaluate.py in two processes:
+  tests/experiments/test_multiprocess_stages.py.)"""
   workdir = tmp_path / "p"
   args = ("--config=configs/pipeline/tiny.py:steps=4", f"--workdir={workdir}")
-  first, second = finish(launch("pipeline.py", *args, devices=4, processes=2))
+  first, second = finish(launch("pipeline.py", *args, f"--config.stages={','.join(TRAINED)}",
+                                devices=4, processes=2))
   assert "8 cpu devices, 2 processes" in first
-  assert re.search(r"== stage 3/8: pretrain \(\d+:\d\d elapsed\)", first)
+  assert re.search(r"== stage 3/7: pretrain \(\d+:\d\d elapsed\)", first)
   assert re.search(r"step 1/4 \| loss .* \| \d+:\d\d elapsed, ETA \d+:\d\d", first)
   assert "== stage" not in second and "step 1/4" not in second  # process 0 alone prints
+  status = json.loads((workdir / "pipeline.json").read_text())
+  assert sorted(status) == sorted(TRAINED) and all(status[s]["complete"] for s in TRAINED)
+
+  done = run_script("pipeline.py", *args)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stdout.count("complete, skipped") == len(TRAINED)
   assert (workdir / "data" / "stats.json").is_file()
   check = json.loads((workdir / "data" / "crawl_check.json").read_text())
   assert check["junk_removed"] == 1.0 and check["content_kept"] > 0.5
