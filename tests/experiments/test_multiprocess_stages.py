@@ -1,6 +1,6 @@
 """Stages beyond pretraining under two real JAX processes (gloo collectives on CPU): each
 process samples, scores and trains on its share, and the run equals one process with the same
-eight devices (to float rounding of the cross-process sums). Pretraining's own two-process test
+four devices (to float rounding of the cross-process sums). Pretraining's own two-process test
 is tests/parallel/test_multiprocess.py."""
 
 import json
@@ -32,7 +32,7 @@ def _same_metrics(two, one, rtol=1e-5):
 
 
 def test_rl_across_two_processes_equals_one(pretrained_run, tmp_path):
-  # FSDP over all 8 devices: each process loads and holds half of every parameter (load_run
+  # FSDP over all 4 devices: each process loads and holds half of every parameter (load_run
   # reads the slices of its own devices), samples its share of the prompts' rows and scores
   # those replies (a Python reward: each process scores its own share); the KL reference and
   # the held-out eval run too.
@@ -45,9 +45,9 @@ def test_rl_across_two_processes_equals_one(pretrained_run, tmp_path):
           "--config.eval.qa_questions=4", "--config.eval.pass_k=2", "--config.eval.pass_samples=2",
           "--config.eval.batch_size=8", "--config.mesh.data=1", "--config.mesh.fsdp=-1"]
   two, one = tmp_path / "two", tmp_path / "one"
-  outs = finish(launch(RL, f"--workdir={two}", *args, devices=4, processes=2)
-                + launch(RL, f"--workdir={one}", *args))
-  assert "8 cpu devices, 2 processes" in outs[0]
+  outs = finish(launch(RL, f"--workdir={two}", *args, devices=2, processes=2)
+                + launch(RL, f"--workdir={one}", *args, devices=4))
+  assert "4 cpu devices, 2 processes" in outs[0]
   metrics = read_metrics(two)
   assert [m["step"] for m in metrics if "rollout/reward_mean" in m] == [1, 2]
   assert any("eval/questions" in m for m in metrics)
@@ -62,7 +62,7 @@ def test_rl_across_two_processes_equals_one(pretrained_run, tmp_path):
   # The two processes' step-1 checkpoint resumes in one process (the prompt order is the same in
   # every process) and samples and trains as before.
   shutil.rmtree(two / "checkpoints" / "2")
-  out = finish(launch(RL, f"--workdir={two}", *args))[0]
+  out = finish(launch(RL, f"--workdir={two}", *args, devices=4))[0]
   assert f"resumed from {two / 'checkpoints'} at step 1" in out
   _same_metrics(two, one)
   for x, y in zip(jax.tree.leaves(runs.load_run(two).params), final):
@@ -71,7 +71,7 @@ def test_rl_across_two_processes_equals_one(pretrained_run, tmp_path):
   # evaluate.py joins a two-process job too: both evaluate, process 0 prints and writes.
   first, second = finish(launch("evaluate.py", f"--workdir={two}", "--config.suites=lm,qa",
                                 "--config.qa.questions=8", "--config.max_new_tokens=8",
-                                "--config.batch_size=8", devices=4, processes=2))
+                                "--config.batch_size=8", devices=2, processes=2))
   result = json.loads((two / "eval.json").read_text())
   assert set(result["suites"]) == {"lm", "qa"} and result["step"] == 2
   assert "wrote" in first and "wrote" not in second

@@ -16,14 +16,14 @@ from tests.helpers import finish, launch, read_metrics
 
 pytestmark = pytest.mark.slow  # two processes and a third run, each a subprocess
 
-# FSDP over all 8 devices, so each process holds and writes half of every parameter.
+# FSDP over all 4 devices, so each process holds and writes half of every parameter.
 ARGS = ["--config=configs/pretrain/tiny.py", "--config.train.num_steps=6",
         "--config.train.log_every=1", "--config.train.checkpoint_every=3",
         "--config.train.eval_every=3", "--config.train.batch_size=8", "--config.data.seq_len=32",
         "--config.data.shards=2", "--config.mesh.data=1", "--config.mesh.fsdp=-1"]
 
 
-def _pretrain(workdir, devices: int = 8, processes: int = 1) -> list:
+def _pretrain(workdir, devices: int = 4, processes: int = 1) -> list:
   return launch("pretrain.py", f"--workdir={workdir}", *ARGS, devices=devices,
                 processes=processes)
 
@@ -49,9 +49,9 @@ def _final_params(workdir) -> list[np.ndarray]:
 
 def test_two_processes_train_like_one_and_hand_over_to_one(tmp_path):
   two, one = tmp_path / "two", tmp_path / "one"
-  outs = finish(_pretrain(two, 4, 2) + _pretrain(one))
-  assert "8 cpu devices, 2 processes" in outs[0]
-  assert "8 cpu devices, 1 processes" in outs[2]
+  outs = finish(_pretrain(two, 2, 2) + _pretrain(one))
+  assert "4 cpu devices, 2 processes" in outs[0]
+  assert "4 cpu devices, 1 processes" in outs[2]
 
   # Every step's loss and gradient norm, the evals and the final parameters: the same global
   # batches (two data shards, one per process there, both in one process here) give the same
@@ -68,12 +68,12 @@ def test_two_processes_train_like_one_and_hand_over_to_one(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
   # The two processes' step-3 checkpoint (each wrote its half of every parameter and its data
-  # shard's position) restores in one process on 8 devices and continues to the same end.
+  # shard's position) restores in one process on 4 devices and continues to the same end.
   losses, params = _losses(two)["train"], _final_params(two)
   shutil.rmtree(two / "checkpoints" / "6")
   out = finish(_pretrain(two))[0]
   assert f"resumed from {two / 'checkpoints'} at step 3" in out
-  assert "8 cpu devices, 1 processes" in out
+  assert "4 cpu devices, 1 processes" in out
   resumed = _losses(two)["train"]
   assert [resumed[s] for s in (1, 2, 3)] == [losses[s] for s in (1, 2, 3)]
   np.testing.assert_allclose(list(resumed.values()), list(losses.values()), rtol=1e-5)
