@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
 from jaxllm import runs
@@ -17,9 +19,10 @@ from tests.helpers import ROOT, read_metrics, train_losses
 
 pytestmark = pytest.mark.slow  # runs the scripts as subprocesses
 
+# Dropout on, so that the per-step random keys must resume exactly too.
 ARGS = ["--config=configs/pretrain/tiny.py", "--config.train.num_steps=40",
         "--config.train.log_every=1", "--config.train.checkpoint_every=15",
-        "--config.train.eval_every=15"]
+        "--config.train.eval_every=15", "--config.model.dropout_rate=0.1"]
 
 
 def _cmd(workdir, *extra):
@@ -75,6 +78,9 @@ def test_sigterm_from_outside_then_same_command_is_bit_identical(full_run, tmp_p
   assert f"resumed from {part / 'checkpoints'} at step {interrupted_at}" in rerun.stdout
   assert train_losses(part) == train_losses(full)  # every step, bit for bit
   assert _evals(part) == _evals(full)
+  for a, b in zip(jax.tree.leaves(runs.load_run(part).params),
+                  jax.tree.leaves(runs.load_run(full).params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 # The SIGKILL test's kill point is drawn from this seed (printed with the draw, and in every

@@ -48,28 +48,6 @@ def test_run_directory_contract(tiny_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_then_rerun_is_bit_identical_to_uninterrupted(tiny_config, tmp_path):
-  tiny_config.model.dropout_rate = 0.1  # so the per-step RNG must resume exactly too
-  tiny_config.train.num_steps = 40
-  tiny_config.train.checkpoint_every = 15
-  tiny_config.train.eval_every = 15
-  full = pretrain.run(tiny_config, tmp_path / "full")
-
-  def sigterm_at_20(step):
-    if step == 20:
-      os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled by the loop
-
-  part = pretrain.run(tiny_config, tmp_path / "resumed", hooks=(sigterm_at_20,))
-  assert int(part["step"]) == 20
-  assert max(train_losses(tmp_path / "resumed")) == 20
-  resumed = pretrain.run(tiny_config, tmp_path / "resumed")
-  assert int(resumed["step"]) == 40
-  assert train_losses(tmp_path / "resumed") == train_losses(tmp_path / "full")
-  for a, b in zip(_params(resumed), _params(full)):
-    np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.slow
 def test_rerun_after_finish_is_a_no_op(tiny_config, tmp_path, capsys):
   first = pretrain.run(tiny_config, tmp_path)
   capsys.readouterr()
