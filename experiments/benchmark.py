@@ -8,13 +8,12 @@ With --workdir the results are also written to DIR/benchmark.json.
 """
 
 import json
-from pathlib import Path
 
 import jax
 from absl import flags
 from ml_collections import config_flags
 
-from jaxllm import cli
+from jaxllm import cli, storage
 from jaxllm.errors import ConfigError
 from jaxllm.train import benchmark
 
@@ -78,9 +77,9 @@ def main(argv):
   results = run(FLAGS.config)
   print(report(results), flush=True)
   if FLAGS.workdir:
-    path = Path(FLAGS.workdir)
+    path = storage.path(FLAGS.workdir)  # a local folder or gs://
     path.mkdir(parents=True, exist_ok=True)
-    (path / "benchmark.json").write_text(json.dumps(results, indent=2) + "\n")
+    storage.write_text(path / "benchmark.json", json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import sys
 
 from absl import flags
 
-from jaxllm import cli, rundir
+from jaxllm import cli, rundir, storage
 from jaxllm.errors import UserError
 from jaxllm.labeling import agreement
 from jaxllm.labeling import store as labels
@@ -70,6 +70,8 @@ def export(workdir) -> None:
 
 def main(argv):
   del argv
+  storage.require_local(FLAGS.workdir, "--workdir", "the labels are kept in a local file "
+                        "store beside the run")
   if FLAGS.export and FLAGS.agreement:
     raise UserError("--export and --agreement: give one of them.")
   if FLAGS.export:

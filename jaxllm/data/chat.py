@@ -35,10 +35,9 @@ on its own).
 
 import dataclasses
 import json
-import pathlib
 from collections.abc import Sequence
 
-from jaxllm import rundir
+from jaxllm import storage
 from jaxllm.data.tokenizer import BOS, IM_END, IM_START, TOOL_CALL, TOOL_CALL_END, Tokenizer
 from jaxllm.errors import UserError
 
@@ -382,14 +381,14 @@ def parse_assistant(text: str, fmt: ChatFormat = CHATML) -> tuple[str, list[dict
   return content, calls
 
 
-def save_pretrained(tokenizer: Tokenizer, directory) -> pathlib.Path:
+def save_pretrained(tokenizer: Tokenizer, directory):
   """Writes tokenizer.json + tokenizer_config.json (special tokens, the chat template of
   `format_of(tokenizer)`, none when it has no chat tokens) for transformers.
 
   `transformers.AutoTokenizer.from_pretrained(directory)` then loads it, and its
   `apply_chat_template` gives `render_chat`'s ids (see the module docstring for the one exception).
   """
-  directory = pathlib.Path(directory)
+  directory = storage.path(directory)  # a local path or gs://
   directory.mkdir(parents=True, exist_ok=True)
   tokenizer.save(directory / "tokenizer.json")
   fmt = _detect(tokenizer)
@@ -401,6 +400,6 @@ def save_pretrained(tokenizer: Tokenizer, directory) -> pathlib.Path:
       "clean_up_tokenization_spaces": False,
       "chat_template": None if fmt is None else chat_template(fmt),
   }
-  rundir.write_text(directory / "tokenizer_config.json", json.dumps(
+  storage.write_text(directory / "tokenizer_config.json", json.dumps(
       {k: v for k, v in config.items() if v is not None}, indent=2, ensure_ascii=False) + "\n")
   return directory

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
-from jaxllm import rundir
+from jaxllm import rundir, storage
 from jaxllm.data import batching, chat, preferences, sources, stream
 from jaxllm.data import tokenizer as tokenizer_lib
 from jaxllm.errors import ConfigError, UserError
@@ -46,8 +46,12 @@ def world_sizes(data_config: ml_collections.ConfigDict):
 
 
 def data_dir(data_config: ml_collections.ConfigDict, workdir) -> pathlib.Path:
-  """Where prepared ArrayRecord data lives: config.data.data_dir, or WORKDIR/data."""
-  return pathlib.Path(data_config.data_dir or pathlib.Path(workdir) / "data")
+  """Where prepared ArrayRecord data lives: config.data.data_dir, or WORKDIR/data (for a gs://
+  WORKDIR, in its local folder: ArrayRecord files are read from local disk,
+  jaxllm/storage.py local_folder)."""
+  if data_config.data_dir:
+    return pathlib.Path(data_config.data_dir)
+  return storage.local_folder(workdir) / "data"
 
 
 def open_sources(data_config: ml_collections.ConfigDict, kind: str, split: str,
@@ -81,11 +85,11 @@ def save_run_tokenizer(tok: tokenizer_lib.Tokenizer, workdir, given: str = "") -
   keeps its own: another tokenizer (`given` names where it came from) is refused."""
   if jax.process_index() != 0:
     return
-  workdir = pathlib.Path(workdir)
+  workdir = storage.path(workdir)
   if rundir.latest_step(workdir) is not None and (workdir / "tokenizer.json").is_file():
     with tempfile.TemporaryDirectory() as tmp:
       chat.save_pretrained(tok, tmp)
-      same = all(_json_or_none(pathlib.Path(tmp) / f) == _json_or_none(workdir / f)
+      same = all(_json_or_none(storage.path(tmp) / f) == _json_or_none(workdir / f)
                  for f in TOKENIZER_FILES)
     if not same:
       raise UserError(f"{given or 'the tokenizer'} differs from {workdir / 'tokenizer.json'}, "
@@ -95,7 +99,7 @@ def save_run_tokenizer(tok: tokenizer_lib.Tokenizer, workdir, given: str = "") -
   chat.save_pretrained(tok, workdir)
 
 
-def _json_or_none(path: pathlib.Path):
+def _json_or_none(path):
   return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
@@ -136,7 +140,7 @@ def _workdir_tokenizer(workdir, make: Callable[[], tokenizer_lib.Tokenizer]
   Process 0 makes it first; on a shared workdir the others load its file (making is
   deterministic, so processes with their own disks make the same tokenizer).
   """
-  path = pathlib.Path(workdir) / "tokenizer.json"
+  path = storage.path(workdir) / "tokenizer.json"
 
   def make_and_save():
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,13 +36,13 @@ SentencePiece-style tokenizers (Llama 2, Mistral, our Unigram), which put a "▁
 
 import contextlib
 import json
-import pathlib
 from collections.abc import Iterable, Sequence
 
 import tiktoken
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from jaxllm import storage
 from jaxllm.errors import UserError
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
@@ -301,7 +301,7 @@ class Tokenizer:
     The config's bos_token, eos_token and pad_token name the special tokens (our own names when
     there is no config); a config without a pad token pads with the EOS token.
     """
-    path = pathlib.Path(path)
+    path = storage.path(path)  # a local path or gs://
     names = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}
     if path.is_dir():
       config_path = path / "tokenizer_config.json"
@@ -319,7 +319,7 @@ class Tokenizer:
       raise UserError(f"{path}: no such tokenizer file; pass a tokenizer.json or the directory "
                       "holding one (experiments/train_tokenizer.py writes them).")
     try:
-      hf = tokenizers.Tokenizer.from_file(str(path))
+      hf = tokenizers.Tokenizer.from_str(path.read_text(encoding="utf-8"))
     except Exception as e:  # tokenizers raises a bare Exception on malformed files
       raise UserError(f"{path}: not a Hugging Face tokenizer.json ({e}); re-create it with "
                       "experiments/train_tokenizer.py or use the file a model ships.") from e
@@ -350,13 +350,14 @@ class Tokenizer:
     """The wrapped Hugging Face tokenizer (with encode_special_tokens on)."""
     return self._hf
 
-  def save(self, path) -> pathlib.Path:
-    """Writes tokenizer.json to `path` (a file, or a directory to hold it); returns the file."""
-    path = pathlib.Path(path)
+  def save(self, path):
+    """Writes tokenizer.json to `path` (a file, or a directory to hold it; local or gs://);
+    returns the file."""
+    path = storage.path(path)
     if path.is_dir():
       path = path / "tokenizer.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    self._hf.save(str(path))
+    storage.write_text(path, self._hf.to_str(pretty=True))  # what tokenizers' save() writes
     return path
 
   def add_special_tokens(self, tokens: Sequence[str]) -> list[str]:

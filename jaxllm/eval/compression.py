@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxllm import storage
 from jaxllm.compress import prune
 from jaxllm.data import inputs, readers, world
 from jaxllm.errors import ConfigError
@@ -103,5 +104,5 @@ def plot_sparsity(points: list[dict], recovered: list[dict], path, title: str = 
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  storage.save_figure(fig, path)
   plt.close(fig)

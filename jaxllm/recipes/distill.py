@@ -13,12 +13,11 @@ perplexity; eval/kl its KL to the teacher and eval/teacher_nll the teacher's own
 """
 
 import functools
-import pathlib
 
 import jax
 import ml_collections
 
-from jaxllm import cli, rundir, runs
+from jaxllm import cli, rundir, runs, storage
 from jaxllm import config as config_lib
 from jaxllm.data import batching, chat, inputs
 from jaxllm.errors import ConfigError, UserError
@@ -72,7 +71,7 @@ def validate(config: ml_collections.ConfigDict):
 def load_teacher(config) -> runs.Run:
   """config.teacher's run (a language model), its step recorded in config.teacher.step."""
   t = config.teacher
-  if not (pathlib.Path(t.checkpoint) / "config.json").is_file():
+  if not (storage.path(t.checkpoint) / "config.json").is_file():
     raise UserError(f"config.teacher.checkpoint={t.checkpoint!r} is not a run directory (it has "
                     "no config.json); give the teacher's run directory, e.g. the --workdir of "
                     "experiments/pretrain.py.")

@@ -13,12 +13,11 @@ kept beside it as RUN/eval_stepN.json.
 """
 
 import json
-import pathlib
 
 import jax
 import ml_collections
 
-from jaxllm import cli, rundir, runs
+from jaxllm import cli, rundir, runs, storage
 from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError
 from jaxllm.eval import suites
@@ -80,7 +79,7 @@ def run(config, workdir, step: int | None = None, shared: dict | None = None) ->
             "config": config.to_dict()}
   result["settings"] = {suite: config[suite].to_dict() for suite in result["suites"]
                         if suite in config and hasattr(config[suite], "to_dict")}
-  out = pathlib.Path(workdir) / "eval.json"
+  out = storage.path(workdir) / "eval.json"
   previous = json.loads(out.read_text()) if out.is_file() else None
   if previous is not None and _same_model_and_world(previous, result):
     result = merge(previous, result, suites.selected(config))
@@ -124,7 +123,7 @@ def main():
     result = run(config, workdir, step)
     if jax.process_index() == 0:
       print(suites.table(result))
-      print(f"wrote {pathlib.Path(workdir) / 'eval.json'}")
+      print(f"wrote {storage.path(workdir) / 'eval.json'}")
   cli.run_on_run(run_and_print, __file__, "Eval config (default: this recipe's; see "
                  "configs/eval/).")
 

@@ -14,7 +14,7 @@ import dataclasses
 
 import ml_collections
 
-from jaxllm import cli, rundir
+from jaxllm import cli, rundir, storage
 from jaxllm.data.cleaning import runner
 from jaxllm.errors import ConfigError
 
@@ -73,6 +73,8 @@ def run(config, workdir, hooks=()) -> dict:
   """Checks the config, cleans the input into WORKDIR and prints the per-step table; returns
   the stats (also in WORKDIR/stats.json)."""
   del hooks  # no training loop
+  storage.require_local(workdir, "--workdir", "the cleaning workers write their shards with "
+                        "local file I/O")
   validate(config)
   runner.build_steps(config)  # fail on a bad step setting before starting workers
   stats = runner.run(config, workdir)

@@ -17,13 +17,12 @@ WORKDIR is a run directory of stage "prune" whose lineage is the init run's (jax
 
 import functools
 import json
-import pathlib
 
 import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from jaxllm import cli, rundir, runs
+from jaxllm import cli, rundir, runs, storage
 from jaxllm import config as config_lib
 from jaxllm.compress import prune
 from jaxllm.data import batching, inputs
@@ -120,7 +119,7 @@ def run(config, workdir, hooks=()):
                            "source": config.init.checkpoint, "step": config.init.step}
     runs.save_run(workdir, config, pruned, tokenizer, 0)
   if jax.process_index() == 0:
-    out = pathlib.Path(workdir)
+    out = storage.path(workdir)
     rundir.write_text(out / "prune.json", json.dumps(report, indent=1) + "\n")
     compression.plot_sparsity(points, recovered, out / "sparsity.png",
                           f"magnitude pruning of {config.init.checkpoint}")

@@ -14,11 +14,10 @@ base first; a reward model is not quantized.
 """
 
 import json
-import pathlib
 
 import ml_collections
 
-from jaxllm import cli, rundir, runs
+from jaxllm import cli, rundir, runs, storage
 from jaxllm.compress import quantize
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.eval import compression
@@ -65,14 +64,14 @@ def run(config, workdir, out, step: int | None = None) -> dict:
   written.stage = "quantize"
   written.value_head = False  # the LM's params only
   written.model.quant = qcfg.quant
-  written.init.checkpoint = str(pathlib.Path(workdir).absolute())
+  written.init.checkpoint = str(storage.absolute(workdir))
   written.init.step = source.step
   if "hf_path" in written.init:
     written.init.hf_path = ""
   if "lora" in written:  # the adapters are merged into the quantized params
     written.lora.rank = 0
   written.compressed = {"method": "int8 weight-only, per output channel",
-                        "source": str(pathlib.Path(workdir).absolute()), "step": source.step}
+                        "source": str(storage.absolute(workdir)), "step": source.step}
   out = runs.save_run(out, written, qparams, source.tokenizer, source.step)
 
   texts = compression.held_out_texts(source.config, config.texts, config.max_texts)
@@ -94,7 +93,7 @@ def run(config, workdir, out, step: int | None = None) -> dict:
   return report
 
 
-def _summary(report: dict, out: pathlib.Path) -> None:
+def _summary(report: dict, out) -> None:
   b = report["bytes"]
   print(f"params: {b['float32'] / 2**20:.2f} MiB float32 -> {b['int8'] / 2**20:.2f} MiB int8 "
         f"({b['saved_fraction']:.1%} saved)")

@@ -14,11 +14,10 @@ Every eval step also answers held-out questions greedily (eval/qa_accuracy).
 
 import functools
 import json
-import pathlib
 
 import ml_collections
 
-from jaxllm import cli, rundir, runs
+from jaxllm import cli, rundir, runs, storage
 from jaxllm import config as config_lib
 from jaxllm.compress import quantize
 from jaxllm.data import batching, inputs
@@ -85,8 +84,9 @@ def validate(config: ml_collections.ConfigDict):
 
 
 def _rag_data(config, workdir, tokenizer) -> str:
-  """Writes the world's RAG conversations to WORKDIR/rag_sft.jsonl (process 0 first)."""
-  path = pathlib.Path(workdir) / "rag_sft.jsonl"
+  """Writes the world's RAG conversations to WORKDIR/rag_sft.jsonl (process 0 first; for a
+  gs:// WORKDIR in its local folder, where the data readers open it)."""
+  path = storage.local_folder(workdir) / "rag_sft.jsonl"
   rag = config.data.rag
 
   def write():

@@ -11,12 +11,11 @@ held-out bytes per token and the reader's counts of dropped or repaired records.
 
 import json
 import math
-import pathlib
 import time
 
 import ml_collections
 
-from jaxllm import cli, rundir
+from jaxllm import cli, rundir, storage
 from jaxllm.data import chat, readers
 from jaxllm.data import tokenizer as tokenizer_lib
 from jaxllm.errors import ConfigError, UserError
@@ -70,7 +69,7 @@ def run(config, workdir, hooks=()) -> dict:
   del hooks  # no training loop
   validate(config)
   paths = readers.expand_inputs(config.input)
-  workdir = pathlib.Path(workdir)
+  workdir = storage.path(workdir)  # a local folder or gs://
   workdir.mkdir(parents=True, exist_ok=True)
   rundir.write_text(workdir / "config.json", config.to_json(indent=2) + "\n")
   counts = readers.ReadCounts()

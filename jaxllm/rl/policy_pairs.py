@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
+from jaxllm import storage
 from jaxllm.data import answers, readers, world
 from jaxllm.errors import ConfigError
 from jaxllm.eval import qa
@@ -92,7 +93,7 @@ def prepare_for_run(config, workdir, init) -> None:
   c = config.data.on_policy
   if c.samples <= 0:
     return
-  directory = pathlib.Path(workdir) / "on_policy"
+  directory = storage.local_folder(workdir) / "on_policy"  # read by the data readers
   train, held_out = directory / "train.jsonl", directory / "eval.jsonl"
 
   def write():

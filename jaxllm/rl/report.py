@@ -10,11 +10,10 @@ Written to WORKDIR/rl_report.json and printed at the end of experiments/rl.py.
 """
 
 import json
-import pathlib
 
 import numpy as np
 
-from jaxllm import rundir
+from jaxllm import rundir, storage
 from jaxllm.train import metrics as metrics_lib
 
 EVAL_KEYS = ("eval/qa_accuracy", "eval/reward_model_score", "eval/format", "eval/sample_accuracy")
@@ -66,7 +65,7 @@ def _noise(p: float, n: float | None) -> float:
 
 def write(workdir) -> dict:
   """Summarises WORKDIR/metrics.jsonl into WORKDIR/rl_report.json; returns the summary."""
-  workdir = pathlib.Path(workdir)
+  workdir = storage.path(workdir)
   summary = summarize(metrics_lib.read_metrics(workdir))
   rundir.write_text(workdir / "rl_report.json", json.dumps(summary, indent=1) + "\n")
   return summary

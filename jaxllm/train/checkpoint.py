@@ -17,8 +17,6 @@ import concurrent.futures
 import contextlib
 import hashlib
 import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from jaxllm import storage
 from jaxllm.errors import ConfigError, UserError
 
 MANIFEST = "jaxllm_manifest.json"
@@ -44,7 +43,7 @@ def make_manager(directory: str | Path, keep: int,
   """Keeps the newest `keep` checkpoints under `directory`, one subfolder per step."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=async_save)
-  return ocp.CheckpointManager(Path(directory).absolute(), options=options,
+  return ocp.CheckpointManager(storage.absolute(directory), options=options,
                                item_names=("state", "data"))
 
 
@@ -157,7 +156,7 @@ def merge_shard_positions(positions: list[dict]) -> dict | None:
 
 # -- integrity --
 
-def _digest(path: Path) -> str:
+def _digest(path) -> str:
   h = hashlib.sha256()
   with path.open("rb") as f:
     for block in iter(lambda: f.read(1 << 22), b""):
@@ -165,23 +164,23 @@ def _digest(path: Path) -> str:
   return h.hexdigest()
 
 
-def write_manifest(step_dir: Path) -> bool:
+def write_manifest(step_dir) -> bool:
   """Records the size and SHA-256 of every file of a finished step; False if the step is gone
   (deleted by the manager meanwhile)."""
+  step_dir = storage.path(step_dir)
   try:
-    files = {str(p.relative_to(step_dir)): {"size": p.stat().st_size, "sha256": _digest(p)}
-             for p in sorted(step_dir.rglob("*")) if p.is_file() and p.name != MANIFEST}
-    tmp = step_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"files": files}, indent=0) + "\n")
-    os.replace(tmp, step_dir / MANIFEST)
+    files = {str(p.relative_to(step_dir)): {"size": storage.size(p), "sha256": _digest(p)}
+             for p in storage.files_under(step_dir) if p.name != MANIFEST}
+    storage.write_text(step_dir / MANIFEST, json.dumps({"files": files}, indent=0) + "\n")
     return True
   except FileNotFoundError:
     return False
 
 
-def check_manifest(step_dir: Path) -> str | None:
+def check_manifest(step_dir) -> str | None:
   """What is wrong with a step folder against its manifest, or None. A step without a manifest
   (the run stopped between the save and the sealing) passes; its restore is still guarded."""
+  step_dir = storage.path(step_dir)
   path = step_dir / MANIFEST
   if not path.exists():
     return None
@@ -196,8 +195,8 @@ def check_manifest(step_dir: Path) -> str | None:
     file = step_dir / name
     if not file.is_file():
       return f"{file} is missing"
-    if file.stat().st_size != want["size"]:
-      return f"{file} has {file.stat().st_size} bytes, {want['size']} were written"
+    if storage.size(file) != want["size"]:
+      return f"{file} has {storage.size(file)} bytes, {want['size']} were written"
     if _digest(file) != want["sha256"]:
       return f"{file} differs from what was written (SHA-256 mismatch)"
   return None
@@ -254,7 +253,7 @@ class Checkpoints:
 
   def __init__(self, directory: str | Path, keep: int, async_save: bool = True,
                log=lambda message: print(message, file=sys.stderr, flush=True)):
-    self.directory = Path(directory).absolute()
+    self.directory = storage.absolute(directory)
     self.manager = make_manager(self.directory, keep, async_save)
     self._log = log
     self._unsealed: list[int] = []
@@ -325,14 +324,14 @@ class Checkpoints:
                       "from step 0, or restore them from a copy.")
     return None
 
-  def _aside_dir(self) -> Path:
+  def _aside_dir(self):
     return self.directory.with_name(self.directory.name + "_damaged")
 
   def _set_aside(self, step: int, problem: str | None) -> None:
     aside = self._aside_dir() / f"{step}-{time.time_ns()}"
     if jax.process_index() == 0:
       aside.parent.mkdir(parents=True, exist_ok=True)
-      shutil.move(str(self.directory / str(step)), aside)
+      storage.move(self.directory / str(step), aside)
       self._log(f"warning: checkpoint step {step} is damaged ({problem or 'in another process'}); "
                 f"moved to {aside} and falling back to the previous checkpoint.")
     if jax.process_count() > 1:
@@ -362,11 +361,11 @@ class Checkpoints:
 
 def restore_params(directory: str | Path, abstract_params: Any, step: int | None = None) -> Any:
   """Params only from a run's checkpoints (for fine-tuning from a pretrained run)."""
-  manager = ocp.CheckpointManager(Path(directory).absolute(), item_names=("state", "data"))
+  manager = ocp.CheckpointManager(storage.absolute(directory), item_names=("state", "data"))
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint found in {directory}")
-  problem = check_manifest(Path(directory).absolute() / str(step))
+  problem = check_manifest(storage.absolute(directory) / str(step))
   if problem is not None:
     raise UserError(f"checkpoint step {step} of {directory} is damaged: {problem}. Resume that "
                     "run once (it sets the damaged step aside and falls back), or name another "

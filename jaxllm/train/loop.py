@@ -12,7 +12,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -22,7 +21,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxllm import rundir
+from jaxllm import rundir, storage
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.models import params as params_lib
 from jaxllm.models import splash
@@ -171,7 +170,7 @@ def evaluate(eval_step, params, batches: Iterable[dict], mesh, frozen=None) -> d
   return out
 
 
-def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
+def train(config, workdir, model: nn.Module, loss_fn: Callable,
           train_iter: Iterator[dict[str, np.ndarray]] | OnPolicySource,
           eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None,
           init_params: Any = None, hooks: tuple[Callable[[int], None], ...] = (),
@@ -200,7 +199,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
   SIGTERM (or a first Ctrl-C) saves a checkpoint at the current step and returns cleanly. No
   checkpoint is saved inside a streak of non-finite steps.
   """
-  workdir = Path(workdir)
+  workdir = storage.path(workdir)  # a local folder or gs://
   main = jax.process_index() == 0
   model_cfg = model.cfg
   tc = config.train
@@ -373,6 +372,7 @@ def train(config, workdir: str | Path, model: nn.Module, loss_fn: Callable,
                       "non-finite (skipped).")
         else:
           checkpoints.save(step, state, train_iter.get_state())
+          writer.flush()  # the metrics up to a checkpoint are in the run directory with it
       if (eval_batches is not None or evals) and (step % tc.eval_every == 0
                                                    or step == tc.num_steps):
         if pending is not None:

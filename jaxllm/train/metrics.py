@@ -2,10 +2,10 @@
 
 import json
 import math
-from pathlib import Path
+import time
 from typing import Any
 
-from jaxllm import rundir
+from jaxllm import rundir, storage
 from jaxllm.errors import UserError
 from jaxllm.models.config import ModelConfig
 from jaxllm.parallel import target
@@ -64,7 +64,7 @@ def read_metrics(workdir, name: str = "metrics.jsonl") -> list[dict[str, Any]]:
 
   A last line cut off by a killed run is left out; any other unreadable line is an error.
   """
-  path = Path(workdir) / name
+  path = storage.path(workdir) / name
   if not path.is_file():
     return []
   lines = path.read_text().splitlines()
@@ -88,16 +88,24 @@ class MetricWriter:
   Timings ("perf/...", "time/...": step seconds, tokens/s, MFU, rollout phases) go to
   WORKDIR/perf.jsonl instead, so that metrics.jsonl holds only what the seed decides: two runs
   with the same config and seed write byte-identical metrics.jsonl files on CPU.
+
+  On a gs:// run directory the three are written in a local copy (jaxllm/storage.py Mirror)
+  and uploaded whole at most every UPLOAD_SECONDS, at every `flush` (each checkpoint) and at
+  `close`.
   """
 
-  def __init__(self, workdir: str | Path, enabled: bool = True):
+  UPLOAD_SECONDS = 30.0
+
+  def __init__(self, workdir, enabled: bool = True):
     self.enabled = enabled
-    self.path = Path(workdir) / "metrics.jsonl"
-    self.perf_path = Path(workdir) / "perf.jsonl"
-    self._tb = None
+    self._mirror = self._tb = None
+    self._uploaded = time.monotonic()
     if enabled:
+      self._mirror = storage.Mirror(workdir, ("metrics.jsonl", "perf.jsonl", "tensorboard"))
+      self.path = self._mirror.local / "metrics.jsonl"
+      self.perf_path = self._mirror.local / "perf.jsonl"
       from tensorboardX import SummaryWriter  # lazy: heavy import
-      self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+      self._tb = SummaryWriter(str(self._mirror.local / "tensorboard"))
 
   def truncate_after(self, step: int) -> int:
     """Drops lines logged after `step` (they belong to steps a resume will redo); returns how
@@ -129,10 +137,20 @@ class MetricWriter:
           f.write(json.dumps(record) + "\n")
     for k, v in values.items():
       self._tb.add_scalar(k, float(v), int(step))
+    if time.monotonic() - self._uploaded > self.UPLOAD_SECONDS:
+      self.flush()
+
+  def flush(self) -> None:
+    """Makes everything written so far visible in the run directory (uploads it when gs://)."""
+    if self._tb is not None:
+      self._tb.flush()
+      self._mirror.sync()
+      self._uploaded = time.monotonic()
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._mirror.close()
 
 
 def _step_of(line: str) -> int | None:

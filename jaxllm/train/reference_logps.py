@@ -13,8 +13,6 @@ receives the replicated result, so each ends with the whole table; process 0 wri
 """
 
 import json
-import os
-import pathlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +23,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxllm import storage
 from jaxllm.data import preferences
 from jaxllm.models import params as params_lib
 from jaxllm.objectives.preference import reference_logps
@@ -70,7 +69,7 @@ def compute_table(model, params: Any, sources: Sequence[Any], tokenizer, seq_len
 def load_or_compute(workdir, settings: dict, compute) -> dict[str, float]:
   """WORKDIR/reference_logps.json if it was computed with `settings`, else `compute()` (on
   every process) written by process 0."""
-  path = pathlib.Path(workdir) / FILE
+  path = storage.path(workdir) / FILE
   settings = json.loads(json.dumps(settings))
   if path.is_file():
     saved = json.loads(path.read_text())
@@ -80,9 +79,7 @@ def load_or_compute(workdir, settings: dict, compute) -> dict[str, float]:
   table = compute()
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"settings": settings, "logps": table}))
-    os.replace(tmp, path)
+    storage.write_text(path, json.dumps({"settings": settings, "logps": table}))
   return table
 
 
