@@ -24,16 +24,15 @@ them). A stage without its eval.json has no row.
 """
 
 import json
-import pathlib
 from typing import Any
 
-from jaxllm import rundir
+from jaxllm import rundir, storage
 from jaxllm.eval import significance
 
 POLICY_ORDER = ("rl", "dpo", "sft")  # the final policy: the last of these with an eval.json
 
 
-def _eval(root: pathlib.Path, stage: str) -> dict | None:
+def _eval(root, stage: str) -> dict | None:
   path = root / stage / "eval.json"
   return json.loads(path.read_text()) if path.is_file() else None
 
@@ -62,7 +61,7 @@ def _mean(outcomes) -> float | None:
 
 def stage_effects(root, init_from: dict[str, str] | None = None) -> list[dict[str, Any]]:
   """The report-card rows of the pipeline directory `root` (see the module docstring)."""
-  root = pathlib.Path(root)
+  root = storage.path(root)
   if init_from is None:
     config = root / "config.json"
     init_from = (json.loads(config.read_text()).get("init_from") if config.is_file() else None)
@@ -129,7 +128,7 @@ def stage_effects(root, init_from: dict[str, str] | None = None) -> list[dict[st
   return [r for r in rows if r is not None]
 
 
-def write(root, rows: list[dict]) -> pathlib.Path:
-  path = pathlib.Path(root) / "effects.json"
+def write(root, rows: list[dict]):
+  path = storage.path(root) / "effects.json"
   rundir.write_text(path, json.dumps(rows, indent=1) + "\n")
   return path

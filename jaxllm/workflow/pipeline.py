@@ -40,8 +40,9 @@ import time
 
 import jax
 import ml_collections
+from etils import epath
 
-from jaxllm import cli, rundir, runs
+from jaxllm import cli, rundir, runs, storage
 from jaxllm.data import crawl, readers, world
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.parallel import mesh as mesh_lib
@@ -69,19 +70,30 @@ def selected(config) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Paths:
-  root: pathlib.Path
+  root: epath.Path  # the pipeline directory: local, or gs:// (jaxllm/storage.py)
 
-  def of(self, stage: str) -> pathlib.Path:
+  @property
+  def local(self) -> pathlib.Path:
+    """DIR itself, or for a gs:// DIR its local folder (jaxllm/storage.py local_folder): the
+    data readers open the cleaned pages and the math set there (`readable_data`)."""
+    return storage.local_folder(self.root)
+
+  def of(self, stage: str):
     """The stage's directory, DIR/<stage>."""
     return self.root / stage
 
   @property
   def shards(self) -> str:
-    return str(self.root / "data" / "*.jsonl.gz")
+    """The cleaned pages, as a glob the data readers take (in `local`)."""
+    return str(self.local / "data" / "*.jsonl.gz")
 
   @property
-  def math_file(self) -> pathlib.Path:
-    return self.root / "math" / "math.jsonl.gz"
+  def math_file(self):
+    return self.root / _MATH
+
+  @property
+  def local_math_file(self) -> pathlib.Path:
+    return self.local / _MATH
 
   @property
   def tokenizer_file(self) -> pathlib.Path:
@@ -90,6 +102,20 @@ class Paths:
   @property
   def status(self) -> pathlib.Path:
     return self.root / "pipeline.json"
+
+
+_MATH = "math/math.jsonl.gz"
+_DATA_FOLDERS = ("data", "math")  # what the data stage writes and later stages read
+
+
+def readable_data(paths: Paths) -> None:
+  """For a gs:// DIR: copies DIR/data and DIR/math into the local folder where missing (each
+  process on its own machine), since the data readers open local files. No-op when local."""
+  if not storage.is_remote(paths.root):
+    return
+  for name in _DATA_FOLDERS:
+    if not (paths.local / name).is_dir() and (paths.root / name).is_dir():
+      storage.copy_tree(paths.root / name, paths.local / name)
 
 
 def stage_config(config, stage: str, paths: Paths) -> ml_collections.ConfigDict:
@@ -101,12 +127,13 @@ def stage_config(config, stage: str, paths: Paths) -> ml_collections.ConfigDict:
     if not 0 <= w < 1:
       raise ConfigError(f"config.math_weight={w}: the share of math in pretraining batches, "
                         "in [0, 1).")
-    c.data.source = f"{paths.shards}@{1 - w};{paths.math_file}@{w}" if w else paths.shards
+    c.data.source = (f"{paths.shards}@{1 - w};{paths.local_math_file}@{w}" if w
+                     else paths.shards)
     c.data.tokenizer = str(paths.tokenizer_file)
   else:
     c.init.checkpoint = str(paths.of(config.init_from[stage]))
   if stage == "sft" and c.data.text_weight and not c.data.text_source:
-    c.data.text_source = f"{paths.shards};{paths.math_file}"  # what pretraining read
+    c.data.text_source = f"{paths.shards};{paths.local_math_file}"  # what pretraining read
   return c
 
 
@@ -166,7 +193,7 @@ def is_complete(config, stage: str, paths: Paths) -> bool:
              if is_complete(config, s, paths))
 
 
-def _eval_current(workdir: pathlib.Path) -> bool:
+def _eval_current(workdir) -> bool:
   path = workdir / "eval.json"
   return path.is_file() and json.loads(path.read_text()).get("step") == runs.latest_step(workdir)
 
@@ -174,25 +201,34 @@ def _eval_current(workdir: pathlib.Path) -> bool:
 def run_data(config, paths: Paths) -> dict:
   """Writes the crawl of the world's prose to DIR/raw/crawl.jsonl, cleans it into DIR/data and
   checks the result against the planted labels (DIR/data/crawl_check.json); writes the world's
-  math documents to DIR/math/math.jsonl.gz."""
+  math documents to DIR/math/math.jsonl.gz. For a gs:// DIR all is written in its local
+  folder (the cleaning reads and writes local files), then data/ and math/ are uploaded."""
   math, documents = [], []
   for d in world.generate(config.world_seed)["train"]["pretrain"]:
     (math if world.is_math(d) else documents).append(d)
-  paths.math_file.parent.mkdir(parents=True, exist_ok=True)
-  with gzip.open(paths.math_file, "wt", encoding="utf-8") as f:
+  remote = storage.is_remote(paths.root)
+  for name in _DATA_FOLDERS:  # an earlier, unfinished attempt's files
+    shutil.rmtree(paths.local / name, ignore_errors=True)
+  paths.local_math_file.parent.mkdir(parents=True, exist_ok=True)
+  with gzip.open(paths.local_math_file, "wt", encoding="utf-8") as f:
     f.writelines(json.dumps({"text": d, "id": f"math-{i:05d}"}) + "\n" for i, d in enumerate(math))
   records = crawl.make_crawl(documents, config.world_seed, **config.crawl.to_dict())
-  raw = paths.root / "raw" / "crawl.jsonl"
+  raw = paths.local / "raw" / "crawl.jsonl"
   raw.parent.mkdir(parents=True, exist_ok=True)
   raw.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
   clean = ml_collections.ConfigDict(config.clean.to_dict())
   clean.input = str(raw)
-  prepare_data.run(clean, paths.of("data"))
+  prepare_data.run(clean, paths.local / "data")
   counts = readers.ReadCounts()
   kept = [doc.id for path in readers.expand_inputs(paths.shards)
           for doc in readers.iter_documents(path, counts)]
   check = crawl.check(records, kept)
-  rundir.write_text(paths.of("data") / "crawl_check.json", json.dumps(check, indent=1) + "\n")
+  rundir.write_text(paths.local / "data" / "crawl_check.json", json.dumps(check, indent=1) + "\n")
+  if remote:
+    for name in _DATA_FOLDERS:
+      if (paths.root / name).exists():
+        (paths.root / name).rmtree()
+      storage.copy_tree(paths.local / name, paths.root / name)
   print(f"cleaning kept {check['content_kept']:.1%} of the world's pages and removed "
         f"{check['junk_removed']:.1%} of the planted junk; {len(math)} math documents kept "
         "apart")
@@ -250,7 +286,7 @@ def _set_aside(stage: str, paths: Paths) -> None:
   if where.exists():
     aside = paths.root / "stale" / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
     aside.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(where), aside)
+    storage.move(where, aside)
     print(f"== {stage}: its settings or the stages it reads changed since it ran; its directory "
           f"moved to {aside}, doing it again")
   status = _status(paths)
@@ -267,10 +303,10 @@ def run(config, workdir) -> dict:
   runs the training stages and the eval together; process 0 alone makes the data and the
   tokenizer and writes the pipeline's own files (config, pipeline.json, report) while the others
   wait, and the choices read from those files (stale, complete) are process 0's. The processes
-  share the work directory (a disk every host mounts).
+  share the work directory (a disk every host mounts, or gs://).
   """
   say = print if jax.process_index() == 0 else (lambda *a, **k: None)
-  paths = Paths(pathlib.Path(workdir))
+  paths = Paths(storage.path(workdir))
 
   def write_config():
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -296,6 +332,8 @@ def run(config, workdir) -> dict:
     to_do = [stage] + [s for s in chosen[k:] if not is_complete(config, s, paths)]
     say(f"== stage {k}/{len(chosen)}: {stage} ({_progress(paths, to_do, began)})")
     start = time.perf_counter()
+    if stage != "data":
+      readable_data(paths)  # gs://: the data readers' local copy, made once per machine
     if stage == "data":
       mesh_lib.on_process_zero(lambda: run_data(config, paths), "pipeline-data")
     elif stage == "tokenizer":
@@ -318,11 +356,11 @@ def run(config, workdir) -> dict:
 
 def run_tokenizer(config, paths: Paths) -> None:
   """Trains the BPE tokenizer on the cleaned pages and the math set into DIR/tokenizer."""
-  if not glob.glob(paths.shards) or not paths.math_file.is_file():
-    raise UserError(f"stage tokenizer reads {paths.shards} and {paths.math_file}, which are "
+  if not glob.glob(paths.shards) or not paths.local_math_file.is_file():
+    raise UserError(f"stage tokenizer reads {paths.shards} and {paths.local_math_file}, which are "
                     "missing; add data to config.stages.")
   tok = ml_collections.ConfigDict(config.tokenizer.to_dict())
-  tok.input = f"{paths.shards},{paths.math_file}"
+  tok.input = f"{paths.shards},{paths.local_math_file}"
   tokenizer.run(tok, paths.of("tokenizer"))
 
 

@@ -18,10 +18,9 @@ reference passes and evaluation are not counted.
 
 import json
 import math
-import pathlib
 from typing import Any
 
-from jaxllm import rundir, runs
+from jaxllm import rundir, runs, storage
 from jaxllm.models.config import ModelConfig
 from jaxllm.train import metrics as metrics_lib
 from jaxllm.workflow import effects as effects_lib
@@ -39,11 +38,11 @@ def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
   return [s for s, _ in points], [v for _, v in points]
 
 
-def _json(path: pathlib.Path) -> Any:
+def _json(path) -> Any:
   return json.loads(path.read_text()) if path.is_file() else None
 
 
-def compute(stage: str, workdir: pathlib.Path) -> dict | None:
+def compute(stage: str, workdir) -> dict | None:
   """Positions trained on and training FLOPs of one training stage (from its config)."""
   config_path = workdir / "config.json"
   if not config_path.is_file():
@@ -78,7 +77,7 @@ def _y_from_zero(ax, values: list[float]) -> None:
     ax.set_title(ax.get_title() + " (below 0: axis not from 0)", fontsize=8)
 
 
-def plot_losses(root: pathlib.Path, path: pathlib.Path) -> bool:
+def plot_losses(root, path) -> bool:
   stages = [s for s in TRAINING if metrics_lib.read_metrics(root / s)]
   if not stages:
     return False
@@ -98,12 +97,12 @@ def plot_losses(root: pathlib.Path, path: pathlib.Path) -> bool:
     _y_from_zero(ax, shown)
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  storage.save_figure(fig, path)
   plt.close(fig)
   return True
 
 
-def plot_eval_bars(evals: dict[str, dict], path: pathlib.Path) -> bool:
+def plot_eval_bars(evals: dict[str, dict], path) -> bool:
   keys = [k for k in BAR_METRICS if any(k in e["metrics"] for e in evals.values())]
   if not keys:
     return False
@@ -124,12 +123,12 @@ def plot_eval_bars(evals: dict[str, dict], path: pathlib.Path) -> bool:
   ax.legend(fontsize=7)
   ax.set_title("held-out evaluation by stage")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  storage.save_figure(fig, path)
   plt.close(fig)
   return True
 
 
-def plot_keys(rows: list[dict], curves, title: str, path: pathlib.Path) -> bool:
+def plot_keys(rows: list[dict], curves, title: str, path) -> bool:
   kept, seen = [], []
   for key, label in curves:  # a curve equal to one already shown (the reward when it is the
     points = series(rows, key)  # accuracy) is left out, not drawn twice
@@ -150,12 +149,12 @@ def plot_keys(rows: list[dict], curves, title: str, path: pathlib.Path) -> bool:
     _y_from_zero(ax, y)
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  storage.save_figure(fig, path)
   plt.close(fig)
   return True
 
 
-def plot_compute(table: dict[str, dict], path: pathlib.Path) -> bool:
+def plot_compute(table: dict[str, dict], path) -> bool:
   stages = [s for s in table if table[s].get("seconds") is not None]
   if not stages:
     return False
@@ -170,12 +169,12 @@ def plot_compute(table: dict[str, dict], path: pathlib.Path) -> bool:
   for ax in (ax1, ax2):
     ax.tick_params(axis="x", labelrotation=30, labelsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  storage.save_figure(fig, path)
   plt.close(fig)
   return True
 
 
-def plot_effects(rows: list[dict], path: pathlib.Path) -> bool:
+def plot_effects(rows: list[dict], path) -> bool:
   """Before and after bars per stage (fractions), and the forgetting change in bits per byte."""
   fractions = [r for r in rows if r["stage"] != "forgetting"]
   forgetting = [r for r in rows if r["stage"] == "forgetting"]
@@ -203,12 +202,12 @@ def plot_effects(rows: list[dict], path: pathlib.Path) -> bool:
     ax.set_xticklabels(["base", "SFT"])
   ax.set_title("bits per byte", fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  storage.save_figure(fig, path)
   plt.close(fig)
   return True
 
 
-def effects_section(root: pathlib.Path) -> list[str]:
+def effects_section(root) -> list[str]:
   """report.md's opening section, from the rows it writes to effects.json."""
   rows = effects_lib.stage_effects(root)
   if not rows:
@@ -254,9 +253,12 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
   return lines
 
 
-def write(root) -> pathlib.Path:
-  """Writes root/report.md and its plots; returns the report's path."""
-  root = pathlib.Path(root)
+def write(root, data_dir=None):
+  """Writes root/report.md and its plots (root local or gs://); returns the report's path.
+  `data_dir`: the data stage's folder when it is not root/data (a gs:// root keeps it in its
+  local folder, jaxllm/workflow/pipeline.py Paths)."""
+  root = storage.path(root)
+  data_dir = storage.path(data_dir) if data_dir is not None else root / "data"
   status = _json(root / "pipeline.json") or {}
   lines = ["# Pipeline report", "",
            f"Run directory `{root}`. Each stage's own files are in its folder; numbers below "
@@ -283,7 +285,7 @@ def write(root) -> pathlib.Path:
     lines += ["![compute](compute.png)", ""]
 
   # Data.
-  stats, check = _json(root / "data" / "stats.json"), _json(root / "data" / "crawl_check.json")
+  stats, check = _json(data_dir / "stats.json"), _json(data_dir / "crawl_check.json")
   if stats:
     lines += ["## Data: cleaning the crawl", ""]
     lines += _table(["step", "docs in", "kept", "dropped", "modified", "top drop reason"],

@@ -33,6 +33,7 @@ from ml_collections import config_flags
 from ml_collections.config_flags import config_path
 
 from jaxllm import config as config_lib
+from jaxllm import storage
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.train import metrics as metrics_lib
 
@@ -465,6 +466,8 @@ def run(config: str, workdir: str | Path, *, metric: str = "eval/loss", mode: st
   """Runs every point that has not logged its final step; writes WORKDIR/sweep.csv and
   WORKDIR/sweep.png; returns the rows. Raises UserError at the end if a point failed."""
   best_mode(metric, mode)  # a bad --mode fails before anything runs
+  storage.require_local(workdir, "--workdir", "a sweep appends each point's log and its table "
+                        "to local files")
   sweep, points = plan(config, workdir, module, extra, python)
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)

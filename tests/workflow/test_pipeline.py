@@ -1,5 +1,5 @@
-"""The tiny pipeline end to end (4 steps a stage: the training stages in two processes, the eval
-in one), a changed stage set aside, and stage selection."""
+"""The tiny pipeline end to end on gs:// (4 steps a stage: the training stages in two processes,
+the eval in one), a changed stage set aside, and stage selection."""
 
 import gzip
 import json
@@ -8,12 +8,13 @@ import re
 import pytest
 
 from jaxllm import config as config_lib
+from jaxllm import storage
 from jaxllm.data import world
 from jaxllm.data.tokenizer import Tokenizer
 from jaxllm.errors import ConfigError
 from jaxllm.workflow import pipeline as stages
 from tests.experiments.conftest import run_script
-from tests.helpers import ROOT, finish, launch
+from tests.helpers import ROOT, finish, launch, read_metrics
 
 TRAINING = ("pretrain", "sft", "reward", "dpo", "rl")
 TRAINED = ("data", "tokenizer", *TRAINING)  # every stage but eval
@@ -56,13 +57,17 @@ def test_a_stage_key_follows_its_settings_and_the_stages_it_reads(tmp_path):
 
 
 @pytest.mark.slow  # the whole pipeline, as subprocesses
-def test_tiny_pipeline_in_two_processes_then_resumed_in_one(tmp_path):
-  """The data, the tokenizer and every training stage in two JAX processes (one CPU device each):
-  process 0 makes the data and the tokenizer and writes the pipeline's files, both train. Then
-  the whole command in one process finds those stages complete, evaluates every run and writes
-  the report; and once more, every stage is complete. (evaluate.py in two processes:
+def test_tiny_pipeline_in_two_processes_then_resumed_in_one_on_cloud_storage(
+    tmp_path, gcs, monkeypatch):
+  """The tiny pipeline with its directory on gs:// (the local emulator). The data, the tokenizer
+  and every training stage in two JAX processes (one CPU device each): process 0 makes the data
+  and the tokenizer and writes the pipeline's files, both train. Then the whole command in one
+  process on another machine's disk (a fresh local folder, so the data is copied down from
+  gs://) finds those stages complete, evaluates every run and writes the report and its plots
+  to gs://; and once more, every stage is complete. (evaluate.py in two processes:
   tests/experiments/test_multiprocess_stages.py.)"""
-  workdir = tmp_path / "p"
+  workdir = storage.path(gcs.url(tmp_path.name, "p"))
+  monkeypatch.setenv("JAXLLM_CACHE", str(tmp_path / "first-machine"))
   args = ("--config=configs/pipeline/tiny.py:steps=4", f"--workdir={workdir}")
   first, second = finish(launch("pipeline.py", *args, f"--config.stages={','.join(TRAINED)}",
                                 devices=1, processes=2))
@@ -72,7 +77,11 @@ def test_tiny_pipeline_in_two_processes_then_resumed_in_one(tmp_path):
   assert "== stage" not in second and "step 1/4" not in second  # process 0 alone prints
   status = json.loads((workdir / "pipeline.json").read_text())
   assert sorted(status) == sorted(TRAINED) and all(status[s]["complete"] for s in TRAINED)
+  local = tmp_path / "first-machine" / gcs.bucket / tmp_path.name / "p"
+  raw = (local / "raw" / "crawl.jsonl").read_text()  # the crawl stays on the machine
+  assert "Problem: " not in raw and " * 7 = " not in raw
 
+  monkeypatch.setenv("JAXLLM_CACHE", str(tmp_path / "second-machine"))
   done = run_script("pipeline.py", *args)
   assert done.returncode == 0, done.stderr[-3000:]
   assert done.stdout.count("complete, skipped") == len(TRAINED)
@@ -80,19 +89,20 @@ def test_tiny_pipeline_in_two_processes_then_resumed_in_one(tmp_path):
   check = json.loads((workdir / "data" / "crawl_check.json").read_text())
   assert check["junk_removed"] == 1.0 and check["content_kept"] > 0.5
   # the math the crawl's filters would drop is kept apart, and no prose is in it
-  with gzip.open(workdir / "math" / "math.jsonl.gz", "rt") as f:
-    math = [json.loads(line)["text"] for line in f]
+  math = [json.loads(line)["text"] for line in gzip.decompress(
+      (workdir / "math" / "math.jsonl.gz").read_bytes()).decode().splitlines()]
   assert len(math) > 1000 and all(world.is_math(t) for t in math)
-  raw = (workdir / "raw" / "crawl.jsonl").read_text()
-  assert "Problem: " not in raw and " * 7 = " not in raw
+  copied = tmp_path / "second-machine" / gcs.bucket / tmp_path.name / "p" / "data"
+  assert sorted(p.name for p in copied.iterdir()) == sorted(
+      p.name for p in (workdir / "data").iterdir())  # the eval's memorisation texts
   tok = Tokenizer.from_file(workdir / "tokenizer")
   assert tok.encode("75") == tok.encode("7") + tok.encode("5")  # one token per digit
-  assert (workdir / "tokenizer" / "tokenizer.json").is_file()
   for stage in TRAINING:
-    rows = [json.loads(ln) for ln in (workdir / stage / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(workdir / stage)
     assert any(r["step"] == 4 and "train/loss" in r for r in rows), stage
     result = json.loads((workdir / stage / "eval.json").read_text())
     assert result["step"] == 4 and result["metrics"], stage
+    assert (workdir / stage / "tokenizer.json").is_file(), stage
   policy = json.loads((workdir / "rl" / "eval.json").read_text())["metrics"]
   assert {"qa/accuracy", "math/pass@4", "rag/accuracy_with_retrieval", "tool/accuracy",
           "reward/reward_model_score", "memorization/train_rate"} <= set(policy)
@@ -102,11 +112,13 @@ def test_tiny_pipeline_in_two_processes_then_resumed_in_one(tmp_path):
   assert all(status[s]["complete"] for s in stages.STAGES)
   text = (workdir / "report.md").read_text()
   assert "| rl | 4 |" in text and "![loss curves](loss_curves.png)" in text
+  assert "## Data: cleaning the crawl" in text
   assert text.index("## What each stage did") < text.index("## Stages and compute")
   card = [r["stage"] for r in json.loads((workdir / "effects.json").read_text())]
   # (a stage's row needs questions on both sides: 8 per suite here may hold no unanswerable one)
   assert {"sft", "reward", "rl", "rag", "tool", "forgetting"} <= set(card)
-  assert (workdir / "eval_by_stage.png").is_file() and (workdir / "rl_curves.png").is_file()
+  for plot in ("eval_by_stage.png", "rl_curves.png", "loss_curves.png"):
+    assert (workdir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
 
   again = run_script("pipeline.py", *args)
   assert again.returncode == 0, again.stderr[-3000:]

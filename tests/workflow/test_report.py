@@ -5,6 +5,7 @@ import json
 import pytest
 
 from jaxllm import config as config_lib
+from jaxllm import storage
 from jaxllm.models.config import ModelConfig
 from jaxllm.recipes import reward_model, rl
 from jaxllm.train import metrics as metrics_lib
@@ -87,9 +88,8 @@ def test_report_of_an_empty_directory(tmp_path):
 def test_plots_a_reader_trusts_at_a_glance(root, monkeypatch):
   """Axes from zero (a change of 0.005 does not fill the panel), every panel labelled, n/a
   instead of empty bars, no curve drawn twice, no FLOPs bars for stages that do not train."""
-  from matplotlib.figure import Figure
   saved = {}
-  monkeypatch.setattr(Figure, "savefig",
+  monkeypatch.setattr(storage, "save_figure",
                       lambda fig, path, **kwargs: saved.__setitem__(path.stem, fig))
   _write(root / "reward" / "metrics.jsonl",  # a held-out accuracy that moves by 0.005
          [{"step": 5, "eval/accuracy": 0.700, "eval/margin": 0.3},
