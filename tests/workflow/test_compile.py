@@ -231,3 +231,45 @@ def test_a_fine_tuning_config_takes_its_architecture_from_model_or_the_init_run(
   stage.init.checkpoint = str(tmp_path / "nothing")
   with pytest.raises(ConfigError, match="no config.json there"):
     compile_lib.resolve_model(ml_collections.ConfigDict(stage.to_dict()))
+
+
+@pytest.mark.slow
+def test_pretraining_compiles_for_h100s_without_a_gpu(tmp_path):
+  """experiments/compile.py --topology=h100:2 on this machine (JAX's CUDA plugin, XLA's H100
+  description, JAX_PLATFORMS unset as a user has it): the step fits, each GPU holds half of every
+  FSDP-sharded param, and the FLOPs are the model's."""
+  import subprocess
+  import sys
+
+  from tests.experiments.conftest import child_env
+  from tests.helpers import ROOT
+  out = tmp_path / "h100.json"
+  env = {k: v for k, v in child_env().items() if k != "JAX_PLATFORMS"}
+  done = subprocess.run(
+      [sys.executable, "experiments/compile.py", "--config=configs/pretrain/tiny.py",
+       "--topology=h100:2", "--config.model.dtype=bfloat16", "--config.mesh.data=1",
+       "--config.mesh.fsdp=-1", "--nosampler", f"--out={out}"], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "pretrain on h100:2 (2 h100 devices, 1 host" in done.stdout
+  report = json.loads(out.read_text())
+  t = report["train"]
+  assert report["chip"] == "h100" and report["mesh"]["fsdp"] == 2 and t["fits"]
+  assert report["device_hbm_gib"] == pytest.approx(79.1, abs=0.05)
+  assert report["compiler"].startswith("jax-cuda12-pjrt ")
+  import jax
+
+  from jaxllm import config as config_lib
+  from jaxllm.models import Transformer
+  config = config_lib.load_config_file(ROOT / "configs/pretrain/tiny.py")
+  config.model.vocab_size = report["model"]["vocab_size"]  # the tokenizer's, resolved
+  model_cfg = ModelConfig.from_dict(config.model)
+  shapes = params_lib.unbox(jax.eval_shape(params_lib.init_params_fn(Transformer(model_cfg), 8),
+                                           jax.random.key(0)))
+  leaves = jax.tree.leaves(shapes)
+  total = sum(int(np.prod(x.shape)) * 4 for x in leaves)
+  replicated = sum(int(np.prod(x.shape)) * 4 for x in leaves if len(x.shape) == 1)
+  assert t["params_bytes"] == (total - replicated) / 2 + replicated
+  seq_len, batch = report["seq_len"], report["batch_size"]
+  assert t["model_flops_per_step"] == metrics.train_flops_per_token(model_cfg, seq_len) * (
+      batch * seq_len)
