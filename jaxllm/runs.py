@@ -480,7 +480,9 @@ def export_hf(workdir, dst, *, step: int | None = None, family: str | None = Non
               dtype: str = "float32", max_shard_bytes: int = 5 * 2**30) -> pathlib.Path:
   """hf_models.export of a run's newest (or given) checkpoint; a LoRA run is merged into its
   base, an int8 run (experiments/quantize.py) is dequantized (transformers reads float
-  weights)."""
+  weights). The run may be on gs://; `dst` is local (safetensors writes local files)."""
+  storage.require_local(dst, "--out", "a Hugging Face directory is written with local file "
+                        "I/O (safetensors)")
   run = load_run(workdir, step)
   require_language_model(run, "the run to export", workdir)
   params = quantize.as_float(run.params, run.model.cfg)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from jaxllm import rundir, storage
+from jaxllm import rundir, runs, storage
 from jaxllm.data import tokenizer as tokenizer_lib
 from jaxllm.errors import UserError
 from jaxllm.train import checkpoint
@@ -128,3 +128,5 @@ def test_commands_that_write_local_files_refuse_a_gs_workdir():
                      "directory"):
     storage.require_local("gs://b/x", "--workdir", "a sweep appends each point's log")
   storage.require_local("/tmp/x", "--workdir", "unused")
+  with pytest.raises(UserError, match=r"--out='gs://b/hf': a Hugging Face directory"):
+    runs.export_hf("/no/such/run", "gs://b/hf")  # refused before the run is read
