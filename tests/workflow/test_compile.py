@@ -242,9 +242,10 @@ def test_pretraining_compiles_for_h100s_without_a_gpu(tmp_path):
   import sys
 
   from tests.experiments.conftest import child_env
-  from tests.helpers import ROOT
+  from tests.helpers import ROOT, cuda_plugin
   out = tmp_path / "h100.json"
   env = {k: v for k, v in child_env().items() if k != "JAX_PLATFORMS"}
+  env["PYTHONPATH"] = str(cuda_plugin())  # JAX finds the plugin there, in this process only
   done = subprocess.run(
       [sys.executable, "experiments/compile.py", "--config=configs/pretrain/tiny.py",
        "--topology=h100:2", "--config.model.dtype=bfloat16", "--config.mesh.data=1",
