@@ -120,7 +120,8 @@ def files_under(directory) -> Iterator[epath.Path]:
 
 
 def move(src, dst) -> None:
-  """Moves a file or folder (on cloud storage: copied file by file, then deleted)."""
+  """Moves a file or folder to `dst`, which must not exist (on cloud storage: copied, then
+  deleted)."""
   src, dst = path(src), path(dst)
   if not (is_remote(src) or is_remote(dst)):
     shutil.move(src, dst)
@@ -129,10 +130,7 @@ def move(src, dst) -> None:
     src.copy(dst)
     src.unlink()
     return
-  for file in files_under(src):
-    target = dst / file.relative_to(src)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    file.copy(target)
+  copy_tree(src, dst)
   src.rmtree()
 
 
