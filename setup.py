@@ -79,6 +79,10 @@ setup(
             # (JAX's CUDA plugin, for the H100 compile test, is not here: once installed it
             # prints two lines to stderr at every JAX start, even on the CPU; that test installs
             # it into a folder of its own.)
+            # lm-evaluation-harness and its hf backend: the jaxllm model against lm-eval's own
+            # reference on the exported run
+            "lm-eval[hf]>=0.4.13,<0.5",
+            "wandb>=0.31",  # open: logging tested offline (WANDB_MODE=offline)
         ],
         # gs:// work directories (jaxllm/storage.py): gcsfs is etils epath's backend for them
         # when TensorFlow is absent; calendar-versioned with fsspec, open above.
@@ -92,5 +96,10 @@ setup(
         # drivers" at every JAX start on a machine without a GPU. To run on GPUs: pip install
         # 'jax[cuda12]' (docs/gpu.md).
         "gpu-compile": ["jax-cuda12-plugin>=0.10.2,<0.11"],
+        # EleutherAI's lm-evaluation-harness on jaxllm runs (python -m jaxllm.eval.harness);
+        # its model API (TemplateLM, the registry, generation kwargs) changes between 0.x minors.
+        "harness": ["lm-eval>=0.4.13,<0.5"],
+        # Weights & Biases logging (config.logging.wandb); its log/resume API has been stable.
+        "wandb": ["wandb>=0.31"],
     },
 )

@@ -109,13 +109,15 @@ def generate_tokens(model: nn.Module, params: Any, prompts_bp: jnp.ndarray,
                     prompt_lengths_b: jnp.ndarray, max_new_b: jnp.ndarray, rng: jax.Array,
                     temperature: jnp.ndarray, top_k: jnp.ndarray, top_p: jnp.ndarray,
                     stop_tokens_s: jnp.ndarray, pad_id: int, num_new: int,
-                    use_cache: bool = True, vocab_limit: int | None = None) -> dict:
+                    use_cache: bool = True, vocab_limit: int | None = None,
+                    stop_table_mvq: jnp.ndarray | None = None) -> dict:
   """The pure sampling function (jit it): prompts right-aligned in [B, P] -> dict of arrays.
 
   max_new_b: [B] tokens to generate at most per row (<= num_new; 0 for padding rows).
   stop_tokens_s: [S] ids that end a row (pad with -1).
   use_cache=False recomputes the whole sequence every step instead (the slow reference).
   vocab_limit: sample only ids below it (see _pick).
+  stop_table_mvq: stop strings (stop_strings.table): a row also ends when its text contains one.
   """
   cfg = model.cfg
   pick = functools.partial(_pick, rng=rng, rows_b=jnp.arange(prompts_bp.shape[0]),
@@ -160,6 +162,13 @@ def generate_tokens(model: nn.Module, params: Any, prompts_bp: jnp.ndarray,
       return out.at[:, i].set(jnp.where(live_b, x, fill))
 
     is_stop_b = jnp.any(tokens_b[:, None] == stop_tokens_s[None, :], axis=-1)
+    if stop_table_mvq is not None:  # each stop string's automaton reads the token's bytes
+      num_strings, vocab, num_states = stop_table_mvq.shape
+      stop_bm = stop_table_mvq[jnp.arange(num_strings)[None, :],
+                               jnp.clip(tokens_b, 0, vocab - 1)[:, None],
+                               state["stop_state"]].astype(jnp.int32)
+      is_stop_b |= jnp.any(stop_bm == num_states - 1, axis=-1)
+      state = dict(state, stop_state=stop_bm)
     return dict(state, i=i + 1, last=tokens_b,
                 tokens=put(state["tokens"], tokens_b, pad_id),
                 logprobs=put(state["logprobs"], logp_b, 0.0),
@@ -174,6 +183,8 @@ def generate_tokens(model: nn.Module, params: Any, prompts_bp: jnp.ndarray,
       logprobs=jnp.zeros((batch, num_new), jnp.float32),
       raw_logprobs=jnp.zeros((batch, num_new), jnp.float32),
       lengths=jnp.zeros((batch,), jnp.int32), stopped=jnp.zeros((batch,), bool))
+  if stop_table_mvq is not None:
+    state["stop_state"] = jnp.zeros((batch, stop_table_mvq.shape[0]), jnp.int32)
   state = finish(state, *pick(first_logits_bv, step=0))
 
   def body(state):
@@ -227,18 +238,21 @@ class Sampler:
     self._jitted = jax.jit(self._traced, static_argnames=("num_new",))
 
   def _traced(self, params, prompts_bp, prompt_lengths_b, max_new_b, rng, temperature, top_k,
-              top_p, stop_tokens_s, num_new):
+              top_p, stop_tokens_s, stop_table_mvq, num_new):
     self.num_compiles += 1  # runs at trace time only
     return generate_tokens(self.model, params, prompts_bp, prompt_lengths_b, max_new_b, rng,
                            temperature, top_k, top_p, stop_tokens_s, self.pad_id, num_new,
-                           self.use_cache, self.vocab_limit)
+                           self.use_cache, self.vocab_limit, stop_table_mvq)
 
   def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int], *,
                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-               stop_tokens: Sequence[int] = (), seed: int = 0) -> SampleOutput:
+               stop_tokens: Sequence[int] = (), seed: int = 0,
+               stop_table: np.ndarray | None = None) -> SampleOutput:
     """Samples a completion for each prompt (token lists of any lengths >= 1).
 
     temperature 0 is greedy decoding. max_new_tokens is one count or one per prompt.
+    stop_table: stop strings (jaxllm.inference.stop_strings.table); a row whose text contains
+    one ends there (`stopped`), its last token holding the string's end.
     """
     if not prompts:
       raise UserError("generate() needs at least one prompt.")
@@ -270,7 +284,7 @@ class Sampler:
     stops = np.full((self.max_stop_tokens,), -1, np.int32)
     stops[:len(stop_tokens)] = stop_tokens
     args = (self.params, prompts_bp, prompt_lengths_b, max_new_b, jax.random.key(seed),
-            np.float32(temperature), np.int32(top_k), np.float32(top_p), stops)
+            np.float32(temperature), np.int32(top_k), np.float32(top_p), stops, stop_table)
     with mesh_context(self.mesh, self.rules):
       out = self._jitted(*args, num_new=num_new)
     out = sharding_lib.fetch(out)  # whole in every process (the rows may be split over hosts)
