@@ -175,6 +175,7 @@ def base_config(size: str = "tiny", stage: str = "pretrain") -> ml_collections.C
   c.init.hf_path = ""
 
   c.distributed = distributed_config()
+  c.logging = logging_config()
   return c
 
 
@@ -186,6 +187,22 @@ def distributed_config() -> ml_collections.ConfigDict:
   c.coordinator_address = ""  # empty: auto-detect (TPU VM, SLURM)
   c.num_processes = 1
   c.process_id = 0
+  return c
+
+
+def logging_config() -> ml_collections.ConfigDict:
+  """config.logging: where metrics go besides the run directory's own files (metrics.jsonl,
+  perf.jsonl, TensorBoard): Weights & Biases (jaxllm/train/wandb_logging.py), off by default."""
+  c = ml_collections.ConfigDict()
+  c.wandb = ml_collections.ConfigDict({
+      "enabled": False,
+      "project": "jaxllm",
+      "entity": "",  # "": the account's default
+      "name": "",  # "": the run directory's name
+      "group": "",  # runs shown together (the pipeline sets it to its directory's name)
+      "tags": "",  # comma-separated
+      "mode": "",  # online | offline | disabled; "": WANDB_MODE, else online
+  })
   return c
 
 

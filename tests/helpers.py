@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -133,3 +134,50 @@ class StorageEmulator:
     if self._proc is not None:
       self._proc.kill()
       self._proc.wait()
+
+
+def wandb_offline_runs(directory) -> list[dict]:
+  """The offline W&B runs under `directory` (its wandb/offline-run-*/ folders), oldest first:
+  {"id", "config", "history" (one dict per logged row; nested keys joined by "/"), "summary",
+  "folder"} read from each run's .wandb
+  file (W&B's record log: a 7-byte header, then 32 KiB blocks of records, each a 7-byte header
+  (CRC, length, kind: 1 whole, 2 first, 3 middle, 4 last piece) and a piece of a protobuf)."""
+  from wandb.proto import wandb_internal_pb2
+
+  def value(item):
+    return json.loads(item.value_json)
+
+  def key(item):
+    return item.key or "/".join(item.nested_key)
+
+  out = []
+  for folder in sorted(Path(directory).glob("wandb/offline-run-*")):
+    (log,) = folder.glob("run-*.wandb")
+    data, pos, pending = log.read_bytes(), 7, b""
+    assert data[:4] == b":W&B", log
+    run = {"id": None, "config": {}, "history": [], "summary": {}, "folder": folder}
+    while pos + 7 <= len(data):
+      room = 32768 - pos % 32768
+      length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+      if room < 7 or (length == 0 and kind == 0):  # the rest of a block is padding
+        pos += room
+        continue
+      pending += data[pos + 7:pos + 7 + length]
+      pos += 7 + length
+      if kind not in (1, 4):
+        continue
+      record = wandb_internal_pb2.Record()
+      record.ParseFromString(pending)
+      pending = b""
+      kind_name = record.WhichOneof("record_type")
+      if kind_name == "run":
+        run["id"] = record.run.run_id
+        run["config"].update({key(u): value(u) for u in record.run.config.update})
+      elif kind_name == "config":
+        run["config"].update({key(u): value(u) for u in record.config.update})
+      elif kind_name == "history":
+        run["history"].append({key(i): value(i) for i in record.history.item})
+      elif kind_name == "summary":
+        run["summary"].update({key(u): value(u) for u in record.summary.update})
+    out.append(run)
+  return out

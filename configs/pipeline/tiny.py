@@ -42,6 +42,10 @@ def get_config(arg=None):
   # every host (docs/tpu.md); process 0 alone makes the data and the tokenizer and writes the
   # shared files.
   c.distributed = config_lib.distributed_config()
+  # Weights & Biases (off by default): --config.logging.wandb.enabled=True puts every training
+  # stage in one W&B group (the directory's name unless .group is set), each run named
+  # GROUP-STAGE, and a GROUP-report run with the report's plots and every stage's eval numbers.
+  c.logging = config_lib.logging_config()
 
   c.clean = load("data/clean.py")
   c.clean.steps = ("url", "html", "language", "gopher_repetition", "gopher_quality", "pii")

@@ -36,6 +36,7 @@ from jaxllm.train import optimizer as optimizer_lib
 from jaxllm.train import progress as progress_lib
 from jaxllm.train import state as state_lib
 from jaxllm.train import step as step_lib
+from jaxllm.train import wandb_logging
 
 
 class TrainingDiverged(UserError):
@@ -223,7 +224,9 @@ def train(config, workdir, model: nn.Module, loss_fn: Callable,
   with contextlib.ExitStack() as stack:  # callbacks run in reverse order
     preemption = _PreemptionFlag()
     stack.callback(preemption.close)  # last: a second SIGTERM cannot cut the final save short
-    writer = metrics_lib.MetricWriter(workdir, enabled=main)
+    wandb_run = (wandb_logging.WandbRun(workdir, config.logging.wandb, config.to_dict())
+                 if main and wandb_logging.enabled(config) else None)
+    writer = metrics_lib.MetricWriter(workdir, enabled=main, wandb_run=wandb_run)
     stack.callback(writer.close)
     console = progress_lib.Progress(tc.num_steps, show=main)
     checkpoints = ckpt_lib.Checkpoints(workdir / "checkpoints", tc.keep_checkpoints,

@@ -91,13 +91,15 @@ class MetricWriter:
 
   On a gs:// run directory the three are written in a local copy (jaxllm/storage.py Mirror)
   and uploaded whole at most every UPLOAD_SECONDS, at every `flush` (each checkpoint) and at
-  `close`.
+  `close`. `wandb_run` (jaxllm/train/wandb_logging.py), when given, gets every value too and is
+  finished at `close`.
   """
 
   UPLOAD_SECONDS = 30.0
 
-  def __init__(self, workdir, enabled: bool = True):
+  def __init__(self, workdir, enabled: bool = True, wandb_run=None):
     self.enabled = enabled
+    self._wandb = wandb_run
     self._mirror = self._tb = None
     self._uploaded = time.monotonic()
     if enabled:
@@ -137,6 +139,8 @@ class MetricWriter:
           f.write(json.dumps(record) + "\n")
     for k, v in values.items():
       self._tb.add_scalar(k, float(v), int(step))
+    if self._wandb is not None:
+      self._wandb.log(step, {k: float(v) for k, v in values.items()})
     if time.monotonic() - self._uploaded > self.UPLOAD_SECONDS:
       self.flush()
 
@@ -151,6 +155,9 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
       self._mirror.close()
+    if self._wandb is not None:
+      self._wandb.finish()
+      self._wandb = None
 
 
 def _step_of(line: str) -> int | None:

@@ -47,6 +47,7 @@ from jaxllm.data import crawl, readers, world
 from jaxllm.errors import ConfigError, UserError
 from jaxllm.parallel import mesh as mesh_lib
 from jaxllm.recipes import dpo, evaluate, prepare_data, pretrain, reward_model, rl, sft, tokenizer
+from jaxllm.train import wandb_logging
 from jaxllm.workflow import report
 
 STAGES = ("data", "tokenizer", "pretrain", "sft", "reward", "dpo", "rl", "eval")
@@ -122,6 +123,8 @@ def stage_config(config, stage: str, paths: Paths) -> ml_collections.ConfigDict:
   """The stage's own config with the pipeline's paths and world seed filled in."""
   c = ml_collections.ConfigDict(config[stage].to_dict())
   c.data.world_seed = config.world_seed
+  if "logging" in config:  # the pipeline's W&B settings, its stages grouped
+    c.logging = wandb_settings(config, paths, stage)
   if stage == "pretrain":
     w = config.math_weight
     if not 0 <= w < 1:
@@ -257,6 +260,35 @@ def run_eval(config, paths: Paths) -> None:
       print(f"evaluated {stage} (step {result['step']}) in {time.perf_counter() - start:.0f} s")
 
 
+def wandb_settings(config, paths: Paths, name: str) -> ml_collections.ConfigDict:
+  """config.logging for the W&B run of stage `name` (or "report"): in the pipeline's group
+  (config.logging.wandb.group, else the directory's name), named GROUP-NAME."""
+  settings = ml_collections.ConfigDict(config.logging.to_dict())
+  group = settings.wandb.group or paths.root.name
+  settings.wandb.group = group
+  settings.wandb.name = f"{settings.wandb.name or group}-{name}"
+  return settings
+
+
+def report_to_wandb(config, paths: Paths) -> None:
+  """A W&B run GROUP-report in the pipeline's group: the report's plots, and each evaluated
+  stage's eval.json numbers as its summary ("sft/qa/accuracy", ...)."""
+  settings = wandb_settings(config, paths, "report").wandb
+  run = wandb_logging.WandbRun(paths.root, settings, config.to_dict(), job_type="report")
+  try:
+    run.log_images(sorted(paths.root.glob("*.png")))
+    numbers = {}
+    for stage in TRAINING:
+      eval_file = paths.of(stage) / "eval.json"
+      if eval_file.is_file():
+        metrics = json.loads(eval_file.read_text()).get("metrics", {})
+        numbers.update({f"{stage}/{k}": v for k, v in metrics.items()
+                        if isinstance(v, int | float)})
+    run.summarize(numbers)
+  finally:
+    run.finish()
+
+
 def _record(paths: Paths, stage: str, **values) -> None:
   """Adds to DIR/pipeline.json: seconds accumulate over resumed calls."""
   status = _status(paths)
@@ -351,6 +383,8 @@ def run(config, workdir) -> dict:
       break
     say(f"== {stage} done in {seconds:.0f} s")
   mesh_lib.on_process_zero(lambda: report.write(paths.root), "pipeline-report")
+  if wandb_logging.enabled(config):
+    mesh_lib.on_process_zero(lambda: report_to_wandb(config, paths), "pipeline-wandb")
   return _status(paths)
 
 
