@@ -31,8 +31,8 @@ tasks) starts each document from one BOS, as the model was trained and as jaxllm
 scores it; lm-eval's `hf` backend, for a tokenizer that adds BOS itself, puts a second one
 before it (run it with add_bos_token=False to compare).
 
-Several processes: every process runs every request (the programs are collective), and only
-process 0 writes results.
+It runs in one process, on that machine's devices (a run larger than one device is spread over
+them).
 """
 
 import json
@@ -66,9 +66,11 @@ NAME = "jaxllm"
 _SAMPLING_KEYS = ("temperature", "top_k", "top_p", "do_sample")
 
 
-def _length_buckets(max_length: int) -> tuple[int, ...]:
-  """Padded row lengths: powers of two from 16, and the context itself."""
-  return (*(b for b in sampler_lib.POWERS_OF_TWO if 16 <= b < max_length), max_length)
+def length_buckets(max_length: int) -> tuple[int, ...]:
+  """Padded row lengths: 16, 24, 32, 48, 64, 96, ... (powers of two and 1.5 times them: a row
+  is padded by a third at most, a few compiles cover every length) up to the context itself."""
+  steps = sorted({b for p in sampler_lib.POWERS_OF_TWO for b in (p, 3 * p // 2) if b >= 16})
+  return (*(b for b in steps if b < max_length), max_length)
 
 
 def _batch_size(value) -> int:
@@ -135,7 +137,11 @@ class JaxllmLM(lm_model.TemplateLM):
     self._sampler = sampler_lib.Sampler(model, self.run.params, tok.pad_id, mesh=mesh,
                                         rules=rules, vocab_limit=tok.vocab_size)
     self._stop_tables: dict[tuple[str, ...], np.ndarray] = {}
-    self.buckets = _length_buckets(self._max_length)
+    # the ids that end a generation, as the exported generation_config.json says: the end of an
+    # assistant turn and EOS (EOS alone for a vocabulary without a chat format)
+    self._stop_ids = (chat_lib.stop_ids(tok) if chat_lib.format_name(tok) != "no chat"
+                      else [self.eot_token_id])
+    self.buckets = length_buckets(self._max_length)
 
   # lm-eval's CLI passes its own --batch_size (default 1) beside model_args; a batch_size in
   # model_args is the one meant, as the module docstring says.
@@ -267,9 +273,9 @@ class JaxllmLM(lm_model.TemplateLM):
     return self._stop_tables[key]
 
   def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-    """Each context's continuation until a stop string (lm-eval's `until`, and EOS), at most
-    max_gen_toks tokens; greedy unless the request samples (do_sample, temperature, top_k,
-    top_p)."""
+    """Each context's continuation until a stop string (lm-eval's `until`, and EOS) or a stop
+    token (EOS, the end of an assistant turn), at most max_gen_toks tokens; greedy unless the
+    request samples (do_sample, temperature, top_k, top_p)."""
     groups: dict[str, list[int]] = {}
     for i, req in enumerate(requests):
       groups.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)
@@ -299,7 +305,7 @@ class JaxllmLM(lm_model.TemplateLM):
         sample = self._sampler.generate(
             [prompts[i] for i in chunk], max_new, temperature=temperature,
             top_k=int(sampling.get("top_k") or 0), top_p=float(sampling.get("top_p") or 1.0),
-            stop_tokens=[self.eot_token_id], seed=self.seed + batch_index, stop_table=table)
+            stop_tokens=self._stop_ids, seed=self.seed + batch_index, stop_table=table)
         for i, ids in zip(chunk, sample.completions()):
           out[i] = lm_models_utils.postprocess_generated_text(self.tok_decode(ids), until, None)
           self.cache_hook.add_partial("generate_until", requests[i].args, out[i])
@@ -368,15 +374,11 @@ def main(argv: Sequence[str] | None = None) -> None:
   output = _default_output(args)
   if output is not None:
     args.output_path = output
-  if jax.process_index() != 0:  # every process computes; one writes
-    for name in ("output_path", "wandb_args", "log_samples"):
-      if hasattr(args, name):
-        setattr(args, name, None if name != "log_samples" else False)
   try:
     parser.execute(args)
   except UserError as e:
     cli.fail(str(e))
-  if output is not None and jax.process_index() == 0:
+  if output is not None:
     run = args.model_args["run"]
     if storage.is_remote(run):
       _upload(run, storage.path(output).parent)
