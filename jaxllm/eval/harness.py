@@ -14,22 +14,23 @@ In Python, import this module, then `lm_eval.simple_evaluate(model="jaxllm",
 model_args="run=RUN")`, or pass a `JaxllmLM` as the model.
 
 model_args: run (the run directory, local or gs://), step (a checkpoint; the newest when left
-out), batch_size (rows per compiled call; beats the command's --batch_size), max_length (the
-context; config.model.max_seq_len), max_gen_toks (256), add_bos_token (None: the tokenizer's
-own rule; True or False as lm-eval's hf backend takes it), prefix_token_id (what an empty
-context and a rolling window start from: BOS, else EOS), seed (sampling, when a task samples).
+out), batch_size (rows per compiled call, "auto" is 16; beats the command's --batch_size),
+max_length (the context; config.model.max_seq_len), max_gen_toks (256), add_bos_token (None:
+the tokenizer's own rule; True or False as lm-eval's hf backend takes it), prefix_token_id
+(what an empty context and a rolling window start from: BOS, else EOS), seed (sampling, when a
+task samples).
 
 What runs is the project's own compiled code on the run's params, placed as every stage places
 them (runs.load_run): log-likelihoods are length-bucketed forward passes of a fixed batch (one
 compile per bucket); generation is the KV-cache sampler, greedy unless the task samples, ending
-each row at EOS or at a stop string (matched inside the decode loop, jaxllm/inference/
-stop_strings.py); the chat template, when lm-eval asks for it (--apply_chat_template), is the
-run's own (data/chat.py). Text is tokenized as Hugging Face tokenizers do, special-token
-strings in it included, so that prompts lm-eval builds read as they would through its `hf`
-backend on the exported model. One difference, on purpose: `loglikelihood_rolling` (perplexity
-tasks) starts each document from one BOS, as the model was trained and as jaxllm's perplexity
-scores it; lm-eval's `hf` backend, for a tokenizer that adds BOS itself, puts a second one
-before it (run it with add_bos_token=False to compare).
+each row at EOS, at the end of an assistant turn, or at a stop string (matched inside the decode
+loop, jaxllm/inference/stop_strings.py); the chat template, when lm-eval asks for it
+(--apply_chat_template), is the run's own (data/chat.py). Text is tokenized as Hugging Face
+tokenizers do, special-token strings in it included, so that prompts lm-eval builds read as they
+would through its `hf` backend on the exported model. One difference, on purpose:
+`loglikelihood_rolling` (perplexity tasks) starts each document from one BOS, as the model was
+trained and as jaxllm's perplexity scores it; lm-eval's `hf` backend, for a tokenizer that adds
+BOS itself, puts a second one before it (run it with add_bos_token=False to compare).
 
 It runs in one process, on that machine's devices (a run larger than one device is spread over
 them).
@@ -134,7 +135,8 @@ class JaxllmLM(lm_model.TemplateLM):
         return sharding_lib.fetch(jitted(self.run.params, *arrays))
 
     self._score = run_score
-    self._sampler = sampler_lib.Sampler(model, self.run.params, tok.pad_id, mesh=mesh,
+    self._pad = tok.pad_id if tok.pad_id is not None else 0  # padding is masked: any id will do
+    self._sampler = sampler_lib.Sampler(model, self.run.params, self._pad, mesh=mesh,
                                         rules=rules, vocab_limit=tok.vocab_size)
     self._stop_tables: dict[tuple[str, ...], np.ndarray] = {}
     # the ids that end a generation, as the exported generation_config.json says: the end of an
@@ -227,7 +229,7 @@ class JaxllmLM(lm_model.TemplateLM):
     for start in range(0, len(order), self.batch_size):
       chunk = order[start:start + self.batch_size]
       width = sampler_lib.bucket(len(rows[chunk[0]][0]), self.buckets)
-      inputs = np.full((self.batch_size, width), self.tokenizer.pad_id, np.int32)
+      inputs = np.full((self.batch_size, width), self._pad, np.int32)
       targets = np.zeros((self.batch_size, width), np.int32)
       mask = np.zeros((self.batch_size, width), np.float32)
       for b, i in enumerate(chunk):

@@ -19,7 +19,7 @@ import transformers
 from lm_eval.tasks import TaskManager
 
 from jaxllm import config as config_lib
-from jaxllm import runs
+from jaxllm import runs, storage
 from jaxllm.data import chat
 from jaxllm.data.tokenizer import train_tokenizer
 from jaxllm.errors import UserError
@@ -209,3 +209,24 @@ def test_generation_stops_inside_the_loop(setup):
   stop = text[len(text) // 2:len(text) // 2 + 2]
   out = lm._sampler.generate([prompt], 20, temperature=0.0, stop_table=lm._stop_table([stop]))
   assert stop in lm.tok_decode(out.completions()[0]) and out.lengths[0] < free.lengths[0]
+
+
+def test_results_of_a_gs_run_go_to_its_local_folder_then_up_beside_it(gcs, monkeypatch, tmp_path):
+  monkeypatch.setenv("JAXLLM_CACHE", str(tmp_path / "cache"))
+  run = gcs.url("harness", "run")
+
+  class Args:
+    model, output_path, model_args = "jaxllm", None, {"run": run}
+
+  output = pathlib.Path(harness._default_output(Args))
+  assert output == storage.local_folder(run) / "lm_eval" / "results.json"
+  assert harness._default_output(type("Other", (Args,), {"model": "hf"})) is None
+  assert harness._default_output(type("Given", (Args,), {"output_path": "x.json"})) is None
+  output.parent.mkdir(parents=True)
+  (output.parent / "results_T1.json").write_text("{}")
+  (output.parent / "samples_tiny_mc_T1.jsonl").write_text("{}\n")
+  harness._upload(run, output.parent)
+  remote = storage.path(run) / "lm_eval"
+  assert sorted(p.name for p in remote.iterdir()) == ["results_T1.json",
+                                                      "samples_tiny_mc_T1.jsonl"]
+  assert (remote / "results_T1.json").read_text() == "{}"
