@@ -238,7 +238,7 @@ class Sampler:
     self._jitted = jax.jit(self._traced, static_argnames=("num_new",))
 
   def _traced(self, params, prompts_bp, prompt_lengths_b, max_new_b, rng, temperature, top_k,
-              top_p, stop_tokens_s, stop_table_mvq, num_new):
+              top_p, stop_tokens_s, stop_table_mvq=None, *, num_new):
     self.num_compiles += 1  # runs at trace time only
     return generate_tokens(self.model, params, prompts_bp, prompt_lengths_b, max_new_b, rng,
                            temperature, top_k, top_p, stop_tokens_s, self.pad_id, num_new,
