@@ -12,8 +12,9 @@ masked, so each row computes what the model computes on that row alone.
 Shapes are bucketed: the batch, prompt length and new-token count are padded up to the next
 bucket (powers of two by default), so a session of requests compiles a handful of programs.
 Sampling settings (temperature, top-k, top-p, stop tokens) are traced values: changing them
-does not recompile. Each row draws from its own key, fold_in(fold_in(seed, row), step), so a
-row's sample does not depend on the other rows or on padding.
+does not recompile; stop strings (jaxllm/inference/stop_strings.py) are a traced table whose
+shape comes in a few buckets. Each row draws from its own key, fold_in(fold_in(seed, row),
+step), so a row's sample does not depend on the other rows or on padding.
 """
 
 import contextlib

@@ -34,6 +34,7 @@ def _logged(run):
   return rows
 
 
+@pytest.mark.slow
 def test_a_run_logs_metrics_timings_and_config_and_a_resume_continues_it(tiny_config, tmp_path,
                                                                         offline):
   config = tiny_config
