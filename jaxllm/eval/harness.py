@@ -61,6 +61,7 @@ from jaxllm.data import chat as chat_lib
 from jaxllm.errors import UserError
 from jaxllm.inference import sampler as sampler_lib
 from jaxllm.inference import stop_strings
+from jaxllm.models import params as params_lib
 from jaxllm.parallel import sharding as sharding_lib
 
 NAME = "jaxllm"
@@ -338,8 +339,7 @@ class JaxllmLM(lm_model.TemplateLM):
   def get_model_info(self) -> dict:
     return {"jaxllm_run": self.run_dir, "jaxllm_step": self.run.step,
             "jaxllm_stage": runs.stage_of(self.run.config),
-            "model_num_parameters": int(sum(np.prod(x.shape)
-                                            for x in jax.tree.leaves(self.run.params)))}
+            "model_num_parameters": params_lib.count_params(self.run.params)}
 
 
 def _default_output(args) -> str | None:

@@ -165,6 +165,8 @@ def test_the_chat_template_is_the_exported_tokenizers(setup):
   assert lm.apply_chat_template(prefilled, add_generation_prompt=False) == tok.apply_chat_template(
       prefilled, tokenize=False, continue_final_message=True)
   assert lm.chat_template(True) == tok.chat_template
+  hf = transformers.AutoModelForCausalLM.from_pretrained(setup / "hf")
+  assert lm.get_model_info()["model_num_parameters"] == hf.num_parameters()
 
 
 def test_bad_model_args_are_clear_errors(setup, tmp_path):
